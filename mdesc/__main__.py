@@ -1,0 +1,5 @@
+import sys
+
+from mdesc.cli import main
+
+sys.exit(main())
