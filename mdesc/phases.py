@@ -1,0 +1,746 @@
+"""Order/chaos phases along the training axis, and the multiple-descent claims they support.
+
+Input is a *run table*: one row per saved checkpoint, as produced by
+``mdesc.sweep.load_table(run_dir)`` -- a mapping of numpy arrays:
+
+============== ======= =====================================================================
+key            shape   meaning
+============== ======= =====================================================================
+epoch          (C,)    training epoch of the checkpoint (any increasing numbers)
+train_loss     (C,)    training loss (binary cross-entropy, nats)
+test_loss      (C,)    test loss (nats)
+log_distance   (C,)    D~ = mean_i ln D_i, the asymptotic distance (floor -15 means order)
+lyapunov_max   (C,)    mean over samples of the maximal Lyapunov exponent lambda_1
+                       (natural-log growth per step)
+lyapunov_stderr (C,)   its standard error
+reduced_sum    (C, S)  per-sample sum_j h_T,j (only used by the report's bifurcation diagram)
+============== ======= =====================================================================
+
+Missing columns are treated as all-NaN; NaN entries (for instance a checkpoint whose runs went
+non-finite) are labelled ``"unknown"``, skipped by every detector, and listed in
+``PhaseAnalysis.nonfinite``.
+
+Definitions (all thresholds are settings, see :class:`PhaseSettings`):
+
+*Chaos measures.*  Two per-checkpoint measures are used and both are always reported:
+
+- distance: the excess ``x = D~ - floor`` (``floor = -15``).  Because each D_i is floored at
+  e^-15, ``x`` is roughly 15 x (fraction of samples whose perturbation did not die out).
+- lyapunov: ``lambda_1`` (mean over samples) with standard error ``s``.
+
+*Label* (binary, used for transitions): chaotic if ``x > distance_margin`` (distance), or if
+``lambda_1 > lyapunov_threshold`` (lyapunov); otherwise ordered.
+
+*Regime* (three states, used for the width of the edge of chaos):
+
+- distance: clearly ordered if ``x <= distance_ordered_tol``; clearly chaotic if
+  ``x >= distance_chaotic_level``; otherwise critical.  ``distance_chaotic_level=None`` resolves
+  to ``max(distance_margin, 0.5 * max_x)`` over the run, i.e. "at least half as chaotic as the
+  most chaotic checkpoint".
+- lyapunov: clearly chaotic if ``lambda_1 - k s > threshold``; clearly ordered if
+  ``lambda_1 + k s < threshold`` (``k = lyapunov_sigmas``, default 2); otherwise critical.
+
+*Transition*: consecutive finite checkpoints ``a < b`` (by epoch, unknowns skipped) whose labels
+differ; ``order_to_chaos`` or ``chaos_to_order``.  Its epoch is where the measure crosses the
+label threshold, by linear interpolation between the two checkpoints.
+
+*Critical stretch and its width* (the "width of the edge of chaos" along the training axis).
+For an order->chaos transition between ``a`` and ``b``: the stretch starts at the last clearly
+ordered checkpoint at or before ``a`` and ends at the first clearly chaotic checkpoint at or
+after ``b`` (mirror image for chaos->order).  The search never passes the neighbouring
+transitions; if no clear checkpoint is found before reaching one (or the start/end of the run),
+the stretch stops at that boundary and is flagged ``open_start``/``open_end`` (its width is then
+a lower bound).  ``width = epoch[end] - epoch[start]`` in epochs; it is never smaller than the
+checkpoint spacing ``epoch[b] - epoch[a]`` -- a stretch with ``n_critical == 0`` is a transition
+sharper than the checkpoint spacing.
+
+*Local minima of the test loss*: the test loss (NaNs dropped) is optionally smoothed by a
+centred moving average of ``smooth`` checkpoints; minima are the peaks of minus that series with
+topographic prominence at least ``minima_prominence * (max - min of the raw test loss)``
+(``scipy.signal.find_peaks``); each is then moved to the raw minimum within the smoothing
+window.  The first and last checkpoints are never local minima.  The *global minimum* is the
+raw argmin (it may be an end point).
+
+*Descent cycle*: between two consecutive local minima, the highest test loss between them is
+the peak; the cycle is the rise (start -> peak) followed by the drop (peak -> end).  Its
+``asymmetry = rise_epochs / drop_epochs`` (> 1: the drop is sharper than the rise).
+
+*Recommended checkpoint* (from stability alone, no test labels), rule ``recommend``:
+
+- ``"first_transition"`` (default): the checkpoint nearest to the epoch of the first
+  order->chaos transition (ties: the earlier one) -- the paper's finding that the global optimum
+  sits at the first order->chaos transition.
+- ``"widest_stretch"``: the checkpoint nearest to the centre of the widest critical stretch of an
+  order->chaos transition (ties: the earliest stretch, then the earlier checkpoint).
+
+If the run has no order->chaos transition there is no recommendation (``None``, with a reason).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+__all__ = [
+    "PhaseSettings",
+    "Transition",
+    "CriticalStretch",
+    "LocalMinimum",
+    "DescentCycle",
+    "PhaseAnalysis",
+    "analyse",
+    "phase_table",
+    "LABEL_NAMES",
+]
+
+#: integer label -> name, as used in ``PhaseAnalysis.labels`` arrays
+LABEL_NAMES = {-1: "unknown", 0: "ordered", 1: "chaotic"}
+#: integer regime -> name (regime: -1 clearly ordered, 0 critical, 1 clearly chaotic, 2 unknown)
+REGIME_NAMES = {-1: "ordered", 0: "critical", 1: "chaotic", 2: "unknown"}
+_UNKNOWN_REGIME = 2
+
+MEASURES = ("distance", "lyapunov")
+_MEASURE_COLUMN = {"distance": "log_distance", "lyapunov": "lyapunov_max"}
+_SCALAR_COLUMNS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc",
+                   "log_distance", "lyapunov_max", "lyapunov_stderr")
+
+
+@dataclass(frozen=True)
+class PhaseSettings:
+    """Every threshold used by :func:`analyse`; recorded in the result.
+
+    Attributes:
+        floor: the order floor of D~ (ln of the e^-15 added to every D_i).
+        distance_margin: D~ - floor above which a checkpoint is labelled chaotic.
+        distance_ordered_tol: D~ - floor at or below which a checkpoint is *clearly* ordered.
+        distance_chaotic_level: D~ - floor at or above which a checkpoint is *clearly* chaotic;
+            None: ``max(distance_margin, 0.5 * largest excess in the run)``.
+        lyapunov_threshold: lambda_1 above which a checkpoint is labelled chaotic (per step).
+        lyapunov_sigmas: k; clearly chaotic if lambda_1 - k*stderr > threshold, clearly ordered
+            if lambda_1 + k*stderr < threshold.
+        measure: which measure defines transitions, stretches and the recommendation:
+            "distance", "lyapunov", or "auto" (distance if any D~ is finite, else lyapunov).
+        minima_prominence: minimum prominence of a test-loss local minimum, as a fraction of the
+            range (max - min) of the test loss.
+        smooth: width in checkpoints of the centred moving average applied before looking for
+            minima (1: none).
+        window: w in epochs for "minimum within +-w of a transition"; None: the median spacing
+            between checkpoints.
+        recommend: "first_transition" or "widest_stretch" (see module docstring).
+    """
+
+    floor: float = -15.0
+    distance_margin: float = 1.0
+    distance_ordered_tol: float = 0.1
+    distance_chaotic_level: float | None = None
+    lyapunov_threshold: float = 0.0
+    lyapunov_sigmas: float = 2.0
+    measure: str = "auto"
+    minima_prominence: float = 0.05
+    smooth: int = 1
+    window: float | None = None
+    recommend: str = "first_transition"
+
+    def validate(self) -> None:
+        if self.measure not in ("auto",) + MEASURES:
+            raise ValueError(f"measure={self.measure!r}: use 'auto', 'distance' or 'lyapunov'")
+        if self.recommend not in ("first_transition", "widest_stretch"):
+            raise ValueError(f"recommend={self.recommend!r}: use 'first_transition' or "
+                             "'widest_stretch'")
+        if not 0 <= self.distance_ordered_tol <= self.distance_margin:
+            raise ValueError(
+                f"need 0 <= distance_ordered_tol ({self.distance_ordered_tol}) <= "
+                f"distance_margin ({self.distance_margin})")
+        if (self.distance_chaotic_level is not None
+                and self.distance_chaotic_level < self.distance_margin):
+            raise ValueError(
+                f"distance_chaotic_level ({self.distance_chaotic_level}) must be >= "
+                f"distance_margin ({self.distance_margin}), or None for automatic")
+        if self.lyapunov_sigmas < 0:
+            raise ValueError(f"lyapunov_sigmas must be >= 0, got {self.lyapunov_sigmas}")
+        if not self.minima_prominence >= 0:
+            raise ValueError(f"minima_prominence must be >= 0, got {self.minima_prominence}")
+        if int(self.smooth) != self.smooth or self.smooth < 1:
+            raise ValueError(f"smooth must be a positive integer (checkpoints), got {self.smooth}")
+        if self.window is not None and not self.window >= 0:
+            raise ValueError(f"window must be >= 0 epochs or None, got {self.window}")
+
+
+@dataclass
+class Transition:
+    """A change of label between consecutive finite checkpoints ``index_before < index_after``."""
+
+    kind: str               # "order_to_chaos" or "chaos_to_order"
+    measure: str            # "distance" or "lyapunov"
+    index_before: int
+    index_after: int
+    epoch_before: float
+    epoch_after: float
+    epoch: float            # interpolated epoch where the measure crosses the label threshold
+
+
+@dataclass
+class CriticalStretch:
+    """The edge-of-chaos stretch around one transition (see module docstring)."""
+
+    transition: int         # index into PhaseAnalysis.transitions
+    kind: str
+    start_index: int
+    end_index: int
+    start_epoch: float
+    end_epoch: float
+    width: float            # end_epoch - start_epoch, epochs
+    centre_epoch: float
+    n_critical: int         # finite checkpoints strictly inside the stretch
+    open_start: bool        # no clear checkpoint found before the boundary: width is a lower bound
+    open_end: bool
+
+
+@dataclass
+class LocalMinimum:
+    index: int
+    epoch: float
+    test_loss: float
+    prominence: float       # in loss units, measured on the smoothed series
+    nearest_transition_epoch: float | None
+    distance_to_transition: float | None   # |epoch - nearest transition epoch|, epochs
+
+
+@dataclass
+class DescentCycle:
+    """Rise from one local minimum to the highest point, then the drop to the next minimum."""
+
+    start_index: int
+    peak_index: int
+    end_index: int
+    start_epoch: float
+    peak_epoch: float
+    end_epoch: float
+    rise: float             # peak - start test loss
+    drop: float             # peak - end test loss
+    rise_epochs: float
+    drop_epochs: float
+    asymmetry: float        # rise_epochs / drop_epochs (> 1: sharp drop)
+    chaotic_fraction_rise: float | None   # fraction of labelled checkpoints in (start, peak] that are chaotic
+    transition_in_drop: bool               # a transition epoch lies in [peak, end]
+    overtrained: bool                      # starts at or after the global minimum
+
+
+@dataclass
+class PhaseAnalysis:
+    """Everything :func:`analyse` finds for one run.  ``to_dict()`` is JSON-serialisable."""
+
+    epochs: np.ndarray                  # (C,) sorted
+    measure: str                        # primary measure used for transitions
+    labels: dict[str, np.ndarray]       # measure -> (C,) int8 (-1 unknown, 0 ordered, 1 chaotic)
+    regimes: dict[str, np.ndarray]      # measure -> (C,) int8 (-1 ordered, 0 critical, 1 chaotic, 2 unknown)
+    transitions: list[Transition]       # primary measure
+    secondary_transitions: list[Transition]  # the other measure (when it has data)
+    stretches: list[CriticalStretch]    # one per primary transition
+    minima: list[LocalMinimum]
+    global_minimum: dict[str, Any] | None
+    cycles: list[DescentCycle]
+    claims: dict[str, Any]
+    recommended_index: int | None
+    recommended_epoch: float | None
+    recommendation_rule: str
+    recommendation_reason: str
+    nonfinite: dict[str, list[float]]   # column -> epochs where it is NaN/inf
+    warnings: list[str]
+    settings: dict[str, Any]            # settings used, with automatic values resolved
+
+    @property
+    def label(self) -> np.ndarray:
+        """(C,) labels of the primary measure."""
+        return self.labels[self.measure]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            out[f.name] = _jsonable(getattr(self, f.name))
+        out["labels"] = {m: [LABEL_NAMES[int(v)] for v in a] for m, a in self.labels.items()}
+        out["regimes"] = {m: [REGIME_NAMES[int(v)] for v in a] for m, a in self.regimes.items()}
+        return out
+
+
+def _jsonable(x: Any) -> Any:
+    """Convert numpy/dataclass/NaN values to plain JSON types (NaN and inf -> None)."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return [_jsonable(v) for v in x.tolist()]
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, (int, np.integer)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return x if math.isfinite(x) else None
+    return x
+
+
+# ----------------------------------------------------------------------------- table handling
+
+def _column(table: Mapping[str, Any], key: str, n: int) -> np.ndarray:
+    if key not in table or table[key] is None:
+        return np.full(n, np.nan)
+    a = np.asarray(table[key], dtype=np.float64)
+    if a.shape != (n,):
+        raise ValueError(f"run table column {key!r} has shape {a.shape}, expected ({n},) "
+                         "like 'epoch' (one value per checkpoint)")
+    a = a.copy()
+    a[~np.isfinite(a)] = np.nan
+    return a
+
+
+def _prepare(table: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Scalar columns as float arrays sorted by epoch; returns (columns, sort order)."""
+    if "epoch" not in table:
+        raise ValueError("run table has no 'epoch' column; expected the mapping returned by "
+                         "mdesc.sweep.load_table(run_dir)")
+    epoch = np.asarray(table["epoch"], dtype=np.float64).reshape(-1)
+    n = epoch.size
+    if n == 0:
+        raise ValueError("run table is empty (no checkpoints); run the sweep first")
+    if not np.all(np.isfinite(epoch)):
+        raise ValueError("run table has non-finite epochs")
+    order = np.argsort(epoch, kind="stable")
+    cols = {k: _column(table, k, n)[order] for k in _SCALAR_COLUMNS}
+    if np.any(np.diff(cols["epoch"]) == 0):
+        dup = np.unique(cols["epoch"][1:][np.diff(cols["epoch"]) == 0])
+        raise ValueError(f"run table has duplicate checkpoints at epochs {dup.tolist()}; "
+                         "each epoch must appear once")
+    return cols, order
+
+
+# ----------------------------------------------------------------------------- labels
+
+def _labels_and_regimes(cols: dict[str, np.ndarray], s: PhaseSettings, chaotic_level: float
+                        ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    labels, regimes = {}, {}
+    x = cols["log_distance"] - s.floor
+    lab = np.where(x > s.distance_margin, 1, 0).astype(np.int8)
+    reg = np.where(x <= s.distance_ordered_tol, -1, np.where(x >= chaotic_level, 1, 0))
+    bad = np.isnan(x)
+    lab[bad] = -1
+    reg = reg.astype(np.int8)
+    reg[bad] = _UNKNOWN_REGIME
+    labels["distance"], regimes["distance"] = lab, reg
+
+    lam = cols["lyapunov_max"]
+    se = np.nan_to_num(cols["lyapunov_stderr"], nan=0.0)
+    thr, k = s.lyapunov_threshold, s.lyapunov_sigmas
+    lab = np.where(lam > thr, 1, 0).astype(np.int8)
+    reg = np.where(lam - k * se > thr, 1, np.where(lam + k * se < thr, -1, 0)).astype(np.int8)
+    bad = np.isnan(lam)
+    lab[bad] = -1
+    reg[bad] = _UNKNOWN_REGIME
+    labels["lyapunov"], regimes["lyapunov"] = lab, reg
+    return labels, regimes
+
+
+def _measure_value(cols: dict[str, np.ndarray], measure: str, s: PhaseSettings
+                   ) -> tuple[np.ndarray, float]:
+    """The measure and the value at which its label flips."""
+    if measure == "distance":
+        return cols["log_distance"], s.floor + s.distance_margin
+    return cols["lyapunov_max"], s.lyapunov_threshold
+
+
+def _transitions(epoch: np.ndarray, label: np.ndarray, value: np.ndarray, threshold: float,
+                 measure: str) -> list[Transition]:
+    idx = np.flatnonzero(label >= 0)
+    out = []
+    for a, b in zip(idx[:-1], idx[1:]):
+        if label[a] == label[b]:
+            continue
+        va, vb = value[a], value[b]
+        frac = 0.5 if vb == va else float(np.clip((threshold - va) / (vb - va), 0.0, 1.0))
+        out.append(Transition(
+            kind="order_to_chaos" if label[b] == 1 else "chaos_to_order", measure=measure,
+            index_before=int(a), index_after=int(b), epoch_before=float(epoch[a]),
+            epoch_after=float(epoch[b]), epoch=float(epoch[a] + frac * (epoch[b] - epoch[a]))))
+    return out
+
+
+def _stretches(epoch: np.ndarray, regime: np.ndarray, transitions: list[Transition]
+               ) -> list[CriticalStretch]:
+    out = []
+    n = epoch.size
+    for t, tr in enumerate(transitions):
+        a, b = tr.index_before, tr.index_after
+        lo = transitions[t - 1].index_after if t > 0 else 0
+        hi = transitions[t + 1].index_before if t + 1 < len(transitions) else n - 1
+        before_clear = -1 if tr.kind == "order_to_chaos" else 1   # the regime left behind
+        after_clear = -before_clear
+        start, open_start = lo, True
+        for j in range(a, lo - 1, -1):
+            if regime[j] == before_clear:
+                start, open_start = j, False
+                break
+        end, open_end = hi, True
+        for j in range(b, hi + 1):
+            if regime[j] == after_clear:
+                end, open_end = j, False
+                break
+        inside = regime[start + 1:end]
+        out.append(CriticalStretch(
+            transition=t, kind=tr.kind, start_index=int(start), end_index=int(end),
+            start_epoch=float(epoch[start]), end_epoch=float(epoch[end]),
+            width=float(epoch[end] - epoch[start]),
+            centre_epoch=float(0.5 * (epoch[start] + epoch[end])),
+            n_critical=int(np.sum(inside != _UNKNOWN_REGIME)),
+            open_start=open_start, open_end=open_end))
+    return out
+
+
+# ----------------------------------------------------------------------------- test loss
+
+def _moving_average(y: np.ndarray, width: int) -> np.ndarray:
+    if width <= 1:
+        return y.copy()
+    h = width // 2
+    c = np.concatenate([[0.0], np.cumsum(y)])
+    i = np.arange(y.size)
+    lo, hi = np.maximum(i - h, 0), np.minimum(i + h + 1, y.size)
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+def _local_minima(epoch: np.ndarray, loss: np.ndarray, s: PhaseSettings
+                  ) -> list[tuple[int, float]]:
+    """(checkpoint index, prominence) of the test-loss local minima."""
+    from scipy.signal import find_peaks
+
+    idx = np.flatnonzero(np.isfinite(loss))
+    if idx.size < 3:
+        return []
+    y = loss[idx]
+    span = float(y.max() - y.min())
+    if span == 0.0:
+        return []
+    ys = _moving_average(y, int(s.smooth))
+    peaks, props = find_peaks(-ys, prominence=max(s.minima_prominence * span, 1e-300))
+    h = int(s.smooth) // 2
+    found: dict[int, float] = {}
+    for p, prom in zip(peaks, props["prominences"]):
+        lo, hi = max(p - h, 1), min(p + h + 1, y.size - 1)   # never an end point
+        q = lo + int(np.argmin(y[lo:hi]))
+        found[int(idx[q])] = max(found.get(int(idx[q]), 0.0), float(prom))
+    return sorted(found.items())
+
+
+def _cycles(epoch: np.ndarray, loss: np.ndarray, minima: list[LocalMinimum],
+            label: np.ndarray, transitions: list[Transition], global_epoch: float | None
+            ) -> list[DescentCycle]:
+    out = []
+    for m0, m1 in zip(minima[:-1], minima[1:]):
+        i0, i1 = m0.index, m1.index
+        seg = loss[i0 + 1:i1]
+        if seg.size == 0 or not np.any(np.isfinite(seg)):
+            continue
+        p = i0 + 1 + int(np.nanargmax(seg))
+        rise_e, drop_e = float(epoch[p] - epoch[i0]), float(epoch[i1] - epoch[p])
+        lab = label[i0 + 1:p + 1]
+        lab = lab[lab >= 0]
+        out.append(DescentCycle(
+            start_index=i0, peak_index=p, end_index=i1,
+            start_epoch=float(epoch[i0]), peak_epoch=float(epoch[p]), end_epoch=float(epoch[i1]),
+            rise=float(loss[p] - loss[i0]), drop=float(loss[p] - loss[i1]),
+            rise_epochs=rise_e, drop_epochs=drop_e,
+            asymmetry=rise_e / drop_e if drop_e > 0 else math.inf,
+            chaotic_fraction_rise=float(np.mean(lab == 1)) if lab.size else None,
+            transition_in_drop=any(epoch[p] <= t.epoch <= epoch[i1] for t in transitions),
+            overtrained=bool(global_epoch is not None and epoch[i0] >= global_epoch)))
+    return out
+
+
+# ----------------------------------------------------------------------------- claims
+
+def _correlations(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Spearman and Pearson correlation of finite pairs; NaN when undefined (n < 3 or constant)."""
+    from scipy import stats
+
+    ok = np.isfinite(x) & np.isfinite(y)
+    n = int(ok.sum())
+    res = {"n": n, "spearman": math.nan, "spearman_p": math.nan,
+           "pearson": math.nan, "pearson_p": math.nan}
+    if n < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
+        return res
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sp = stats.spearmanr(x[ok], y[ok])
+        pe = stats.pearsonr(x[ok], y[ok])
+    res.update(spearman=float(sp.statistic), spearman_p=float(sp.pvalue),
+               pearson=float(pe.statistic), pearson_p=float(pe.pvalue))
+    return res
+
+
+def _nearest_index(epoch: np.ndarray, target: float) -> int:
+    return int(np.argmin(np.abs(epoch - target)))   # argmin returns the first (earlier) on ties
+
+
+# ----------------------------------------------------------------------------- public API
+
+def analyse(table: Mapping[str, Any], settings: PhaseSettings | None = None,
+            **overrides: Any) -> PhaseAnalysis:
+    """Label every checkpoint ordered/chaotic and measure the paper's claims for one run.
+
+    Args:
+        table: the run table (see module docstring); rows need not be sorted by epoch.
+        settings: a :class:`PhaseSettings`; keyword ``overrides`` replace single fields
+            (``analyse(table, distance_margin=2.0, window=3)``).
+
+    Returns:
+        A :class:`PhaseAnalysis`; array fields follow the epoch-sorted order (``.epochs``).
+        Indices (``index_before``, ``recommended_index``, ...) refer to that order.
+
+    ``claims`` holds the measured numbers (all floats in epochs or loss units; None/NaN where
+    undefined): ``first_order_to_chaos_epoch``, ``global_min_epoch``,
+    ``first_transition_minus_global_min`` (epochs), ``minima_near_transition_fraction`` (the
+    fraction of local minima within +-``window`` epochs of any transition) with
+    ``minima_near_transition_chance`` (the same fraction for interior checkpoints picked at
+    random: the baseline to compare with), ``overtrained_*`` correlations of test loss with each
+    chaos measure over checkpoints after the global minimum, the widest stretch, the cycle
+    statistics, and the recommendation's test loss (``recommended_regret`` = its test loss minus
+    the global minimum; test labels are used only to evaluate it, never to choose it).
+    """
+    s = settings or PhaseSettings()
+    valid = {f.name for f in dataclasses.fields(PhaseSettings)}
+    unknown = set(overrides) - valid
+    if unknown:
+        raise TypeError(f"analyse() got unknown settings {sorted(unknown)}; "
+                        f"valid: {sorted(valid)}")
+    s = dataclasses.replace(s, **overrides)
+    s.validate()
+
+    cols, _ = _prepare(table)
+    epoch = cols["epoch"]
+    n = epoch.size
+    notes: list[str] = []
+
+    nonfinite = {k: epoch[np.isnan(cols[k])].tolist()
+                 for k in ("test_loss", "train_loss", "log_distance", "lyapunov_max")
+                 if k in table and np.any(np.isnan(cols[k]))}
+    for k, eps in nonfinite.items():
+        notes.append(f"{k} is missing or non-finite at {len(eps)} of {n} checkpoints "
+                     f"(epochs {_short(eps)}); they are labelled unknown / skipped")
+    missing = [k for k in ("test_loss", "log_distance", "lyapunov_max") if k not in table]
+    if missing:
+        notes.append(f"run table has no column(s) {missing}")
+
+    excess = cols["log_distance"] - s.floor
+    if s.distance_chaotic_level is None:
+        top = float(np.nanmax(excess)) if np.any(np.isfinite(excess)) else 0.0
+        chaotic_level = max(s.distance_margin, 0.5 * top)
+    else:
+        chaotic_level = float(s.distance_chaotic_level)
+    has = {m: bool(np.any(np.isfinite(cols[_MEASURE_COLUMN[m]]))) for m in MEASURES}
+    if s.measure == "auto":
+        measure = "distance" if has["distance"] or not has["lyapunov"] else "lyapunov"
+    else:
+        measure = s.measure
+    if not has[measure]:
+        notes.append(f"no finite {_MEASURE_COLUMN[measure]} values: no transitions can be found")
+    other = "lyapunov" if measure == "distance" else "distance"
+
+    diffs = np.diff(epoch)
+    window = float(s.window) if s.window is not None else (float(np.median(diffs)) if n > 1 else 0.0)
+    used = dataclasses.asdict(s)
+    used.update(distance_chaotic_level=chaotic_level, window=window, measure=measure)
+
+    labels, regimes = _labels_and_regimes(cols, s, chaotic_level)
+    value, thr = _measure_value(cols, measure, s)
+    transitions = _transitions(epoch, labels[measure], value, thr, measure)
+    ovalue, othr = _measure_value(cols, other, s)
+    secondary = _transitions(epoch, labels[other], ovalue, othr, other) if has[other] else []
+    stretches = _stretches(epoch, regimes[measure], transitions)
+    t_epochs = np.array([t.epoch for t in transitions])
+
+    # test loss: global minimum, local minima, cycles
+    loss = cols["test_loss"]
+    global_min = None
+    if np.any(np.isfinite(loss)):
+        g = int(np.nanargmin(loss))
+        global_min = {"index": g, "epoch": float(epoch[g]), "test_loss": float(loss[g])}
+    minima = []
+    for i, prom in _local_minima(epoch, loss, s):
+        if t_epochs.size:
+            j = int(np.argmin(np.abs(t_epochs - epoch[i])))
+            near, dist = float(t_epochs[j]), float(abs(t_epochs[j] - epoch[i]))
+        else:
+            near = dist = None
+        minima.append(LocalMinimum(index=i, epoch=float(epoch[i]), test_loss=float(loss[i]),
+                                   prominence=prom, nearest_transition_epoch=near,
+                                   distance_to_transition=dist))
+    g_epoch = global_min["epoch"] if global_min else None
+    cycles = _cycles(epoch, loss, minima, labels[measure], transitions, g_epoch)
+
+    # recommendation (stability only)
+    o2c = [k for k, t in enumerate(transitions) if t.kind == "order_to_chaos"]
+    rec_idx: int | None = None
+    if not o2c:
+        if not has[measure]:
+            reason = f"no finite {_MEASURE_COLUMN[measure]}: stability gives no recommendation"
+        elif np.all(labels[measure][labels[measure] >= 0] == 0):
+            reason = "the run stays ordered throughout: no order->chaos transition to recommend"
+        elif np.all(labels[measure][labels[measure] >= 0] == 1):
+            reason = "the run is chaotic throughout: no order->chaos transition to recommend"
+        else:
+            reason = "no order->chaos transition (only chaos->order): no recommendation"
+    elif s.recommend == "first_transition":
+        t = transitions[o2c[0]]
+        rec_idx = _nearest_index(epoch, t.epoch)
+        reason = (f"checkpoint nearest to the first order->chaos transition "
+                  f"(epoch {t.epoch:.4g}, between checkpoints at {t.epoch_before:.4g} and "
+                  f"{t.epoch_after:.4g})")
+    else:
+        cand = [stretches[k] for k in o2c]
+        best = max(cand, key=lambda st: (st.width, -st.start_epoch))
+        rec_idx = _nearest_index(epoch, best.centre_epoch)
+        reason = (f"checkpoint nearest to the centre (epoch {best.centre_epoch:.4g}) of the "
+                  f"widest order->chaos critical stretch ({best.start_epoch:.4g} to "
+                  f"{best.end_epoch:.4g}, width {best.width:.4g} epochs)")
+    rec_epoch = float(epoch[rec_idx]) if rec_idx is not None else None
+
+    claims = _claims(epoch, cols, labels, measure, transitions, stretches, minima, global_min,
+                     cycles, window, rec_idx, n)
+
+    return PhaseAnalysis(
+        epochs=epoch, measure=measure, labels=labels, regimes=regimes, transitions=transitions,
+        secondary_transitions=secondary, stretches=stretches, minima=minima,
+        global_minimum=global_min, cycles=cycles, claims=claims, recommended_index=rec_idx,
+        recommended_epoch=rec_epoch, recommendation_rule=s.recommend,
+        recommendation_reason=reason, nonfinite=nonfinite, warnings=notes, settings=used)
+
+
+def _claims(epoch, cols, labels, measure, transitions, stretches, minima, global_min, cycles,
+            window, rec_idx, n) -> dict[str, Any]:
+    nan = math.nan
+    loss = cols["test_loss"]
+    c: dict[str, Any] = {"n_checkpoints": n, "measure": measure, "window_epochs": window}
+    c["n_transitions"] = len(transitions)
+    c["n_order_to_chaos"] = sum(t.kind == "order_to_chaos" for t in transitions)
+    c["n_chaos_to_order"] = sum(t.kind == "chaos_to_order" for t in transitions)
+    first = next((t for t in transitions if t.kind == "order_to_chaos"), None)
+    c["first_order_to_chaos_epoch"] = first.epoch if first else nan
+    c["global_min_epoch"] = global_min["epoch"] if global_min else nan
+    c["global_min_test_loss"] = global_min["test_loss"] if global_min else nan
+    c["first_transition_minus_global_min"] = (
+        first.epoch - global_min["epoch"] if first and global_min else nan)
+    c["first_transition_within_window_of_global_min"] = (
+        bool(abs(c["first_transition_minus_global_min"]) <= window)
+        if first and global_min else None)
+
+    t_epochs = np.array([t.epoch for t in transitions])
+    c["n_local_minima"] = len(minima)
+    near = [m for m in minima if m.distance_to_transition is not None
+            and m.distance_to_transition <= window]
+    c["n_minima_near_transition"] = len(near)
+    c["minima_near_transition_fraction"] = len(near) / len(minima) if minima else nan
+    interior = np.flatnonzero(np.isfinite(loss))[1:-1]
+    if interior.size and t_epochs.size:
+        d = np.min(np.abs(epoch[interior, None] - t_epochs[None, :]), axis=1)
+        c["minima_near_transition_chance"] = float(np.mean(d <= window))
+    else:
+        c["minima_near_transition_chance"] = 0.0 if interior.size else nan
+
+    if global_min is not None:
+        after = epoch > global_min["epoch"]
+        for m in MEASURES:
+            r = _correlations(cols[_MEASURE_COLUMN[m]][after], loss[after])
+            c["overtrained_n"] = int(np.sum(after & np.isfinite(loss)))
+            for k in ("spearman", "spearman_p", "pearson", "pearson_p"):
+                c[f"overtrained_{k}_{m}"] = r[k]
+            c[f"overtrained_pairs_{m}"] = r["n"]
+    else:
+        c["overtrained_n"] = 0
+
+    o2c = [st for st in stretches if st.kind == "order_to_chaos"]
+    if stretches:
+        widest = max(stretches, key=lambda st: (st.width, -st.start_epoch))
+        c["widest_stretch_width"] = widest.width
+        c["widest_stretch_centre_epoch"] = widest.centre_epoch
+        c["widest_stretch_kind"] = widest.kind
+    else:
+        c["widest_stretch_width"] = c["widest_stretch_centre_epoch"] = nan
+        c["widest_stretch_kind"] = None
+    c["first_transition_stretch_width"] = o2c[0].width if o2c else nan
+    c["first_transition_stretch_is_widest"] = (
+        bool(o2c[0].width >= max(st.width for st in stretches)) if o2c else None)
+
+    c["n_cycles"] = len(cycles)
+    c["n_overtrained_cycles"] = sum(cy.overtrained for cy in cycles)
+    c["fraction_cycles_sharp_drop"] = (
+        float(np.mean([cy.asymmetry > 1 for cy in cycles])) if cycles else nan)
+    c["fraction_cycles_transition_in_drop"] = (
+        float(np.mean([cy.transition_in_drop for cy in cycles])) if cycles else nan)
+    fr = [cy.chaotic_fraction_rise for cy in cycles if cy.chaotic_fraction_rise is not None]
+    c["mean_chaotic_fraction_rise"] = float(np.mean(fr)) if fr else nan
+
+    both = (labels["distance"] >= 0) & (labels["lyapunov"] >= 0)
+    c["label_agreement"] = (float(np.mean(labels["distance"][both] == labels["lyapunov"][both]))
+                            if both.any() else nan)
+    c["recommended_epoch"] = float(epoch[rec_idx]) if rec_idx is not None else nan
+    rl = loss[rec_idx] if rec_idx is not None else nan
+    c["recommended_test_loss"] = float(rl)
+    c["recommended_regret"] = (float(rl - global_min["test_loss"])
+                               if global_min is not None and np.isfinite(rl) else nan)
+    return c
+
+
+def _short(values: list[float], k: int = 6) -> str:
+    s = ", ".join(f"{v:g}" for v in values[:k])
+    return s + (", ..." if len(values) > k else "")
+
+
+def phase_table(table: Mapping[str, Any], analysis: PhaseAnalysis | None = None,
+                **settings: Any) -> dict[str, np.ndarray]:
+    """Per-checkpoint table (dict of (C,) arrays, sorted by epoch) for Python users.
+
+    Columns: the scalar run-table columns, ``label`` / ``regime`` (primary measure, strings),
+    ``label_distance``, ``label_lyapunov``, ``regime_distance``, ``regime_lyapunov``,
+    ``in_critical_stretch`` (bool), ``local_min``, ``global_min``, ``recommended`` (bool) and
+    ``transition`` (the kind of the transition whose ``index_after`` is this checkpoint, else
+    ``""``).  ``analysis`` defaults to ``analyse(table, **settings)``.
+    """
+    if analysis is None:
+        analysis = analyse(table, **settings)
+    elif settings:
+        raise TypeError("pass either an analysis or settings, not both")
+    cols, _ = _prepare(table)
+    n = cols["epoch"].size
+    out: dict[str, np.ndarray] = {k: v for k, v in cols.items()}
+    m = analysis.measure
+    names = np.vectorize(LABEL_NAMES.get, otypes=[object])
+    rnames = np.vectorize(REGIME_NAMES.get, otypes=[object])
+    out["label"] = names(analysis.labels[m]).astype(str)
+    out["regime"] = rnames(analysis.regimes[m]).astype(str)
+    for mm in MEASURES:
+        out[f"label_{mm}"] = names(analysis.labels[mm]).astype(str)
+        out[f"regime_{mm}"] = rnames(analysis.regimes[mm]).astype(str)
+    crit = np.zeros(n, bool)
+    for st in analysis.stretches:
+        crit[st.start_index:st.end_index + 1] = True
+    out["in_critical_stretch"] = crit
+    out["local_min"] = np.isin(np.arange(n), [mi.index for mi in analysis.minima])
+    g = np.zeros(n, bool)
+    if analysis.global_minimum is not None:
+        g[analysis.global_minimum["index"]] = True
+    out["global_min"] = g
+    r = np.zeros(n, bool)
+    if analysis.recommended_index is not None:
+        r[analysis.recommended_index] = True
+    out["recommended"] = r
+    tr = np.array([""] * n, dtype=object)
+    for t in analysis.transitions:
+        tr[t.index_after] = t.kind
+    out["transition"] = tr.astype(str)
+    return out
