@@ -60,7 +60,7 @@ def _extension():
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     use_cuda, why = _want_cuda()
     print(f"mdesc: building {'CPU + CUDA' if use_cuda else 'CPU only'} extension ({why})")
-    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    cxx = ["-O3", "-std=c++20", "-fopenmp"]
     if os.environ.get("MDESC_NATIVE", "0") == "1":
         cxx.append("-march=native")
     define_macros = [("MDESC_TORCH_VERSION", f'"{torch.__version__}"')]
@@ -73,7 +73,7 @@ def _extension():
     if use_cuda:
         sources += rel("csrc/cuda/*.cu") + rel("csrc/cuda/*.cpp")
         define_macros.append(("MDESC_WITH_CUDA", "1"))
-        nvcc = ["-O3", "--use_fast_math", "-std=c++17", "-lineinfo"]
+        nvcc = ["-O3", "--use_fast_math", "-std=c++20", "-lineinfo"]
         return CUDAExtension(sources=sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc},
                              extra_link_args=["-fopenmp"], **kwargs)
     return CppExtension(sources=sources, extra_compile_args={"cxx": cxx},

@@ -24,9 +24,20 @@
 //   (the last block may be shorter).
 //   block_logs [C, B, nblocks, k] float64: sum of log R_ii over each counted block
 //   h_T, c_T   [C, L, B, H]      state after the last step
+#include <torch/library.h>
+
 TORCH_LIBRARY(mdesc, m) {
   m.def(
       "lstm_tangent_run(Tensor x, Tensor lengths, Tensor[] w_ih, Tensor[] w_hh, Tensor[] bias, "
       "Tensor h0, Tensor c0, Tensor q0, int zero_input_steps, int warmup, int qr_every) "
       "-> (Tensor block_logs, Tensor h_T, Tensor c_T)");
+}
+
+// `import mdesc._C` loads this library (and with it the registrations above); it defines no
+// Python functions of its own: everything is reached through torch.ops.mdesc.*.
+#include <Python.h>
+
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
 }

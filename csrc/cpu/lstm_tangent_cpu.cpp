@@ -1,0 +1,318 @@
+// CPU implementation of mdesc::lstm_tangent_run (schema and shapes: csrc/mdesc.cpp).
+//
+// The whole time loop runs here.  Work is split into units of (checkpoint, tile of sequences),
+// run in parallel with at::parallel_for; each unit owns its buffers, allocated once before its
+// time loop.  Inside a unit, the state and the k tangent vectors of every sequence in the tile
+// sit side by side as columns of one matrix per layer, so a step is one GEMM per weight matrix
+// ([4H x H] times [H x tile*(1+k)]) plus one pass of pointwise work:
+//
+//   Hs[l], Cs[l]  [H, M] column-major, M = tile * (1 + k); column s*(1+k) is sequence s's state
+//                 (h or c of layer l), column s*(1+k) + 1 + j its tangent vector j restricted to
+//                 that layer's h (or c) block.  A tangent vector is thus spread over 2L blocks
+//                 [h_1, c_1, ..., h_L, c_L] of H rows each, exactly the ordering of q0.
+//   G             [4H, M] gate pre-activations of the current layer.
+//   XP            [4H, Tu * tile] layer-0 input projection W_ih x + bias of the driven part,
+//                 computed up front in one GEMM (Tu = longest drive in the tile).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/blas.h"
+#include "run_checks.h"
+
+namespace mdesc::cpu {
+namespace {
+
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+// Everything a work unit reads, as raw pointers into contiguous tensors.
+template <typename T>
+struct RunArgs {
+  RunDims d;
+  const T* x;                 // [C|1, T, B, I]
+  const int64_t* lengths;     // [B]
+  std::vector<const T*> w_ih; // per layer [C, 4H, I_l]
+  std::vector<const T*> w_hh; // per layer [C, 4H, H]
+  std::vector<const T*> bias; // per layer [C, 4H]
+  const T* h0;                // [C|1, L, B, H]
+  const T* c0;                // [C|1, L, B, H]
+  const T* q0;                // [C|1, B|1, n, k]
+  double* logs;               // [C, B, nblocks, k]
+  T* hT;                      // [C, L, B, H]
+  T* cT;                      // [C, L, B, H]
+};
+
+template <typename T>
+class TileRunner {
+ public:
+  TileRunner(const RunArgs<T>& a, int64_t tile)
+      : a_(a), d_(a.d), tile_(tile), cols_(1 + a.d.k), M_(tile * (1 + a.d.k)) {
+    const int64_t H = d_.H, L = d_.L;
+    hs_.assign(L, std::vector<T>(H * M_));
+    cs_.assign(L, std::vector<T>(H * M_));
+    g_.resize(4 * H * M_);
+    coef_.resize(6 * H);
+    xp_.resize(4 * H * d_.T * tile);
+    xbuf_.resize(d_.I * d_.T * tile);
+  }
+
+  // Runs sequences [b0, b0 + nb) of checkpoint c through all S steps.
+  void run(int64_t c, int64_t b0, int64_t nb) {
+    nb_ = nb;
+    M_ = nb * cols_;
+    load_initial_state(c, b0);
+    project_inputs(c, b0);
+    for (int64_t t = 0; t < d_.S; ++t) {
+      for (int64_t l = 0; l < d_.L; ++l) step_layer(c, b0, l, t);
+      if (d_.k > 0) {
+        const int64_t block = qr_block_after_step(d_, t + 1);
+        if (block != -2) orthonormalise(c, b0, block);
+      }
+    }
+    store_final_state(c, b0);
+  }
+
+ private:
+  void load_initial_state(int64_t c, int64_t b0) {
+    const int64_t H = d_.H, L = d_.L, B = d_.B, n = d_.n, k = d_.k;
+    const int64_t cs = d_.state_per_ckpt ? c : 0;
+    const int64_t cq = d_.q_per_ckpt ? c : 0;
+    for (int64_t s = 0; s < nb_; ++s) {
+      const int64_t b = b0 + s;
+      const int64_t bq = d_.q_per_seq ? b : 0;
+      const T* q = a_.q0 + ((cq * (d_.q_per_seq ? B : 1) + bq) * n) * k;  // [n, k] row-major
+      for (int64_t l = 0; l < L; ++l) {
+        const T* h = a_.h0 + ((cs * L + l) * B + b) * H;
+        const T* cc = a_.c0 + ((cs * L + l) * B + b) * H;
+        T* hcol = hs_[l].data() + s * cols_ * H;
+        T* ccol = cs_[l].data() + s * cols_ * H;
+        std::copy(h, h + H, hcol);
+        std::copy(cc, cc + H, ccol);
+        for (int64_t j = 0; j < k; ++j) {
+          T* dh = hcol + (1 + j) * H;
+          T* dc = ccol + (1 + j) * H;
+          for (int64_t r = 0; r < H; ++r) {
+            dh[r] = q[(2 * l * H + r) * k + j];
+            dc[r] = q[(2 * l * H + H + r) * k + j];
+          }
+        }
+      }
+    }
+  }
+
+  // XP[:, t * nb + s] = W_ih[0] x[t, b0 + s] + bias[0] for t < longest drive in the tile.
+  void project_inputs(int64_t c, int64_t b0) {
+    const int64_t I = d_.I, H4 = 4 * d_.H, B = d_.B;
+    int64_t tu = 0;
+    for (int64_t s = 0; s < nb_; ++s) tu = std::max(tu, a_.lengths[b0 + s]);
+    const T* x = a_.x + (d_.x_per_ckpt ? c : 0) * d_.T * B * I;
+    for (int64_t t = 0; t < tu; ++t) {
+      std::copy(x + (t * B + b0) * I, x + (t * B + b0 + nb_) * I, xbuf_.data() + t * nb_ * I);
+    }
+    const T* w = a_.w_ih[0] + c * H4 * I;
+    gemm<T>(true, H4, tu * nb_, I, T(1), w, I, xbuf_.data(), I, T(0), xp_.data(), H4);
+    const T* bias = a_.bias[0] + c * H4;
+    for (int64_t col = 0; col < tu * nb_; ++col) {
+      T* p = xp_.data() + col * H4;
+      for (int64_t r = 0; r < H4; ++r) p[r] += bias[r];
+    }
+  }
+
+  void step_layer(int64_t c, int64_t b0, int64_t l, int64_t t) {
+    const int64_t H = d_.H, H4 = 4 * H;
+    T* g = g_.data();
+    // G = W_hh h (+ W_ih h_below for upper layers), state and tangent columns alike.
+    gemm<T>(true, H4, M_, H, T(1), a_.w_hh[l] + c * H4 * H, H, hs_[l].data(), H, T(0), g, H4);
+    if (l > 0) {
+      gemm<T>(true, H4, M_, H, T(1), a_.w_ih[l] + c * H4 * H, H, hs_[l - 1].data(), H, T(1), g, H4);
+    }
+    const T* bias = a_.bias[l] + c * H4;
+    T* ci = coef_.data();     // i (1 - i) g        multiplies d a_i
+    T* cf = ci + H;           // f (1 - f) c_old    multiplies d a_f
+    T* cg = cf + H;           // i (1 - g^2)        multiplies d a_g
+    T* ff = cg + H;           // f                  multiplies d c
+    T* co = ff + H;           // o (1 - o) tanh c'  multiplies d a_o
+    T* oc = co + H;           // o (1 - tanh^2 c')  multiplies d c'
+    for (int64_t s = 0; s < nb_; ++s) {
+      const int64_t b = b0 + s;
+      const T* in = bias;  // bias only: upper layers, or zero input after the drive
+      if (l == 0 && t < a_.lengths[b]) in = xp_.data() + (t * nb_ + s) * H4;
+      T* gs = g + s * cols_ * H4;
+      T* hcol = hs_[l].data() + s * cols_ * H;
+      T* ccol = cs_[l].data() + s * cols_ * H;
+      for (int64_t r = 0; r < H; ++r) {
+        const T i = sigmoid(gs[r] + in[r]);
+        const T f = sigmoid(gs[H + r] + in[H + r]);
+        const T gg = std::tanh(gs[2 * H + r] + in[2 * H + r]);
+        const T o = sigmoid(gs[3 * H + r] + in[3 * H + r]);
+        const T c_old = ccol[r];
+        const T c_new = f * c_old + i * gg;
+        const T tc = std::tanh(c_new);
+        ci[r] = i * (T(1) - i) * gg;
+        cf[r] = f * (T(1) - f) * c_old;
+        cg[r] = i * (T(1) - gg * gg);
+        ff[r] = f;
+        co[r] = o * (T(1) - o) * tc;
+        oc[r] = o * (T(1) - tc * tc);
+        ccol[r] = c_new;
+        hcol[r] = o * tc;
+      }
+      for (int64_t j = 1; j < cols_; ++j) {
+        const T* ga = gs + j * H4;
+        T* dh = hcol + j * H;
+        T* dc = ccol + j * H;
+#pragma omp simd
+        for (int64_t r = 0; r < H; ++r) {
+          const T dcn = cf[r] * ga[H + r] + ff[r] * dc[r] + ci[r] * ga[r] + cg[r] * ga[2 * H + r];
+          dc[r] = dcn;
+          dh[r] = co[r] * ga[3 * H + r] + oc[r] * dcn;
+        }
+      }
+    }
+  }
+
+  // Dot product of tangent vectors p and q of one sequence over all 2L blocks, in float64.
+  double dot(int64_t s, int64_t p, int64_t q) const {
+    double acc = 0.0;
+    const int64_t H = d_.H;
+    for (int64_t l = 0; l < d_.L; ++l) {
+      for (const auto* buf : {&hs_[l], &cs_[l]}) {
+        const T* u = buf->data() + (s * cols_ + 1 + p) * H;
+        const T* v = buf->data() + (s * cols_ + 1 + q) * H;
+        for (int64_t r = 0; r < H; ++r) acc += static_cast<double>(u[r]) * static_cast<double>(v[r]);
+      }
+    }
+    return acc;
+  }
+
+  // vector q -= alpha * vector p  (if scale_only: vector q *= alpha)
+  void axpy(int64_t s, int64_t p, int64_t q, double alpha, bool scale_only) {
+    const int64_t H = d_.H;
+    const T a = static_cast<T>(alpha);
+    for (int64_t l = 0; l < d_.L; ++l) {
+      for (auto* buf : {&hs_[l], &cs_[l]}) {
+        T* v = buf->data() + (s * cols_ + 1 + q) * H;
+        if (scale_only) {
+          for (int64_t r = 0; r < H; ++r) v[r] *= a;
+        } else {
+          const T* u = buf->data() + (s * cols_ + 1 + p) * H;
+          for (int64_t r = 0; r < H; ++r) v[r] -= a * u[r];
+        }
+      }
+    }
+  }
+
+  // Modified Gram-Schmidt with one re-orthogonalisation pass ("twice is enough"), so the frame
+  // stays orthonormal to rounding even in float32.  R_jj = norm after projection > 0.  A zero or
+  // non-finite norm yields a non-finite log, which poisons the sums (reported as NaN upstream).
+  void orthonormalise(int64_t c, int64_t b0, int64_t block) {
+    const int64_t k = d_.k;
+    for (int64_t s = 0; s < nb_; ++s) {
+      double* out = block >= 0 ? a_.logs + ((c * d_.B + b0 + s) * d_.nblocks + block) * k : nullptr;
+      for (int64_t j = 0; j < k; ++j) {
+        for (int pass = 0; pass < 2; ++pass) {
+          for (int64_t p = 0; p < j; ++p) axpy(s, p, j, dot(s, p, j), false);
+        }
+        const double norm = std::sqrt(dot(s, j, j));
+        if (out != nullptr) out[j] += std::log(norm);
+        axpy(s, j, j, 1.0 / norm, true);
+      }
+    }
+  }
+
+  void store_final_state(int64_t c, int64_t b0) {
+    const int64_t H = d_.H, L = d_.L, B = d_.B;
+    for (int64_t s = 0; s < nb_; ++s) {
+      for (int64_t l = 0; l < L; ++l) {
+        const T* hcol = hs_[l].data() + s * cols_ * H;
+        const T* ccol = cs_[l].data() + s * cols_ * H;
+        std::copy(hcol, hcol + H, a_.hT + ((c * L + l) * B + b0 + s) * H);
+        std::copy(ccol, ccol + H, a_.cT + ((c * L + l) * B + b0 + s) * H);
+      }
+    }
+  }
+
+  const RunArgs<T>& a_;
+  const RunDims& d_;
+  const int64_t tile_, cols_;
+  int64_t M_, nb_ = 0;
+  std::vector<std::vector<T>> hs_, cs_;
+  std::vector<T> g_, coef_, xp_, xbuf_;
+};
+
+// Sequences per work unit: enough columns for an efficient GEMM (about 48), but enough units to
+// keep every thread busy.
+int64_t choose_tile(const RunDims& d) {
+  int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d.B, (48 + d.k) / (1 + d.k)));
+  const int64_t threads = at::get_num_threads();
+  while (tile > 1 && d.C * ceil_div(d.B, tile) < 2 * threads) tile = ceil_div(tile, 2);
+  return tile;
+}
+
+template <typename T>
+void run_all(const RunArgs<T>& args) {
+  const RunDims& d = args.d;
+  const int64_t tile = choose_tile(d);
+  const int64_t tiles_per_ckpt = ceil_div(d.B, tile);
+  at::parallel_for(0, d.C * tiles_per_ckpt, 1, [&](int64_t begin, int64_t end) {
+    TileRunner<T> runner(args, tile);
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t c = unit / tiles_per_ckpt;
+      const int64_t b0 = (unit % tiles_per_ckpt) * tile;
+      runner.run(c, b0, std::min(tile, d.B - b0));
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_tangent_run_cpu(
+    const at::Tensor& x_in, const at::Tensor& lengths_in, at::TensorList w_ih, at::TensorList w_hh,
+    at::TensorList bias, const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& q0_in,
+    int64_t zero_input_steps, int64_t warmup, int64_t qr_every) {
+  const RunDims d = check_run_inputs(x_in, lengths_in, w_ih, w_hh, bias, h0_in, c0_in, q0_in,
+                                     zero_input_steps, warmup, qr_every);
+  TORCH_CHECK(x_in.device().is_cpu(), "lstm_tangent_run (CPU): tensors must be on the CPU");
+  const at::Tensor lengths = lengths_in.contiguous();
+  const int64_t* len = lengths.data_ptr<int64_t>();
+  for (int64_t b = 0; b < d.B; ++b) {
+    TORCH_CHECK(len[b] >= 1 && len[b] <= d.T, "lstm_tangent_run: lengths[", b, "] = ", len[b],
+                " must be in [1, T = ", d.T, "]");
+  }
+  const auto opts = x_in.options();
+  at::Tensor logs = at::zeros({d.C, d.B, d.nblocks, d.k}, opts.dtype(at::kDouble));
+  at::Tensor hT = at::empty({d.C, d.L, d.B, d.H}, opts);
+  at::Tensor cT = at::empty({d.C, d.L, d.B, d.H}, opts);
+  // Keep contiguous copies alive for the duration of the run.
+  std::vector<at::Tensor> keep;
+  auto contiguous = [&keep](const at::Tensor& t) {
+    keep.push_back(t.contiguous());
+    return keep.back();
+  };
+  const at::Tensor x = contiguous(x_in), h0 = contiguous(h0_in), c0 = contiguous(c0_in),
+                   q0 = contiguous(q0_in);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_tangent_run_cpu", [&] {
+    RunArgs<scalar_t> args{d, x.data_ptr<scalar_t>(), len, {}, {}, {}, h0.data_ptr<scalar_t>(),
+                           c0.data_ptr<scalar_t>(), q0.data_ptr<scalar_t>(), logs.data_ptr<double>(),
+                           hT.data_ptr<scalar_t>(), cT.data_ptr<scalar_t>()};
+    for (int64_t l = 0; l < d.L; ++l) {
+      args.w_ih.push_back(contiguous(w_ih[l]).data_ptr<scalar_t>());
+      args.w_hh.push_back(contiguous(w_hh[l]).data_ptr<scalar_t>());
+      args.bias.push_back(contiguous(bias[l]).data_ptr<scalar_t>());
+    }
+    run_all(args);
+  });
+  return {logs, hT, cT};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mdesc, CPU, m) { m.impl("lstm_tangent_run", &lstm_tangent_run_cpu); }
+
+}  // namespace mdesc::cpu
