@@ -106,7 +106,7 @@ _UNKNOWN_REGIME = 2
 MEASURES = ("distance", "lyapunov")
 _MEASURE_COLUMN = {"distance": "log_distance", "lyapunov": "lyapunov_max"}
 _SCALAR_COLUMNS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc",
-                   "log_distance", "lyapunov_max", "lyapunov_stderr")
+                   "log_distance", "lyapunov_max", "lyapunov_stderr", "nonfinite_fraction")
 
 
 @dataclass(frozen=True)
@@ -532,6 +532,12 @@ def analyse(table: Mapping[str, Any], settings: PhaseSettings | None = None,
     for k, eps in nonfinite.items():
         notes.append(f"{k} is missing or non-finite at {len(eps)} of {n} checkpoints "
                      f"(epochs {_short(eps)}); they are labelled unknown / skipped")
+    bad_runs = cols["nonfinite_fraction"]
+    if np.any(bad_runs > 0):
+        hit = epoch[bad_runs > 0].tolist()
+        notes.append(f"some tangent runs went non-finite at {len(hit)} checkpoints (epochs "
+                     f"{_short(hit)}; worst fraction {np.nanmax(bad_runs):.3g}); lambda_1 there "
+                     "averages the finite runs only")
     missing = [k for k in ("test_loss", "log_distance", "lyapunov_max") if k not in table]
     if missing:
         notes.append(f"run table has no column(s) {missing}")

@@ -124,6 +124,11 @@ def test_nan_entries_are_unknown_skipped_and_reported():
     assert a.global_minimum["epoch"] == 3.0
     assert [m.epoch for m in a.minima] == [3.0]
     assert a.stretches[0].n_critical == 0      # the unknown checkpoint does not count
+    assert not any("tangent runs" in w for w in a.warnings)
+    t = make_table(excess, test_loss=loss, lam=lam)
+    t["nonfinite_fraction"] = np.array([0, 0, 0, 1.0, 0.25, 0, 0])
+    assert any("tangent runs went non-finite at 2 checkpoints (epochs 3, 4" in w
+               for w in analyse(t).warnings)
     json.dumps(a.to_dict(), allow_nan=False)
 
 
