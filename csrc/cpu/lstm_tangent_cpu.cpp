@@ -23,15 +23,11 @@
 #include <vector>
 
 #include "cpu/blas.h"
+#include "cpu/pointwise.h"
 #include "run_checks.h"
 
 namespace mdesc::cpu {
 namespace {
-
-template <typename T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
-}
 
 // Everything a work unit reads, as raw pointers into contiguous tensors.
 template <typename T>
@@ -62,6 +58,7 @@ class TileRunner {
     coef_.resize(6 * H);
     xp_.resize(4 * H * d_.T * tile);
     xbuf_.resize(d_.I * d_.T * tile);
+    inputs_.resize(tile);
   }
 
   // Runs sequences [b0, b0 + nb) of checkpoint c through all S steps.
@@ -135,48 +132,12 @@ class TileRunner {
       gemm<T>(true, H4, M_, H, T(1), a_.w_ih[l] + c * H4 * H, H, hs_[l - 1].data(), H, T(1), g, H4);
     }
     const T* bias = a_.bias[l] + c * H4;
-    T* ci = coef_.data();     // i (1 - i) g        multiplies d a_i
-    T* cf = ci + H;           // f (1 - f) c_old    multiplies d a_f
-    T* cg = cf + H;           // i (1 - g^2)        multiplies d a_g
-    T* ff = cg + H;           // f                  multiplies d c
-    T* co = ff + H;           // o (1 - o) tanh c'  multiplies d a_o
-    T* oc = co + H;           // o (1 - tanh^2 c')  multiplies d c'
     for (int64_t s = 0; s < nb_; ++s) {
-      const int64_t b = b0 + s;
-      const T* in = bias;  // bias only: upper layers, or zero input after the drive
-      if (l == 0 && t < a_.lengths[b]) in = xp_.data() + (t * nb_ + s) * H4;
-      T* gs = g + s * cols_ * H4;
-      T* hcol = hs_[l].data() + s * cols_ * H;
-      T* ccol = cs_[l].data() + s * cols_ * H;
-      for (int64_t r = 0; r < H; ++r) {
-        const T i = sigmoid(gs[r] + in[r]);
-        const T f = sigmoid(gs[H + r] + in[H + r]);
-        const T gg = std::tanh(gs[2 * H + r] + in[2 * H + r]);
-        const T o = sigmoid(gs[3 * H + r] + in[3 * H + r]);
-        const T c_old = ccol[r];
-        const T c_new = f * c_old + i * gg;
-        const T tc = std::tanh(c_new);
-        ci[r] = i * (T(1) - i) * gg;
-        cf[r] = f * (T(1) - f) * c_old;
-        cg[r] = i * (T(1) - gg * gg);
-        ff[r] = f;
-        co[r] = o * (T(1) - o) * tc;
-        oc[r] = o * (T(1) - tc * tc);
-        ccol[r] = c_new;
-        hcol[r] = o * tc;
-      }
-      for (int64_t j = 1; j < cols_; ++j) {
-        const T* ga = gs + j * H4;
-        T* dh = hcol + j * H;
-        T* dc = ccol + j * H;
-#pragma omp simd
-        for (int64_t r = 0; r < H; ++r) {
-          const T dcn = cf[r] * ga[H + r] + ff[r] * dc[r] + ci[r] * ga[r] + cg[r] * ga[2 * H + r];
-          dc[r] = dcn;
-          dh[r] = co[r] * ga[3 * H + r] + oc[r] * dcn;
-        }
-      }
+      // bias only for upper layers, and for layer 0 after the sequence's drive
+      const bool driven = l == 0 && t < a_.lengths[b0 + s];
+      inputs_[s] = driven ? xp_.data() + (t * nb_ + s) * H4 : bias;
     }
+    lstm_pointwise_tile(H, nb_, cols_, g, inputs_.data(), hs_[l].data(), cs_[l].data(), coef_.data());
   }
 
   // Dot product of tangent vectors p and q of one sequence over all 2L blocks, in float64.
@@ -246,6 +207,7 @@ class TileRunner {
   int64_t M_, nb_ = 0;
   std::vector<std::vector<T>> hs_, cs_;
   std::vector<T> g_, coef_, xp_, xbuf_;
+  std::vector<const T*> inputs_;
 };
 
 // Sequences per work unit: enough columns for an efficient GEMM (about 48), but enough units to
