@@ -262,6 +262,8 @@ def _title(analysis) -> str:
         parts.append(f"global test-loss minimum at epoch {_fmt(c['global_min_epoch'])}")
     if math.isfinite(c["first_order_to_chaos_epoch"]):
         parts.append(f"first order→chaos transition at {_fmt(c['first_order_to_chaos_epoch'])}")
+    else:
+        parts.append("no order→chaos transition")
     if analysis.recommended_epoch is not None:
         parts.append(f"recommended epoch {_fmt(analysis.recommended_epoch)}")
     return ";  ".join(parts) or "no transitions, no test-loss minimum"
@@ -424,9 +426,10 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
                    "chaos threshold); background: ordered (blue) / chaotic (orange) by the "
                    "primary measure; purple bars: critical stretches. Bottom: λ₁ ± k standard "
                    "errors with the test loss, background by the sign of λ₁.",
-        "bifurcation": "Reduced sums Σⱼ h_T,j of every analysed test review at every checkpoint "
-                       "(colour: the checkpoint's label). A single branch per review means a "
-                       "fixed point; spread-out clouds mean chaotic or oscillating dynamics.",
+        "bifurcation": "Reduced sums Σⱼ h_T,j at the end of the zero-input run, for every "
+                       "analysed test review at every checkpoint (colour: the checkpoint's "
+                       "label). Ordered dynamics settle on one or a few fixed points (a few thin "
+                       "branches); chaotic or oscillating dynamics spread into clouds.",
     }
     for name, png in images.items():
         b64 = base64.b64encode(png).decode("ascii")
