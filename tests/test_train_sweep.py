@@ -1,0 +1,247 @@
+"""Training harness and checkpoint sweep: resumability, crash safety, corrupt files, run table."""
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+import mdesc
+from mdesc import sweep as SW
+from mdesc import train as TR
+from mdesc.data.sentiment import TextSettings
+from test_sentiment import make_aclimdb
+
+
+def tiny_settings(root, epochs=4):
+    data = TextSettings(source=str(root), vocab_size=30, min_count=1, max_len=10, seed=1)
+    model = TR.ModelSettings(embed_dim=4, hidden_size=6)
+    train = TR.TrainSettings(epochs=epochs, batch_size=8, lr=0.05, seed=2)
+    return data, model, train
+
+
+SWEEP = SW.SweepSettings(n_samples=6, total_steps=40, chunk=2, seed=5)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished 4-epoch run of a tiny model (shared, never modified: copy it first)."""
+    base = tmp_path_factory.mktemp("run")
+    root = make_aclimdb(base)
+    run = base / "run"
+    TR.train_run(run, *tiny_settings(root), progress=False)
+    return root, run
+
+
+def _copy(run, tmp_path, name="copy"):
+    dst = tmp_path / name
+    shutil.copytree(run, dst)
+    return dst
+
+
+def test_model_holds_one_embedding_and_one_lstm_and_padding_is_zero_input():
+    net = TR.SentimentLSTM(20, 4, 6, num_layers=2)
+    assert sum(isinstance(m, torch.nn.LSTM) for m in net.modules()) == 1
+    assert sum(isinstance(m, torch.nn.Embedding) for m in net.modules()) == 1
+    assert torch.all(net.embedding.weight[0] == 0)
+    # the logit is read at each review's last real token: padding after it changes nothing
+    ids = torch.tensor([[3, 5], [4, 6], [0, 7], [0, 0]])
+    out = net(ids, torch.tensor([2, 3]))
+    alone = net(ids[:2, :1], torch.tensor([2]))
+    torch.testing.assert_close(out[:1], alone)
+
+
+def test_training_writes_every_epoch_and_records_settings(trained):
+    root, run = trained
+    assert [e for e, _ in TR.list_checkpoints(run)] == [0, 1, 2, 3, 4]
+    opt_files = sorted(p.name for p in (run / "checkpoints").glob("optimizer_*"))
+    assert opt_files == ["optimizer_0004.safetensors"]  # only the newest is kept
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["max_len"] == 10 and config["data"]["source"] == str(root)
+    assert config["model"] == {"embed_dim": 4, "hidden_size": 6, "num_layers": 1}
+    assert config["train"]["optimizer"] == "adam" and "epochs" not in config["train"]
+    hist = json.loads((run / "history.json").read_text())
+    assert hist["epoch"] == [0, 1, 2, 3, 4]
+    assert hist["train_loss"][-1] < hist["train_loss"][0]  # it learns
+    state, meta = TR.load_checkpoint(TR.checkpoint_path(run, 3))
+    assert meta["epoch"] == 3 and math.isclose(meta["test_loss"], hist["test_loss"][3])
+    assert set(state) == set(TR.build_model(config).state_dict())
+
+
+def _weights(run):
+    return {e: TR.load_checkpoint(p)[0] for e, p in TR.list_checkpoints(run)}
+
+
+def _assert_same_weights(a, b):
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for e in wa:
+        for k in wa[e]:
+            torch.testing.assert_close(wa[e][k], wb[e][k], rtol=0, atol=0, msg=f"{e} {k}")
+
+
+def test_interrupted_training_resumes_to_the_same_weights(trained, tmp_path):
+    root, full = trained
+    run = tmp_path / "run"
+
+    def stop_after_2(epoch, metrics):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        TR.train_run(run, *tiny_settings(root), on_epoch=stop_after_2, progress=False)
+    assert [e for e, _ in TR.list_checkpoints(run)] == [0, 1, 2]
+    TR.train_run(run, *tiny_settings(root), progress=False)
+    _assert_same_weights(run, full)
+    assert json.loads((run / "history.json").read_text()) == \
+        json.loads((full / "history.json").read_text())
+
+
+def test_crash_between_optimizer_and_checkpoint_write_loses_nothing(trained, tmp_path,
+                                                                    monkeypatch):
+    root, full = trained
+    run = tmp_path / "run"
+    real_save = TR.save_tensors_atomic
+
+    def crash_on_epoch_3(path, tensors, metadata=None):
+        if path.name == "epoch_0003.safetensors":
+            raise KeyboardInterrupt  # optimizer_0003 is written, the checkpoint is not
+        real_save(path, tensors, metadata)
+
+    monkeypatch.setattr(TR, "save_tensors_atomic", crash_on_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        TR.train_run(run, *tiny_settings(root), progress=False)
+    monkeypatch.setattr(TR, "save_tensors_atomic", real_save)
+    TR.train_run(run, *tiny_settings(root), progress=False)
+    _assert_same_weights(run, full)
+
+
+def test_training_can_be_extended_but_not_changed(trained, tmp_path):
+    root, full = trained
+    run = _copy(full, tmp_path)
+    data, model, train = tiny_settings(root, epochs=5)
+    hist = TR.train_run(run, data, model, train, progress=False)
+    assert hist["epoch"] == [0, 1, 2, 3, 4, 5]
+    train.lr = 0.01
+    with pytest.raises(TR.RunError, match=r"train.lr: run has 0.05, asked for 0.01"):
+        TR.train_run(run, data, model, train, progress=False)
+
+
+def test_checkpoints_are_safetensors_and_loading_never_unpickles(trained, tmp_path):
+    _, full = trained
+    raw = TR.checkpoint_path(full, 1).read_bytes()
+    header_len = int.from_bytes(raw[:8], "little")
+    json.loads(raw[8: 8 + header_len])  # a safetensors header, not a pickle
+    bad = tmp_path / "pickle.safetensors"
+    torch.save({"w": torch.zeros(2)}, bad)  # a pickle under a .safetensors name
+    with pytest.raises(TR.CheckpointError, match="pickle.safetensors"):
+        TR.load_checkpoint(bad)
+
+
+# ----------------------------------------------------------------------------- sweep
+
+
+def test_sweep_records_match_direct_core_calls(trained, tmp_path):
+    _, full = trained
+    run = _copy(full, tmp_path)
+    out = SW.sweep_run(run, SWEEP, progress=False)
+    assert out["computed"] == [0, 1, 2, 3, 4] and out["skipped"] == []
+    table = SW.load_table(run)
+    C, S = 5, SWEEP.n_samples
+    assert table["epoch"].tolist() == [0, 1, 2, 3, 4]
+    for key in SW.SCALAR_KEYS:
+        assert table[key].shape == (C,) and table[key].dtype == np.float64, key
+    for key in SW.SAMPLE_KEYS:
+        assert table[key].shape == (C, S), key
+    assert table["lyapunov_spectrum"].shape == (C, 1)
+    hist = json.loads((run / "history.json").read_text())
+    np.testing.assert_allclose(table["test_loss"], hist["test_loss"])
+    np.testing.assert_allclose(table["train_acc"], hist["train_acc"])
+    assert (table["log_distance"] >= SW.LOG_DISTANCE_FLOOR - 1e-9).all()
+
+    # Checkpoint 3 alone, through the public API, with the same reviews and protocol.
+    config = TR.read_config(run)
+    model = TR.build_model(config)
+    model.load_state_dict(TR.load_checkpoint(TR.checkpoint_path(run, 3))[0])
+    _, test = TR.load_run_data(run)
+    idx = table["sample_index"]
+    ids = torch.from_numpy(np.ascontiguousarray(test.ids[idx].T))
+    lengths = torch.from_numpy(test.lengths[idx])
+    zero = SWEEP.total_steps - config["data"]["max_len"]
+    d = mdesc.asymptotic_distance(model, ids, lengths=lengths, zero_input_steps=zero,
+                                  perturbation=SWEEP.perturbation, seed=SWEEP.seed)
+    r = mdesc.max_lyapunov(model, ids, lengths=lengths, zero_input_steps=zero,
+                           seed=SWEEP.seed)
+    np.testing.assert_allclose(table["log_distance"][3], float(d.log_distance), rtol=1e-5)
+    np.testing.assert_allclose(table["reduced_sum"][3], d.reduced_sum.numpy(), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(table["lyapunov"][3], r.exponents[:, 0].numpy(), rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(table["lyapunov_max"][3], r.exponents[:, 0].mean().item(),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_interrupted_sweep_resumes_without_loss_or_duplicates(trained, tmp_path):
+    _, full = trained
+    ref = _copy(full, tmp_path, "ref")
+    SW.sweep_run(ref, SWEEP, progress=False)
+    run = _copy(full, tmp_path, "run")
+    seen = []
+
+    def stop_after_3(epoch, record):
+        seen.append(epoch)
+        if len(seen) == 3:  # mid-chunk: chunk=2, so epoch 3 of chunk (2, 3) is not written
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        SW.sweep_run(run, SWEEP, on_record=stop_after_3, progress=False)
+    assert sorted(p.name for p in (run / "sweep").glob("epoch_*.json")) == \
+        ["epoch_0000.json", "epoch_0001.json", "epoch_0002.json"]
+    out = SW.sweep_run(run, SWEEP, progress=False)
+    assert out["computed"] == [3, 4] and out["existing"] == 3
+    assert not list((run / "sweep").glob(".*tmp"))
+    a, b = SW.load_table(run), SW.load_table(ref)
+    assert a["epoch"].tolist() == [0, 1, 2, 3, 4]
+    for key in a:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-9, err_msg=key)
+    assert SW.sweep_run(run, SWEEP, progress=False)["computed"] == []
+
+
+def test_corrupt_checkpoint_is_skipped_with_a_warning_naming_it(trained, tmp_path):
+    _, full = trained
+    run = _copy(full, tmp_path)
+    bad = TR.checkpoint_path(run, 2)
+    bad.write_bytes(b"\x00garbage, not a safetensors file" * 10)
+    truncated = TR.checkpoint_path(run, 4)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.warns(UserWarning) as caught:
+        out = SW.sweep_run(run, SWEEP, progress=False)
+    messages = " ".join(str(w.message) for w in caught)
+    assert str(bad) in messages and str(truncated) in messages
+    assert out["computed"] == [0, 1, 3] and sorted(out["skipped"]) == [str(bad), str(truncated)]
+    assert SW.load_table(run)["epoch"].tolist() == [0, 1, 3]
+
+
+def test_corrupt_record_is_ignored_on_load_and_recomputed(trained, tmp_path):
+    _, full = trained
+    run = _copy(full, tmp_path)
+    SW.sweep_run(run, SWEEP, progress=False)
+    good = SW.load_table(run)
+    (run / "sweep" / "epoch_0001.json").write_text('{"epoch": 1, "log_dist')
+    with pytest.warns(UserWarning, match="epoch_0001.json"):
+        assert SW.load_table(run)["epoch"].tolist() == [0, 2, 3, 4]
+    assert SW.sweep_run(run, SWEEP, progress=False)["computed"] == [1]
+    np.testing.assert_allclose(SW.load_table(run)["log_distance"], good["log_distance"])
+
+
+def test_sweep_refuses_other_settings_and_bad_lengths(trained, tmp_path):
+    _, full = trained
+    run = _copy(full, tmp_path)
+    SW.sweep_run(run, SW.SweepSettings(n_samples=4, total_steps=30, chunk=5), progress=False)
+    with pytest.raises(SW.SweepSettingsError, match="total_steps: sweep has 30, asked for 40"):
+        SW.sweep_run(run, SW.SweepSettings(n_samples=4, total_steps=40), progress=False)
+    with pytest.raises(ValueError, match="must exceed the drive length"):
+        SW.sweep_run(run, SW.SweepSettings(total_steps=10), progress=False)
+    with pytest.raises(FileNotFoundError, match="mdesc descent sweep"):
+        SW.load_table(tmp_path)
