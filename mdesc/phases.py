@@ -95,6 +95,8 @@ __all__ = [
     "analyse",
     "phase_table",
     "LABEL_NAMES",
+    "add_phase_arguments",
+    "phase_settings_from_args",
 ]
 
 #: integer label -> name, as used in ``PhaseAnalysis.labels`` arrays
@@ -127,7 +129,7 @@ class PhaseSettings:
         minima_prominence: minimum prominence of a test-loss local minimum, as a fraction of the
             range (max - min) of the test loss.
         smooth: width in checkpoints of the centred moving average applied before looking for
-            minima (1: none).
+            minima (1: none; an even width w averages w + 1 checkpoints, centred).
         window: w in epochs for "minimum within +-w of a transition"; None: the median spacing
             between checkpoints.
         recommend: "first_transition" or "widest_stretch" (see module docstring).
@@ -749,4 +751,54 @@ def phase_table(table: Mapping[str, Any], analysis: PhaseAnalysis | None = None,
     for t in analysis.transitions:
         tr[t.index_after] = t.kind
     out["transition"] = tr.astype(str)
+    return out
+
+
+# ----------------------------------------------------------------------------- command line
+
+_CLI_HELP = {
+    "distance_margin": "label a checkpoint chaotic when D~ exceeds the floor by more than this",
+    "distance_ordered_tol": "D~ - floor at or below which a checkpoint is clearly ordered",
+    "distance_chaotic_level": "D~ - floor at or above which a checkpoint is clearly chaotic "
+                              "(default: half the largest excess of the run)",
+    "lyapunov_threshold": "label chaotic when lambda_1 exceeds this (natural log per step)",
+    "lyapunov_sigmas": "clearly chaotic/ordered when lambda_1 -/+ this many standard errors "
+                       "is beyond the threshold",
+    "measure": "chaos measure that defines transitions: distance (D~), lyapunov, or auto",
+    "minima_prominence": "minimum prominence of a test-loss local minimum, as a fraction of "
+                         "the test-loss range",
+    "smooth": "moving-average width (checkpoints) before looking for test-loss minima",
+    "window": "+-window (epochs) for 'minimum near a transition' (default: checkpoint spacing)",
+    "recommend": "rule for the recommended checkpoint: first_transition or widest_stretch",
+}
+
+
+def add_phase_arguments(parser) -> None:
+    """Add ``--distance-margin``, ``--measure``, ... (one per :class:`PhaseSettings` field except
+    ``floor``) to an argparse parser or group; defaults are None (= the setting's default)."""
+    defaults = PhaseSettings()
+    for f in dataclasses.fields(PhaseSettings):
+        if f.name not in _CLI_HELP:
+            continue
+        kw: dict[str, Any] = {"default": None, "dest": f"phase_{f.name}"}
+        if f.name == "measure":
+            kw["choices"] = ("auto",) + MEASURES
+        elif f.name == "recommend":
+            kw["choices"] = ("first_transition", "widest_stretch")
+        else:
+            kw["type"] = int if f.name == "smooth" else float
+            kw["metavar"] = "N" if f.name == "smooth" else "X"
+        default = getattr(defaults, f.name)
+        parser.add_argument("--" + f.name.replace("_", "-"),
+                            help=f"{_CLI_HELP[f.name]} [default: {default}]", **kw)
+
+
+def phase_settings_from_args(args) -> dict[str, Any]:
+    """The settings given on the command line (see :func:`add_phase_arguments`), as keyword
+    overrides for :func:`analyse` / :func:`mdesc.report.write_report`."""
+    out = {}
+    for name in _CLI_HELP:
+        v = getattr(args, f"phase_{name}", None)
+        if v is not None:
+            out[name] = v
     return out

@@ -266,3 +266,22 @@ def test_phase_table_columns():
     assert all(len(v) == 6 for v in pt.values())
     with pytest.raises(TypeError):
         phase_table(t, analyse(t), smooth=3)
+
+
+def test_command_line_options_map_to_settings():
+    import argparse
+
+    from mdesc.phases import add_phase_arguments, phase_settings_from_args
+
+    p = argparse.ArgumentParser()
+    add_phase_arguments(p)
+    assert phase_settings_from_args(p.parse_args([])) == {}
+    args = p.parse_args(["--distance-margin", "2", "--measure", "lyapunov", "--smooth", "3",
+                         "--recommend", "widest_stretch"])
+    over = phase_settings_from_args(args)
+    assert over == {"distance_margin": 2.0, "measure": "lyapunov", "smooth": 3,
+                    "recommend": "widest_stretch"}
+    a = analyse(make_table([0, 0, 5, 5]), **over)
+    assert a.settings["distance_margin"] == 2.0 and a.measure == "lyapunov"
+    with pytest.raises(SystemExit):
+        p.parse_args(["--measure", "entropy"])
