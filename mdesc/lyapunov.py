@@ -268,7 +268,10 @@ def prepare(models, seq, *, k: int | None, lengths=None, zero_input_steps: int =
             qr_every: int | None = None, h0=None, c0=None, q0=None, seed: int = 0,
             dtype: torch.dtype = torch.float32, template: nn.Module | None = None,
             checkpoint_axis: bool = False) -> PreparedRun:
-    """Validate a user's problem and lay it out for the kernels (k = 0: forward run only)."""
+    """Validate a user's problem and lay it out for the kernels.
+
+    ``k`` is the number of tangent vectors (None: all n = 2*H*L; 0: forward run only).
+    """
     dtype = _check_dtype(dtype)
     modules = cells.resolve_checkpoints(models, template) if checkpoint_axis else [models]
     lstms = [cells.find_lstm(m)[0] for m in modules]
@@ -346,6 +349,8 @@ def _result(prep: PreparedRun, block_logs, h_T, c_T, backend: str) -> LyapunovRe
 
 
 def _spectrum(models, seq, k, *, checkpoint_axis: bool, backend: str, **kwargs) -> LyapunovResult:
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ValueError(f"k must be a positive integer (or None for the full spectrum), got {k!r}")
     prep = prepare(models, seq, k=k, checkpoint_axis=checkpoint_axis, **kwargs)
     block_logs, h_T, c_T = run_prepared(prep, backend)
     return _result(prep, block_logs, h_T, c_T, backend)

@@ -1,0 +1,53 @@
+"""Random LSTM problems shared by the core tests (hypothesis strategies and builders)."""
+from __future__ import annotations
+
+import torch
+from hypothesis import strategies as st
+
+
+def make_lstm(I: int, H: int, L: int, *, gain: float = 1.0, bias: bool = True, seed: int = 0,
+              batch_first: bool = False, dtype=torch.float64) -> torch.nn.LSTM:
+    """nn.LSTM with N(0, gain^2 / H) weights (so ``gain`` sets how expanding it is)."""
+    g = torch.Generator().manual_seed(seed)
+    lstm = torch.nn.LSTM(I, H, num_layers=L, bias=bias, batch_first=batch_first).to(dtype)
+    with torch.no_grad():
+        for name, p in lstm.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64) * gain / H ** 0.5)
+    return lstm.requires_grad_(False)
+
+
+@st.composite
+def problems(draw, max_k: int | None = None):
+    """A random small problem: model, inputs and run settings."""
+    L = draw(st.integers(1, 3))
+    H = draw(st.integers(1, 6))
+    I = draw(st.integers(1, 5))
+    B = draw(st.integers(1, 4))
+    T = draw(st.integers(1, 12))
+    n = 2 * H * L
+    k = draw(st.integers(1, n if max_k is None else min(n, max_k)))
+    zero = draw(st.integers(0, 8))
+    warmup = draw(st.integers(0, T + zero - 1))
+    qr_every = draw(st.integers(1, 6))
+    gain = draw(st.sampled_from([0.5, 1.0, 3.0]))
+    seed = draw(st.integers(0, 2**16))
+    lengths = draw(st.lists(st.integers(1, T), min_size=B, max_size=B))
+    lstm = make_lstm(I, H, L, gain=gain, seed=seed, bias=draw(st.booleans()))
+    g = torch.Generator().manual_seed(seed + 1)
+    seq = torch.randn(T, B, I, generator=g, dtype=torch.float64)
+    return dict(lstm=lstm, seq=seq, k=k, kwargs=dict(zero_input_steps=zero, warmup=warmup,
+                qr_every=qr_every, lengths=lengths, seed=seed))
+
+
+def conditioning(result) -> float:
+    """Largest log growth ratio between frame columns within one block of ``result``.
+
+    Gram-Schmidt (or Householder) loses ~eps * e^(this) of relative accuracy in the smallest
+    columns, so two correct implementations agree only to that precision; tests restrict tight
+    comparisons to well-conditioned cases.
+    """
+    growth = result.block_exponents * result.block_steps.to(result.block_exponents)[:, None]
+    growth = growth[torch.isfinite(growth).all(dim=-1)]
+    if growth.numel() == 0:
+        return 0.0
+    return float((growth.amax(dim=-1) - growth.amin(dim=-1)).max())

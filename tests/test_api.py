@@ -1,0 +1,237 @@
+"""The public API: models it accepts, batching semantics, results, and errors for bad input."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import mdesc
+from mdesc import reference
+from lstm_cases import make_lstm
+
+F64 = dict(dtype=torch.float64)
+
+
+class Classifier(nn.Module):
+    """The paper's model: Embedding -> LSTM -> Linear + sigmoid."""
+
+    def __init__(self, vocab=20, emb=4, hidden=5, batch_first=True):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab, emb)
+        self.lstm = nn.LSTM(emb, hidden, batch_first=batch_first)
+        self.readout = nn.Linear(hidden, 1)
+
+    def forward(self, ids):
+        out, _ = self.lstm(self.embedding(ids))
+        return torch.sigmoid(self.readout(out[:, -1]))
+
+
+def test_result_object_carries_what_is_needed():
+    lstm = make_lstm(3, 4, 2, seed=1)
+    seq = torch.randn(20, 5, 3, dtype=torch.float64)
+    r = mdesc.lyapunov_spectrum(lstm, seq, 3, zero_input_steps=11, warmup=4, qr_every=5, seed=7, **F64)
+    assert r.exponents.shape == (5, 3) and r.exponents.dtype == torch.float64
+    assert r.block_steps.tolist() == [5, 5, 5, 5, 5, 2]  # 27 counted steps, final partial block
+    assert r.block_exponents.shape == (5, 6, 3)
+    # exponents are the step-weighted mean of the local ones; running estimate ends there too
+    w = r.block_steps.to(torch.float64)
+    torch.testing.assert_close((r.block_exponents * w[:, None]).sum(1) / w.sum(), r.exponents)
+    torch.testing.assert_close(r.running_exponents()[:, -1], r.exponents)
+    torch.testing.assert_close(r.mean, r.exponents.mean(0))
+    torch.testing.assert_close(r.stderr, r.exponents.std(0) / math.sqrt(5))
+    assert float(r) == pytest.approx(float(r.exponents[:, 0].mean()))
+    s = r.settings
+    assert (s["k"], s["steps"], s["warmup"], s["qr_every"], s["seed"], s["dtype"], s["device"]) == (
+        3, 31, 4, 5, 7, "float64", "cpu")
+    assert not r.nonfinite.any()
+    assert "lambda_1" in repr(r)
+
+
+def test_default_frame_is_seeded():
+    lstm = make_lstm(3, 4, 1, seed=1)
+    seq = torch.randn(15, 2, 3, dtype=torch.float64)
+    a = mdesc.lyapunov_spectrum(lstm, seq, 2, seed=3, **F64)
+    b = mdesc.lyapunov_spectrum(lstm, seq, 2, seed=3, **F64)
+    c = mdesc.lyapunov_spectrum(lstm, seq, 2, seed=4, **F64)
+    assert torch.equal(a.exponents, b.exponents)
+    assert not torch.equal(a.exponents, c.exponents)
+
+
+def test_batch_first_and_unbatched_inputs():
+    lstm = make_lstm(3, 4, 2, seed=2)
+    lstm_bf = make_lstm(3, 4, 2, seed=2, batch_first=True)
+    seq = torch.randn(12, 3, 3, dtype=torch.float64)
+    a = mdesc.lyapunov_spectrum(lstm, seq, 2, **F64)
+    b = mdesc.lyapunov_spectrum(lstm_bf, seq.transpose(0, 1), 2, **F64)
+    torch.testing.assert_close(a.exponents, b.exponents, rtol=0, atol=0)
+    one = mdesc.lyapunov_spectrum(lstm, seq[:, 1], 2, **F64)  # (T, I): one sequence
+    torch.testing.assert_close(one.exponents[0], a.exponents[1], rtol=1e-13, atol=1e-13)
+
+
+def test_final_state_matches_nn_lstm_forward():
+    lstm = make_lstm(3, 6, 3, seed=4)
+    seq = torch.randn(9, 4, 3, dtype=torch.float64)
+    r = mdesc.max_lyapunov(lstm, seq, zero_input_steps=5, **F64)
+    padded = torch.cat([seq, torch.zeros(5, 4, 3, dtype=torch.float64)])
+    _, (h, c) = lstm(padded)
+    torch.testing.assert_close(r.h_T, h, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(r.c_T, c, rtol=1e-12, atol=1e-12)
+
+
+def test_lengths_switch_to_zero_input():
+    lstm = make_lstm(2, 5, 2, seed=3)
+    seq = torch.randn(10, 3, 2, dtype=torch.float64)
+    lengths = [10, 4, 1]
+    padded = seq.clone()
+    for b, l in enumerate(lengths):
+        padded[l:, b] = 0.0
+    a = mdesc.lyapunov_spectrum(lstm, seq, 3, lengths=lengths, zero_input_steps=6, **F64)
+    b = mdesc.lyapunov_spectrum(lstm, padded, 3, zero_input_steps=6, **F64)
+    torch.testing.assert_close(a.exponents, b.exponents, rtol=1e-13, atol=1e-13)
+
+
+def test_no_bias_lstm():
+    lstm = make_lstm(3, 4, 2, seed=5, bias=False)
+    seq = torch.randn(8, 2, 3, dtype=torch.float64)
+    a = mdesc.lyapunov_spectrum(lstm, seq, 4, **F64)
+    b = reference.lyapunov_spectrum(lstm, seq, 4, **F64)
+    torch.testing.assert_close(a.exponents, b.exponents, rtol=1e-10, atol=1e-10)
+
+
+def test_explicit_initial_state_and_frame():
+    lstm = make_lstm(3, 4, 2, seed=6)
+    seq = torch.randn(8, 2, 3, dtype=torch.float64)
+    h0 = torch.randn(2, 2, 4, dtype=torch.float64) * 0.3
+    c0 = torch.randn(2, 2, 4, dtype=torch.float64) * 0.3
+    q0 = torch.randn(2, 16, 3, dtype=torch.float64)  # one frame per sequence, not orthonormal
+    a = mdesc.lyapunov_spectrum(lstm, seq, 3, h0=h0, c0=c0, q0=q0, **F64)
+    b = reference.lyapunov_spectrum(lstm, seq, 3, h0=h0, c0=c0, q0=q0, **F64)
+    torch.testing.assert_close(a.exponents, b.exponents, rtol=1e-10, atol=1e-10)
+    _, (h, c) = lstm(seq, (h0, c0))
+    torch.testing.assert_close(a.h_T, h, rtol=1e-12, atol=1e-12)
+    assert a.settings["q0_given"] and a.settings["seed"] is None
+
+
+def test_classifier_from_token_ids_equals_embedded_inputs():
+    model = Classifier().double()
+    ids = torch.randint(0, 20, (3, 7))  # batch_first (B, T)
+    a = mdesc.lyapunov_spectrum(model, ids, 2, zero_input_steps=4, **F64)
+    emb = model.embedding(ids).detach()
+    b = mdesc.lyapunov_spectrum(model.lstm, emb, 2, zero_input_steps=4, **F64)
+    torch.testing.assert_close(a.exponents, b.exponents, rtol=0, atol=0)
+
+
+def test_checkpoints_in_one_call_equal_separate_runs():
+    models = [Classifier().double() for _ in range(3)]
+    ids = torch.randint(0, 20, (4, 6))
+    batch = mdesc.lyapunov_checkpoints(models, ids, k=2, zero_input_steps=5, **F64)
+    assert batch.exponents.shape == (3, 4, 2)
+    assert batch.mean.shape == (3, 2) and batch.nonfinite.shape == (3, 4)
+    for c, m in enumerate(models):
+        single = mdesc.lyapunov_spectrum(m, ids, 2, zero_input_steps=5, **F64)
+        torch.testing.assert_close(batch.exponents[c], single.exponents, rtol=1e-13, atol=1e-13)
+    # state dicts plus a template give the same
+    sds = [m.state_dict() for m in models]
+    again = mdesc.lyapunov_checkpoints(sds, ids, k=2, zero_input_steps=5, template=Classifier().double(), **F64)
+    torch.testing.assert_close(again.exponents, batch.exponents, rtol=0, atol=0)
+    ref = reference.lyapunov_checkpoints(models, ids, k=2, zero_input_steps=5, **F64)
+    torch.testing.assert_close(ref.exponents, batch.exponents, rtol=1e-10, atol=1e-10)
+
+
+def test_nonfinite_runs_are_flagged_not_silent():
+    lstm = make_lstm(2, 3, 1, seed=1, dtype=torch.float32)
+    with torch.no_grad():
+        lstm.weight_hh_l0[0, 0] = 3e38
+        lstm.weight_hh_l0[1, 1] = -3e38
+    seq = torch.randn(5, 2, 2)
+    r = mdesc.max_lyapunov(lstm, seq, zero_input_steps=5, qr_every=1)
+    assert not r.nonfinite.any() and r.exponents.min() > 1  # fast growth, renormalised in time
+    # the same growth over 60 steps between renormalisations overflows float32
+    r = mdesc.max_lyapunov(lstm, seq, zero_input_steps=60, qr_every=60)
+    assert r.nonfinite.all()
+    assert torch.isnan(r.exponents).all()
+    assert math.isnan(float(r))
+
+
+# ------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "model, match",
+    [
+        (nn.GRU(3, 4), "GRU"),
+        (nn.LSTM(3, 4, bidirectional=True), "bidirectional"),
+        (nn.LSTM(3, 4, proj_size=2), "proj_size"),
+        (nn.Sequential(nn.LSTM(3, 4), nn.LSTM(4, 4)), "2 nn.LSTM"),
+        (nn.Linear(3, 4), "0 nn.LSTM"),
+        ("not a model", "nn.Module"),
+    ],
+)
+def test_unsupported_models_are_refused(model, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        mdesc.max_lyapunov(model, torch.randn(5, 2, 3))
+
+
+@pytest.mark.parametrize(
+    "seq, kwargs, match",
+    [
+        (torch.randn(5, 2, 3, 1), {}, r"seq must have shape \(T, B, I\)"),
+        (torch.randn(5, 2, 7), {}, "input_size=3"),
+        (torch.randn(0, 2, 3), {}, "empty"),
+        (torch.randn(5, 0, 3), {}, "empty"),
+        (torch.randn(5, 2, 3), {"k": 100}, "exceeds the tangent-space dimension"),
+        (torch.randn(5, 2, 3), {"k": 0}, "positive integer"),
+        (torch.randn(5, 2, 3), {"qr_every": 0}, "qr_every"),
+        (torch.randn(5, 2, 3), {"warmup": 5}, "leaves no counted steps"),
+        (torch.randn(5, 2, 3), {"warmup": -1}, "warmup"),
+        (torch.randn(5, 2, 3), {"lengths": [1, 6]}, r"lengths must be in \[1, T=5\]"),
+        (torch.randn(5, 2, 3), {"lengths": [1]}, "one per sequence"),
+        (torch.randn(5, 2, 3), {"h0": torch.zeros(1, 3, 4)}, "h0 must have shape"),
+        (torch.randn(5, 2, 3), {"q0": torch.ones(8, 2)}, "linearly dependent"),
+        (torch.randn(5, 2, 3), {"q0": torch.randn(7, 2)}, "q0 must have shape"),
+        (torch.randn(5, 2, 3), {"dtype": torch.float16}, "float32 or torch.float64"),
+        (torch.randn(5, 2, 3).half(), {}, "float16"),
+        (torch.full((5, 2, 3), float("nan")), {}, "NaN"),
+        (torch.randint(0, 5, (5, 2)), {}, "no nn.Embedding"),
+        (torch.randn(5, 2, 3, device="meta"), {}, "is on meta but the model is on cpu"),
+    ],
+)
+def test_bad_input_names_the_problem(seq, kwargs, match):
+    lstm = nn.LSTM(3, 4)
+    k = kwargs.pop("k", 2)
+    with pytest.raises(ValueError, match=match):
+        mdesc.lyapunov_spectrum(lstm, seq, k, **kwargs)
+
+
+def test_nan_weights_are_refused():
+    lstm = nn.LSTM(3, 4)
+    with torch.no_grad():
+        lstm.weight_hh_l0[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite values in LSTM w_hh of layer 0"):
+        mdesc.max_lyapunov(lstm, torch.randn(5, 2, 3))
+
+
+def test_checkpoint_errors():
+    with pytest.raises(ValueError, match="empty"):
+        mdesc.lyapunov_checkpoints([], torch.randn(5, 2, 3))
+    with pytest.raises(ValueError, match="template"):
+        mdesc.lyapunov_checkpoints([nn.LSTM(3, 4).state_dict()], torch.randn(5, 2, 3))
+    with pytest.raises(ValueError, match="same architecture"):
+        mdesc.lyapunov_checkpoints([nn.LSTM(3, 4), nn.LSTM(3, 5)], torch.randn(5, 2, 3))
+    with pytest.raises(ValueError, match="does not fit the template"):
+        mdesc.lyapunov_checkpoints([nn.LSTM(3, 5).state_dict()], torch.randn(5, 2, 3), template=nn.LSTM(3, 4))
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 20\)"):
+        mdesc.max_lyapunov(Classifier(), torch.full((2, 3), 25))
+
+
+def test_direct_op_call_checks_shapes():
+    x = torch.randn(1, 4, 2, 3)
+    w = [torch.randn(1, 16, 3)], [torch.randn(1, 16, 4)], [torch.randn(1, 16)]
+    h0 = torch.zeros(1, 1, 2, 4)
+    with pytest.raises(RuntimeError, match="lengths"):
+        torch.ops.mdesc.lstm_tangent_run(x, torch.tensor([0, 4]), *w, h0, h0, torch.zeros(1, 1, 8, 1), 0, 0, 1)
+    with pytest.raises(RuntimeError, match=r"w_ih\[0\] must be \[1, 20, 3\]"):
+        torch.ops.mdesc.lstm_tangent_run(x, torch.tensor([4, 4]), w[0], [torch.randn(1, 16, 5)], w[2], h0, h0,
+                                         torch.zeros(1, 1, 8, 1), 0, 0, 1)
