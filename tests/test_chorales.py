@@ -53,13 +53,11 @@ def test_seeded_split_is_reproducible_and_disjoint():
     s = ch.load_fixture_chorales()
     a_tr, a_te = s.split(0.25, seed=3)
     b_tr, b_te = s.split(0.25, seed=3)
-    c_tr, _ = s.split(0.25, seed=4)
     assert a_tr.names == b_tr.names and a_te.names == b_te.names
     assert len(a_te) == 2 and len(a_tr) == 6
     assert not set(a_tr.names) & set(a_te.names)
     assert set(a_tr.names) | set(a_te.names) == set(s.names)
     assert {tuple(s.split(0.25, seed=k)[1].names) for k in range(10)} != {tuple(a_te.names)}
-    del c_tr
 
 
 def test_save_load_roundtrip_and_cache_is_used(tmp_path, monkeypatch):
