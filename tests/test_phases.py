@@ -7,9 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from mdesc.phases import PhaseSettings, analyse, phase_table
+from mdesc import phases
+from mdesc.phases import PhaseSettings, phase_table
 
 FLOOR = -15.0
+# Most constructed series use the sharper thresholds of a float64 sweep (the defaults leave
+# room for float32 rounding, see test_defaults_tolerate_float32_rounding).
+SHARP = {"distance_margin": 1.0, "distance_ordered_tol": 0.1}
+
+
+def analyse(table, settings=None, **kw):
+    if settings is None:
+        kw = {**SHARP, **kw}
+    return phases.analyse(table, settings, **kw)
 
 
 def make_table(excess, test_loss=None, lam=None, se=None, epoch=None):
@@ -242,7 +252,7 @@ def test_recommendation_rules_differ_as_defined():
 
 
 def test_settings_object_and_to_dict_round_trip():
-    s = PhaseSettings(distance_margin=2.0, window=3.0)
+    s = PhaseSettings(distance_margin=2.0, distance_ordered_tol=0.1, window=3.0)
     a = analyse(make_table([0, 0, 5, 5]), s, smooth=3)
     assert a.settings["distance_margin"] == 2.0 and a.settings["smooth"] == 3
     assert a.settings["window"] == 3.0 and a.settings["measure"] == "distance"
@@ -255,7 +265,7 @@ def test_phase_table_columns():
     excess = [0, 0, 0.5, 3, 9, 9]
     loss = [1, 0.7, 0.5, 0.6, 0.8, 0.9]
     t = make_table(excess, test_loss=loss)
-    pt = phase_table(t, distance_chaotic_level=8.0)
+    pt = phase_table(t, distance_chaotic_level=8.0, **SHARP)
     assert pt["label"].tolist() == ["ordered"] * 3 + ["chaotic"] * 3
     assert pt["regime"].tolist() == ["ordered", "ordered", "critical", "critical",
                                      "chaotic", "chaotic"]
@@ -285,3 +295,19 @@ def test_command_line_options_map_to_settings():
     assert a.settings["distance_margin"] == 2.0 and a.measure == "lyapunov"
     with pytest.raises(SystemExit):
         p.parse_args(["--measure", "entropy"])
+
+
+def test_defaults_tolerate_float32_rounding():
+    # an ordered network swept in float32: every |h' - h| ~ 1e-7..5e-7 instead of 0
+    rng = np.random.default_rng(0)
+    noise = rng.uniform(1e-7, 5e-7, size=(30, 60))
+    ld = np.log(noise + np.exp(FLOOR)).mean(axis=1)
+    t = make_table(ld - FLOOR, lam=np.full(30, -0.1))
+    a = phases.analyse(t)
+    assert a.settings["distance_margin"] == 2.0 and a.settings["distance_ordered_tol"] == 1.0
+    assert np.all(a.regimes["distance"] == -1) and a.transitions == []
+    # ... while a checkpoint with a fifth of the reviews diverging (ln D ~ 0) is chaotic
+    ld2 = ld.copy()
+    ld2[20:] = 0.8 * ld[20:] + 0.2 * 0.0
+    b = phases.analyse(make_table(ld2 - FLOOR))
+    assert [(tr.kind, tr.index_after) for tr in b.transitions] == [("order_to_chaos", 20)]
