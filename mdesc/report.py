@@ -326,8 +326,8 @@ def claims_rows(analysis) -> list[tuple[str, str]]:
          _fmt(c["first_transition_minus_global_min"])),
         (f"test-loss local minima within ±{_fmt(w)} epochs of a transition",
          f"{c['n_minima_near_transition']} of {c['n_local_minima']} "
-         f"({_fmt(c['minima_near_transition_fraction'], 3)}); chance "
-         f"{_fmt(c['minima_near_transition_chance'], 3)}"),
+         f"(fraction {_fmt(c['minima_near_transition_fraction'], 3)}; by chance "
+         f"{_fmt(c['minima_near_transition_chance'], 3)})"),
     ]
     n_after = c.get("overtrained_n", 0)
     for m, name in (("distance", "D̃"), ("lyapunov", "λ₁")):
@@ -354,7 +354,8 @@ def claims_rows(analysis) -> list[tuple[str, str]]:
          _fmt(c["mean_chaotic_fraction_rise"], 3)),
         ("agreement of D̃ and λ₁ labels", _fmt(c["label_agreement"], 3)),
         (f"recommended checkpoint (rule: {analysis.recommendation_rule})",
-         f"epoch {_fmt(analysis.recommended_epoch)} — {analysis.recommendation_reason}"),
+         (f"epoch {_fmt(analysis.recommended_epoch)}: " if analysis.recommended_epoch is not None
+          else "none: ") + analysis.recommendation_reason),
         ("recommended checkpoint: test loss; excess over the global minimum",
          f"{_fmt(c['recommended_test_loss'])}; {_fmt(c['recommended_regret'])}"),
     ]
