@@ -319,7 +319,9 @@ def classify_loss_curve(loss: Sequence[float] | np.ndarray, *, tail: float = 0.5
     Returns:
         :class:`LossCurveClass` with ``label`` and ``stats`` = {``frac_increasing``,
         ``spectral_concentration``, ``dominant_period`` (steps), ``n_bursts``,
-        ``burst_fraction``, ``max_over_initial``, ``window`` (start, stop), ``finite``}.
+        ``burst_fraction``, ``max_over_initial``, ``tail_over_initial`` (median loss of the
+        window / |L_0|: above 1 means training made the loss worse), ``window`` (start, stop),
+        ``finite``}.  Statistics that were not reached are NaN.
     """
     loss = np.asarray(loss, dtype=np.float64).reshape(-1)
     n = loss.size
@@ -333,7 +335,8 @@ def classify_loss_curve(loss: Sequence[float] | np.ndarray, *, tail: float = 0.5
     l0 = abs(loss[0]) if np.isfinite(loss[0]) and loss[0] != 0 else 1.0
     max_over_initial = float(np.nanmax(np.abs(loss)) / l0) if np.any(np.isfinite(loss)) else math.inf
     stats["max_over_initial"] = max_over_initial
-    nan_stats = {"frac_increasing": math.nan, "spectral_concentration": math.nan,
+    nan_stats = {"frac_increasing": math.nan, "tail_over_initial": math.nan,
+                 "spectral_concentration": math.nan,
                  "dominant_period": math.nan, "n_bursts": 0, "burst_fraction": math.nan}
     if not finite or max_over_initial > diverge_factor:
         stats.update(nan_stats)
@@ -342,6 +345,7 @@ def classify_loss_curve(loss: Sequence[float] | np.ndarray, *, tail: float = 0.5
     dl = np.diff(window)
     frac_up = float(np.mean(dl > increase_rtol * np.abs(window[:-1])))
     stats["frac_increasing"] = frac_up
+    stats["tail_over_initial"] = float(np.median(window) / l0)
 
     y = np.log(window) if np.all(window > 0) else window
     dy = np.diff(y)
@@ -470,8 +474,19 @@ class ReplicaRun:
                if self.n_replicas else math.nan,
                "saturation_step": self.saturation_step, "diverged_step": self.diverged_step,
                "seconds": self.seconds}
+        out["early_regime"] = self.early_regime
         out.update({f"stat_{k}": v for k, v in self.loss_class.stats.items() if k != "window"})
         return out
+
+    @property
+    def early_regime(self) -> str:
+        """Label of the first half of the loss series (the transient), by the same rules as
+        ``regime`` (:func:`classify_loss_curve` with ``tail=1`` on ``loss[:steps//2 + 1]``);
+        ``"n/a"`` when that half is shorter than 16 points."""
+        half = self.loss[: self.steps // 2 + 1]
+        if half.size < 16:
+            return "n/a"
+        return classify_loss_curve(half, tail=1.0).label
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the run to ``path`` (.npz arrays plus JSON metadata), atomically."""
@@ -839,15 +854,35 @@ _REGIME_COLOURS = {"monotone": "#4c9be8", "oscillating": "#6cc06c", "intermitten
                    "irregular": "#d04848", "diverged": "#888888"}
 
 
+def _default_show(runs: list[ReplicaRun], n: int = 6) -> list[int]:
+    """Indices of up to ``n`` learning rates worth showing: both ends, the largest exponent,
+    the first learning rate of each new regime, then evenly spaced fill-ins."""
+    lam = np.array([r.lyapunov_twin for r in runs], dtype=float)
+    chosen = [0, len(runs) - 1]
+    if np.isfinite(lam).any():
+        chosen.append(int(np.nanargmax(np.where(np.isfinite(lam), lam, np.nan))))
+    chosen += [i for i in range(1, len(runs)) if runs[i].regime != runs[i - 1].regime]
+    chosen = list(dict.fromkeys(chosen))[:n]
+    for i in np.linspace(0, len(runs) - 1, n).round().astype(int):
+        if len(chosen) >= min(n, len(runs)):
+            break
+        if int(i) not in chosen:
+            chosen.append(int(i))
+    return sorted(chosen)
+
+
 def plot_sweep(sweep: SweepResult, path: str | os.PathLike, *,
                show_lrs: Sequence[float] | None = None, title: str | None = None) -> Path:
     """Save the sweep's figure (PNG, matplotlib Agg) to ``path`` and return the path.
 
-    Panels: (a) the training map's largest Lyapunov exponent against the learning rate (log
-    axis): twin, jvp and raw-replica finite-time estimates, the background of each learning
-    rate coloured by the loss-curve regime; (b) divergence curves, log10 of the geometric-mean
-    replica distance against the step, for ``show_lrs`` (default: up to 6 spread over the
-    sweep); (c) the reference loss series for the same learning rates.
+    Top row: (a) the training map's largest Lyapunov exponent against the learning rate (log
+    x axis, symmetric-log y axis, linear within +-1e-3): twin, JVP and raw-replica finite-time
+    estimates, the background at each learning rate coloured by the loss-curve regime;
+    (b) divergence curves, log10 of the geometric-mean replica distance against the step.
+    Bottom row: the reference loss series of each shown learning rate, with an inset of its
+    last 40 steps (the late-time pattern that decided the regime).  ``show_lrs`` picks the
+    learning rates of (b) and the bottom row (nearest in the sweep); default up to 6 chosen by
+    :func:`_default_show`.
     """
     import matplotlib
 
@@ -858,61 +893,91 @@ def plot_sweep(sweep: SweepResult, path: str | os.PathLike, *,
     runs = sweep.runs
     lrs = sweep.lrs
     if show_lrs is None:
-        idx = np.unique(np.linspace(0, len(runs) - 1, min(6, len(runs))).round().astype(int))
+        idx = _default_show(runs)
     else:
-        idx = [int(np.argmin(np.abs(np.log(lrs) - math.log(x)))) for x in show_lrs]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    ax = axes[0]
-    # regime bands: geometric midpoints between neighbouring learning rates
-    edges = np.sqrt(lrs[:-1] * lrs[1:]) if len(lrs) > 1 else np.array([])
-    lo = np.r_[lrs[0] / 1.2 if len(lrs) == 1 else lrs[0] ** 2 / edges[0], edges]
-    hi = np.r_[edges, lrs[-1] * 1.2 if len(lrs) == 1 else lrs[-1] ** 2 / edges[-1]]
+        idx = sorted({int(np.argmin(np.abs(np.log(lrs) - math.log(x)))) for x in show_lrs})
+    ncols = max(len(idx), 2)
+    fig = plt.figure(figsize=(3.0 * max(ncols, 5), 8.6))
+    grid = fig.add_gridspec(2, ncols, height_ratios=[1.25, 1.0], hspace=0.42, wspace=0.38)
+    half = ncols // 2
+    ax = fig.add_subplot(grid[0, :half])
+    ax_d = fig.add_subplot(grid[0, half:])
+
+    # (a) exponent vs learning rate, regime bands between geometric midpoints
+    if len(lrs) > 1:
+        edges = np.sqrt(lrs[:-1] * lrs[1:])
+        lo = np.r_[lrs[0] ** 2 / edges[0], edges]
+        hi = np.r_[edges, lrs[-1] ** 2 / edges[-1]]
+    else:
+        lo, hi = lrs / 1.2, lrs * 1.2
     for r, a, b in zip(runs, lo, hi):
         ax.axvspan(a, b, color=_REGIME_COLOURS.get(r.regime, "white"), alpha=0.25, lw=0)
     ax.plot(lrs, [r.lyapunov_twin for r in runs], "o-", color="k", label="twin (renormalised)")
     if any(r.jvp for r in runs):
         ax.plot(lrs, [r.lyapunov_jvp for r in runs], "x--", color="C3", ms=8,
-                label="JVP (Benettin)")
+                label="JVP (Benettin, tangent map)")
     if any(r.n_replicas for r in runs):
         ax.plot(lrs, [r.lyapunov_replicas for r in runs], "s:", color="C0", ms=4, mfc="none",
-                label="replicas, finite-time")
+                label="raw replicas, finite-time (to saturation)")
     ax.axhline(0.0, color="k", lw=0.8)
     ax.set_xscale("log")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    shown = np.array([[r.lyapunov_twin, r.lyapunov_jvp, r.lyapunov_replicas] for r in runs])
+    shown = shown[np.isfinite(shown)]
+    if shown.size and shown.min() >= 0:
+        ax.set_ylim(bottom=-2e-4)  # nothing negative to show: keep the axis on the data
     ax.set_xlim(lo[0], hi[-1])
     ax.set_xlabel("learning rate η")
-    ax.set_ylabel("largest Lyapunov exponent λ (nats / step)")
+    ax.set_ylabel("largest Lyapunov exponent λ (nats / GD step)")
     ax.set_title("(a) training-map exponent vs learning rate")
     regimes = [k for k in _REGIME_COLOURS if any(r.regime == k for r in runs)]
     handles, _ = ax.get_legend_handles_labels()
-    handles += [Patch(color=_REGIME_COLOURS[k], alpha=0.4, label=f"loss: {k}") for k in regimes]
-    ax.legend(handles=handles, fontsize=8, loc="best")
+    handles += [Patch(color=_REGIME_COLOURS[k], alpha=0.4, label=f"late loss: {k}")
+                for k in regimes]
+    ax.legend(handles=handles, fontsize=7.5, loc="upper left")
 
+    # (b) divergence curves
     cmap = plt.get_cmap("viridis")
-    colours = [cmap(i / max(1, len(idx) - 1)) for i in range(len(idx))]
+    colours = [cmap(0.9 * i / max(1, len(idx) - 1)) for i in range(len(idx))]
     for c, i in zip(colours, idx):
         r = runs[i]
         if r.n_replicas:
             with np.errstate(divide="ignore", invalid="ignore"):
                 logd = np.mean(np.log10(r.distance), axis=0)
-            axes[1].plot(np.arange(logd.size), logd, color=c, lw=1, label=f"η = {r.lr:.3g}")
-        axes[2].plot(np.arange(r.loss.size), r.loss, color=c, lw=0.8,
-                     label=f"η = {r.lr:.3g} ({r.regime})")
-    axes[1].set_xlabel("GD step t")
-    axes[1].set_ylabel("log10 replica distance |w_r(t) − w(t)|")
-    axes[1].set_title("(b) divergence of replicas (ε = %.0e)" % runs[0].eps)
-    axes[1].legend(fontsize=8)
-    axes[2].set_yscale("log")
-    axes[2].set_xlabel("GD step t")
-    axes[2].set_ylabel("training loss")
-    axes[2].set_title("(c) loss series")
-    axes[2].legend(fontsize=8)
+            ax_d.plot(np.arange(logd.size), logd, color=c, lw=1.2,
+                      label=f"η = {r.lr:.3g} (λ = {r.lyapunov_twin:+.3g})")
+    ax_d.set_xlabel("GD step t")
+    ax_d.set_ylabel("log10 |w_r(t) − w(t)| (geometric mean over replicas)")
+    ax_d.set_title(f"(b) divergence of replicas started ε = {runs[0].eps:.0e} apart")
+    ax_d.legend(fontsize=7.5)
+
+    # bottom row: loss series, one panel per shown learning rate
+    for col, (c, i) in enumerate(zip(colours, idx)):
+        r = runs[i]
+        axl = fig.add_subplot(grid[1, col])
+        t = np.arange(r.loss.size)
+        axl.plot(t, r.loss, color=c, lw=0.6)
+        axl.set_yscale("log")
+        axl.set_title(f"η = {r.lr:.3g}: {r.regime}", fontsize=9,
+                      color=_REGIME_COLOURS.get(r.regime, "k"))
+        axl.set_xlabel("GD step t", fontsize=8)
+        axl.tick_params(labelsize=7)
+        if col == 0:
+            axl.set_ylabel("training loss")
+        finite = np.flatnonzero(np.isfinite(r.loss))
+        if finite.size >= 40:
+            last = finite[-40:]
+            ins = axl.inset_axes([0.5, 0.55, 0.46, 0.4])
+            ins.plot(last, r.loss[last], ".-", color=c, lw=0.6, ms=2)
+            ins.tick_params(labelsize=5)
+            ins.ticklabel_format(axis="y", style="plain", useOffset=False)
+            ins.set_title("last 40 steps", fontsize=6, pad=2)
     fig.suptitle(title or runs[0].problem, fontsize=11)
-    fig.tight_layout()
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.png")
     os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
         os.replace(tmp, path)
     finally:
         plt.close(fig)
