@@ -318,11 +318,11 @@ def _complete_epochs(run_dir: Path) -> list[int]:
 
 
 def _start_run(run_dir: Path, data: TextSettings, model: ModelSettings,
-               train: TrainSettings) -> dict:
+               train: TrainSettings, progress: bool) -> dict:
     """Encode the data and write config/vocab/data files of a new run folder."""
     from safetensors.numpy import save_file
 
-    train_split, test_split, vocab = load_sentiment(data)
+    train_split, test_split, vocab = load_sentiment(data, progress)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
     arrays = {}
@@ -386,7 +386,7 @@ def train_run(run_dir: str | os.PathLike, data: TextSettings | None = None,
             if stray and set(stray) - {CHECKPOINT_DIR, "data.safetensors", "vocab.json"}:
                 raise RunError(f"{run_dir} exists and is not a training run folder; "
                                "choose an empty or new --run-dir")
-        config = _start_run(run_dir, data, model_s, train)
+        config = _start_run(run_dir, data, model_s, train, progress)
     train_split, test_split = load_run_data(run_dir)
 
     torch.manual_seed(train.seed)

@@ -170,7 +170,8 @@ def test_sweep_records_match_direct_core_calls(trained, tmp_path):
     lengths = torch.from_numpy(test.lengths[idx])
     zero = SWEEP.total_steps - config["data"]["max_len"]
     d = mdesc.asymptotic_distance(model, ids, lengths=lengths, zero_input_steps=zero,
-                                  perturbation=SWEEP.perturbation, seed=SWEEP.seed)
+                                  perturbation=SWEEP.perturbation, seed=SWEEP.seed,
+                                  dtype=torch.float64)
     r = mdesc.max_lyapunov(model, ids, lengths=lengths, zero_input_steps=zero,
                            seed=SWEEP.seed)
     np.testing.assert_allclose(table["log_distance"][3], float(d.log_distance), rtol=1e-5)

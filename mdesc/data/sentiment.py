@@ -178,17 +178,22 @@ def check_aclimdb(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_aclimdb(path: str | os.PathLike, split: str) -> tuple[list[str], np.ndarray]:
+def load_aclimdb(path: str | os.PathLike, split: str,
+                 progress: bool = False) -> tuple[list[str], np.ndarray]:
     """Reviews and labels (pos -> 1, neg -> 0) of one split ("train" or "test") of an
     ``aclImdb`` folder, in sorted file-name order (negatives first)."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     path = check_aclimdb(path)
+    files = [(label, f) for label, cls in ((0, "neg"), (1, "pos"))
+             for f in sorted((path / split / cls).glob("*.txt"))]
+    from tqdm.auto import tqdm
+
     texts, labels = [], []
-    for label, cls in ((0, "neg"), (1, "pos")):
-        for f in sorted((path / split / cls).glob("*.txt")):
-            texts.append(f.read_text(encoding="utf-8", errors="replace"))
-            labels.append(label)
+    for label, f in tqdm(files, desc=f"read aclImdb/{split}", unit="file", disable=not progress,
+                         dynamic_ncols=True, leave=False):
+        texts.append(f.read_text(encoding="utf-8", errors="replace"))
+        labels.append(label)
     return texts, np.asarray(labels, dtype=np.int64)
 
 
@@ -226,10 +231,12 @@ def _subset(texts, labels, limit, rng):
     return [texts[i] for i in keep], labels[keep]
 
 
-def load_sentiment(settings: TextSettings) -> tuple[EncodedSplit, EncodedSplit, list[str]]:
+def load_sentiment(settings: TextSettings,
+                   progress: bool = False) -> tuple[EncodedSplit, EncodedSplit, list[str]]:
     """Load, split, tokenise and encode according to ``settings``.
 
-    Returns ``(train, test, vocab)``.  Deterministic given the settings.
+    Returns ``(train, test, vocab)``.  Deterministic given the settings.  ``progress`` shows
+    a progress bar while an aclImdb folder is read (50,000 files).
     """
     settings.check()
     rng = random.Random(settings.seed)
@@ -242,8 +249,8 @@ def load_sentiment(settings: TextSettings) -> tuple[EncodedSplit, EncodedSplit, 
         train_texts, train_labels = [texts[i] for i in train_idx], labels[train_idx]
         test_texts, test_labels = [texts[i] for i in test_idx], labels[test_idx]
     else:
-        train_texts, train_labels = load_aclimdb(settings.source, "train")
-        test_texts, test_labels = load_aclimdb(settings.source, "test")
+        train_texts, train_labels = load_aclimdb(settings.source, "train", progress)
+        test_texts, test_labels = load_aclimdb(settings.source, "test", progress)
     train_texts, train_labels = _subset(train_texts, train_labels, settings.max_train, rng)
     test_texts, test_labels = _subset(test_texts, test_labels, settings.max_test, rng)
     train_tokens = [tokenize(t) for t in train_texts]
