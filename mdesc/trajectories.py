@@ -497,7 +497,9 @@ class ReplicaRun:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, meta=np.array(json.dumps(meta, default=_json_default)), **arrays)
+                np.savez_compressed(f, meta=np.array(json.dumps(meta, default=_json_default)),
+                                    **arrays)
+            os.chmod(tmp, _file_mode())
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -516,6 +518,14 @@ class ReplicaRun:
                    lyapunov_jvp=summ["lyapunov_jvp"], lyapunov_replicas=summ["lyapunov_replicas"],
                    saturation_step=summ["saturation_step"], diverged_step=summ["diverged_step"],
                    loss_class=lc, seconds=summ["seconds"])
+
+
+def _file_mode() -> int:
+    """Mode of a newly created ordinary file under the current umask (tempfile.mkstemp makes
+    owner-only files; results should be ordinary files)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def _json_default(o):
@@ -777,6 +787,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -978,6 +989,7 @@ def plot_sweep(sweep: SweepResult, path: str | os.PathLike, *,
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     finally:
         plt.close(fig)
