@@ -201,6 +201,8 @@ class SweepSettings:
                   -15; float64 puts it on the floor.  float32 is ~5x faster on a CPU.
     lyapunov_dtype: precision of the tangent runs (renormalised, so float32 is accurate: it
                   agrees with float64 to ~1e-7 per step on these models).
+    every:        analyse only epochs divisible by this (a coarse first pass over a long run;
+                  a later sweep with a smaller value fills in the rest, keeping what exists).
     """
 
     n_samples: int = 500
@@ -212,6 +214,7 @@ class SweepSettings:
     chunk: int = 4
     distance_dtype: str = "float64"
     lyapunov_dtype: str = "float32"
+    every: int = 1
 
     def check(self, drive_steps: int | None = None) -> None:
         if self.n_samples < 2:
@@ -219,8 +222,8 @@ class SweepSettings:
                              f"got {self.n_samples}")
         if not self.perturbation > 0:
             raise ValueError(f"perturbation must be positive, got {self.perturbation}")
-        if self.k < 1 or self.qr_every < 1 or self.chunk < 1:
-            raise ValueError("k, qr_every and chunk must be at least 1")
+        if self.k < 1 or self.qr_every < 1 or self.chunk < 1 or self.every < 1:
+            raise ValueError("k, qr_every, chunk and every must be at least 1")
         for name in ("distance_dtype", "lyapunov_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ValueError(f"{name} must be float32 or float64, got {getattr(self, name)!r}")
@@ -229,7 +232,8 @@ class SweepSettings:
                              f"i.e. the run's max_len ({drive_steps}); raise --total-steps")
 
 
-# Settings that must match for records to be comparable; `chunk` only affects speed.
+# Settings that must match for records to be comparable (`chunk` and `every` only decide
+# how much is done per call).
 _RESULT_FIELDS = ("n_samples", "total_steps", "perturbation", "k", "qr_every", "seed",
                   "distance_dtype", "lyapunov_dtype")
 DTYPES = ("float32", "float64")
@@ -329,6 +333,8 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
 
     todo, existing = [], 0
     for epoch, path in list_checkpoints(run_dir):
+        if epoch % settings.every:
+            continue
         rec = _read_record(_record_path(sweep_dir, epoch))
         if rec is not None and _valid_record(rec, epoch, len(sample_index), sample_index):
             existing += 1

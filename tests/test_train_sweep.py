@@ -246,3 +246,13 @@ def test_sweep_refuses_other_settings_and_bad_lengths(trained, tmp_path):
         SW.sweep_run(run, SW.SweepSettings(total_steps=10), progress=False)
     with pytest.raises(FileNotFoundError, match="mdesc descent sweep"):
         SW.load_table(tmp_path)
+
+
+def test_coarse_sweep_is_filled_in_later(trained, tmp_path):
+    _, full = trained
+    run = _copy(full, tmp_path)
+    coarse = SW.SweepSettings(**{**SWEEP.__dict__, "every": 2})
+    assert SW.sweep_run(run, coarse, progress=False)["computed"] == [0, 2, 4]
+    out = SW.sweep_run(run, SWEEP, progress=False)
+    assert out["computed"] == [1, 3] and out["existing"] == 3
+    assert SW.load_table(run)["epoch"].tolist() == [0, 1, 2, 3, 4]

@@ -92,6 +92,9 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
                    help="seeds the review subset, the perturbation and the tangent frame")
     g.add_argument("--chunk", type=int, default=4,
                    help="checkpoints per call of the compiled core")
+    g.add_argument("--every", type=int, default=1,
+                   help="analyse only epochs divisible by EVERY (a coarse first pass; a later "
+                        "sweep with a smaller value fills in the rest)")
     g.add_argument("--distance-dtype", choices=("float32", "float64"), default="float64",
                    help="precision of the runs behind D~ (float32 rounding noise lifts an "
                         "ordered D~ from -15 to about -14.5; float32 is ~5x faster)")
@@ -210,7 +213,7 @@ def cmd_sweep(args) -> int:
                              perturbation=args.perturbation, k=args.spectrum_k,
                              qr_every=args.qr_every, seed=args.sweep_seed, chunk=args.chunk,
                              distance_dtype=args.distance_dtype,
-                             lyapunov_dtype=args.lyapunov_dtype)
+                             lyapunov_dtype=args.lyapunov_dtype, every=args.every)
     try:
         out = sweep_run(args.run_dir, settings, device=args.device, progress=not args.quiet)
     except (RunError, SweepSettingsError, ValueError) as e:
