@@ -42,7 +42,7 @@ The public names are :class:`TrainingProblem`, :func:`module_problem`, :func:`da
 """
 from __future__ import annotations
 
-import dataclasses
+import copy
 import json
 import math
 import os
@@ -70,6 +70,8 @@ __all__ = [
     "learning_rate_sweep",
     "plot_sweep",
     "DEFAULT_LEARNING_RATES",
+    "SettingsMismatch",
+    "run_filename",
 ]
 
 #: Default learning-rate sweep: 16 values log-spaced from 0.01 to 10.
@@ -123,7 +125,7 @@ def module_problem(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.
     batch-norm statistics) are held fixed; use modules whose forward pass is a pure function
     of their parameters.
     """
-    model = model.to(torch.float64)
+    model = copy.deepcopy(model).to(torch.float64)  # the caller's module is left as it was
     names, shapes, numels = [], [], []
     for n, p in model.named_parameters():
         names.append(n)
@@ -416,7 +418,8 @@ class ReplicaRun:
             first exceeds ``saturation`` (or the last step); NaN without replicas.
         saturation_step: that t_s.
         diverged_step: first step with non-finite reference weights or loss, -1 if none.
-        loss_class: :class:`LossCurveClass` of ``loss``.
+        loss_class: :class:`LossCurveClass` of ``loss`` (label ``"n/a"`` when the run is too
+            short to classify, fewer than 31 steps).
         seconds: wall time of the run.
     """
 
@@ -566,6 +569,16 @@ def _grad_hvp(loss_fn: Callable[[torch.Tensor], torch.Tensor], w: torch.Tensor, 
     return g.detach(), loss.detach(), hv.detach()
 
 
+def _classify_run_loss(loss: np.ndarray) -> LossCurveClass:
+    """:func:`classify_loss_curve` with default settings, or label ``"n/a"`` for a series too
+    short to judge."""
+    try:
+        return classify_loss_curve(loss)
+    except ValueError:
+        return LossCurveClass("n/a", {"window": [0, int(loss.size)], "finite": bool(
+            np.all(np.isfinite(loss)))})
+
+
 def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
                    n_replicas: int = 4, eps: float = 1e-8, renorm_every: int = 1,
                    warmup: int = 0, jvp: bool = True, seed: int = 0,
@@ -604,7 +617,10 @@ def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
     if directions is None:
         u = _unit_vectors(n_replicas, p, gen)
     else:
-        u = torch.as_tensor(directions, dtype=torch.float64).reshape(n_replicas, p)
+        u = torch.as_tensor(directions, dtype=torch.float64)
+        if tuple(u.shape) != (n_replicas, p):
+            raise ValueError(f"directions must have shape (n_replicas, n_params) = "
+                             f"({n_replicas}, {p}), got {tuple(u.shape)}.")
         u = u / u.norm(dim=1, keepdim=True)
     v = _unit_vectors(1, p, gen)[0] if tangent is None else torch.as_tensor(
         tangent, dtype=torch.float64).reshape(p) / torch.as_tensor(tangent, dtype=torch.float64).norm()
@@ -701,7 +717,7 @@ def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
         twin_log_growth=twin_log, twin_block_steps=twin_block_steps, jvp_log_growth=jvp_log,
         lyapunov_twin=lyap_twin, lyapunov_jvp=lyap_jvp, lyapunov_replicas=lyap_rep,
         saturation_step=sat_step, diverged_step=int(diverged_step),
-        loss_class=classify_loss_curve(loss), seconds=time.perf_counter() - t_start)
+        loss_class=_classify_run_loss(loss), seconds=time.perf_counter() - t_start)
     return run
 
 

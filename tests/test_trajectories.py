@@ -99,6 +99,8 @@ def test_logistic_map_exponent_ln2_and_twin_not_capped_by_saturation():
 
 
 # ------------------------------------------------------------------ tangent map
+# torch's forward-mode AD scripts its decompositions on first use (a torch-internal warning)
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
 def test_hessian_vector_product_equals_forward_jvp_and_finite_difference():
     problem = tr.dataset_problem("iris", hidden=8, seed=3)
     lr = 0.7
@@ -276,12 +278,22 @@ def test_bad_arguments_are_named():
         tr.dataset_problem("mnist")
 
 
+def test_short_runs_are_not_classified_and_directions_are_checked():
+    problem = tr.quadratic_problem([1.0, 2.0])
+    run = tr.train_replicas(problem, 0.1, 20, n_replicas=1)
+    assert run.regime == "n/a" and run.early_regime == "n/a"
+    assert run.summary()["regime"] == "n/a"
+    with pytest.raises(ValueError, match="directions must have shape"):
+        tr.train_replicas(problem, 0.1, 20, n_replicas=2, directions=torch.ones(2, 3))
+
+
 def test_module_problem_accepts_any_module():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
     x = torch.randn(20, 3)
     y = x.sum(1, keepdim=True)
     problem = tr.module_problem(model, x, y, "mse")
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model is untouched
     run = tr.train_replicas(problem, 0.05, 50, n_replicas=1)
     assert run.loss[-1] < run.loss[0]
     assert math.isfinite(run.lyapunov_twin) and math.isfinite(run.lyapunov_jvp)
