@@ -29,7 +29,7 @@ learning rate:
   Units: nats per step; lambda < 0 means nearby trajectories converge, lambda > 0 chaos.
   For a quadratic L = 1/2 sum_i a_i w_i^2 the exact answer is max_i ln|1 - lr * a_i|.
 * a finite-time exponent from the raw replicas (the slope of their mean log distance up to the
-  step where it saturates), the quantity plotted in the study's divergence curves;
+  step where it saturates), i.e. what the divergence curves show before they flatten;
 * a label for the reference loss curve (:func:`classify_loss_curve`): ``monotone``,
   ``oscillating`` (periodic or quasi-periodic), ``intermittent``, ``irregular`` or ``diverged``.
 
@@ -37,7 +37,7 @@ Everything runs in float64 (eps = 1e-8 is far below float32 resolution of weight
 The public names are :class:`TrainingProblem`, :func:`module_problem`, :func:`dataset_problem`,
 :func:`quadratic_problem`, :func:`train_replicas`, :class:`ReplicaRun`,
 :func:`training_lyapunov`, :class:`LossCurveClass`, :func:`classify_loss_curve`,
-:func:`learning_rate_sweep`, :class:`SweepResult`, :func:`plot_sweep` and
+:func:`learning_rate_sweep`, :class:`LearningRateSweep`, :func:`plot_learning_rate_sweep` and
 :data:`LOSS_CURVE_LABELS`.
 """
 from __future__ import annotations
@@ -66,9 +66,9 @@ __all__ = [
     "LossCurveClass",
     "LOSS_CURVE_LABELS",
     "classify_loss_curve",
-    "SweepResult",
+    "LearningRateSweep",
     "learning_rate_sweep",
-    "plot_sweep",
+    "plot_learning_rate_sweep",
     "DEFAULT_LEARNING_RATES",
     "SettingsMismatch",
     "run_filename",
@@ -208,7 +208,8 @@ def dataset_problem(dataset: str = "iris", hidden: int | Sequence[int] = 16,
         raise ValueError(f"hidden layer sizes must be >= 1, got {hidden_sizes}.")
     torch.manual_seed(seed)
     if model_factory is None:
-        act = {"tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU}[activation]
+        act = {"tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid,
+               "relu": torch.nn.ReLU}[activation]
         layers: list[torch.nn.Module] = []
         width = n_features
         for h in hidden_sizes:
@@ -216,7 +217,8 @@ def dataset_problem(dataset: str = "iris", hidden: int | Sequence[int] = 16,
             width = h
         layers.append(torch.nn.Linear(width, n_classes))
         model = torch.nn.Sequential(*layers)
-        arch = f"MLP {n_features}-" + "-".join(map(str, hidden_sizes)) + f"-{n_classes} {activation}"
+        sizes = "-".join(map(str, [n_features, *hidden_sizes, n_classes]))
+        arch = f"MLP {sizes} {activation}"
     else:
         model = model_factory(n_features, n_classes)
         arch = getattr(model_factory, "__name__", "model_factory")
@@ -335,7 +337,8 @@ def classify_loss_curve(loss: Sequence[float] | np.ndarray, *, tail: float = 0.5
     finite = bool(np.all(np.isfinite(loss)))
     stats: dict = {"window": [start, n], "finite": finite}
     l0 = abs(loss[0]) if np.isfinite(loss[0]) and loss[0] != 0 else 1.0
-    max_over_initial = float(np.nanmax(np.abs(loss)) / l0) if np.any(np.isfinite(loss)) else math.inf
+    any_finite = bool(np.any(np.isfinite(loss)))
+    max_over_initial = float(np.nanmax(np.abs(loss)) / l0) if any_finite else math.inf
     stats["max_over_initial"] = max_over_initial
     nan_stats = {"frac_increasing": math.nan, "tail_over_initial": math.nan,
                  "spectral_concentration": math.nan,
@@ -591,7 +594,8 @@ def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
     the rows of ``directions`` (R, P), normalised); the twin and the tangent start along one
     more random unit vector u (or ``tangent``, shape (P,)).  Each step updates all of them with
     the same map w -> w - lr * grad L(w): the replicas and the twin in one batched backward pass,
-    the reference together with the tangent's Hessian-vector product (J v = v - lr * H v).  See the module
+    the reference together with the tangent's Hessian-vector product (J v = v - lr * H v).
+    See the module
     docstring for the two exponent estimators.  All arithmetic is float64.
 
     Notes: the twin's offset is absolute, so when |w| grows beyond about eps / 1e-16 the twin
@@ -622,8 +626,11 @@ def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
             raise ValueError(f"directions must have shape (n_replicas, n_params) = "
                              f"({n_replicas}, {p}), got {tuple(u.shape)}.")
         u = u / u.norm(dim=1, keepdim=True)
-    v = _unit_vectors(1, p, gen)[0] if tangent is None else torch.as_tensor(
-        tangent, dtype=torch.float64).reshape(p) / torch.as_tensor(tangent, dtype=torch.float64).norm()
+    if tangent is None:
+        v = _unit_vectors(1, p, gen)[0]
+    else:
+        v = torch.as_tensor(tangent, dtype=torch.float64).reshape(p)
+        v = v / v.norm()
     # others[:R] = replicas, others[R] = twin
     others = torch.cat([w + eps * u, (w + eps * v)[None]], dim=0)
 
@@ -747,7 +754,7 @@ def training_lyapunov(problem: TrainingProblem, lr: float, steps: int = 1000, *,
 # --------------------------------------------------------------------------------------------
 
 @dataclass
-class SweepResult:
+class LearningRateSweep:
     """One :class:`ReplicaRun` per learning rate, in increasing learning rate."""
 
     runs: list[ReplicaRun]
@@ -824,7 +831,7 @@ def learning_rate_sweep(problem: TrainingProblem, lrs: Iterable[float] = DEFAULT
                         steps: int = 1000, *, n_replicas: int = 4, eps: float = 1e-8,
                         renorm_every: int = 1, warmup: int = 0, jvp: bool = True, seed: int = 0,
                         saturation: float = 1e-2, out: str | os.PathLike | None = None,
-                        progress: bool = True) -> SweepResult:
+                        progress: bool = True) -> LearningRateSweep:
     """Run :func:`train_replicas` for every learning rate, all from the same initial weights and
     the same perturbation directions (same ``seed``).
 
@@ -874,7 +881,7 @@ def learning_rate_sweep(problem: TrainingProblem, lrs: Iterable[float] = DEFAULT
             bar.update(1)
     if bar is not None:
         bar.close()
-    return SweepResult(runs)
+    return LearningRateSweep(runs)
 
 
 _REGIME_COLOURS = {"monotone": "#4c9be8", "oscillating": "#6cc06c", "intermittent": "#f0a030",
@@ -898,7 +905,7 @@ def _default_show(runs: list[ReplicaRun], n: int = 6) -> list[int]:
     return sorted(chosen)
 
 
-def plot_sweep(sweep: SweepResult, path: str | os.PathLike, *,
+def plot_learning_rate_sweep(sweep: LearningRateSweep, path: str | os.PathLike, *,
                show_lrs: Sequence[float] | None = None, title: str | None = None) -> Path:
     """Save the sweep's figure (PNG, matplotlib Agg) to ``path`` and return the path.
 

@@ -39,7 +39,8 @@ def _parse_lrs(text: str) -> list[float]:
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "trajectories",
-        help="chaos in training trajectories: Lyapunov exponent of gradient descent vs learning rate",
+        help="chaos in training trajectories: Lyapunov exponent of gradient descent "
+        "vs learning rate",
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -83,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     if not hidden or min(hidden) < 1:
         raise UserError(f"--hidden {args.hidden!r}: layer sizes must be positive integers.")
     for name, value, low in (("--steps", args.steps, 16), ("--replicas", args.replicas, 0),
-                             ("--renorm-every", args.renorm_every, 1), ("--threads", args.threads, 1)):
+                             ("--renorm-every", args.renorm_every, 1),
+                             ("--threads", args.threads, 1)):
         if value < low:
             raise UserError(f"{name} must be >= {low}, got {value}.")
     if not 0 <= args.warmup < args.steps:
@@ -117,10 +119,11 @@ def run(args: argparse.Namespace) -> int:
                                                          if k != "func"}}
     tr._atomic_write_text(out / "command.json", json.dumps(command, indent=1) + "\n")
     if not args.no_figure:
-        fig = tr.plot_sweep(sweep, out / "sweep.png")
+        fig = tr.plot_learning_rate_sweep(sweep, out / "sweep.png")
         print(f"figure: {fig}")
     print(f"table: {csv_path}, {json_path}")
-    print(f"{'lr':>8} {'lambda_twin':>12} {'lambda_jvp':>11} {'lambda_rep':>11} {'final loss':>11}  regime")
+    print(f"{'lr':>8} {'lambda_twin':>12} {'lambda_jvp':>11} {'lambda_rep':>11} "
+          f"{'final loss':>11}  regime")
     for r in sweep.runs:
         print(f"{r.lr:8.4g} {r.lyapunov_twin:+12.5f} {r.lyapunov_jvp:+11.5f} "
               f"{r.lyapunov_replicas:+11.5f} {r.loss[-1]:11.4g}  {r.regime}")
