@@ -256,3 +256,16 @@ def test_sweep_command_end_to_end(tmp_path):
     shutil.rmtree(out / "runs" / "d1_w6")
     assert main(["glassy", "analyze", str(out)]) == 2  # unfinished run: a clear error
     assert main(["glassy", "sweep", "--out", str(out), "--data", "fixture"]) == 2  # n-train 8 > 6
+
+
+def test_lstm_voice_rnn_works_with_the_lyapunov_core():
+    import torch
+
+    import mdesc
+
+    s = ch.load_fixture_chorales()
+    vocab = ch.VoiceVocabulary.from_grids(s.grids)
+    tok, _ = ch.padded_tokens(s, vocab, max_len=16)
+    model = glassy.VoiceRNN(vocab.sizes, 8, 2, cell="lstm")
+    r = mdesc.max_lyapunov(model, model.one_hot(torch.as_tensor(tok)), zero_input_steps=20)
+    assert r.exponents.shape == (8, 1) and torch.isfinite(r.exponents).all()

@@ -118,6 +118,20 @@ def test_hessian_vector_product_equals_forward_jvp_and_finite_difference():
     torch.testing.assert_close(fd, jv, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:DeprecationWarning")
+def test_forward_mode_tangent_gives_the_same_exponent():
+    problem = tr.dataset_problem("iris", hidden=6, seed=2)
+    a = tr.train_replicas(problem, 0.8, 40, n_replicas=1)
+    b = tr.train_replicas(problem, 0.8, 40, n_replicas=1, tangent_mode="forward")
+    # same map; only the rounding of H v differs, and the dynamics amplifies it a little
+    np.testing.assert_allclose(a.jvp_log_growth, b.jvp_log_growth, atol=1e-6)
+    assert a.lyapunov_jvp == pytest.approx(b.lyapunov_jvp, abs=1e-8)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-7)
+    assert b.settings()["tangent_mode"] == "forward"
+    with pytest.raises(ValueError, match="tangent_mode"):
+        tr.train_replicas(problem, 0.8, 40, tangent_mode="reverse")
+
+
 def test_batched_gradient_matches_single_gradients():
     problem = tr.dataset_problem("iris", hidden=5, seed=1)
     ws = problem.w0 + 0.01 * torch.randn(3, problem.n_params, dtype=torch.float64,

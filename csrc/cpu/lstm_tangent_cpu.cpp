@@ -3,22 +3,23 @@
 // The whole time loop runs here.  Work is split into units of (checkpoint, tile of sequences),
 // run in parallel with at::parallel_for; each unit owns its buffers, allocated once before its
 // time loop.  Inside a unit, the state and the k tangent vectors of every sequence in the tile
-// sit side by side as columns of one matrix per layer, so a step is one GEMM per weight matrix
-// ([4H x H] times [H x tile*(1+k)]) plus one pass of pointwise work:
+// sit side by side as columns of one matrix, so a step of layer l is one GEMM per weight matrix
+// ([4H x H] times [H x tile*(1+k)], reading the layer's h rows of every column) plus one pass of
+// pointwise work:
 //
-//   Hs[l], Cs[l]  [H, M] column-major, M = tile * (1 + k); column s*(1+k) is sequence s's state
-//                 (h or c of layer l), column s*(1+k) + 1 + j its tangent vector j restricted to
-//                 that layer's h (or c) block.  A tangent vector is thus spread over 2L blocks
-//                 [h_1, c_1, ..., h_L, c_L] of H rows each, exactly the ordering of q0.
-//   G             [4H, M] gate pre-activations of the current layer.
-//   XP            [4H, Tu * tile] layer-0 input projection W_ih x + bias of the driven part,
-//                 computed up front in one GEMM (Tu = longest drive in the tile).
+//   Z   [n, M] column-major, M = tile * (1 + k), rows [h_1, c_1, ..., h_L, c_L] (n = 2HL):
+//       column s*(1+k) is sequence s's state, columns s*(1+k) + 1 .. + k its tangent frame, so a
+//       sequence's frame is a contiguous [n, k] matrix for the QR.
+//   G   [4H, M] gate pre-activations of the current layer.
+//   XP  [4H, Tu * tile] layer-0 input projection W_ih x + bias of the driven part, computed up
+//       front in one GEMM (Tu = longest drive in the tile).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 #include <vector>
 
@@ -50,15 +51,20 @@ template <typename T>
 class TileRunner {
  public:
   TileRunner(const RunArgs<T>& a, int64_t tile)
-      : a_(a), d_(a.d), tile_(tile), cols_(1 + a.d.k), M_(tile * (1 + a.d.k)) {
-    const int64_t H = d_.H, L = d_.L;
-    hs_.assign(L, std::vector<T>(H * M_));
-    cs_.assign(L, std::vector<T>(H * M_));
+      : a_(a), d_(a.d), cols_(1 + a.d.k), M_(tile * (1 + a.d.k)) {
+    const int64_t H = d_.H;
+    z_.resize(d_.n * M_);
     g_.resize(4 * H * M_);
     coef_.resize(6 * H);
     xp_.resize(4 * H * d_.T * tile);
     xbuf_.resize(d_.I * d_.T * tile);
     inputs_.resize(tile);
+    if (d_.k > kMaxGramSchmidt) {
+      lwork_ = qr_workspace<T>(d_.n, d_.k);
+      qr_work_.resize(std::max<int64_t>(lwork_, 1));
+      tau_.resize(d_.k);
+      diag_.resize(d_.k);
+    }
   }
 
   // Runs sequences [b0, b0 + nb) of checkpoint c through all S steps.
@@ -78,6 +84,11 @@ class TileRunner {
   }
 
  private:
+  // Frames up to this many vectors use Gram-Schmidt (no call overhead); larger ones LAPACK.
+  static constexpr int64_t kMaxGramSchmidt = 8;
+
+  T* column(int64_t s, int64_t v) { return z_.data() + (s * cols_ + v) * d_.n; }
+
   void load_initial_state(int64_t c, int64_t b0) {
     const int64_t H = d_.H, L = d_.L, B = d_.B, n = d_.n, k = d_.k;
     const int64_t cs = d_.state_per_ckpt ? c : 0;
@@ -85,22 +96,17 @@ class TileRunner {
     for (int64_t s = 0; s < nb_; ++s) {
       const int64_t b = b0 + s;
       const int64_t bq = d_.q_per_seq ? b : 0;
-      const T* q = a_.q0 + ((cq * (d_.q_per_seq ? B : 1) + bq) * n) * k;  // [n, k] row-major
+      T* state = column(s, 0);
       for (int64_t l = 0; l < L; ++l) {
         const T* h = a_.h0 + ((cs * L + l) * B + b) * H;
         const T* cc = a_.c0 + ((cs * L + l) * B + b) * H;
-        T* hcol = hs_[l].data() + s * cols_ * H;
-        T* ccol = cs_[l].data() + s * cols_ * H;
-        std::copy(h, h + H, hcol);
-        std::copy(cc, cc + H, ccol);
-        for (int64_t j = 0; j < k; ++j) {
-          T* dh = hcol + (1 + j) * H;
-          T* dc = ccol + (1 + j) * H;
-          for (int64_t r = 0; r < H; ++r) {
-            dh[r] = q[(2 * l * H + r) * k + j];
-            dc[r] = q[(2 * l * H + H + r) * k + j];
-          }
-        }
+        std::copy(h, h + H, state + 2 * l * H);
+        std::copy(cc, cc + H, state + 2 * l * H + H);
+      }
+      const T* q = a_.q0 + (cq * (d_.q_per_seq ? B : 1) + bq) * n * k;  // [n, k] row-major
+      for (int64_t j = 0; j < k; ++j) {
+        T* v = column(s, 1 + j);
+        for (int64_t r = 0; r < n; ++r) v[r] = q[r * k + j];
       }
     }
   }
@@ -124,12 +130,13 @@ class TileRunner {
   }
 
   void step_layer(int64_t c, int64_t b0, int64_t l, int64_t t) {
-    const int64_t H = d_.H, H4 = 4 * H;
+    const int64_t H = d_.H, H4 = 4 * H, n = d_.n;
     T* g = g_.data();
-    // G = W_hh h (+ W_ih h_below for upper layers), state and tangent columns alike.
-    gemm<T>(true, H4, M_, H, T(1), a_.w_hh[l] + c * H4 * H, H, hs_[l].data(), H, T(0), g, H4);
+    // G = W_hh h_l (+ W_ih h_{l-1}, already updated this step), state and tangent columns alike.
+    gemm<T>(true, H4, M_, H, T(1), a_.w_hh[l] + c * H4 * H, H, z_.data() + 2 * l * H, n, T(0), g, H4);
     if (l > 0) {
-      gemm<T>(true, H4, M_, H, T(1), a_.w_ih[l] + c * H4 * H, H, hs_[l - 1].data(), H, T(1), g, H4);
+      gemm<T>(true, H4, M_, H, T(1), a_.w_ih[l] + c * H4 * H, H, z_.data() + 2 * (l - 1) * H, n, T(1), g,
+              H4);
     }
     const T* bias = a_.bias[l] + c * H4;
     for (int64_t s = 0; s < nb_; ++s) {
@@ -137,76 +144,79 @@ class TileRunner {
       const bool driven = l == 0 && t < a_.lengths[b0 + s];
       inputs_[s] = driven ? xp_.data() + (t * nb_ + s) * H4 : bias;
     }
-    lstm_pointwise_tile(H, nb_, cols_, g, inputs_.data(), hs_[l].data(), cs_[l].data(), coef_.data());
+    lstm_pointwise_tile(H, nb_, cols_, n, g, inputs_.data(), z_.data() + 2 * l * H, coef_.data());
   }
 
-  // Dot product of tangent vectors p and q of one sequence over all 2L blocks, in float64.
-  double dot(int64_t s, int64_t p, int64_t q) const {
-    double acc = 0.0;
-    const int64_t H = d_.H;
-    for (int64_t l = 0; l < d_.L; ++l) {
-      for (const auto* buf : {&hs_[l], &cs_[l]}) {
-        const T* u = buf->data() + (s * cols_ + 1 + p) * H;
-        const T* v = buf->data() + (s * cols_ + 1 + q) * H;
-        for (int64_t r = 0; r < H; ++r) acc += static_cast<double>(u[r]) * static_cast<double>(v[r]);
-      }
-    }
-    return acc;
-  }
-
-  // vector q -= alpha * vector p  (if scale_only: vector q *= alpha)
-  void axpy(int64_t s, int64_t p, int64_t q, double alpha, bool scale_only) {
-    const int64_t H = d_.H;
-    const T a = static_cast<T>(alpha);
-    for (int64_t l = 0; l < d_.L; ++l) {
-      for (auto* buf : {&hs_[l], &cs_[l]}) {
-        T* v = buf->data() + (s * cols_ + 1 + q) * H;
-        if (scale_only) {
-          for (int64_t r = 0; r < H; ++r) v[r] *= a;
-        } else {
-          const T* u = buf->data() + (s * cols_ + 1 + p) * H;
-          for (int64_t r = 0; r < H; ++r) v[r] -= a * u[r];
-        }
-      }
-    }
-  }
-
-  // Modified Gram-Schmidt with one re-orthogonalisation pass ("twice is enough"), so the frame
-  // stays orthonormal to rounding even in float32.  R_jj = norm after projection > 0.  A zero or
-  // non-finite norm yields a non-finite log, which poisons the sums (reported as NaN upstream).
+  // Orthonormalise each sequence's frame (diag R > 0) and add log R_ii to the block's logs.
+  // A zero or non-finite norm yields a non-finite log, which poisons the sums (reported as NaN
+  // upstream); such a frame is set to NaN so nothing downstream looks finite.
   void orthonormalise(int64_t c, int64_t b0, int64_t block) {
-    const int64_t k = d_.k;
+    const int64_t k = d_.k, n = d_.n;
     for (int64_t s = 0; s < nb_; ++s) {
       double* out = block >= 0 ? a_.logs + ((c * d_.B + b0 + s) * d_.nblocks + block) * k : nullptr;
-      for (int64_t j = 0; j < k; ++j) {
-        for (int pass = 0; pass < 2; ++pass) {
-          for (int64_t p = 0; p < j; ++p) axpy(s, p, j, dot(s, p, j), false);
-        }
-        const double norm = std::sqrt(dot(s, j, j));
-        if (out != nullptr) out[j] += std::log(norm);
-        axpy(s, j, j, 1.0 / norm, true);
+      T* q = column(s, 1);
+      bool finite = true;
+      for (int64_t r = 0; r < n * k; ++r) finite &= std::isfinite(q[r]);
+      if (!finite) {
+        std::fill(q, q + n * k, std::numeric_limits<T>::quiet_NaN());
+        if (out != nullptr) std::fill(out, out + k, std::numeric_limits<double>::quiet_NaN());
+        continue;
       }
+      if (k > kMaxGramSchmidt && lapack_qr<T>(n, k, q, n, tau_.data(), diag_.data(), qr_work_.data(), lwork_)) {
+        for (int64_t j = 0; j < k; ++j) {
+          const double r = static_cast<double>(diag_[j]);
+          if (out != nullptr) out[j] += std::log(std::abs(r));
+          if (r < 0) {
+            for (int64_t i = 0; i < n; ++i) q[j * n + i] = -q[j * n + i];
+          }
+        }
+      } else {
+        gram_schmidt(q, out);
+      }
+    }
+  }
+
+  // Modified Gram-Schmidt with one re-orthogonalisation pass ("twice is enough") on the
+  // contiguous frame q [n, k]; dot products accumulate in float64.
+  void gram_schmidt(T* q, double* out) {
+    const int64_t k = d_.k, n = d_.n;
+    auto dot = [n](const T* u, const T* v) {
+      double acc = 0.0;
+      for (int64_t r = 0; r < n; ++r) acc += static_cast<double>(u[r]) * static_cast<double>(v[r]);
+      return acc;
+    };
+    for (int64_t j = 0; j < k; ++j) {
+      T* v = q + j * n;
+      for (int pass = 0; pass < 2; ++pass) {
+        for (int64_t p = 0; p < j; ++p) {
+          const T* u = q + p * n;
+          const T a = static_cast<T>(dot(u, v));
+          for (int64_t r = 0; r < n; ++r) v[r] -= a * u[r];
+        }
+      }
+      const double norm = std::sqrt(dot(v, v));
+      if (out != nullptr) out[j] += std::log(norm);
+      const T inv = static_cast<T>(1.0 / norm);
+      for (int64_t r = 0; r < n; ++r) v[r] *= inv;
     }
   }
 
   void store_final_state(int64_t c, int64_t b0) {
     const int64_t H = d_.H, L = d_.L, B = d_.B;
     for (int64_t s = 0; s < nb_; ++s) {
+      const T* state = column(s, 0);
       for (int64_t l = 0; l < L; ++l) {
-        const T* hcol = hs_[l].data() + s * cols_ * H;
-        const T* ccol = cs_[l].data() + s * cols_ * H;
-        std::copy(hcol, hcol + H, a_.hT + ((c * L + l) * B + b0 + s) * H);
-        std::copy(ccol, ccol + H, a_.cT + ((c * L + l) * B + b0 + s) * H);
+        std::copy(state + 2 * l * H, state + 2 * l * H + H, a_.hT + ((c * L + l) * B + b0 + s) * H);
+        std::copy(state + 2 * l * H + H, state + 2 * l * H + 2 * H, a_.cT + ((c * L + l) * B + b0 + s) * H);
       }
     }
   }
 
   const RunArgs<T>& a_;
   const RunDims& d_;
-  const int64_t tile_, cols_;
-  int64_t M_, nb_ = 0;
-  std::vector<std::vector<T>> hs_, cs_;
-  std::vector<T> g_, coef_, xp_, xbuf_;
+  const int64_t cols_;
+  int64_t M_, nb_ = 0, lwork_ = 0;
+  std::vector<T> z_, g_, coef_, xp_, xbuf_, qr_work_, tau_, diag_;
   std::vector<const T*> inputs_;
 };
 

@@ -10,26 +10,25 @@ namespace mdesc::cpu {
 #define MDESC_MULTIVERSION
 #endif
 
-// g [4H, nb*cols], h and c [H, nb*cols]: sequence s owns columns s*cols .. s*cols + cols - 1;
-// in[s] is the vector added to its state column's pre-activations.
 template <typename T>
-static inline void tile_impl(int64_t H, int64_t nb, int64_t cols, const T* g, const T* const* in, T* h,
-                             T* c, T* coef) {
+static inline void tile_impl(int64_t H, int64_t nb, int64_t cols, int64_t n, const T* g, const T* const* in,
+                             T* z, T* coef) {
   for (int64_t s = 0; s < nb; ++s) {
-    lstm_pointwise<T>(H, cols, g + s * cols * 4 * H, in[s], h + s * cols * H, c + s * cols * H, coef);
+    T* h = z + s * cols * n;
+    lstm_pointwise<T>(H, cols, n, g + s * cols * 4 * H, in[s], h, h + H, coef);
   }
 }
 
 MDESC_MULTIVERSION
-void lstm_pointwise_tile(int64_t H, int64_t nb, int64_t cols, const float* g, const float* const* in,
-                         float* h, float* c, float* coef) {
-  tile_impl(H, nb, cols, g, in, h, c, coef);
+void lstm_pointwise_tile(int64_t H, int64_t nb, int64_t cols, int64_t n, const float* g,
+                         const float* const* in, float* z, float* coef) {
+  tile_impl(H, nb, cols, n, g, in, z, coef);
 }
 
 MDESC_MULTIVERSION
-void lstm_pointwise_tile(int64_t H, int64_t nb, int64_t cols, const double* g, const double* const* in,
-                         double* h, double* c, double* coef) {
-  tile_impl(H, nb, cols, g, in, h, c, coef);
+void lstm_pointwise_tile(int64_t H, int64_t nb, int64_t cols, int64_t n, const double* g,
+                         const double* const* in, double* z, double* coef) {
+  tile_impl(H, nb, cols, n, g, in, z, coef);
 }
 
 }  // namespace mdesc::cpu

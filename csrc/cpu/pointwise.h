@@ -65,11 +65,13 @@ inline double act_tanh(double x) { return std::tanh(x); }
 // One layer's pointwise work for one sequence.
 //   g     [4H, cols]  pre-activations from the GEMMs: column 0 the state, 1..cols-1 tangents
 //   in    [4H]        added to the state column only (input projection + bias, or bias)
-//   h, c  [H, cols]   in: old state / tangent blocks; out: new ones
+//   h, c  [H] each, in `cols` columns `ld` apart: in, the layer's old h / c rows of the state
+//         and tangent columns; out, the new ones
 //   coef  [6H]        scratch
 template <typename T>
-inline void lstm_pointwise(int64_t H, int64_t cols, const T* __restrict g, const T* __restrict in,
-                           T* __restrict h, T* __restrict c, T* __restrict coef) {
+inline void lstm_pointwise(int64_t H, int64_t cols, int64_t ld, const T* __restrict g,
+                           const T* __restrict in, T* __restrict h, T* __restrict c,
+                           T* __restrict coef) {
   const int64_t H4 = 4 * H;
   T* __restrict ci = coef;           // i (1 - i) g        multiplies d a_i
   T* __restrict cf = coef + H;       // f (1 - f) c_old    multiplies d a_f
@@ -97,8 +99,8 @@ inline void lstm_pointwise(int64_t H, int64_t cols, const T* __restrict g, const
   }
   for (int64_t j = 1; j < cols; ++j) {
     const T* __restrict ga = g + j * H4;
-    T* __restrict dh = h + j * H;
-    T* __restrict dc = c + j * H;
+    T* __restrict dh = h + j * ld;
+    T* __restrict dc = c + j * ld;
 #pragma omp simd
     for (int64_t r = 0; r < H; ++r) {
       const T dcn = cf[r] * ga[H + r] + ff[r] * dc[r] + ci[r] * ga[r] + cg[r] * ga[2 * H + r];
@@ -110,9 +112,11 @@ inline void lstm_pointwise(int64_t H, int64_t cols, const T* __restrict g, const
 
 // Entry points compiled for several instruction sets, picked at load time by the CPU
 // (GCC/Clang function multi-versioning); defined in pointwise.cpp.
-void lstm_pointwise_tile(int64_t H, int64_t nb, int64_t cols, const float* g, const float* const* in,
-                         float* h, float* c, float* coef);
-void lstm_pointwise_tile(int64_t H, int64_t nb, int64_t cols, const double* g, const double* const* in,
-                         double* h, double* c, double* coef);
+// g [4H, nb*cols]; z [n, nb*cols] points at the layer's first h row (its c rows follow at +H);
+// sequence s owns columns s*cols .. s*cols + cols - 1 and in[s] is added to its state column.
+void lstm_pointwise_tile(int64_t H, int64_t nb, int64_t cols, int64_t n, const float* g,
+                         const float* const* in, float* z, float* coef);
+void lstm_pointwise_tile(int64_t H, int64_t nb, int64_t cols, int64_t n, const double* g,
+                         const double* const* in, double* z, double* coef);
 
 }  // namespace mdesc::cpu

@@ -16,8 +16,6 @@
 // of q0.
 #pragma once
 
-#include <cuda_runtime.h>
-
 #include <cmath>
 #include <cstdint>
 

@@ -1,0 +1,95 @@
+// CPU emulation of the CUDA implementation of mdesc::lstm_tangent_run, for tests on machines
+// without a GPU.  The kernels (lstm_tangent_*_kernel.cuh) and the host orchestration
+// (lstm_tangent_host.h) are compiled unchanged; only the launcher differs: each kernel launch runs
+// through emu_launch (cuda_shim.h), one OS thread per CUDA thread.  Built on demand by
+// tests/test_cuda.py with torch.utils.cpp_extension.load; not part of the mdesc extension.
+#include <torch/extension.h>
+
+#include "cuda/emulation/cuda_shim.h"
+#include "cuda/lstm_tangent_host.h"
+#include "run_checks.h"
+
+namespace mdesc::cuda_impl {
+
+// The array every kernel's `extern __shared__ unsigned char smem[]` refers to (one block at a time).
+constexpr size_t kSmemCapacity = size_t(1) << 20;
+alignas(16) unsigned char smem[kSmemCapacity];
+
+namespace {
+
+struct EmuLaunch {
+  unsigned threads_override = 0;  // 0: the thread count the host code asks for
+  template <typename... KArgs, typename... Args>
+  void operator()(void (*kernel)(KArgs...), unsigned grid_x, unsigned grid_y, unsigned threads, size_t smem_bytes,
+                  const Args&... args) const {
+    emu_launch(kernel, grid_x, grid_y, threads_override ? threads_override : threads, smem, kSmemCapacity,
+               smem_bytes, args...);
+  }
+};
+
+// Limits of an H100 SXM, so choose_fused_config picks what it would pick there.
+DeviceLimits h100_limits() {
+  DeviceLimits d;
+  d.sms = 132;
+  d.smem_block_optin = 232448;
+  d.smem_per_sm = 233472;
+  d.smem_reserved = 1024;
+  d.max_threads_per_sm = 2048;
+  return d;
+}
+
+// Same contract as torch.ops.mdesc.lstm_tangent_run, plus:
+//   path           "fused" or "stepwise"
+//   bt, gc         fused tile geometry (0: what choose_fused_config picks for an H100)
+//   max_ckpt       checkpoints per launch (0: all)
+//   threads        threads per block (0: what the host code asks for)
+// Returns (block_logs, h_T, c_T, [BT, GC]) with the outputs first filled with NaN.
+std::vector<at::Tensor> emulate(const at::Tensor& x, const at::Tensor& lengths, std::vector<at::Tensor> w_ih,
+                                std::vector<at::Tensor> w_hh, std::vector<at::Tensor> bias, const at::Tensor& h0,
+                                const at::Tensor& c0, const at::Tensor& q0, int64_t zero_input_steps, int64_t warmup,
+                                int64_t qr_every, const std::string& path, int64_t bt, int64_t gc, int64_t max_ckpt,
+                                int64_t threads) {
+  const RunDims d = check_run_inputs(x, lengths, w_ih, w_hh, bias, h0, c0, q0, zero_input_steps, warmup, qr_every);
+  TORCH_CHECK(x.device().is_cpu(), "emulate: CPU tensors only");
+  RunTensors t;
+  t.x = x.contiguous();
+  t.lengths = lengths.contiguous();
+  for (int64_t l = 0; l < d.L; ++l) {
+    t.w_ih.push_back(w_ih[l].contiguous());
+    t.w_hh.push_back(w_hh[l].contiguous());
+    t.bias.push_back(bias[l].contiguous());
+  }
+  t.h0 = h0.contiguous();
+  t.c0 = c0.contiguous();
+  t.q0 = q0.contiguous();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  t.logs = at::full({d.C, d.B, d.nblocks, d.k}, nan, x.options().dtype(at::kDouble));
+  t.hT = at::full({d.C, d.L, d.B, d.H}, nan, x.options());
+  t.cT = at::full({d.C, d.L, d.B, d.H}, nan, x.options());
+  const int64_t cc = max_ckpt > 0 ? std::min(max_ckpt, d.C) : d.C;
+  const EmuLaunch launch{static_cast<unsigned>(threads)};
+  FusedConfig cfg;
+  if (path == "fused") {
+    cfg = choose_fused_config(d, cc, t.x.element_size(), h100_limits());
+    if (bt > 0) {
+      cfg.BT = static_cast<int>(bt);
+      cfg.GC = static_cast<int>(gc > 0 ? gc : std::max<int64_t>(1, std::min<int64_t>(bt * d.k, 64)));
+    }
+    TORCH_CHECK(cfg.BT > 0, "emulate: the fused path does not fit an H100 for these sizes");
+    const at::Tensor wpack = pack_fused_weights(d, t);
+    for (int64_t c = 0; c < d.C; c += cc) run_fused(d, t, wpack, cfg, c, std::min(cc, d.C - c), launch);
+  } else {
+    TORCH_CHECK(path == "stepwise", "emulate: path must be fused or stepwise, got ", path);
+    DeviceLimits dev = h100_limits();
+    dev.sms = 1;  // few pointwise blocks, so the grid-stride loop is exercised
+    for (int64_t c = 0; c < d.C; c += cc) run_stepwise(d, t, c, std::min(cc, d.C - c), dev, launch);
+  }
+  return {t.logs, t.hT, t.cT, at::tensor(std::vector<int64_t>{cfg.BT, cfg.GC})};
+}
+
+}  // namespace
+}  // namespace mdesc::cuda_impl
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("emulate", &mdesc::cuda_impl::emulate, "CPU emulation of the CUDA lstm_tangent_run (tests only)");
+}
