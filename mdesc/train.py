@@ -413,8 +413,8 @@ def train_run(run_dir: str | os.PathLike, data: TextSettings | None = None,
             for epoch in range(start + 1, train.epochs + 1):
                 _train_epoch(net, opt, train_split, train, epoch, device, bar)
                 metrics = _save_epoch(run_dir, net, opt, epoch, train_split, test_split, device)
-                bar.set_postfix(epoch=epoch, train=f"{metrics['train_loss']:.3f}",
-                                test=f"{metrics['test_loss']:.3f}",
+                bar.set_postfix(epoch=epoch, train=f"{metrics['train_loss']:.3g}",
+                                test=f"{metrics['test_loss']:.3g}",
                                 acc=f"{metrics['test_acc']:.3f}")
                 if on_epoch is not None:
                     on_epoch(epoch, metrics)
