@@ -27,7 +27,7 @@ import math
 import os
 import re
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -36,7 +36,6 @@ import numpy as np
 SWEEP_DIR = "sweep"
 SETTINGS_FILE = "settings.json"
 RECORD_RE = re.compile(r"^epoch_(\d{4,})\.json$")
-CHECKPOINT_RE = re.compile(r"^epoch_(\d{4,})\.safetensors$")
 LOG_DISTANCE_FLOOR = -15.0  # ln(e^-15): D~ at this value means every review converged (order)
 
 # Scalar per-checkpoint columns of the run table (float64, NaN where unknown).

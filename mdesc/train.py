@@ -24,7 +24,6 @@ import json
 import math
 import os
 import re
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
