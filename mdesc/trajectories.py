@@ -404,7 +404,8 @@ class ReplicaRun:
     NaN and the exponents average only the completed steps.
 
     Attributes:
-        lr, steps, n_replicas, eps, renorm_every, warmup, seed, jvp: the settings.
+        lr, steps, n_replicas, eps, renorm_every, warmup, seed, jvp, tangent_mode, saturation:
+            the settings (see :func:`train_replicas`).
         problem, problem_settings, n_params: what was trained.
         loss: (steps+1,) reference loss L(w_t).
         replica_loss: (R, steps+1) loss of each replica.
@@ -434,6 +435,7 @@ class ReplicaRun:
     warmup: int
     seed: int
     jvp: bool
+    tangent_mode: str
     saturation: float
     problem: str
     problem_settings: dict
@@ -465,7 +467,8 @@ class ReplicaRun:
         """The settings that determine this run (compared when a sweep resumes)."""
         return {"lr": self.lr, "steps": self.steps, "n_replicas": self.n_replicas,
                 "eps": self.eps, "renorm_every": self.renorm_every, "warmup": self.warmup,
-                "seed": self.seed, "jvp": self.jvp, "saturation": self.saturation,
+                "seed": self.seed, "jvp": self.jvp, "tangent_mode": self.tangent_mode,
+                "saturation": self.saturation,
                 "problem": self.problem, "problem_settings": self.problem_settings,
                 "n_params": self.n_params}
 
@@ -586,7 +589,8 @@ def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
                    n_replicas: int = 4, eps: float = 1e-8, renorm_every: int = 1,
                    warmup: int = 0, jvp: bool = True, seed: int = 0,
                    saturation: float = 1e-2, directions: torch.Tensor | None = None,
-                   tangent: torch.Tensor | None = None) -> ReplicaRun:
+                   tangent: torch.Tensor | None = None,
+                   tangent_mode: str = "double_backward") -> ReplicaRun:
     """Train the reference, ``n_replicas`` perturbed replicas, a renormalised twin and (with
     ``jvp``) a tangent vector by full-batch GD at learning rate ``lr`` for ``steps`` steps.
 
@@ -594,9 +598,12 @@ def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
     the rows of ``directions`` (R, P), normalised); the twin and the tangent start along one
     more random unit vector u (or ``tangent``, shape (P,)).  Each step updates all of them with
     the same map w -> w - lr * grad L(w): the replicas and the twin in one batched backward pass,
-    the reference together with the tangent's Hessian-vector product (J v = v - lr * H v).
-    See the module
-    docstring for the two exponent estimators.  All arithmetic is float64.
+    the reference together with the tangent's Hessian-vector product (J v = v - lr * H v),
+    computed by double backward (``tangent_mode="double_backward"``, default) or as
+    ``torch.func.jvp`` of ``torch.func.grad_and_value`` (``tangent_mode="forward"``: forward
+    over reverse, the same numbers up to rounding, about 3x slower here; for losses whose
+    double backward is not implemented).  See the module docstring for the two exponent
+    estimators.  All arithmetic is float64.
 
     Notes: the twin's offset is absolute, so when |w| grows beyond about eps / 1e-16 the twin
     loses resolution (the jvp estimate does not); a twin offset that rounds to exactly zero is
@@ -609,6 +616,9 @@ def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
         raise ValueError(f"learning rate must be a positive finite number, got {lr}.")
     if not (eps > 0):
         raise ValueError(f"eps must be > 0, got {eps}.")
+    if tangent_mode not in ("double_backward", "forward"):
+        raise ValueError(f"tangent_mode must be 'double_backward' or 'forward', got "
+                         f"{tangent_mode!r}.")
     if renorm_every < 1:
         raise ValueError(f"renorm_every must be >= 1, got {renorm_every}.")
     if not 0 <= warmup < steps:
@@ -651,7 +661,11 @@ def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
     t = 0
     for t in range(steps + 1):
         if jvp and t < steps:
-            g, l_ref, hv = _grad_hvp(loss_fn, w, v)
+            if tangent_mode == "forward":
+                (g, l_ref), (hv, _) = torch.func.jvp(torch.func.grad_and_value(loss_fn),
+                                                     (w,), (v,))
+            else:
+                g, l_ref, hv = _grad_hvp(loss_fn, w, v)
             g_o, l_o = _batched_grad(batched_loss, others)
         else:  # the reference rides along in the batch
             g_all, l_all = _batched_grad(batched_loss, torch.cat([w[None], others], dim=0))
@@ -718,6 +732,7 @@ def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
     run = ReplicaRun(
         lr=float(lr), steps=int(steps), n_replicas=int(n_replicas), eps=float(eps),
         renorm_every=int(renorm_every), warmup=int(warmup), seed=int(seed), jvp=bool(jvp),
+        tangent_mode=tangent_mode,
         saturation=float(saturation), problem=problem.name,
         problem_settings=dict(problem.settings), n_params=p, loss=loss,
         replica_loss=replica_loss, distance=distance, weight_norm=weight_norm,
@@ -830,7 +845,8 @@ class SettingsMismatch(ValueError):
 def learning_rate_sweep(problem: TrainingProblem, lrs: Iterable[float] = DEFAULT_LEARNING_RATES,
                         steps: int = 1000, *, n_replicas: int = 4, eps: float = 1e-8,
                         renorm_every: int = 1, warmup: int = 0, jvp: bool = True, seed: int = 0,
-                        saturation: float = 1e-2, out: str | os.PathLike | None = None,
+                        saturation: float = 1e-2, tangent_mode: str = "double_backward",
+                        out: str | os.PathLike | None = None,
                         progress: bool = True) -> LearningRateSweep:
     """Run :func:`train_replicas` for every learning rate, all from the same initial weights and
     the same perturbation directions (same ``seed``).
@@ -847,7 +863,7 @@ def learning_rate_sweep(problem: TrainingProblem, lrs: Iterable[float] = DEFAULT
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
     kwargs = dict(n_replicas=n_replicas, eps=eps, renorm_every=renorm_every, warmup=warmup,
-                  jvp=jvp, seed=seed, saturation=saturation)
+                  jvp=jvp, seed=seed, saturation=saturation, tangent_mode=tangent_mode)
     runs: list[ReplicaRun] = []
     bar = None
     if progress:
@@ -860,7 +876,7 @@ def learning_rate_sweep(problem: TrainingProblem, lrs: Iterable[float] = DEFAULT
             run = ReplicaRun.load(path)
             want = {"lr": lr, "steps": steps, "n_replicas": n_replicas, "eps": eps,
                     "renorm_every": renorm_every, "warmup": warmup, "seed": seed, "jvp": jvp,
-                    "saturation": saturation, "problem": problem.name,
+                    "tangent_mode": tangent_mode, "saturation": saturation, "problem": problem.name,
                     "problem_settings": json.loads(json.dumps(problem.settings,
                                                               default=_json_default)),
                     "n_params": problem.n_params}

@@ -56,6 +56,10 @@ def register(subparsers) -> None:
                    help="first steps not counted in the exponent estimates")
     p.add_argument("--no-jvp", action="store_true",
                    help="skip the tangent-map (Jacobian-vector product) estimate")
+    p.add_argument("--tangent-mode", default="double_backward",
+                   choices=["double_backward", "forward"],
+                   help="how J v is computed: Hessian-vector product by double backward, or "
+                   "torch.func.jvp (forward over reverse; same numbers, slower)")
     p.add_argument("--dataset", default="iris", choices=["iris", "wine", "breast_cancer", "digits"],
                    help="scikit-learn data set (shipped with the package, no download)")
     p.add_argument("--hidden", default="16",
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         sweep = tr.learning_rate_sweep(
             problem, lrs, args.steps, n_replicas=args.replicas, eps=args.eps,
             renorm_every=args.renorm_every, warmup=args.warmup, jvp=not args.no_jvp,
-            seed=args.seed, out=out, progress=True)
+            tangent_mode=args.tangent_mode, seed=args.seed, out=out, progress=True)
     except tr.SettingsMismatch as e:
         raise UserError(str(e)) from None
     csv_path, json_path = sweep.write_table(out)
