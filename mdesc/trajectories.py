@@ -409,7 +409,7 @@ class ReplicaRun:
         problem, problem_settings, n_params: what was trained.
         loss: (steps+1,) reference loss L(w_t).
         replica_loss: (R, steps+1) loss of each replica.
-        distance: (R, steps+1) Euclidean distance |w_r(t) - w(t)|; distance[:, 0] == eps.
+        distance: (R, steps+1) Euclidean distance |w_r(t) - w(t)|; distance[:, 0] ≈ eps.
         weight_norm: (steps+1,) |w(t)|.
         twin_log_growth: (n_blocks,) log(|offset| / eps) of the renormalised twin, one per
             block of ``renorm_every`` steps (the last block may be shorter).
