@@ -50,6 +50,11 @@ def lstm_tangent_run(
     )
 
 
+def has_kernel(device_type: str) -> bool:
+    """Whether lstm_tangent_run has an implementation for this device type ("cpu", "cuda")."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("mdesc::lstm_tangent_run", device_type.upper())
+
+
 def counted_blocks(steps: int, warmup: int, qr_every: int) -> int:
     """Number of counted re-orthonormalisation blocks of a run of ``steps`` steps."""
     return -(-(steps - warmup) // qr_every)

@@ -698,9 +698,10 @@ def train_glassy_run(out_dir: str | os.PathLike, train_tokens, train_lengths,
     train_tokens: (T, B, V) int64 tokens; train_lengths: (B,) valid lengths (padding after);
     test_tokens/test_lengths: the same for held-out data (optional).
     vocab_sizes: classes per voice. data_info: free-form description stored with the results.
-    State is saved (atomically) at every record time at most every ``save_every_s`` seconds,
-    and at the end. stop_after: save and return None after this many updates (a planned
-    interruption, as if killed); callback(step) is called after each update (tests use it).
+    State is saved (atomically) to ``state.pt`` at record and snapshot times and every 1000th
+    update, at most once every ``save_every_s`` seconds, and when ``stop_after`` stops it.
+    stop_after: save and return None after this many updates (a planned interruption, as if
+    killed); callback(step) is called after each update (tests use it).
 
     Returns the finished :class:`GlassyRun` (also written as ``run.json`` + ``snapshots.npz``).
     """
@@ -819,7 +820,8 @@ def train_glassy_run(out_dir: str | os.PathLike, train_tokens, train_lengths,
                 bar.update(1)
             if callback is not None:
                 callback(step)
-            if step in record_set and time.perf_counter() - last_save >= save_every_s:
+            if ((step in record_set or step in snap_set or step % 1000 == 0)
+                    and time.perf_counter() - last_save >= save_every_s):
                 save_state()
                 last_save = time.perf_counter()
             if stop_after is not None and step >= stop_after and step < config.steps:

@@ -66,8 +66,9 @@ class LyapunovResult:
 
     Shapes use B sequences, k exponents and, for checkpoint batches, a leading C axis.
 
-    exponents        float64 [(C,) B, k], descending per sequence, natural log per step; NaN
-                     where the run went non-finite (see ``nonfinite``)
+    exponents        float64 [(C,) B, k], natural log per step, in the frame's Gram-Schmidt
+                     order, which is descending once converged (finite-time estimates of close
+                     exponents may still be inverted); NaN where the run went non-finite
     block_exponents  float64 [(C,) B, nblocks, k], local exponents of each re-orthonormalisation
                      block (log growth in the block / its steps), to judge convergence
     block_steps      int64 [nblocks], counted steps in each block
@@ -323,6 +324,12 @@ def run_prepared(prep: PreparedRun, backend: str = "fused"):
         from mdesc import _ops
 
         w = prep.weights
+        device = prep.x.device.type
+        if device != "cpu" and not _ops.has_kernel(device):
+            raise RuntimeError(
+                f"this build of mdesc has no {device.upper()} kernels (built with WITH_CUDA="
+                f"{_ops.WITH_CUDA}); move the model and inputs to the CPU, or rebuild where torch "
+                "has CUDA and nvcc matches it (FORCE_CUDA=1 pip install --no-build-isolation .)")
         return _ops.lstm_tangent_run(prep.x, prep.lengths, w.w_ih, w.w_hh, w.bias, prep.h0, prep.c0,
                                      prep.q0, prep.zero_input_steps, prep.warmup, prep.qr_every)
     if backend == "reference":

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
     sw.add_argument("--momentum", type=float, default=0.0)
     sw.add_argument("--grad-clip", type=float, default=1.0,
                     help="clip the gradient norm to this (0: no clipping)")
-    sw.add_argument("--batch-size", type=int, default=0,
+    sw.add_argument("--batch-size", type=int, default=4,
                     help="chorales per SGD update (0: all training chorales)")
     sw.add_argument("--data", choices=["music21", "fixture"], default="music21",
                     help="music21: all chorales (parsed once, cached); fixture: the 8 shipped "
@@ -143,9 +143,9 @@ def cmd_sweep(args) -> int:
                                           ttok, tlens, data_info=data_info, progress=progress)
         except ValueError as e:
             raise UserError(str(e))
-        if progress:
-            print(f"[{i + 1}/{len(runs)}] depth {d} width {w}: final training loss "
-                  f"{run.train_loss[-1]:.4f} after {cfg.steps} steps ({run.info['wall_s']:.1f} s)")
+        print(f"[{i + 1}/{len(runs)}] depth {d} width {w}: final training loss "
+              f"{run.train_loss[-1]:.4f} after {cfg.steps} steps ({run.info['wall_s']:.1f} s)",
+              flush=True)
     return _analyze(out, args.depths, args.widths, args.thresholds, args.fit_from, settings)
 
 
