@@ -23,6 +23,20 @@ from mdesc.stability import DistanceResult, asymptotic_distance
 
 __version__ = "0.1.0"
 
+# The studies and tools live in submodules, imported on first use so `import mdesc` stays light:
+# mdesc.reference (autograd oracle), mdesc.train / mdesc.sweep / mdesc.phases / mdesc.report
+# (multiple descents), mdesc.glassy (study 2), mdesc.trajectories (study 3), mdesc.data.
+_SUBMODULES = {"cells", "data", "glassy", "phases", "reference", "report", "stability", "sweep",
+               "train", "trajectories"}
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"mdesc.{name}")
+    raise AttributeError(f"module 'mdesc' has no attribute {name!r}")
+
 __all__ = [
     "DistanceResult",
     "LyapunovResult",
