@@ -55,7 +55,7 @@ class DistanceResult:
 def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torch.Tensor, *,
                         lengths=None, zero_input_steps: int = 1100, perturbation: float = 1e-6,
                         seed: int = 0, floor: float = -15.0, h0=None, c0=None,
-                        dtype: torch.dtype = torch.float32, template: nn.Module | None = None,
+                        dtype: torch.dtype = torch.float64, template: nn.Module | None = None,
                         backend: str = "fused") -> DistanceResult:
     """Distance between a run and its perturbed twin after drive + zero input (see module doc).
 
@@ -68,6 +68,8 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
         perturbation: standard deviation of the Gaussian noise added to h0 of the twin.
         seed: seed of that noise (the same noise for every checkpoint).
         floor: log of the offset added to every distance (paper: -15).
+        dtype: float64 by default: in float32, two runs that settle on the same fixed point
+            still differ by rounding, ~1e-7, which is about e^-15 and would lift D~ off its floor.
     """
     if not (isinstance(perturbation, (int, float)) and math.isfinite(perturbation) and perturbation > 0):
         raise ValueError(f"perturbation must be a positive finite number, got {perturbation!r}")
