@@ -192,3 +192,19 @@ def test_both_qr_paths_match_reference(k, dtype):
     tol = 1e-9 if dtype == torch.float64 else 2e-4
     assert conditioning(ref) < 12.0
     torch.testing.assert_close(fused.exponents, ref.exponents, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 6e-7), (torch.float64, 1e-15)])
+def test_fast_activations_are_accurate(dtype, tol):
+    """The kernels' vectorised exp/tanh: one step over pre-activations spanning [-30, 30]
+    (saturated and linear regimes alike) against torch's float64 cell."""
+    lstm = make_lstm(1, 512, 1, gain=0.0, bias=True)
+    with torch.no_grad():
+        lstm.bias_ih_l0.copy_(torch.linspace(-30, 30, 4 * 512, dtype=torch.float64))
+        lstm.bias_hh_l0.zero_()
+    seq = torch.zeros(1, 1, 1, dtype=torch.float64)
+    c0 = torch.linspace(-3, 3, 512, dtype=torch.float64).reshape(1, 1, 512)
+    r = mdesc.max_lyapunov(lstm.to(dtype), seq.to(dtype), c0=c0.to(dtype), dtype=dtype)
+    _, (h, c) = lstm.double()(seq, (torch.zeros_like(c0), c0))
+    assert (r.h_T.double() - h).abs().max() <= tol
+    assert (r.c_T.double() - c).abs().max() <= 4 * tol

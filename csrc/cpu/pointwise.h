@@ -2,9 +2,9 @@
 // update of every column (DESIGN.md §2).  Kept apart from the loop structure so the hot
 // arithmetic is in one place and can be compiled for several instruction sets.
 //
-// float32 uses vectorisable exp/tanh (Cephes-style exp, Eigen-style rational tanh; both within
-// a few ulp of libm) because libm's scalar calls would cost more than the matrix products;
-// float64, the validation path, uses libm.
+// exp and tanh are vectorisable polynomial/rational approximations within a few ulp of libm
+// (float32: Cephes-style exp, Eigen's rational tanh; float64: Cephes exp and tanh), because
+// libm's scalar calls would cost more than the matrix products.
 #pragma once
 
 #include <cmath>
@@ -57,10 +57,44 @@ inline float fast_tanhf(float x) {
   return p / q;
 }
 
+// exp for float64 (Cephes exp.c): x = n ln2 + r, e^r = 1 + 2 r P(r^2) / (Q(r^2) - r P(r^2)),
+// scaled by 2^n through the exponent bits; within ~1 ulp of libm, vectorisable.
+inline double fast_exp(double x) {
+  x = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
+  const double shifter = 6755399441055744.0;  // 1.5 * 2^52: round to nearest
+  const double n = (x * 1.4426950408889634073599 + shifter) - shifter;
+  double r = x - n * 6.93145751953125e-1;
+  r = r - n * 1.42860682030941723212e-6;
+  const double rr = r * r;
+  const double p = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr +
+                        9.99999999999999999910e-1);
+  const double q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr +
+                    2.27265548208155028766e-1) * rr + 2.00000000000000000009e0;
+  const double e = 1.0 + 2.0 * (p / (q - p));
+  const int64_t bits = (static_cast<int64_t>(n) + 1023) << 52;
+  double scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return e * scale;
+}
+
+// tanh for float64 (Cephes tanh.c): rational approximation for |x| < 0.625, else from exp(2|x|).
+inline double fast_tanh(double x) {
+  const double ax = x < 0 ? -x : x;
+  const double z = x * x;
+  const double p = (-9.64399179425052238628e-1 * z + -9.92877231001918586564e1) * z +
+                   -1.61468768441708447952e3;
+  const double q = ((z + 1.12811678491632931402e2) * z + 2.23548839060100448583e3) * z +
+                   4.84406305325125486048e3;
+  const double small = x + x * z * (p / q);
+  const double e = fast_exp(2.0 * (ax > 22.0 ? 22.0 : ax));
+  const double big = 1.0 - 2.0 / (e + 1.0);
+  return ax < 0.625 ? small : (x < 0 ? -big : big);
+}
+
 inline float act_sigmoid(float x) { return 1.0f / (1.0f + fast_expf(-x)); }
 inline float act_tanh(float x) { return fast_tanhf(x); }
-inline double act_sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-inline double act_tanh(double x) { return std::tanh(x); }
+inline double act_sigmoid(double x) { return 1.0 / (1.0 + fast_exp(-x)); }
+inline double act_tanh(double x) { return fast_tanh(x); }
 
 // One layer's pointwise work for one sequence.
 //   g     [4H, cols]  pre-activations from the GEMMs: column 0 the state, 1..cols-1 tangents

@@ -67,15 +67,16 @@ inline FusedConfig choose_fused_config(const RunDims& d, int64_t cc, size_t elem
   const size_t reserved = dev.smem_reserved;
   const int64_t sms = dev.sms;
   const int64_t max_blocks_per_sm = std::max(1, dev.max_threads_per_sm / kFusedThreads);
-  // Start from about 32 GEMM columns (states + tangents) per block, at most 16 sequences: with
-  // fewer columns most threads of the gate GEMM idle.
+  // Start from about 32 GEMM columns (states + tangents) per block, at most 16 sequences, and go
+  // no lower than 8 columns: with fewer, most threads of the gate GEMM idle.
   int64_t bt_max = std::max<int64_t>(1, std::min<int64_t>(16, 32 / (1 + d.k)));
   while (bt_max > 1 && bt_max / 2 >= d.B) bt_max /= 2;
-  // Among tiles that fit, keep the one with the most sequences in flight on the whole GPU
-  // (blocks per SM are limited by shared memory); on a tie, the one with more blocks per SM,
-  // whose barriers then overlap.
+  const int64_t bt_min = std::min<int64_t>(bt_max, std::max<int64_t>(1, 8 / (1 + d.k)));
+  // Among tiles that fit, keep the one with the most sequences in flight on the whole GPU (blocks
+  // per SM are limited by shared memory); on a tie, the one that occupies more SMs, then the one
+  // with more blocks per SM, whose barriers then overlap.  (A heuristic, not yet tuned on a GPU.)
   FusedConfig best{};
-  int64_t best_resident = -1, best_bps = 0;
+  int64_t best_resident = -1, best_sms = 0, best_bps = 0;
   for (int64_t bt = bt_max; bt >= 1; bt /= 2) {
     int64_t gc = std::max<int64_t>(1, std::min<int64_t>(bt * d.k, 64));
     size_t bytes = 0;
@@ -85,13 +86,17 @@ inline FusedConfig choose_fused_config(const RunDims& d, int64_t cc, size_t elem
       gc = std::max<int64_t>(4, gc / 2);
     }
     if (bytes > limit) continue;
+    if (bt < bt_min && best.BT > 0) break;
     const int64_t bps = std::max<int64_t>(
         1, std::min<int64_t>(max_blocks_per_sm, static_cast<int64_t>(per_sm / (bytes + reserved))));
     const int64_t blocks = cc * ceil_div(d.B, bt);
     const int64_t resident = std::min(blocks, sms * bps) * bt;
-    if (resident > best_resident || (resident == best_resident && bps > best_bps)) {
+    const int64_t sms_used = std::min(blocks, sms);
+    if (resident > best_resident || (resident == best_resident && sms_used > best_sms) ||
+        (resident == best_resident && sms_used == best_sms && bps > best_bps)) {
       best = {static_cast<int>(bt), static_cast<int>(gc), bytes};
       best_resident = resident;
+      best_sms = sms_used;
       best_bps = bps;
     }
   }

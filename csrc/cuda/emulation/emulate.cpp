@@ -87,9 +87,25 @@ std::vector<at::Tensor> emulate(const at::Tensor& x, const at::Tensor& lengths, 
   return {t.logs, t.hT, t.cT, at::tensor(std::vector<int64_t>{cfg.BT, cfg.GC})};
 }
 
+// What choose_fused_config picks on an H100 for these sizes: [BT, GC, shared bytes per block]
+// (BT = 0: the stepwise path).
+std::vector<int64_t> h100_fused_config(int64_t C, int64_t B, int64_t L, int64_t H, int64_t k, int64_t elem) {
+  RunDims d{};
+  d.C = C;
+  d.B = B;
+  d.L = L;
+  d.H = H;
+  d.k = k;
+  d.n = 2 * H * L;
+  const FusedConfig cfg = choose_fused_config(d, C, static_cast<size_t>(elem), h100_limits());
+  return {cfg.BT, cfg.GC, static_cast<int64_t>(cfg.smem)};
+}
+
 }  // namespace
 }  // namespace mdesc::cuda_impl
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("emulate", &mdesc::cuda_impl::emulate, "CPU emulation of the CUDA lstm_tangent_run (tests only)");
+  m.def("h100_fused_config", &mdesc::cuda_impl::h100_fused_config,
+        "[BT, GC, shared bytes] the fused path would use on an H100 (BT = 0: stepwise path)");
 }
