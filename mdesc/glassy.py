@@ -481,7 +481,8 @@ def analyze_sweep(runs: dict, thresholds, fit_from: float) -> dict[str, Any]:
         try:
             fit = run.power_law(t_min=max(1.0, fit_from * run.config.steps))
             row.update({"l_inf": fit.l_inf, "l_inf_err": fit.l_inf_err,
-                        "l_inf_positive": fit.l_inf_positive, "amplitude": fit.amplitude,
+                        "l_inf_positive": fit.l_inf_positive,
+                        "l_inf_p_value": fit.l_inf_p_value, "amplitude": fit.amplitude,
                         "amplitude_err": fit.amplitude_err, "alpha": fit.alpha,
                         "alpha_err": fit.alpha_err, "fit_rms_log_residual": fit.rms_log_residual,
                         "fit_t_min": fit.t_min})
