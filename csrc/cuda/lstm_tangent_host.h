@@ -90,7 +90,7 @@ inline FusedConfig choose_fused_config(const RunDims& d, int64_t cc, size_t elem
     const int64_t bps = std::max<int64_t>(
         1, std::min<int64_t>(max_blocks_per_sm, static_cast<int64_t>(per_sm / (bytes + reserved))));
     const int64_t blocks = cc * ceil_div(d.B, bt);
-    const int64_t resident = std::min(blocks, sms * bps) * bt;
+    const int64_t resident = std::min(std::min(blocks, sms * bps) * bt, cc * d.B);  // real sequences only
     const int64_t sms_used = std::min(blocks, sms);
     if (resident > best_resident || (resident == best_resident && sms_used > best_sms) ||
         (resident == best_resident && sms_used == best_sms && bps > best_bps)) {
