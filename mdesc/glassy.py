@@ -688,7 +688,7 @@ def data_fingerprint(*arrays) -> str:
 def train_glassy_run(out_dir: str | os.PathLike, train_tokens, train_lengths,
                      config: GlassyConfig, vocab_sizes: Sequence[int],
                      test_tokens=None, test_lengths=None, data_info: dict | None = None,
-                     progress: bool = True, save_every_s: float = 60.0,
+                     progress: bool = True, save_every_s: float = 10.0,
                      stop_after: int | None = None,
                      callback: Callable[[int], None] | None = None) -> GlassyRun | None:
     """Train one :class:`VoiceRNN` by SGD, recording what the glassy analyses need; resumable.
