@@ -269,3 +269,32 @@ def test_lstm_voice_rnn_works_with_the_lyapunov_core():
     model = glassy.VoiceRNN(vocab.sizes, 8, 2, cell="lstm")
     r = mdesc.max_lyapunov(model, model.one_hot(torch.as_tensor(tok)), zero_input_steps=20)
     assert r.exponents.shape == (8, 1) and torch.isfinite(r.exponents).all()
+
+
+def test_analyze_sweep_on_planted_runs():
+    # loss = A(w) / t with A(w) = L* C / (w - w_c): t*(w) = C / (w - w_c) exactly; w = 3 < w_c
+    # plateaus at L_inf = 0.8 > L*; aging curves Delta = ln(1 + tau/tau_w)^2 collapse exactly
+    w_c, c, thr, steps = 4.0, 500.0, 0.1, 10**4
+    times = np.concatenate([[0], glassy.log_spaced_times(steps, 40)])
+    tws = np.array([10, 40, 160])
+    lags = [np.unique(np.geomspace(1, steps - tw, 20).astype(np.int64)) for tw in tws]
+    curves = glassy.AgingCurves(tws, lags, [np.log1p(l / tw) ** 2 for l, tw in zip(lags, tws)])
+    runs = {}
+    for w in (3, 5, 6, 8, 12, 20):
+        t = np.maximum(times, 1).astype(float)
+        loss = 0.8 + 5.0 * t ** -0.5 if w < w_c else thr * c / (w - w_c) / t
+        cfg = glassy.GlassyConfig(width=w, depth=1, steps=steps, waiting_times=tuple(tws))
+        runs[(1, w)] = glassy.GlassyRun(cfg, times, loss, np.full(times.shape, np.nan),
+                                        np.zeros(0, np.int64), None, curves,
+                                        {"n_parameters": 10 * w})
+    out = glassy.analyze_sweep(runs, [thr], fit_from=0.001)
+    rows = {r["width"]: r for r in out["runs"]}
+    assert rows[3]["l_inf_positive"] and rows[3]["l_inf"] == pytest.approx(0.8, rel=1e-3)
+    assert rows[3]["t_star@0.1"] == math.inf
+    for w in (5, 6, 8, 12, 20):
+        assert rows[w]["t_star@0.1"] == pytest.approx(c / (w - w_c), rel=1e-9)
+        assert not rows[w]["l_inf_positive"] and rows[w]["alpha"] == pytest.approx(1, abs=1e-3)
+        assert rows[w]["aging_ratio"] < 1e-3  # interpolation error only
+    (crit,) = out["critical_width"]
+    assert crit["w_c"] == pytest.approx(w_c, abs=1e-4) and crit["C"] == pytest.approx(c, rel=1e-4)
+    assert crit["unreached_widths"] == [3.0] and crit["n_points"] == 5
