@@ -1,0 +1,208 @@
+"""Fused kernels vs the autograd baseline (mdesc.reference), in one run, on one machine.
+
+    python benchmarks/bench_lyapunov.py                 # CPU cases
+    python benchmarks/bench_lyapunov.py --device cuda   # CPU cases on the GPU + GPU-only cases
+
+Each row: time of the fused path (best of --repeat), time of the autograd baseline, their ratio,
+and the achieved rate of the matrix work against the float32 matrix-product rate measured on the
+same device in the same run.  FLOPs counted per step and sequence: 2*4H*H*(1+k) for W_hh of every
+layer, the same for W_ih of layers above the first, 2*4H*I for the first layer's input
+projection of each driven step, and 2*n*k^2 per re-orthonormalisation (Householder's count).
+Pointwise work is not counted (it is not matrix work), so the rate is a floor-relative measure.
+
+The baseline's cost per step is constant, so for long cases it is timed on --baseline-steps
+steps and scaled to the full run; the table says so in its `baseline` column.
+Results go to benchmarks/results/<device>-<name>.{md,json}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass
+
+import torch
+
+import mdesc
+from mdesc import reference
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@dataclass
+class Case:
+    name: str
+    H: int
+    I: int
+    L: int
+    B: int
+    T: int
+    zero: int
+    k: int
+    C: int = 1          # checkpoints
+    qr_every: int = 10
+    devices: tuple = ("cpu", "cuda")
+
+    @property
+    def steps(self) -> int:
+        return self.T + self.zero
+
+    def flops(self) -> float:
+        n = 2 * self.H * self.L
+        per_seq_step = 2 * 4 * self.H * self.H * (1 + self.k) * (2 * self.L - 1)
+        per_seq = per_seq_step * self.steps + 2 * 4 * self.H * self.I * self.T
+        per_seq += (2 * n * self.k ** 2) * (self.steps / self.qr_every) if self.k > 1 else 0
+        return float(per_seq * self.B * self.C)
+
+
+CASES = [
+    Case("a: paper workload (H=60, 500 seq, 500+1100 steps, k=1)", 60, 32, 1, 500, 500, 1100, 1),
+    Case("b: one sequence (H=60, 500+1100 steps, k=1)", 60, 32, 1, 1, 500, 1100, 1),
+    Case("c: full spectrum (H=60, k=120, 16 seq, 500+1100 steps)", 60, 32, 1, 16, 500, 1100, 120, qr_every=5),
+    Case("d: 32 checkpoints x 64 seq (H=60, 500+1100 steps, k=1)", 60, 32, 1, 64, 500, 1100, 1, C=32),
+    Case("e: sweep-sized: 1000 checkpoints x 500 seq x 1600 steps (H=60, k=1)", 60, 32, 1, 500, 500, 1100, 1,
+         C=1000, devices=("cuda",)),
+    Case("f: large (H=256, 2 layers, k=32, 64 seq, 500+1100 steps)", 256, 32, 2, 64, 500, 1100, 32,
+         qr_every=5, devices=("cuda",)),
+]
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def matmul_rate(device, dtype=torch.float32, size=4096 if torch.cuda.is_available() else 2048) -> float:
+    """Achieved FLOP/s of a large square matrix product (TF32 off on CUDA)."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    a @ b
+    _sync(device)
+    reps = 10
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * size ** 3 * reps / (time.perf_counter() - t0)
+
+
+def _models(case: Case, device, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    models = []
+    for _ in range(case.C):
+        m = torch.nn.LSTM(case.I, case.H, num_layers=case.L)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 1.5 / case.H ** 0.5)
+        models.append(m.to(device).requires_grad_(False))
+    seq = torch.randn(case.T, case.B, case.I, generator=g).to(device)
+    return models, seq
+
+
+def _run(api, case: Case, models, seq, steps_zero: int):
+    kw = dict(zero_input_steps=steps_zero, qr_every=case.qr_every)
+    if case.C > 1:
+        return api.lyapunov_checkpoints(models, seq, k=case.k, **kw)
+    return api.lyapunov_spectrum(models[0], seq, case.k, **kw)
+
+
+def time_fused(case: Case, models, seq, device, repeat: int) -> float:
+    _run(mdesc, case, models, seq[: min(case.T, 20)], 0)  # warm-up (allocator, BLAS init)
+    best = float("inf")
+    for _ in range(repeat):
+        _sync(device)
+        t0 = time.perf_counter()
+        _run(mdesc, case, models, seq, case.zero)
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def time_baseline(case: Case, models, seq, device, max_steps: int) -> tuple[float, str]:
+    steps = min(case.steps, max_steps)
+    T = min(case.T, steps)
+    zero = steps - T
+    _run(reference, case, models[:1], seq[:2], 0) if case.C > 1 else None
+    _sync(device)
+    t0 = time.perf_counter()
+    _run(reference, case, models, seq[:T], zero)
+    _sync(device)
+    elapsed = time.perf_counter() - t0
+    if steps == case.steps:
+        return elapsed, "measured"
+    return elapsed * case.steps / steps, f"{steps} steps, scaled"
+
+
+def machine_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"model name\s*:\s*(.+)", f.read())
+            model = m.group(1).strip() if m else model
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cases", default=None, help="comma-separated case letters (default: all for the device)")
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--baseline-steps", type=int, default=100,
+                   help="steps the baseline is timed on before scaling to the full run")
+    p.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    cases = [c for c in CASES if device.type in c.devices]
+    if args.cases:
+        wanted = set(args.cases.split(","))
+        cases = [c for c in cases if c.name[0] in wanted]
+    machine = machine_name(device)
+    rate = matmul_rate(device)
+    print(f"# mdesc benchmark on {machine}; float32 matrix-product rate {rate / 1e9:.1f} GFLOP/s")
+    rows = []
+    for case in cases:
+        models, seq = _models(case, device)
+        fused = time_fused(case, models, seq, device, args.repeat)
+        base, how = time_baseline(case, models, seq, device, args.baseline_steps)
+        flops = case.flops()
+        row = dict(case=case.name, fused_s=fused, baseline_s=base, baseline=how, speedup=base / fused,
+                   gflops=flops / fused / 1e9, fraction_of_matmul=flops / fused / rate)
+        rows.append(row)
+        print(f"{case.name}: fused {fused:.3f} s, baseline {base:.1f} s ({how}), {base / fused:.0f}x, "
+              f"{row['gflops']:.1f} GFLOP/s = {100 * row['fraction_of_matmul']:.0f}% of matmul", flush=True)
+    stamp = time.strftime("%Y-%m-%d")
+    lines = [f"# mdesc benchmark, {device.type}: {machine}", "",
+             f"Date {stamp}; torch {torch.__version__}; float32 throughout; matrix-product rate "
+             f"{rate / 1e9:.1f} GFLOP/s (large square float32 product, same run).", "",
+             "| case | fused (s) | autograd baseline (s) | speed-up | GFLOP/s | % of matmul rate |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['case']} | {r['fused_s']:.3f} | {r['baseline_s']:.1f} ({r['baseline']}) | "
+                     f"{r['speedup']:.0f}x | {r['gflops']:.1f} | {100 * r['fraction_of_matmul']:.0f}% |")
+    os.makedirs(args.out, exist_ok=True)
+    tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{device.type}-{machine.split(',')[0]}").strip("-").lower()
+    base_path = os.path.join(args.out, tag)
+    for path, text in ((base_path + ".md", "\n".join(lines) + "\n"),
+                       (base_path + ".json", json.dumps(dict(machine=machine, device=device.type,
+                                                             matmul_gflops=rate / 1e9, date=stamp,
+                                                             torch=torch.__version__, rows=rows), indent=2))):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    print("\n".join(lines))
+    print(f"\nwritten to {base_path}.md/.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
