@@ -67,8 +67,12 @@ __global__ void __launch_bounds__(kPointwiseThreads) stepwise_pointwise_kernel(c
 
 // Grid (ceil(B / nslots), cc): block (x, y) re-orthonormalises the frames of sequences
 // [x*nslots, x*nslots + nslots) of local checkpoint y.
-//   z, cm      [L, cc, H, N]
-//   logs       [C, B, nblocks, k] (written at block blk when blk >= 0)
+//   z, cm      [L, cc, H, N]  h- and c-matrices, N = B * (1 + k); tangent j of sequence b is
+//                             column B + b*k + j
+//   cc         checkpoints in this launch; c_begin: global index of the first
+//   H, L, B, k sizes; nslots: sequences per block (kQrThreads / 32 warps are shared among them)
+//   logs       [C, B, nblocks, k]  log R_jj written at counted block blk when blk >= 0
+//                                  (blk = -1: warm-up, logs discarded)
 template <typename T>
 __global__ void __launch_bounds__(kQrThreads)
     stepwise_qr_kernel(T* z, T* cm, int64_t cc, int H, int L, int64_t B, int k, int64_t N, int nslots, double* logs,
