@@ -136,7 +136,8 @@ def register(subparsers) -> None:
 
     for parent, name in ((sub, "run"), (subparsers, "run")):
         p = parent.add_parser(
-            name, help="train + sweep + report (the quick default: about 10 min on a CPU)"
+            name, help="multiple-descent study start to finish with quick defaults "
+            "(= descent run; about 10 min on a CPU)"
             if parent is subparsers else "train + sweep + report",
             description="The whole multiple-descent pipeline: train, sweep, report.",
             epilog=EPILOG, formatter_class=_Formatter)
