@@ -256,3 +256,21 @@ def test_coarse_sweep_is_filled_in_later(trained, tmp_path):
     out = SW.sweep_run(run, SWEEP, progress=False)
     assert out["computed"] == [1, 3] and out["existing"] == 3
     assert SW.load_table(run)["epoch"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_top_k_spectrum_is_recorded(trained, tmp_path):
+    _, full = trained
+    run = _copy(full, tmp_path)
+    two = SW.SweepSettings(**{**SWEEP.__dict__, "k": 2, "every": 4})
+    SW.sweep_run(run, two, progress=False)
+    t = SW.load_table(run)
+    assert t["lyapunov_spectrum"].shape == (2, 2)
+    assert (t["lyapunov_spectrum"][:, 0] >= t["lyapunov_spectrum"][:, 1]).all()
+    np.testing.assert_allclose(t["lyapunov_spectrum"][:, 0], t["lyapunov_max"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA error")
+def test_cuda_request_without_cuda_says_so(trained):
+    _, full = trained
+    with pytest.raises(TR.RunError, match="no usable CUDA; use --device cpu"):
+        SW.sweep_run(full, SWEEP, device="cuda", progress=False)
