@@ -19,6 +19,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <type_traits>
 #include <vector>
@@ -220,10 +221,15 @@ class TileRunner {
   std::vector<const T*> inputs_;
 };
 
-// Sequences per work unit: enough columns for an efficient GEMM (about 48), but enough units to
-// keep every thread busy.
+// Sequences per work unit: enough columns for an efficient GEMM (about kTileColumns), but enough
+// units to keep every thread busy.  MDESC_CPU_TILE_COLUMNS overrides the target (for tuning).
 int64_t choose_tile(const RunDims& d) {
-  int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d.B, (48 + d.k) / (1 + d.k)));
+  static const int64_t columns = [] {
+    const char* env = std::getenv("MDESC_CPU_TILE_COLUMNS");
+    const int64_t v = env != nullptr ? std::atoll(env) : 0;
+    return v > 0 ? v : int64_t{48};
+  }();
+  int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d.B, (columns + d.k) / (1 + d.k)));
   const int64_t threads = at::get_num_threads();
   while (tile > 1 && d.C * ceil_div(d.B, tile) < 2 * threads) tile = ceil_div(tile, 2);
   return tile;
