@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -32,6 +31,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from mdesc._io import atomic_write
 
 __all__ = [
     "PowerLawFit", "fit_power_law",
@@ -882,14 +883,14 @@ def load_glassy_run(out_dir: str | os.PathLike) -> GlassyRun:
 
 def _write_run(out: Path, run: GlassyRun) -> None:
     buf_path = out / SNAPSHOT_FILE
-    _atomic_write(buf_path, lambda f: np.savez_compressed(
+    atomic_write(buf_path, lambda f: np.savez_compressed(
         f, times=run.snapshot_times, weights=run.snapshots))
     rec = {"config": run.config.to_dict(), "times": run.times.tolist(),
            "train_loss": run.train_loss.tolist(), "test_loss": run.test_loss.tolist(),
            "snapshot_times": run.snapshot_times.tolist(),
            "aging": run.aging_curves.to_dict(), "info": run.info}
     text = json.dumps(_jsonable(rec), indent=1)
-    _atomic_write(out / RUN_FILE, lambda f: f.write(text.encode()))
+    atomic_write(out / RUN_FILE, lambda f: f.write(text.encode()))
 
 
 def _check_same(out: Path, found: dict | None, wanted: dict) -> None:
@@ -903,24 +904,8 @@ def _check_same(out: Path, found: dict | None, wanted: dict) -> None:
                          "folder or delete that one to start afresh")
 
 
-def _atomic_write(path: Path, write: Callable) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _atomic_torch_save(path: Path, obj) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def _jsonable(obj):

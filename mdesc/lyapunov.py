@@ -72,7 +72,10 @@ class LyapunovResult:
     block_exponents  float64 [(C,) B, nblocks, k], local exponents of each re-orthonormalisation
                      block (log growth in the block / its steps), to judge convergence
     block_steps      int64 [nblocks], counted steps in each block
-    nonfinite        bool [(C,) B], runs whose state or tangent vectors became NaN/inf
+    nonfinite        bool [(C,) B], runs whose state or tangent vectors became NaN/inf, or
+                     whose frame lost a column to rounding between re-orthonormalisations (its
+                     growth over qr_every steps spans more than the dtype's precision): use a
+                     smaller qr_every, or float64
     h_T, c_T         final states [(C,) L, B, H]
     settings         every setting of the run (k, steps, warmup, qr_every, seed, dtype, device,
                      backend, model shape, ...)

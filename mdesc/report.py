@@ -30,6 +30,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mdesc._io import atomic_write_bytes
+
 __all__ = ["write_report", "claims_rows"]
 
 ORDER_COLOR = "#dbe9f6"      # background of ordered stretches
@@ -40,19 +42,6 @@ REC_COLOR = "#1a9641"
 
 
 # ----------------------------------------------------------------------------- small helpers
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
@@ -407,7 +396,7 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
              f"<title>mdesc descent report — {e(run_dir.name)}</title><style>{_CSS}</style>"
              f"</head><body>",
-             f"<h1>Multiple descents and order–chaos transitions</h1>",
+             "<h1>Multiple descents and order–chaos transitions</h1>",
              f"<p class='sub'>run <code>{e(str(run_dir))}</code> · {analysis.claims['n_checkpoints']}"
              f" checkpoints · phases from <b>{e(analysis.measure)}</b></p>"]
     if analysis.warnings:
@@ -560,7 +549,7 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
     if bif is not None:
         images["bifurcation"] = bif
     for name, png in images.items():
-        _atomic_write(out / f"{name}.png", png)
+        atomic_write_bytes(out / f"{name}.png", png)
 
     summary = {"run_dir": str(run_dir), "claims": analysis.claims,
                "recommended_epoch": analysis.recommended_epoch,
@@ -570,9 +559,9 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
                "run": {k.split(" (")[0]: v for k, v in run_info.items()},
                "files": sorted([f"{n}.png" for n in images]
                                + ["report.html", "summary.json", "phase_table.csv"])}
-    _atomic_write(out / "summary.json",
+    atomic_write_bytes(out / "summary.json",
                   json.dumps(_jsonable(summary), indent=1, allow_nan=False).encode("utf-8"))
-    _atomic_write(out / "phase_table.csv", _csv_bytes(ptable))
+    atomic_write_bytes(out / "phase_table.csv", _csv_bytes(ptable))
     page = out / "report.html"
-    _atomic_write(page, _html(run_dir, analysis, images, ptable, run_info).encode("utf-8"))
+    atomic_write_bytes(page, _html(run_dir, analysis, images, ptable, run_info).encode("utf-8"))
     return page

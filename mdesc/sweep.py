@@ -33,6 +33,8 @@ from typing import Callable
 
 import numpy as np
 
+from mdesc._io import atomic_write_text
+
 SWEEP_DIR = "sweep"
 SETTINGS_FILE = "settings.json"
 RECORD_RE = re.compile(r"^epoch_(\d{4,})\.json$")
@@ -157,17 +159,6 @@ def _load_records(sweep_dir: Path) -> list[dict]:
             continue
         out.append(rec)
     return out
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file in the same folder, fsync, replace)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def read_sweep_settings(run_dir: str | os.PathLike) -> dict:

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from mdesc.data.sentiment import EncodedSplit, TextSettings, load_sentiment
-from mdesc.sweep import atomic_write_text
+from mdesc._io import atomic_path, atomic_write_text
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -160,22 +160,14 @@ def make_optimizer(model: nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
 # ----------------------------------------------------------------------------- files
 
 
-def _fsync_replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def save_tensors_atomic(path: Path, tensors: dict[str, torch.Tensor],
                         metadata: dict[str, str] | None = None) -> None:
     """``safetensors.torch.save_file`` to a temp file in the same folder, then replace."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
-              metadata=metadata)
-    _fsync_replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp),
+                  metadata=metadata)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
@@ -328,9 +320,8 @@ def _start_run(run_dir: Path, data: TextSettings, model: ModelSettings,
     for name, sp in (("train", train_split), ("test", test_split)):
         arrays.update({f"{name}_ids": sp.ids, f"{name}_lengths": sp.lengths,
                        f"{name}_labels": sp.labels})
-    tmp = run_dir / f".data.safetensors.{os.getpid()}.tmp"
-    save_file(arrays, str(tmp))
-    _fsync_replace(tmp, run_dir / "data.safetensors")
+    with atomic_path(run_dir / "data.safetensors") as tmp:
+        save_file(arrays, str(tmp))
     atomic_write_text(run_dir / "vocab.json", json.dumps(vocab, ensure_ascii=False))
     config = {"study": "multiple_descent", "data": data.to_dict(), "model": asdict(model),
               "train": {k: v for k, v in asdict(train).items()

@@ -46,7 +46,6 @@ import copy
 import json
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+
+from mdesc._io import atomic_path, atomic_write, atomic_write_text
 
 __all__ = [
     "TrainingProblem",
@@ -503,17 +504,8 @@ class ReplicaRun:
         meta = {"settings": self.settings(), "summary": self.summary(),
                 "loss_class": {"label": self.loss_class.label, "stats": self.loss_class.stats}}
         arrays = {k: getattr(self, k) for k in self._ARRAYS}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, meta=np.array(json.dumps(meta, default=_json_default)),
-                                    **arrays)
-            os.chmod(tmp, _file_mode())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, lambda f: np.savez_compressed(
+            f, meta=np.array(json.dumps(meta, default=_json_default)), **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ReplicaRun":
@@ -527,14 +519,6 @@ class ReplicaRun:
                    lyapunov_jvp=summ["lyapunov_jvp"], lyapunov_replicas=summ["lyapunov_replicas"],
                    saturation_step=summ["saturation_step"], diverged_step=summ["diverged_step"],
                    loss_class=lc, seconds=summ["seconds"])
-
-
-def _file_mode() -> int:
-    """Mode of a newly created ordinary file under the current umask (tempfile.mkstemp makes
-    owner-only files; results should be ordinary files)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def _json_default(o):
@@ -799,10 +783,10 @@ class LearningRateSweep:
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
                              for k, v in row.items()})
         csv_path, json_path = folder / "summary.csv", folder / "summary.json"
-        _atomic_write_text(csv_path, buf.getvalue())
+        atomic_write_text(csv_path, buf.getvalue())
         settings = self.runs[0].settings() if self.runs else {}
         settings = {k: v for k, v in settings.items() if k != "lr"}
-        _atomic_write_text(json_path, json.dumps(_finite_or_none({"settings": settings,
+        atomic_write_text(json_path, json.dumps(_finite_or_none({"settings": settings,
                                                                    "rows": rows}),
                                                  indent=1, default=_json_default,
                                                  allow_nan=False) + "\n")
@@ -818,19 +802,6 @@ def _finite_or_none(o):
     if isinstance(o, (float, np.floating)):
         return float(o) if math.isfinite(o) else None
     return o
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def run_filename(lr: float) -> str:
@@ -1024,14 +995,9 @@ def plot_learning_rate_sweep(sweep: LearningRateSweep, path: str | os.PathLike, 
             ins.set_title("last 40 steps", fontsize=6, pad=2)
     fig.suptitle(title or runs[0].problem, fontsize=11)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp.png")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-        os.chmod(tmp, _file_mode())
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -235,3 +235,20 @@ def test_direct_op_call_checks_shapes():
     with pytest.raises(RuntimeError, match=r"w_ih\[0\] must be \[1, 20, 3\]"):
         torch.ops.mdesc.lstm_tangent_run(x, torch.tensor([4, 4]), w[0], [torch.randn(1, 16, 5)], w[2], h0, h0,
                                          torch.zeros(1, 1, 8, 1), 0, 0, 1)
+
+
+def test_collapsed_frame_is_flagged_and_finer_qr_every_recovers_it():
+    """A second exponent ~ -11 per step loses its column to rounding within 3 steps (e^-35 < eps):
+    the run is flagged non-finite rather than reported as a number; qr_every=1 resolves it."""
+    lstm = nn.LSTM(1, 1, bias=False).double()
+    with torch.no_grad():
+        lstm.weight_ih_l0.copy_(torch.tensor([[0.3307], [0.1335], [0.0308], [0.3107]]))
+        lstm.weight_hh_l0.copy_(torch.tensor([[-0.2260], [-0.0831], [-0.7614], [0.1908]]))
+    seq = torch.tensor([[[0.3923]]], dtype=torch.float64)
+    q0 = mdesc.random_frame(2, 2, seed=3)
+    coarse = mdesc.lyapunov_spectrum(lstm, seq, 2, q0=q0, zero_input_steps=8, qr_every=3, **F64)
+    assert coarse.nonfinite.all() and torch.isnan(coarse.exponents).all()
+    fine = mdesc.lyapunov_spectrum(lstm, seq, 2, q0=q0, zero_input_steps=8, qr_every=1, **F64)
+    ref = reference.lyapunov_spectrum(lstm, seq, 2, q0=q0, zero_input_steps=8, qr_every=1, **F64)
+    assert not fine.nonfinite.any()
+    torch.testing.assert_close(fine.exponents, ref.exponents, rtol=1e-9, atol=1e-9)

@@ -60,7 +60,6 @@ def test_full_spectrum_sum_is_mean_log_det_jacobian(p):
     n = 2 * lstm.hidden_size * lstm.num_layers
     res = mdesc.lyapunov_spectrum(lstm, seq, n, **{**kw, "qr_every": 1}, **F64)
     assume(not bool(res.nonfinite.any()) and conditioning(res) < 12.0)
-    T = seq.shape[0]
     for b in range(seq.shape[1]):
         state = torch.zeros(n, dtype=torch.float64)
         logdets = []
@@ -91,7 +90,7 @@ def test_leading_k_equal_top_of_full_spectrum(p):
     full = mdesc.lyapunov_spectrum(lstm, seq, n, q0=q0, **kw)
     part = mdesc.lyapunov_spectrum(lstm, seq, p["k"], q0=q0[:, :p["k"]], **kw)
     assume(conditioning(full) < 12.0)
-    torch.testing.assert_close(part.exponents, full.exponents[:, :p["k"]], rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(part.exponents, full.exponents[:, :p["k"]], rtol=1e-9, atol=1e-9)
 
 
 def _twin_lambda(lstm, seq_b, steps_zero: int, warmup: int, delta: float = 1e-7) -> float:

@@ -13,7 +13,6 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 SWEEP_FILE = "sweep.json"
 
@@ -221,17 +220,18 @@ def _print_summary(result) -> None:
 # files and figures
 
 def _write_json(path: Path, obj) -> None:
-    from mdesc.glassy import _atomic_write, _jsonable
+    from mdesc._io import atomic_write_text
+    from mdesc.glassy import _jsonable
 
     text = json.dumps(_jsonable(obj), indent=1)
-    _atomic_write(path, lambda f: f.write(text.encode()))
+    atomic_write_text(path, text)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
     import csv
     import io
 
-    from mdesc.glassy import _atomic_write
+    from mdesc._io import atomic_write_text
 
     keys: list[str] = []
     for r in rows:
@@ -241,13 +241,13 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()})
-    _atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+    atomic_write_text(path, buf.getvalue())
 
 
 def _save_fig(fig, path: Path) -> None:
-    from mdesc.glassy import _atomic_write
+    from mdesc._io import atomic_write
 
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
 
 
 def _plot_losses(path: Path, runs, result, thresholds) -> None:

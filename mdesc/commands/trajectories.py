@@ -103,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mdesc import trajectories as tr
+    from mdesc._io import atomic_write_text
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     csv_path, json_path = sweep.write_table(out)
     command = {"command": "mdesc trajectories", "args": {k: v for k, v in vars(args).items()
                                                          if k != "func"}}
-    tr._atomic_write_text(out / "command.json", json.dumps(command, indent=1) + "\n")
+    atomic_write_text(out / "command.json", json.dumps(command, indent=1) + "\n")
     if not args.no_figure:
         fig = tr.plot_learning_rate_sweep(sweep, out / "sweep.png")
         print(f"figure: {fig}")
