@@ -9,7 +9,8 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 settings.register_profile(
     "mdesc", deadline=None, max_examples=int(os.environ.get("MDESC_HYPOTHESIS_EXAMPLES", "25")),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    # filter_too_much: identity tests skip ill-conditioned draws on purpose (lstm_cases.conditioning)
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
     print_blob=True,
 )
 settings.load_profile("mdesc")

@@ -62,8 +62,5 @@ def problem_conditioning(p, k: int, qr_every: int) -> float:
     import mdesc
 
     kw = dict(p["kwargs"], warmup=0, qr_every=qr_every)
-    n = 2 * p["lstm"].hidden_size * p["lstm"].num_layers
-    q0 = kw.pop("q0", None)
-    full = mdesc.lyapunov_spectrum(p["lstm"], p["seq"], max(k, n) if q0 is None else k, q0=q0,
-                                   dtype=torch.float64, **kw)
-    return conditioning(full)
+    run = mdesc.lyapunov_spectrum(p["lstm"], p["seq"], k, dtype=torch.float64, **kw)
+    return conditioning(run)
