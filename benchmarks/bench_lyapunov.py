@@ -28,6 +28,7 @@ import torch
 
 import mdesc
 from mdesc import reference
+from mdesc._io import atomic_write_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -127,7 +128,8 @@ def time_baseline(case: Case, models, seq, device, max_steps: int) -> tuple[floa
     steps = min(case.steps, max_steps)
     T = min(case.T, steps)
     zero = steps - T
-    _run(reference, case, models[:1], seq[:2], 0) if case.C > 1 else None
+    # warm-up on two steps (first-call costs of torch.func, allocator, BLAS), not timed
+    _run(reference, case, models[:2] if case.C > 1 else models, seq[:2], 0)
     _sync(device)
     t0 = time.perf_counter()
     _run(reference, case, models, seq[:T], zero)
@@ -191,14 +193,10 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{device.type}-{machine.split(',')[0]}").strip("-").lower()
     base_path = os.path.join(args.out, tag)
-    for path, text in ((base_path + ".md", "\n".join(lines) + "\n"),
-                       (base_path + ".json", json.dumps(dict(machine=machine, device=device.type,
-                                                             matmul_gflops=rate / 1e9, date=stamp,
-                                                             torch=torch.__version__, rows=rows), indent=2))):
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+    atomic_write_text(base_path + ".md", "\n".join(lines) + "\n")
+    atomic_write_text(base_path + ".json", json.dumps(dict(
+        machine=machine, device=device.type, matmul_gflops=rate / 1e9, date=stamp,
+        torch=torch.__version__, rows=rows), indent=2))
     print("\n".join(lines))
     print(f"\nwritten to {base_path}.md/.json")
     return 0
