@@ -780,12 +780,15 @@ _CLI_HELP = {
 
 def add_phase_arguments(parser) -> None:
     """Add ``--distance-margin``, ``--measure``, ... (one per :class:`PhaseSettings` field except
-    ``floor``) to an argparse parser or group; defaults are None (= the setting's default)."""
+    ``floor``) to an argparse parser or group.  An option not given leaves no attribute (the
+    setting's own default applies), and its help states that default."""
+    import argparse
+
     defaults = PhaseSettings()
     for f in dataclasses.fields(PhaseSettings):
         if f.name not in _CLI_HELP:
             continue
-        kw: dict[str, Any] = {"default": None, "dest": f"phase_{f.name}"}
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f"phase_{f.name}"}
         if f.name == "measure":
             kw["choices"] = ("auto",) + MEASURES
         elif f.name == "recommend":

@@ -26,6 +26,12 @@ def test_run_end_to_end_and_resume(tmp_path, capsys):
     assert main(["run"] + more) == 0
     out = capsys.readouterr().out
     assert "4 epochs trained" in out and "5 checkpoints analysed (1 now, 4 before)" in out
+    # phase settings from the command line reach the analysis recorded in the report
+    summary = run / "report" / "summary.json"
+    assert main(["descent", "report", "--run-dir", str(run), "--lyapunov-threshold", "-5",
+                 "--measure", "lyapunov"]) == 0
+    settings = json.loads(summary.read_text())["analysis"]["settings"]
+    assert settings["lyapunov_threshold"] == -5 and settings["measure"] == "lyapunov"
 
 
 def test_help_reads_well(capsys):

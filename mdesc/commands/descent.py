@@ -132,6 +132,7 @@ def register(subparsers) -> None:
     p = sub.add_parser("report", help="figures and HTML report from the sweep",
                        formatter_class=_Formatter)
     _add_common(p)
+    _add_phases(p)
     p.set_defaults(func=cmd_report)
 
     for parent, name in ((sub, "run"), (subparsers, "run")):
@@ -144,7 +145,15 @@ def register(subparsers) -> None:
         _add_common(p)
         _add_train(p)
         _add_sweep(p)
+        _add_phases(p)
         p.set_defaults(func=cmd_run)
+
+
+def _add_phases(p) -> None:
+    from mdesc.phases import add_phase_arguments
+
+    add_phase_arguments(p.add_argument_group(
+        "phase analysis (thresholds of the order/chaos labels, minima, recommendation)"))
 
 
 def _help(parser) -> int:
@@ -238,9 +247,10 @@ def cmd_report(args) -> int:
         load_table(args.run_dir)
     except (RunError, FileNotFoundError) as e:
         raise _user_error(e) from None
+    from mdesc.phases import phase_settings_from_args
     from mdesc.report import write_report
 
-    path = write_report(args.run_dir)
+    path = write_report(args.run_dir, **phase_settings_from_args(args))
     print(f"report: {path}")
     return 0
 
