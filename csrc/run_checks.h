@@ -112,6 +112,15 @@ inline RunDims check_run_inputs(const at::Tensor& x, const at::Tensor& lengths,
   return d;
 }
 
+// Drive lengths must lie in [1, T]; `len` points at B int64 values on the host.  (Data-dependent,
+// so backends whose tensors live elsewhere copy lengths to the host first.)
+inline void check_lengths(const RunDims& d, const int64_t* len) {
+  for (int64_t b = 0; b < d.B; ++b) {
+    TORCH_CHECK(len[b] >= 1 && len[b] <= d.T, "lstm_tangent_run: lengths[", b, "] = ", len[b],
+                " must be in [1, T = ", d.T, "]");
+  }
+}
+
 // Re-orthonormalisation schedule after step s (1-based).  Returns -2 for "no QR",
 // -1 for "QR, logs discarded" (warm-up), or the counted block the logs belong to.
 inline int64_t qr_block_after_step(const RunDims& d, int64_t s) {

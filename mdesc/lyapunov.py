@@ -22,9 +22,10 @@ from torch import nn
 
 from mdesc import cells
 
-#: Default re-orthonormalisation interval: every 10 steps for k = 1, every 5 for larger frames.
-DEFAULT_QR_EVERY = {1: 10}
-DEFAULT_QR_EVERY_MANY = 5
+
+def default_qr_every(k: int) -> int:
+    """Default re-orthonormalisation interval: every 10 steps for k = 1, every 5 for larger frames."""
+    return 10 if k == 1 else 5
 
 
 @dataclass
@@ -297,7 +298,7 @@ def prepare(models, seq, *, k: int | None, lengths=None, zero_input_steps: int =
              else _frame(q0, n, k, B, C, seed, dtype, device))
     kk = frame.shape[-1]
     if qr_every is None:
-        qr_every = DEFAULT_QR_EVERY.get(kk, DEFAULT_QR_EVERY_MANY)
+        qr_every = default_qr_every(kk)
     qr_every = _nonneg_int(qr_every, "qr_every", minimum=1)
     settings = dict(
         k=kk, steps=T + zero_input_steps, driven_steps=T, zero_input_steps=zero_input_steps,

@@ -259,10 +259,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_tangent_run_cpu(
   TORCH_CHECK(x_in.device().is_cpu(), "lstm_tangent_run (CPU): tensors must be on the CPU");
   const at::Tensor lengths = lengths_in.contiguous();
   const int64_t* len = lengths.data_ptr<int64_t>();
-  for (int64_t b = 0; b < d.B; ++b) {
-    TORCH_CHECK(len[b] >= 1 && len[b] <= d.T, "lstm_tangent_run: lengths[", b, "] = ", len[b],
-                " must be in [1, T = ", d.T, "]");
-  }
+  check_lengths(d, len);
   const auto opts = x_in.options();
   at::Tensor logs = at::zeros({d.C, d.B, d.nblocks, d.k}, opts.dtype(at::kDouble));
   at::Tensor hT = at::empty({d.C, d.L, d.B, d.H}, opts);

@@ -96,11 +96,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_tangent_run_cuda(
 
   // Lengths are checked on the host (one small copy), then used on the device.
   const at::Tensor len_host = lengths_in.to(at::kCPU).contiguous();
-  const int64_t* len = len_host.data_ptr<int64_t>();
-  for (int64_t b = 0; b < d.B; ++b) {
-    TORCH_CHECK(len[b] >= 1 && len[b] <= d.T, "lstm_tangent_run: lengths[", b, "] = ", len[b],
-                " must be in [1, T = ", d.T, "]");
-  }
+  check_lengths(d, len_host.data_ptr<int64_t>());
   TORCH_CHECK(d.C <= std::numeric_limits<int>::max() && d.B <= std::numeric_limits<int>::max() &&
                   d.T <= std::numeric_limits<int>::max(),
               "lstm_tangent_run (CUDA): C, B and T must each be below 2^31");

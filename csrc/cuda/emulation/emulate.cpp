@@ -51,6 +51,7 @@ std::vector<at::Tensor> emulate(const at::Tensor& x, const at::Tensor& lengths, 
                                 int64_t threads) {
   const RunDims d = check_run_inputs(x, lengths, w_ih, w_hh, bias, h0, c0, q0, zero_input_steps, warmup, qr_every);
   TORCH_CHECK(x.device().is_cpu(), "emulate: CPU tensors only");
+  check_lengths(d, lengths.contiguous().data_ptr<int64_t>());
   RunTensors t;
   t.x = x.contiguous();
   t.lengths = lengths.contiguous();
