@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 
 import mdesc
-from mdesc import reference
-from mdesc._io import atomic_write_text
+from mdesc.core import reference
+from mdesc.store import atomic_write_text
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

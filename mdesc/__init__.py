@@ -8,41 +8,53 @@ Front door::
     c = mdesc.lyapunov_checkpoints([ckpt1, ckpt2, ...], seq, k=1)
     d = mdesc.asymptotic_distance(lstm, seq)
 
-The per-step loops run in the compiled extension (csrc/); :mod:`mdesc.reference` is the
-pure-PyTorch autograd oracle with the same API.
+Everything is imported on first use, so ``import mdesc`` (and ``mdesc --help``) stay fast and
+the studies that do not need the compiled extension work without it.  The per-step loops run in
+the extension (csrc/), loaded by :mod:`mdesc.core` on the first fused call;
+:mod:`mdesc.core.reference` is the pure-PyTorch autograd oracle with the same API.
 """
-from mdesc import _ops  # noqa: F401  (loads the extension; clear error if it is missing)
-from mdesc.lyapunov import (
-    LyapunovResult,
-    lyapunov_checkpoints,
-    lyapunov_spectrum,
-    max_lyapunov,
-    random_frame,
-)
-from mdesc.stability import DistanceResult, asymptotic_distance
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-# The studies and tools live in submodules, imported on first use so `import mdesc` stays light:
-# mdesc.reference (autograd oracle), mdesc.train / mdesc.sweep / mdesc.phases / mdesc.report
-# (multiple descents), mdesc.glassy (study 2), mdesc.trajectories (study 3), mdesc.data.
-_SUBMODULES = {"cells", "data", "glassy", "phases", "reference", "report", "stability", "sweep",
-               "train", "trajectories"}
+# Public core API -> the module that defines it.
+_CORE = {
+    "DistanceResult": "mdesc.core.stability",
+    "LyapunovResult": "mdesc.core.lyapunov",
+    "asymptotic_distance": "mdesc.core.stability",
+    "lyapunov_checkpoints": "mdesc.core.lyapunov",
+    "lyapunov_spectrum": "mdesc.core.lyapunov",
+    "max_lyapunov": "mdesc.core.lyapunov",
+    "random_frame": "mdesc.core.lyapunov",
+}
+# Sub-packages and modules reachable as attributes (mdesc.glassy, mdesc.reference, ...).
+_SUBMODULES = {
+    "core": "mdesc.core",
+    "reference": "mdesc.core.reference",
+    "cells": "mdesc.core.cells",
+    "store": "mdesc.store",
+    "data": "mdesc.data",
+    "descent": "mdesc.descent",
+    "glassy": "mdesc.glassy",
+    "trajectories": "mdesc.trajectories",
+}
 
 
-def __getattr__(name):
-    if name in _SUBMODULES:
-        import importlib
+def __getattr__(name: str):
+    if name in _CORE:
+        value = getattr(importlib.import_module(_CORE[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(_SUBMODULES[name])
+    else:
+        raise AttributeError(f"module 'mdesc' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
-        return importlib.import_module(f"mdesc.{name}")
-    raise AttributeError(f"module 'mdesc' has no attribute {name!r}")
 
-__all__ = [
-    "DistanceResult",
-    "LyapunovResult",
-    "asymptotic_distance",
-    "lyapunov_checkpoints",
-    "lyapunov_spectrum",
-    "max_lyapunov",
-    "random_frame",
-]
+def __dir__():
+    return sorted(set(globals()) | set(_CORE) | set(_SUBMODULES))
+
+
+__all__ = sorted(_CORE)

@@ -1,7 +1,7 @@
 """The `mdesc` command.
 
-Each study registers its subcommands from its own module under `mdesc/commands/`; this file
-only assembles them.  Heavy imports (torch, matplotlib) happen inside the command functions so
+Each study registers its subcommands from its own command-line module (`mdesc/<study>/cli.py`,
+the only place that builds argparse parsers); this file only assembles them.  Heavy imports (torch, matplotlib) happen inside the command functions so
 `mdesc --help` stays fast.
 """
 from __future__ import annotations
@@ -10,9 +10,25 @@ import argparse
 import importlib
 import sys
 
-# Modules under mdesc.commands, each exposing `register(subparsers)`; a command sets
-# `func=callable(args) -> int` with `parser.set_defaults(func=...)`.
-COMMAND_MODULES = ("core", "descent", "glassy", "trajectories")
+# Command-line modules, each exposing `register(subparsers)`; a command sets
+# `func=callable(args) -> int` with `parser.set_defaults(func=...)`.  Each entry lists the
+# module's home and, while a study moves into its package, its former one.
+COMMAND_MODULES = (
+    ("mdesc.core.cli", "mdesc.commands.core"),
+    ("mdesc.descent.cli", "mdesc.commands.descent"),
+    ("mdesc.glassy.cli", "mdesc.commands.glassy"),
+    ("mdesc.trajectories.cli", "mdesc.commands.trajectories"),
+)
+
+
+def _import_first(names):
+    for name in names:
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if not (name == e.name or name.startswith(f"{e.name}.")):
+                raise  # a missing dependency inside the module: a real error
+    return None
 
 
 class UserError(Exception):
@@ -28,14 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"mdesc.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"mdesc.commands.{name}":
-                continue  # that study's commands are not installed in this build
-            raise
-        module.register(sub)
+    for names in COMMAND_MODULES:
+        module = _import_first(names)
+        if module is not None:  # None: that study is not installed in this build
+            module.register(sub)
     return parser
 
 

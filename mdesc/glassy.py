@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mdesc._io import atomic_write
+from mdesc.store import atomic_write
 
 __all__ = [
     "PowerLawFit", "fit_power_law",

@@ -30,7 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from mdesc._io import atomic_write_bytes
+from mdesc.store import atomic_write_bytes
 
 __all__ = ["write_report", "claims_rows"]
 

@@ -33,7 +33,7 @@ from typing import Callable
 
 import numpy as np
 
-from mdesc._io import atomic_write_text
+from mdesc.store import atomic_write_text
 
 SWEEP_DIR = "sweep"
 SETTINGS_FILE = "settings.json"

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from mdesc.data.sentiment import EncodedSplit, TextSettings, load_sentiment
-from mdesc._io import atomic_path, atomic_write_text
+from mdesc.store import atomic_path, atomic_write_text
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"

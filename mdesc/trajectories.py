@@ -54,7 +54,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from mdesc._io import atomic_path, atomic_write, atomic_write_text
+from mdesc.store import atomic_path, atomic_write, atomic_write_text
 
 __all__ = [
     "TrainingProblem",

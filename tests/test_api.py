@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import mdesc
-from mdesc import reference
+from mdesc.core import reference
 from lstm_cases import make_lstm
 
 F64 = dict(dtype=torch.float64)

@@ -25,8 +25,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import mdesc
-from mdesc import _ops, reference
-from mdesc.lyapunov import prepare
+from mdesc.core import _ops, reference
+from mdesc.core.lyapunov import prepare
 from lstm_cases import make_lstm, problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -152,7 +152,7 @@ def test_emulated_checkpoints_with_own_inputs_states_and_frames(path):
     C, T, B, I, H, L, k = 3, 5, 4, 2, 5, 2, 2
     g = torch.Generator().manual_seed(9)
     lstms = [make_lstm(I, H, L, gain=2.0, seed=s) for s in range(C)]
-    from mdesc import cells
+    from mdesc.core import cells
 
     w = cells.flatten(lstms, F64, torch.device("cpu"))
     x = torch.randn(C, T, B, I, generator=g, dtype=F64)

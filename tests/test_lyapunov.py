@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import mdesc
-from mdesc import reference
+from mdesc.core import reference
 from lstm_cases import conditioning, make_lstm, problem_conditioning, problems
 
 F64 = dict(dtype=torch.float64)
@@ -183,7 +183,7 @@ def test_exponent_bookkeeping_on_identity_like_dynamics():
 
 
 def test_opcheck():
-    from mdesc.lyapunov import prepare
+    from mdesc.core.lyapunov import prepare
 
     lstm = make_lstm(3, 4, 2, seed=1)
     prep = prepare(lstm, torch.randn(5, 2, 3, dtype=torch.float64), k=3, zero_input_steps=2,

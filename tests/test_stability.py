@@ -6,7 +6,7 @@ import math
 import torch
 
 import mdesc
-from mdesc import reference
+from mdesc.core import reference
 from lstm_cases import make_lstm
 
 

@@ -220,7 +220,7 @@ def _print_summary(result) -> None:
 # files and figures
 
 def _write_json(path: Path, obj) -> None:
-    from mdesc._io import atomic_write_text
+    from mdesc.store import atomic_write_text
     from mdesc.glassy import _jsonable
 
     text = json.dumps(_jsonable(obj), indent=1)
@@ -231,7 +231,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     import csv
     import io
 
-    from mdesc._io import atomic_write_text
+    from mdesc.store import atomic_write_text
 
     keys: list[str] = []
     for r in rows:
@@ -245,7 +245,7 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _save_fig(fig, path: Path) -> None:
-    from mdesc._io import atomic_write
+    from mdesc.store import atomic_write
 
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
 

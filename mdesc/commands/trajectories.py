@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mdesc import trajectories as tr
-    from mdesc._io import atomic_write_text
+    from mdesc.store import atomic_write_text
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)

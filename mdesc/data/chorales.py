@@ -30,7 +30,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from mdesc._io import atomic_write
+from mdesc.store import atomic_write
 
 REST = -1
 VOICES = ("soprano", "alto", "tenor", "bass")

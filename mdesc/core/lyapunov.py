@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from mdesc import cells
+from mdesc.core import cells
 
 
 def default_qr_every(k: int) -> int:
@@ -325,7 +325,7 @@ def prepare(models, seq, *, k: int | None, lengths=None, zero_input_steps: int =
 def run_prepared(prep: PreparedRun, backend: str = "fused"):
     """(block_logs [C, B, nblocks, k], h_T [C, L, B, H], c_T) from the chosen backend."""
     if backend == "fused":
-        from mdesc import _ops
+        from mdesc.core import _ops
 
         w = prep.weights
         device = prep.x.device.type
@@ -337,7 +337,7 @@ def run_prepared(prep: PreparedRun, backend: str = "fused"):
         return _ops.lstm_tangent_run(prep.x, prep.lengths, w.w_ih, w.w_hh, w.bias, prep.h0, prep.c0,
                                      prep.q0, prep.zero_input_steps, prep.warmup, prep.qr_every)
     if backend == "reference":
-        from mdesc import reference
+        from mdesc.core import reference
 
         return reference.run_prepared(prep)
     raise ValueError(f"backend must be 'fused' or 'reference', got {backend!r}")

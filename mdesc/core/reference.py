@@ -17,8 +17,8 @@ import functools
 import torch
 from torch.func import jvp, vmap
 
-from mdesc import lyapunov as _lyapunov
-from mdesc import stability as _stability
+from mdesc.core import lyapunov as _lyapunov
+from mdesc.core import stability as _stability
 
 
 def _step(weights, c: int, h, cc, x_t):

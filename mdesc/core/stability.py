@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from mdesc import lyapunov as _lyapunov
+from mdesc.core import lyapunov as _lyapunov
 
 
 @dataclass

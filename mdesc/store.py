@@ -1,0 +1,340 @@
+"""The run store: every file a run writes goes through here.
+
+One place for what all three studies need from a run folder:
+
+- **atomic writes** — a file is written to ``.<name>.<random>.tmp`` in its own folder (listings
+  that skip dot-files never see it), flushed, given the usual permissions and moved onto its name
+  with ``os.replace``: readers see the old file or the new one, never half of one, and an
+  interrupted (even killed) write leaves nothing behind but, at worst, a dot-file;
+- **one save format** — safetensors for tensors and arrays (with a JSON metadata header), JSON
+  for everything else, through one sanitiser (:func:`to_json`: numpy/torch scalars and arrays,
+  dataclasses, paths; NaN and inf become ``null``). **No pickle**: nothing here unpickles, and
+  :func:`load_state_dict` reads PyTorch ``.pt`` files with ``weights_only=True`` only;
+- **one settings check** — :meth:`RunFolder.open` records a run's settings the first time and,
+  on every later call, compares them with what is asked for and raises :class:`SettingsMismatch`
+  with one message that names every differing field;
+- :class:`RunFolder` names the paths of a run (``run.path("sweep", "records")``) and keeps
+  per-item records (one small JSON file per checkpoint, per width, per rate...) so that a killed
+  job resumes where it stopped and every item is stored exactly once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping
+
+SETTINGS_FILE = "settings.json"
+
+
+class StoreError(ValueError):
+    """A run folder or file that cannot be used as asked; the message says why and what to do."""
+
+
+class SettingsMismatch(StoreError):
+    """A folder holds a run made with other settings than the ones asked for."""
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block succeeds, move it onto ``path``.
+
+    ``suffix`` lets writers that infer the format from the name (matplotlib) see one, e.g.
+    ``".tmp.png"``.  On an exception the temporary file is removed and nothing is replaced.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, _default_mode())  # mkstemp creates 0600
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
+    """Call ``write(f)`` on a binary file object, then move the result onto ``path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+# ----------------------------------------------------------------------------- JSON
+
+def to_json(obj: Any) -> Any:
+    """``obj`` as plain JSON types: the one sanitiser every saved JSON file goes through.
+
+    Dataclasses become dicts, numpy/torch arrays lists, numpy/torch scalars Python numbers,
+    paths strings, tuples lists; non-finite floats become ``None`` (strict JSON has no NaN).
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, (str, type(None))):
+        return obj
+    if isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    tolist = getattr(obj, "tolist", None)  # numpy arrays/scalars, torch tensors
+    if callable(tolist):
+        return to_json(tolist())
+    raise TypeError(f"cannot store a {type(obj).__name__} as JSON: {obj!r}")
+
+
+def dumps(obj: Any, indent: int | None = 1) -> str:
+    """JSON text of ``to_json(obj)`` (strict: no NaN), ending in a newline."""
+    return json.dumps(to_json(obj), indent=indent, allow_nan=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> None:
+    """Atomically write ``obj`` (through :func:`to_json`) as JSON."""
+    atomic_write_text(path, dumps(obj, indent))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a damaged one is a :class:`StoreError` naming the file."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise StoreError(f"{path} is not valid JSON ({e}); delete it to let the run rewrite it") from e
+
+
+# ----------------------------------------------------------------------------- tensors
+
+def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any],
+                 meta: Mapping[str, Any] | None = None) -> None:
+    """Atomically save named tensors or numpy arrays as one safetensors file.
+
+    ``meta`` (any JSON-able mapping) is stored in the file's header under ``"mdesc"``.
+    """
+    import numpy as np
+    import torch
+    from safetensors.torch import save
+
+    out = {}
+    for name, value in tensors.items():
+        t = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+        out[str(name)] = t.detach().cpu().contiguous()
+    header = {"mdesc": json.dumps(to_json(dict(meta or {})), allow_nan=False)}
+    atomic_write_bytes(path, save(out, metadata=header))
+
+
+def load_tensors(path: str | os.PathLike, device: str = "cpu") -> tuple[dict, dict]:
+    """``(tensors, meta)`` from a file written by :func:`save_tensors` (torch tensors).
+
+    Only the safetensors format is read (no pickle); a damaged file is a :class:`StoreError`.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt", device=device) as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise StoreError(f"{path} is not a readable safetensors file ({e})") from e
+    meta = json.loads(header["mdesc"]) if "mdesc" in header else dict(header)
+    return tensors, meta
+
+
+def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict:
+    """A state dict from a ``.safetensors`` file or a PyTorch ``.pt``/``.pth``/``.bin`` file.
+
+    PyTorch files are read with ``torch.load(..., weights_only=True)``, which refuses anything
+    but tensors and plain containers: a file that would run code when unpickled is a
+    :class:`StoreError`, and nothing in it is executed.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_tensors(path, device)[0]
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise StoreError(
+            f"{path} could not be read as a weights-only PyTorch file ({str(e).splitlines()[0]}); "
+            "mdesc never unpickles code: save plain state dicts (model.state_dict()) or "
+            "safetensors files") from e
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]  # Lightning-style checkpoints
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise StoreError(f"{path} does not hold a state dict (a mapping of names to tensors)")
+    return dict(obj)
+
+
+# ----------------------------------------------------------------------------- settings
+
+def settings_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any],
+                         ignore: Iterable[str] = ()) -> list[str]:
+    """Human-readable list of the fields where ``wanted`` differs from ``stored``."""
+    stored, wanted, ignore = to_json(stored), to_json(wanted), set(ignore)
+    diffs = []
+    for key in sorted(set(stored) | set(wanted)):
+        if key in ignore:
+            continue
+        a, b = stored.get(key, "<absent>"), wanted.get(key, "<absent>")
+        if a != b:
+            show = lambda v: (repr(v) if len(repr(v)) <= 60 else "<a different value>")  # noqa: E731
+            diffs.append(f"{key}: on disk {show(a)}, asked for {show(b)}")
+    return diffs
+
+
+def check_settings(where: str | os.PathLike, stored: Mapping[str, Any], wanted: Mapping[str, Any],
+                   ignore: Iterable[str] = ()) -> None:
+    """The one "these settings differ from the run on disk" check (raises SettingsMismatch)."""
+    diffs = settings_differences(stored, wanted, ignore)
+    if diffs:
+        raise SettingsMismatch(
+            f"{where} holds a run made with other settings ({'; '.join(diffs)}). Use the same "
+            "settings to resume it, or choose another output folder (or delete this one) to "
+            "start afresh")
+
+
+# ----------------------------------------------------------------------------- run folders
+
+_KEY = re.compile(r"^[A-Za-z0-9_.=+-]+$")
+
+
+class RunFolder:
+    """A run's folder: names its paths, records its settings once, keeps per-item records.
+
+    >>> run = RunFolder("runs/glassy-d1")
+    >>> settings = run.open({"depth": 1, "steps": 10**5}, mutable=("threads",))
+    >>> run.write_record("width", "w=8", {...}); run.records("width")
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.root)!r})"
+
+    def path(self, *parts: str) -> Path:
+        """A path inside the run (folders are not created)."""
+        return self.root.joinpath(*parts)
+
+    # settings -------------------------------------------------------------------------------
+    @property
+    def settings_path(self) -> Path:
+        return self.root / SETTINGS_FILE
+
+    def exists(self) -> bool:
+        """Whether a run has been started here (its settings are recorded)."""
+        return self.settings_path.is_file()
+
+    def settings(self) -> dict:
+        if not self.exists():
+            raise StoreError(f"{self.root} holds no run (no {SETTINGS_FILE}); start one first")
+        return read_json(self.settings_path)
+
+    def open(self, settings: Mapping[str, Any], mutable: Iterable[str] = ()) -> dict:
+        """Start a run with ``settings``, or check them against the run already here.
+
+        Fields named in ``mutable`` (e.g. a thread count, a longer epoch budget) may change
+        between calls; the stored settings are updated with their new values.  Anything else
+        that differs raises :class:`SettingsMismatch`.  Returns the settings as stored.
+        """
+        mutable = tuple(mutable)
+        wanted = to_json(dict(settings))
+        if self.exists():
+            stored = self.settings()
+            check_settings(self.root, stored, wanted, ignore=mutable)
+            if any(stored.get(k) != wanted.get(k) for k in mutable):
+                stored.update({k: wanted[k] for k in mutable if k in wanted})
+                write_json(self.settings_path, stored)
+            return stored
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"{self.root} exists and is not a folder")
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_json(self.settings_path, wanted)
+        return wanted
+
+    # plain files ------------------------------------------------------------------------------
+    def write_json(self, name: str, obj: Any, indent: int | None = 1) -> Path:
+        path = self.path(name)
+        write_json(path, obj, indent)
+        return path
+
+    def read_json(self, name: str) -> Any:
+        return read_json(self.path(name))
+
+    def save_tensors(self, name: str, tensors: Mapping[str, Any],
+                     meta: Mapping[str, Any] | None = None) -> Path:
+        path = self.path(name)
+        save_tensors(path, tensors, meta)
+        return path
+
+    def load_tensors(self, name: str, device: str = "cpu") -> tuple[dict, dict]:
+        return load_tensors(self.path(name), device)
+
+    # per-item records -------------------------------------------------------------------------
+    def _record_path(self, kind: str, key: str) -> Path:
+        key = str(key)
+        if not _KEY.match(key):
+            raise StoreError(f"record key {key!r} may only use letters, digits and _ . = + -")
+        return self.root / kind / f"{key}.json"
+
+    def has_record(self, kind: str, key: str) -> bool:
+        return self._record_path(kind, key).is_file()
+
+    def write_record(self, kind: str, key: str, obj: Any) -> None:
+        """Store one item's result as ``<kind>/<key>.json`` (atomic; rewriting replaces it)."""
+        write_json(self._record_path(kind, key), obj, indent=None)
+
+    def read_record(self, kind: str, key: str) -> Any:
+        return read_json(self._record_path(kind, key))
+
+    def records(self, kind: str) -> dict[str, Any]:
+        """Every stored record of ``kind``, by key (sorted by key; numbers in keys sort as numbers).
+
+        A damaged record file (it cannot be half-written, but a user may edit one) is a
+        :class:`StoreError` that names it.
+        """
+        folder = self.root / kind
+        if not folder.is_dir():
+            return {}
+        paths = [p for p in folder.glob("*.json") if not p.name.startswith(".")]
+        return {p.stem: read_json(p) for p in sorted(paths, key=lambda p: natural_key(p.stem))}
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders the integers inside names numerically (epoch_9 < epoch_10)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
