@@ -1,5 +1,5 @@
 """The fused kernels against the autograd reference and against identities that cannot be tuned to
-(DESIGN.md §2): determinant identity, qr_every independence, leading-k consistency, twin runs."""
+(docs/conventions.md): determinant identity, qr_every independence, leading-k consistency, twin runs."""
 from __future__ import annotations
 
 import math

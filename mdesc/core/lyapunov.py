@@ -5,7 +5,7 @@ together with k tangent vectors through the exact Jacobian of each step, re-orth
 tangent frame by QR every ``qr_every`` steps and accumulate log|R_ii| in float64.  After
 ``warmup`` uncounted steps, the i-th exponent is the mean over counted steps of that log growth,
 in natural-log units per step.  The tangent space is the full (h, c) space of every layer,
-ordered ``[h_1, c_1, ..., h_L, c_L]`` (n = 2*H*L).  Conventions: ../DESIGN.md §2.
+ordered ``[h_1, c_1, ..., h_L, c_L]`` (n = 2*H*L).  Conventions: docs/conventions.md.
 
 Every run goes through one call of ``torch.ops.mdesc.lstm_tangent_run`` (csrc/), batched over
 sequences and checkpoints; ``backend="reference"`` runs the same prepared problem through the
