@@ -28,6 +28,8 @@ _CORE = {
     "lyapunov_spectrum": "mdesc.core.lyapunov",
     "max_lyapunov": "mdesc.core.lyapunov",
     "random_frame": "mdesc.core.lyapunov",
+    "StabilityMonitor": "mdesc.anyrun.monitor",
+    "sweep_checkpoints": "mdesc.anyrun.sweep",
 }
 # Sub-packages and modules reachable as attributes (mdesc.glassy, mdesc.reference, ...).
 _SUBMODULES = {
@@ -39,6 +41,7 @@ _SUBMODULES = {
     "descent": "mdesc.descent",
     "glassy": "mdesc.glassy",
     "trajectories": "mdesc.trajectories",
+    "anyrun": "mdesc.anyrun",
 }
 
 

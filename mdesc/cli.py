@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     ("mdesc.descent.cli", "mdesc.commands.descent"),
     ("mdesc.glassy.cli", "mdesc.commands.glassy"),
     ("mdesc.trajectories.cli", "mdesc.commands.trajectories"),
+    ("mdesc.anyrun.cli",),
 )
 
 
