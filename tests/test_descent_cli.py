@@ -85,7 +85,7 @@ def test_changed_settings_on_resume_are_refused(tmp_path, capsys):
     data = ["--data", str(root)]
     assert main(["descent", "train"] + run + data + TRAIN) == 0
     err = _error(capsys, ["descent", "train"] + run + data + TRAIN + ["--hidden-size", "7"])
-    assert "model.hidden_size: run has 6, asked for 7" in err and "new --run-dir" in err
+    assert "model.hidden_size: on disk 6, asked for 7" in err and "another output folder" in err
     assert main(["descent", "sweep"] + run + SWEEP) == 0
     err = _error(capsys, ["descent", "sweep"] + run + SWEEP + ["--samples", "4"])
     assert "n_samples: sweep has 5, asked for 4" in err

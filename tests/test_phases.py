@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mdesc import phases
-from mdesc.phases import PhaseSettings, phase_table
+from mdesc.descent import analysis as phases
+from mdesc.descent.analysis import PhaseSettings, phase_table
 
 FLOOR = -15.0
 # Most constructed series use the sharper thresholds of a float64 sweep (the defaults leave
@@ -281,7 +281,7 @@ def test_phase_table_columns():
 def test_command_line_options_map_to_settings():
     import argparse
 
-    from mdesc.phases import add_phase_arguments, phase_settings_from_args
+    from mdesc.descent.analysis import add_phase_arguments, phase_settings_from_args
 
     p = argparse.ArgumentParser()
     add_phase_arguments(p)

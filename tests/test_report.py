@@ -10,8 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from mdesc.phases import analyse
-from mdesc.report import claims_rows, write_report
+from mdesc.descent.analysis import analyse
+from mdesc.descent.report import claims_rows, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -107,7 +107,7 @@ def test_report_single_checkpoint_and_mismatch(tmp_path):
 
 
 def test_report_reads_the_run_table_from_the_run_folder(tmp_path):
-    sweep = pytest.importorskip("mdesc.sweep")
+    sweep = pytest.importorskip("mdesc.descent.sweep")
     with pytest.raises(FileNotFoundError, match="sweep"):
         write_report(tmp_path / "empty")
     assert hasattr(sweep, "load_table")

