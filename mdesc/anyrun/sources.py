@@ -1,0 +1,593 @@
+"""Inputs of a sweep of any training run: checkpoints, the model, probe inputs and metrics.
+
+Everything here reads files a user's own training loop wrote; nothing is unpickled:
+
+- **checkpoints** (:func:`discover_checkpoints`): a folder, a glob, or a list of files, each a
+  ``.safetensors`` file or a PyTorch file (``.pt``, ``.pth``, ``.bin``, ``.ckpt``) read with
+  ``torch.load(weights_only=True)`` through :func:`mdesc.store.load_state_dict`.  The training
+  axis is the last integer in each file name (``epoch_12.pt`` -> 12, ``ckpt-step=3000.pt`` ->
+  3000), or comes from an explicit order file (one file name per line, optionally followed by
+  its position on the training axis).
+- **the model** (:func:`model_from_factory`, :class:`RecurrentStack`): an importable
+  ``package.module:factory`` callable (with optional keyword arguments), or a plain
+  Embedding -> recurrent -> Linear stack described by flags; :func:`fit_state_dict` maps a
+  checkpoint's keys onto the stack by role and names a checkpoint that does not fit.
+- **probe inputs** (:func:`load_probe`): token ids ``(B, T)`` or feature sequences
+  ``(B, T, I)`` (batch first, as data sets are stored; ``time_major=True`` for ``(T, B, ...)``)
+  in a ``.safetensors``, ``.npy``/``.npz`` (``allow_pickle=False``) or ``.pt`` file, with optional
+  per-sequence lengths.
+- **metrics** (:func:`load_metrics`): a CSV or JSON table of test loss (and optionally train
+  loss, accuracies) per checkpoint, matched by training-axis value or by file name.
+"""
+from __future__ import annotations
+
+import csv
+import glob as _glob
+import importlib
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from mdesc import store
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+METRIC_COLUMNS = ("train_loss", "test_loss", "train_acc", "test_acc")
+# Accepted spellings of each metric column (first match wins), and of the key column.
+METRIC_ALIASES = {
+    "test_loss": ("test_loss", "val_loss", "valid_loss", "validation_loss", "eval_loss"),
+    "train_loss": ("train_loss", "training_loss", "loss"),
+    "test_acc": ("test_acc", "test_accuracy", "val_acc", "val_accuracy", "valid_acc"),
+    "train_acc": ("train_acc", "train_accuracy", "acc", "accuracy"),
+}
+KEY_COLUMNS = ("epoch", "step", "global_step", "iteration", "checkpoint", "file", "name")
+
+
+class SourceError(ValueError):
+    """An input of the sweep that cannot be used as given; the message says how to fix it."""
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint file and its position on the training axis."""
+
+    step: int
+    path: Path
+
+    @property
+    def key(self) -> str:
+        """The record key of this checkpoint in the store (the study-1 spelling)."""
+        return f"epoch_{self.step:04d}"
+
+
+_INT = re.compile(r"\d+")
+
+
+def step_from_name(path: str | os.PathLike) -> int | None:
+    """The last integer in the file name without its suffix (None if it has none)."""
+    name = Path(path).name
+    for suffix in CHECKPOINT_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    found = _INT.findall(name)
+    return int(found[-1]) if found else None
+
+
+def _expand(sources: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    items = [sources] if isinstance(sources, (str, os.PathLike)) else list(sources)
+    if not items:
+        raise SourceError("no checkpoints given: pass a folder, a glob such as 'ckpts/*.pt', "
+                          "or checkpoint files")
+    paths: list[Path] = []
+    for item in items:
+        text = os.fspath(item)
+        p = Path(text)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith(".")
+                           and q.name.endswith(CHECKPOINT_SUFFIXES))
+            if not found:
+                raise SourceError(f"{p} holds no checkpoint files (names ending in "
+                                  f"{', '.join(CHECKPOINT_SUFFIXES)})")
+            paths += found
+        elif p.is_file():
+            paths.append(p)
+        elif _glob.has_magic(text):
+            found = sorted(Path(q) for q in _glob.glob(text) if Path(q).is_file())
+            if not found:
+                raise SourceError(f"the glob {text!r} matches no files")
+            paths += found
+        else:
+            raise SourceError(f"{text} is neither a checkpoint file, a folder nor a glob that "
+                              "matches files")
+    return list(dict.fromkeys(paths))
+
+
+def read_order_file(path: str | os.PathLike) -> list[tuple[str, int | None]]:
+    """``[(file name, step or None), ...]`` from an order file.
+
+    One checkpoint per line, in training order: ``name`` or ``name step`` (whitespace or a
+    comma between them); blank lines and lines starting with ``#`` are ignored.  Without steps
+    the position in the file (0, 1, ...) is the training axis.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"order file {path} does not exist")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [p for p in re.split(r"[,\s]+", line) if p]
+        if len(parts) > 2 or (len(parts) == 2 and not re.fullmatch(r"-?\d+", parts[1])):
+            raise SourceError(f"{path}:{n}: expected 'file' or 'file step' (an integer), got {line!r}")
+        rows.append((parts[0], int(parts[1]) if len(parts) == 2 else None))
+    if not rows:
+        raise SourceError(f"order file {path} lists no checkpoints")
+    with_step = sum(s is not None for _, s in rows)
+    if with_step not in (0, len(rows)):
+        raise SourceError(f"{path}: give a step on every line or on none")
+    return rows
+
+
+def discover_checkpoints(sources, order_file: str | os.PathLike | None = None) -> list[Checkpoint]:
+    """Checkpoints sorted along the training axis (see the module doc).
+
+    Raises :class:`SourceError` when a file name holds no integer (pass an order file), when two
+    checkpoints land on the same step, or when the order file names a file that is not there.
+    """
+    if order_file is not None:
+        rows = read_order_file(order_file)
+        base = Path(order_file).parent
+        if sources is not None:
+            given = _expand(sources)
+            by_name = {p.name: p for p in given}
+            by_name.update({os.fspath(p): p for p in given})
+        else:
+            by_name = {}
+        out = []
+        for i, (name, step) in enumerate(rows):
+            p = by_name.get(name) or by_name.get(Path(name).name)
+            if p is None:
+                cand = Path(name) if Path(name).is_absolute() else base / name
+                if not cand.is_file() and sources is not None and len(given) and given[0].parent.is_dir():
+                    cand = given[0].parent / name
+                if not cand.is_file():
+                    raise SourceError(f"order file {order_file} names {name}, which is not among the "
+                                      "checkpoints given (nor a file beside the order file)")
+                p = cand
+            out.append(Checkpoint(i if step is None else step, p))
+    else:
+        out = []
+        for p in _expand(sources):
+            step = step_from_name(p)
+            if step is None:
+                raise SourceError(f"cannot place {p} on the training axis: its name holds no "
+                                  "integer. Name checkpoints like epoch_12.pt, or pass an order "
+                                  "file (--order) that lists them in training order")
+            out.append(Checkpoint(step, p))
+    seen: dict[int, Path] = {}
+    for c in out:
+        if c.step < 0:
+            raise SourceError(f"{c.path}: training-axis value {c.step} is negative")
+        if c.step in seen:
+            raise SourceError(f"{seen[c.step]} and {c.path} are both at step {c.step} of the "
+                              "training axis; keep one, or pass an order file (--order)")
+        seen[c.step] = c.path
+    return sorted(out, key=lambda c: c.step)
+
+
+def read_state_dict(path: str | os.PathLike, state_key: str | None = None,
+                    strip_prefix: str | None = None) -> dict:
+    """The weights in a checkpoint file, without unpickling code.
+
+    ``state_key`` picks a nested state dict inside a PyTorch file that holds more than weights
+    (``{"epoch": 3, "model_state_dict": {...}, ...}``: ``state_key="model_state_dict"``); it is
+    read with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers.
+    ``strip_prefix`` removes a prefix from every key (``"module."`` of DDP, ``"model."`` of a
+    Lightning module).  Raises :class:`mdesc.store.StoreError` naming an unreadable file.
+    """
+    path = Path(path)
+    if state_key is None or path.suffix == ".safetensors":
+        state = store.load_state_dict(path)
+    else:
+        import pickle
+
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+            raise store.StoreError(
+                f"{path} could not be read as a weights-only PyTorch file "
+                f"({str(e).splitlines()[0]}); mdesc never unpickles code") from e
+        for part in state_key.split("."):
+            if not isinstance(obj, Mapping) or part not in obj:
+                keys = sorted(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__
+                raise store.StoreError(f"{path} has no entry {state_key!r} (top level: {keys})")
+            obj = obj[part]
+        if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise store.StoreError(f"{path}[{state_key!r}] is not a state dict of tensors")
+        state = dict(obj)
+    if strip_prefix:
+        state = {k[len(strip_prefix):] if k.startswith(strip_prefix) else k: v for k, v in state.items()}
+    return state
+
+
+# ----------------------------------------------------------------------------- models
+
+def model_from_factory(spec: str, kwargs: Mapping[str, Any] | None = None):
+    """Call ``package.module:factory`` (a function or class) with ``kwargs``; returns the module."""
+    if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
+        raise SourceError(f"model factory {spec!r} must look like 'package.module:factory' "
+                          "(an importable module, a colon, a callable in it)")
+    module_name, attr = spec.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise SourceError(f"cannot import {module_name!r} for the model factory {spec!r} ({e}); "
+                          "is it installed, or on PYTHONPATH?") from e
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise SourceError(f"{module_name} has no attribute {attr!r} (model factory {spec!r})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise SourceError(f"{spec} is not callable")
+    model = obj(**dict(kwargs or {}))
+    if not isinstance(model, nn.Module):
+        raise SourceError(f"{spec}(...) returned a {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+class RecurrentStack(nn.Module):
+    """Embedding -> recurrent (LSTM, GRU or Elman RNN) -> Linear, built from flags.
+
+    ``vocab_size`` + ``embed_dim`` for token-id inputs (an ``nn.Embedding`` first), or
+    ``input_size`` for feature inputs (no embedding).  ``output_size`` 0/None: no readout.
+    Module names ``embedding``, ``rnn``, ``linear``; :func:`fit_state_dict` maps other names by
+    role.  ``forward(seq)`` (time major) returns the readout of every step ``(T, B, output)``.
+    """
+
+    def __init__(self, cell: str = "lstm", hidden_size: int = 60, num_layers: int = 1,
+                 vocab_size: int | None = None, embed_dim: int | None = None,
+                 input_size: int | None = None, output_size: int | None = 1, bias: bool = True):
+        super().__init__()
+        if cell not in CELLS:
+            raise SourceError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
+        if (vocab_size is None) == (input_size is None):
+            raise SourceError("give the vocabulary size (token-id inputs: Embedding first) or "
+                              "the input size (feature inputs, no Embedding), not both")
+        if vocab_size is not None:
+            if embed_dim is None:
+                raise SourceError("token-id inputs need the embedding size (--embed-dim)")
+            self.embedding = nn.Embedding(vocab_size, embed_dim)
+            width = embed_dim
+        else:
+            width = input_size
+        for name, v in (("hidden_size", hidden_size), ("num_layers", num_layers), ("input width", width)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise SourceError(f"{name} must be a positive integer, got {v!r}")
+        if cell == "lstm":
+            self.rnn = nn.LSTM(width, hidden_size, num_layers, bias=bias)
+        elif cell == "gru":
+            self.rnn = nn.GRU(width, hidden_size, num_layers, bias=bias)
+        else:
+            self.rnn = nn.RNN(width, hidden_size, num_layers, bias=bias,
+                              nonlinearity=cell.split("_")[1])
+        if output_size:
+            self.linear = nn.Linear(hidden_size, output_size)
+        self.cell = cell
+
+    def forward(self, seq: torch.Tensor) -> torch.Tensor:
+        x = self.embedding(seq) if hasattr(self, "embedding") else seq
+        out, _ = self.rnn(x)
+        return self.linear(out) if hasattr(self, "linear") else out
+
+
+def _prefix_groups(state: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    for k, v in state.items():
+        prefix, _, param = k.rpartition(".")
+        groups.setdefault(prefix, {})[param] = v
+    return groups
+
+
+def _role_map(state: Mapping[str, Any], model) -> dict[str, str] | None:
+    """Prefix renames {checkpoint prefix: model prefix} found by role, or None if ambiguous."""
+    want = _prefix_groups(model.state_dict())
+    have = _prefix_groups(state)
+    roles: dict[str, str] = {}
+    rec = [p for p, g in have.items() if "weight_hh_l0" in g]
+    if len(rec) != 1 or "rnn" not in want:
+        return None
+    roles[rec[0]] = "rnn"
+    rest = {p: g for p, g in have.items() if p != rec[0]}
+    hidden = want["rnn"]["weight_hh_l0"].shape[1]
+    if "embedding" in want:
+        emb_dim = want["embedding"]["weight"].shape[1]
+        cand = [p for p, g in rest.items() if set(g) == {"weight"} and g["weight"].dim() == 2
+                and g["weight"].shape[1] == emb_dim and p not in roles]
+        if "linear" in want and "bias" not in want["linear"]:
+            cand = [p for p in cand if rest[p]["weight"].shape != want["linear"]["weight"].shape]
+        if len(cand) != 1:
+            return None
+        roles[cand[0]] = "embedding"
+    if "linear" in want:
+        cand = [p for p, g in rest.items() if p not in roles and "weight" in g
+                and set(g) <= {"weight", "bias"} and g["weight"].dim() == 2
+                and g["weight"].shape[1] == hidden]
+        if len(cand) != 1:
+            return None
+        roles[cand[0]] = "linear"
+    return roles
+
+
+def fit_state_dict(state: Mapping[str, Any], model, where: str = "checkpoint") -> dict:
+    """``state`` with keys that ``model.load_state_dict(strict=True)`` accepts.
+
+    If the names already match, ``state`` is returned as it is.  For a :class:`RecurrentStack`
+    whose names differ (``lstm.weight_ih_l0`` instead of ``rnn.weight_ih_l0``), modules are
+    matched by role: the one recurrent module, the embedding (a bias-less weight whose width is
+    the recurrent input) and the readout (a weight whose width is the hidden size).  Anything
+    that still does not fit raises :class:`SourceError` naming ``where``, the missing and
+    unexpected keys and the shapes that differ.
+    """
+    want = model.state_dict()
+    state = dict(state)
+    if set(state) != set(want) and getattr(model, "cell", None) in CELLS:
+        roles = _role_map(state, model)
+        if roles is not None:
+            renamed = {}
+            for k, v in state.items():
+                prefix, _, param = k.rpartition(".")
+                renamed[f"{roles[prefix]}.{param}" if prefix in roles else k] = v
+            if set(renamed) == set(want):
+                state = renamed
+    problems = []
+    missing = sorted(set(want) - set(state))
+    unexpected = sorted(set(state) - set(want))
+    if missing:
+        problems.append(f"missing keys {_short(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys {_short(unexpected)}")
+    shapes = [f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(want[k].shape)}"
+              for k in sorted(set(state) & set(want))
+              if getattr(state[k], "shape", None) != want[k].shape]
+    if shapes:
+        problems.append("shapes differ (" + "; ".join(shapes[:5]) + (", ..." if len(shapes) > 5 else "") + ")")
+    if problems:
+        raise SourceError(f"{where} does not fit the model: {'; '.join(problems)}. Check the "
+                          "architecture flags (or the factory), --state-key/--strip-prefix, or pass "
+                          "--skip-bad to leave such checkpoints out")
+    return state
+
+
+def _short(items: Sequence[str], k: int = 6) -> str:
+    return "[" + ", ".join(items[:k]) + (f", ... ({len(items)} in all)" if len(items) > k else "") + "]"
+
+
+def recurrent_module(model):
+    """The model's single recurrent module (nn.LSTM / nn.GRU / nn.RNN), or None."""
+    found = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
+    return found[0] if len(found) == 1 else None
+
+
+# ----------------------------------------------------------------------------- probe inputs
+
+@dataclass
+class Probe:
+    """Fixed probe inputs in the core's layout: ``seq`` (T, B) int64 ids or (T, B, I) floats
+    (time major), ``lengths`` (B,) int64 or None, and ``index`` (B,): which rows of the file."""
+
+    seq: Any
+    lengths: Any
+    index: list[int]
+
+    @property
+    def is_ids(self) -> bool:
+        return not self.seq.is_floating_point()
+
+    @property
+    def drive_steps(self) -> int:
+        return int(self.seq.shape[0])
+
+
+def _read_tensor_file(path: Path, key: str | None, role: str,
+                      defaults: Sequence[str]) -> tuple[Any, dict]:
+    """(tensor, every tensor in the file) from .safetensors/.npy/.npz/.pt; ``key`` names one."""
+    import numpy as np
+
+    if not path.is_file():
+        raise SourceError(f"{role} file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        tensors = store.load_tensors(path)[0]
+    elif suffix in (".npy", ".npz"):
+        try:
+            loaded = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise SourceError(f"{path} holds Python objects, which mdesc does not unpickle ({e}); "
+                              "save a plain numeric array") from e
+        if suffix == ".npy":
+            tensors = {"": torch.from_numpy(np.ascontiguousarray(loaded))}
+        else:
+            tensors = {k: torch.from_numpy(np.ascontiguousarray(loaded[k])) for k in loaded.files}
+    elif suffix in (".pt", ".pth"):
+        import pickle
+
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+            raise SourceError(f"{path} could not be read as a weights-only PyTorch file "
+                              f"({str(e).splitlines()[0]}); mdesc never unpickles code") from e
+        if isinstance(obj, torch.Tensor):
+            tensors = {"": obj}
+        elif isinstance(obj, Mapping):
+            tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        else:
+            raise SourceError(f"{path} holds a {type(obj).__name__}; save a tensor or a dict of tensors")
+    else:
+        raise SourceError(f"{role} file {path}: use .safetensors, .npy, .npz or .pt")
+    if key is not None:
+        if key not in tensors:
+            raise SourceError(f"{path} has no tensor {key!r} (it has {sorted(tensors)})")
+        return tensors[key], tensors
+    if len(tensors) == 1:
+        return next(iter(tensors.values())), tensors
+    for name in defaults:
+        if name in tensors:
+            return tensors[name], tensors
+    raise SourceError(f"{path} holds several tensors ({sorted(tensors)}); name the {role} one "
+                      f"(e.g. --probe-key)")
+
+
+def load_probe(path: str | os.PathLike, key: str | None = None, *, lengths=None,
+               lengths_key: str | None = None, time_major: bool = False,
+               samples: int | None = None, seed: int = 0) -> Probe:
+    """Probe inputs from a tensor file (see the module doc).
+
+    ``lengths`` is a tensor, a path to a tensor file, or None: then a tensor named
+    ``lengths_key`` (default ``"lengths"``) in the probe file is used if there is one, else
+    every sequence is driven for its full length.  ``samples`` keeps a seeded subset of that
+    many sequences (sorted indices).
+    """
+    import numpy as np
+
+    path = Path(path)
+    seq, everything = _read_tensor_file(path, key, "probe", ("ids", "input_ids", "inputs", "x", "seq"))
+    if seq.is_complex() or seq.dtype == torch.bool:
+        raise SourceError(f"{path}: probe inputs must be integer token ids or real features, got {seq.dtype}")
+    if not seq.is_floating_point():
+        seq = seq.to(torch.int64)
+    elif seq.dtype not in (torch.float32, torch.float64):
+        seq = seq.to(torch.float32)
+    want = "(B, T) token ids or (B, T, I) features" + (" [time major: (T, B, ...)]" if time_major else "")
+    if seq.dim() not in (2, 3) or (seq.dim() == 3 and not seq.is_floating_point()):
+        raise SourceError(f"{path}: probe tensor has shape {tuple(seq.shape)} ({seq.dtype}); "
+                          f"expected {want}")
+    if seq.dim() == 2 and seq.is_floating_point():
+        raise SourceError(f"{path}: a 2-D float probe is ambiguous; store features as (B, T, I) "
+                          "(I = 1 for scalar series) or token ids as integers")
+    if not time_major:
+        seq = seq.transpose(0, 1)
+    T, B = int(seq.shape[0]), int(seq.shape[1])
+    if lengths is None:
+        name = lengths_key or "lengths"
+        if name in everything and everything[name] is not seq:
+            lengths = everything[name]
+        elif lengths_key is not None:
+            raise SourceError(f"{path} has no tensor {lengths_key!r} (it has {sorted(everything)})")
+    elif isinstance(lengths, (str, os.PathLike)):
+        lengths = _read_tensor_file(Path(lengths), lengths_key, "lengths", ("lengths",))[0]
+    if lengths is not None:
+        lengths = torch.as_tensor(lengths)
+        if lengths.is_floating_point() or lengths.shape != (B,):
+            raise SourceError(f"lengths must be {B} integers (one per probe sequence), got "
+                              f"{lengths.dtype} of shape {tuple(lengths.shape)}")
+        lengths = lengths.to(torch.int64)
+        if int(lengths.min()) < 1 or int(lengths.max()) > T:
+            raise SourceError(f"lengths must lie in [1, T={T}], got [{int(lengths.min())}, "
+                              f"{int(lengths.max())}]")
+    index = list(range(B))
+    if samples is not None:
+        if samples < 1:
+            raise SourceError(f"samples must be at least 1, got {samples}")
+        if samples < B:
+            rng = np.random.default_rng(seed)
+            index = sorted(int(i) for i in rng.permutation(B)[:samples])
+            sel = torch.tensor(index)
+            seq = seq.index_select(1, sel)
+            lengths = None if lengths is None else lengths.index_select(0, sel)
+    return Probe(seq.contiguous(), lengths, index)
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def _num(v) -> float:
+    if v is None or v == "":
+        return math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _rows_from_json(obj, path: Path) -> list[dict]:
+    if isinstance(obj, list):
+        if not all(isinstance(r, Mapping) for r in obj):
+            raise SourceError(f"{path}: a JSON list of metrics must hold objects ({{'epoch': .., 'test_loss': ..}})")
+        return [dict(r) for r in obj]
+    if isinstance(obj, Mapping):
+        columns = [k for k, v in obj.items() if isinstance(v, list)]
+        if columns and len(columns) == len(obj):  # {"epoch": [...], "test_loss": [...]}
+            n = {len(obj[k]) for k in columns}
+            if len(n) != 1:
+                raise SourceError(f"{path}: the metric columns have different lengths")
+            return [{k: obj[k][i] for k in columns} for i in range(n.pop())]
+        rows = []
+        for k, v in obj.items():  # {"12": 0.41} or {"epoch_12.pt": {"test_loss": 0.41}}
+            row = dict(v) if isinstance(v, Mapping) else {"test_loss": v}
+            row["_key"] = k
+            rows.append(row)
+        return rows
+    raise SourceError(f"{path}: metrics JSON must be a list of objects or an object")
+
+
+def load_metrics(path: str | os.PathLike, checkpoints: Iterable[Checkpoint] = ()) -> dict[int, dict]:
+    """``{step: {"test_loss": .., ...}}`` from a CSV or JSON metrics file.
+
+    Each row is matched to a checkpoint by its key column (``epoch``, ``step``, ...: the
+    training-axis value, or ``checkpoint``/``file``/``name``: a file name, its stem, or any name
+    whose last integer is the step).  Recognised columns: ``test_loss`` (also ``val_loss``...),
+    ``train_loss`` (also ``loss``), ``test_acc``, ``train_acc``; others are ignored.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SourceError(f"metrics file {path} does not exist")
+    if path.suffix.lower() == ".json":
+        rows = _rows_from_json(store.read_json(path), path)
+    elif path.suffix.lower() in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+    else:
+        raise SourceError(f"metrics file {path}: use .csv, .tsv or .json")
+    by_name = {}
+    for c in checkpoints:
+        by_name[c.path.name] = c.step
+        by_name[c.path.stem] = c.step
+    out: dict[int, dict] = {}
+    for i, row in enumerate(rows):
+        lower = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
+        key = lower.pop("_key", None)
+        for name in KEY_COLUMNS:
+            if key is None and lower.get(name) not in (None, ""):
+                key = lower[name]
+        if key is None:
+            raise SourceError(f"{path}: row {i + 1} has no key column (one of {', '.join(KEY_COLUMNS)})")
+        key = str(key).strip()
+        if re.fullmatch(r"\d+(\.0+)?", key):
+            step = int(float(key))
+        elif key in by_name or Path(key).name in by_name:
+            step = by_name.get(key, by_name.get(Path(key).name))
+        else:
+            step = step_from_name(key)
+            if step is None:
+                raise SourceError(f"{path}: cannot match row {i + 1} ({key!r}) to a checkpoint")
+        values = {}
+        for column, aliases in METRIC_ALIASES.items():
+            for a in aliases:
+                if a in lower:
+                    values[column] = _num(lower[a])
+                    break
+        if not values:
+            raise SourceError(f"{path}: row {i + 1} has none of the metric columns "
+                              f"{', '.join(METRIC_COLUMNS)} (or their aliases, e.g. val_loss)")
+        out.setdefault(step, {}).update(values)
+    return out
