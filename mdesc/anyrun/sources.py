@@ -240,7 +240,11 @@ def model_from_factory(spec: str, kwargs: Mapping[str, Any] | None = None):
         obj = getattr(obj, part)
     if not callable(obj):
         raise SourceError(f"{spec} is not callable")
-    model = obj(**dict(kwargs or {}))
+    try:
+        model = obj(**dict(kwargs or {}))
+    except TypeError as e:
+        raise SourceError(f"calling {spec} with keyword arguments {dict(kwargs or {})} failed "
+                          f"({e}); pass the right ones with --factory-kwargs '{{...}}'") from e
     if not isinstance(model, nn.Module):
         raise SourceError(f"{spec}(...) returned a {type(model).__name__}, not a torch nn.Module")
     return model
@@ -300,28 +304,31 @@ def _prefix_groups(state: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _role_map(state: Mapping[str, Any], model) -> dict[str, str] | None:
-    """Prefix renames {checkpoint prefix: model prefix} found by role, or None if ambiguous."""
+    """Prefix renames {checkpoint prefix: model prefix} found by role, or None if ambiguous.
+
+    Roles are read off the checkpoint's own shapes (so a checkpoint of another size still maps,
+    and the shape check then names what differs): the one module with ``weight_hh_l0``, the
+    embedding (a lone 2-D ``weight`` as wide as that module's input) and the readout (a
+    ``weight`` [+ ``bias``] as wide as its hidden state)."""
     want = _prefix_groups(model.state_dict())
     have = _prefix_groups(state)
-    roles: dict[str, str] = {}
-    rec = [p for p, g in have.items() if "weight_hh_l0" in g]
+    rec = [p for p, g in have.items() if "weight_hh_l0" in g and "weight_ih_l0" in g]
     if len(rec) != 1 or "rnn" not in want:
         return None
-    roles[rec[0]] = "rnn"
+    roles = {rec[0]: "rnn"}
+    width = have[rec[0]]["weight_ih_l0"].shape[1]
+    hidden = have[rec[0]]["weight_hh_l0"].shape[1]
     rest = {p: g for p, g in have.items() if p != rec[0]}
-    hidden = want["rnn"]["weight_hh_l0"].shape[1]
+    two_d = {p: g for p, g in rest.items() if "weight" in g and getattr(g["weight"], "dim", lambda: 0)() == 2}
     if "embedding" in want:
-        emb_dim = want["embedding"]["weight"].shape[1]
-        cand = [p for p, g in rest.items() if set(g) == {"weight"} and g["weight"].dim() == 2
-                and g["weight"].shape[1] == emb_dim and p not in roles]
-        if "linear" in want and "bias" not in want["linear"]:
-            cand = [p for p in cand if rest[p]["weight"].shape != want["linear"]["weight"].shape]
+        cand = [p for p, g in two_d.items() if set(g) == {"weight"} and g["weight"].shape[1] == width]
+        if len(cand) > 1 and "linear" in want:  # a bias-less readout of the same width
+            cand = [p for p in cand if two_d[p]["weight"].shape[0] != want["linear"]["weight"].shape[0]]
         if len(cand) != 1:
             return None
         roles[cand[0]] = "embedding"
     if "linear" in want:
-        cand = [p for p, g in rest.items() if p not in roles and "weight" in g
-                and set(g) <= {"weight", "bias"} and g["weight"].dim() == 2
+        cand = [p for p, g in two_d.items() if p not in roles and set(g) <= {"weight", "bias"}
                 and g["weight"].shape[1] == hidden]
         if len(cand) != 1:
             return None

@@ -70,11 +70,21 @@ def build_model(model: Any, factory_kwargs: Mapping[str, Any] | None = None) -> 
 
 
 def describe_model(template: nn.Module, model: Any) -> dict:
-    """What identifies the architecture in the settings (its spec and parameter shapes)."""
+    """Where the model came from (recorded in ``config.json``)."""
     spec = model if isinstance(model, str) else (dict(model) if isinstance(model, Mapping) else
                                                  type(template).__qualname__)
-    return {"spec": spec, "class": f"{type(template).__module__}.{type(template).__qualname__}",
-            "shapes": {k: list(v.shape) for k, v in template.state_dict().items()}}
+    return {"spec": spec, "class": f"{type(template).__module__}.{type(template).__qualname__}"}
+
+
+def store_settings(settings: AnalysisSettings, template: nn.Module, pr: sources.Probe) -> dict:
+    """The settings a store is opened with, the same for sweeps and monitors (so a post-hoc
+    sweep can fill in a monitored run): the measurement, the architecture (its sorted parameter
+    shapes, whatever the modules are called) and the probe (checksummed)."""
+    return {**settings.to_dict(),
+            "parameter_shapes": sorted(list(v.shape) for v in template.state_dict().values()),
+            "probe": probe_fingerprint(pr), "sample_index": pr.index,
+            "drive_steps": pr.drive_steps, "zero_input_steps": settings.zero_input_steps,
+            "window": "zero_input", "lyapunov_warmup": settings.warmup}
 
 
 def _probe(probe, lengths, probe_key, time_major, samples, seed) -> sources.Probe:
@@ -203,14 +213,11 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
 
 def _sweep(cks, st: AnyrunStore, template, model, pr, settings, metrics, state_key, strip_prefix,
            skip_bad, chunk, sh, progress, on_record, say, result) -> None:
-    wanted = {**settings.to_dict(), "model": describe_model(template, model),
-              "probe": probe_fingerprint(pr), "sample_index": pr.index,
-              "drive_steps": pr.drive_steps, "zero_input_steps": settings.zero_input_steps,
-              "window": "zero_input", "lyapunov_warmup": settings.warmup,
-              "state_key": state_key, "strip_prefix": strip_prefix, "chunk": chunk}
+    wanted = {**store_settings(settings, template, pr), "chunk": chunk}
     config = {"source": "mdesc analyse-run (checkpoints of any training run)",
               "checkpoints": sorted({str(c.path.parent) for c in cks}),
-              "model": wanted["model"]["spec"], "probe": wanted["probe"]}
+              "model": describe_model(template, model), "probe": wanted["probe"],
+              "state_key": state_key, "strip_prefix": strip_prefix}
     if sh.is_main:
         st.open(wanted, config)
     sh.barrier()

@@ -1,0 +1,183 @@
+"""`mdesc analyse-run`: the stability sweep, phase analysis and report of any run's checkpoints."""
+from __future__ import annotations
+
+import argparse
+import json
+
+EPILOG = """\
+examples:
+  # your own model class (any importable factory), a folder of .pt / .safetensors files
+  mdesc analyse-run ckpts/ --out analysis/ --factory mypkg.models:make_model \\
+      --factory-kwargs '{"vocab": 10000}' --probe probe.safetensors --metrics metrics.csv
+
+  # a plain Embedding -> LSTM -> Linear stack described by flags, checkpoints by glob
+  mdesc analyse-run 'ckpts/epoch_*.pt' --out analysis/ --cell lstm --vocab-size 10000 \\
+      --embed-dim 32 --hidden-size 60 --probe probe.npy --lengths lengths.npy
+
+  # sharded over 4 GPUs (one rank per GPU; on CPUs, gloo): the same command under torchrun
+  torchrun --standalone --nproc-per-node 4 -m mdesc analyse-run ckpts/ --out analysis/ ...
+
+The training axis is the last integer in each file name (epoch_12.pt -> 12) unless --order
+names the files in order.  Re-running the same command resumes (records are per checkpoint).
+Outputs: OUT/sweep/epoch_NNNN.json (one record per checkpoint), OUT/report/report.html.
+Docs: docs/anyrun.md.
+"""
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "analyse-run", aliases=["analyze-run"],
+        help="stability sweep + phase analysis + report of ANY run's checkpoints (torchrun-able)",
+        description="Sweep a folder (or glob) of checkpoints from any training loop: lambda_1 "
+                    "over the zero-input window, the asymptotic distance D~ of perturbed twins "
+                    "and reduced sums of fixed probe inputs for every checkpoint, then the "
+                    "multiple-descent study's order/chaos phase analysis and HTML report.",
+        epilog=EPILOG, formatter_class=_Formatter)
+    p.add_argument("checkpoints", nargs="*",
+                   help="checkpoint files, folders or globs (.safetensors, .pt, .pth, .bin, "
+                        ".ckpt); may be omitted with --order")
+    p.add_argument("--out", required=True, help="output folder (the store; re-run to resume)")
+    p.add_argument("--order", metavar="FILE",
+                   help="order file: one checkpoint file per line in training order, optionally "
+                        "followed by its step")
+    g = p.add_argument_group("model (a factory, or the architecture of a plain stack)")
+    g.add_argument("--factory", metavar="PKG.MODULE:CALLABLE",
+                   help="importable callable that returns the (untrained) model")
+    g.add_argument("--factory-kwargs", metavar="JSON", default="{}",
+                   help="keyword arguments for the factory, as a JSON object")
+    g.add_argument("--cell", choices=("lstm", "gru", "rnn_tanh", "rnn_relu"), default="lstm",
+                   help="recurrent cell of the Embedding -> recurrent -> Linear stack")
+    g.add_argument("--vocab-size", type=int, help="token-id inputs: the embedding's vocabulary")
+    g.add_argument("--embed-dim", type=int, help="token-id inputs: the embedding width")
+    g.add_argument("--input-size", type=int, help="feature inputs (no embedding): their width")
+    g.add_argument("--hidden-size", type=int, help="recurrent hidden size")
+    g.add_argument("--num-layers", type=int, default=1, help="stacked recurrent layers")
+    g.add_argument("--output-size", type=int, default=1, help="readout width (0: no readout)")
+    g.add_argument("--no-bias", action="store_true", help="the recurrent layers have no bias")
+    g.add_argument("--state-key", metavar="KEY",
+                   help="the weights sit under this key of a .pt file (e.g. model_state_dict)")
+    g.add_argument("--strip-prefix", metavar="PREFIX",
+                   help="remove this prefix from every weight name (e.g. 'module.' or 'model.')")
+    g = p.add_argument_group("probe inputs")
+    g.add_argument("--probe", required=True, metavar="FILE",
+                   help="token ids (B, T) or features (B, T, I) in .safetensors/.npy/.npz/.pt")
+    g.add_argument("--probe-key", metavar="NAME", help="the tensor's name in a multi-tensor file")
+    g.add_argument("--lengths", metavar="FILE", help="drive length per sequence (B,) (default: "
+                   "a 'lengths' tensor in the probe file, else the full length)")
+    g.add_argument("--lengths-key", metavar="NAME", help="name of the lengths tensor")
+    g.add_argument("--time-major", action="store_true", help="the probe is stored (T, B, ...)")
+    g.add_argument("--samples", type=int, help="analyse a seeded subset of this many sequences")
+    g = p.add_argument_group("measurement")
+    g.add_argument("--zero-input-steps", type=int, default=1100,
+                   help="zero-input steps after each drive (paper: 1100 after 500)")
+    g.add_argument("--warmup", type=int, default=0,
+                   help="uncounted zero-input steps before lambda_1 is counted")
+    g.add_argument("--k", type=int, default=1, help="Lyapunov exponents per sequence")
+    g.add_argument("--qr-every", type=int, help="re-orthonormalisation interval (default: core's)")
+    g.add_argument("--perturbation", type=float, default=1e-6,
+                   help="std of the twins' perturbation of h")
+    g.add_argument("--twins", choices=("both", "drive_end"), default="both",
+                   help="perturb twins at the drive end and at t = 0 (both), or at the drive end")
+    g.add_argument("--seed", type=int, default=0, help="seeds perturbation, frame, subset")
+    g.add_argument("--distance-dtype", choices=("float32", "float64"), default="float64")
+    g.add_argument("--lyapunov-dtype", choices=("float32", "float64"), default="float32")
+    g.add_argument("--chunk", type=int, default=4, help="checkpoints per core call")
+    g = p.add_argument_group("run")
+    g.add_argument("--metrics", metavar="FILE",
+                   help="CSV/JSON of test loss (and train loss, accuracies) per checkpoint")
+    g.add_argument("--skip-bad", action="store_true",
+                   help="leave out (and list) checkpoints that do not read or fit the model, "
+                        "instead of stopping at the first")
+    g.add_argument("--device", default="auto",
+                   help="auto (each rank's GPU if any, else CPU), cpu, cuda, cuda:1, ...")
+    g.add_argument("--no-distributed", action="store_true",
+                   help="ignore torchrun's environment (one process does everything)")
+    g.add_argument("--no-report", action="store_true", help="records only, no report")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from mdesc.descent.analysis import add_phase_arguments
+
+    add_phase_arguments(p.add_argument_group("phase analysis (as in mdesc descent report)"))
+    p.set_defaults(func=cmd_analyse_run)
+
+
+def _model_arg(args):
+    from mdesc.cli import UserError
+
+    stack_flags = [f for f in ("vocab_size", "embed_dim", "input_size", "hidden_size")
+                   if getattr(args, f) is not None]
+    if args.factory:
+        if stack_flags:
+            raise UserError(f"--factory builds the model; drop the architecture flags "
+                            f"({', '.join('--' + f.replace('_', '-') for f in stack_flags)})")
+        try:
+            kwargs = json.loads(args.factory_kwargs)
+        except json.JSONDecodeError as e:
+            raise UserError(f"--factory-kwargs is not valid JSON ({e}): pass an object such as "
+                            "'{\"vocab\": 100}'")
+        if not isinstance(kwargs, dict):
+            raise UserError("--factory-kwargs must be a JSON object")
+        return args.factory, kwargs
+    if args.hidden_size is None:
+        raise UserError("say how to build the model: --factory PKG.MODULE:CALLABLE, or the stack's "
+                        "--hidden-size with --vocab-size/--embed-dim (token ids) or --input-size")
+    return dict(cell=args.cell, hidden_size=args.hidden_size, num_layers=args.num_layers,
+                vocab_size=args.vocab_size, embed_dim=args.embed_dim, input_size=args.input_size,
+                output_size=args.output_size, bias=not args.no_bias), None
+
+
+def cmd_analyse_run(args) -> int:
+    import torch
+
+    from mdesc import store
+    from mdesc.anyrun.measure import AnalysisSettings
+    from mdesc.anyrun.sources import SourceError
+    from mdesc.anyrun.sweep import sweep_checkpoints
+    from mdesc.cli import UserError
+    from mdesc.descent.analysis import phase_settings_from_args
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not args.checkpoints and not args.order:
+        raise UserError("give checkpoint files, folders or globs, or --order FILE")
+    model, kwargs = _model_arg(args)
+    try:
+        settings = AnalysisSettings(
+            zero_input_steps=args.zero_input_steps, warmup=args.warmup, k=args.k,
+            qr_every=args.qr_every, perturbation=args.perturbation,
+            twins=("drive_end", "start") if args.twins == "both" else ("drive_end",),
+            seed=args.seed, distance_dtype=args.distance_dtype,
+            lyapunov_dtype=args.lyapunov_dtype).check()
+        result = sweep_checkpoints(
+            args.checkpoints or None, args.out, model, args.probe, lengths=args.lengths,
+            probe_key=args.probe_key, time_major=args.time_major, samples=args.samples,
+            metrics=args.metrics, order_file=args.order, settings=settings,
+            factory_kwargs=kwargs, state_key=args.state_key, strip_prefix=args.strip_prefix,
+            skip_bad=args.skip_bad, chunk=args.chunk,
+            device=None if args.device == "auto" else args.device,
+            distributed=False if args.no_distributed else "auto", report=not args.no_report,
+            phase_settings=phase_settings_from_args(args), progress=not args.no_progress,
+            say=print)
+    except (SourceError, store.StoreError, ValueError) as e:
+        raise UserError(str(e)) from e
+    if result.rank != 0:
+        return 0
+    for path, reason in result.skipped:
+        print(f"skipped {path}: {reason}")
+    t = result.table
+    print(f"{len(t['epoch'])} checkpoints in {args.out} ({len(result.computed)} measured now"
+          f"{' by rank 0' if result.world > 1 else ''}, {len(result.existing)} already stored"
+          f"{f', {len(result.skipped)} skipped' if result.skipped else ''})")
+    print(f"{'step':>8} {'lambda_1':>10} {'stderr':>9} {'driven':>9} {'D~':>9} {'D~(t=0)':>9} "
+          f"{'test_loss':>10}")
+    for i, step in enumerate(t["epoch"]):
+        print(f"{int(step):>8} {t['lyapunov_max'][i]:10.4f} {t['lyapunov_stderr'][i]:9.4f} "
+              f"{t['lyapunov_max_driven'][i]:9.4f} {t['log_distance'][i]:9.3f} "
+              f"{t['log_distance_start'][i]:9.3f} {t['test_loss'][i]:10.4g}")
+    if result.report is not None:
+        print(f"report: {result.report}")
+    return 0

@@ -1,0 +1,198 @@
+"""A stability monitor for plain PyTorch training loops: :class:`StabilityMonitor`.
+
+    monitor = mdesc.StabilityMonitor("runs/mine/stability", probe_ids, zero_input_steps=1100)
+    for epoch in range(epochs):
+        train_one_epoch(model)
+        rec = monitor.step(model, epoch, metrics={"test_loss": val_loss})   # optional metrics
+        if rec["transition"] == "order_to_chaos": ...
+
+Each :meth:`StabilityMonitor.step` measures the model as it is (the same measurement as
+:func:`mdesc.sweep_checkpoints`, :mod:`mdesc.anyrun.measure`: lambda_1 over the zero-input
+window, D~ of twins perturbed at the drive end and, if asked, at t = 0, reduced sums of the fixed
+probe inputs) and stores one record in the multiple-descent study's layout, so the records equal
+those of a post-hoc sweep of the same weights, and ``monitor.report()`` (or ``mdesc descent
+report --run-dir``) writes the study's phase analysis and report.
+
+Order <-> chaos crossings between consecutive monitored epochs (by the study's labelling rule,
+:func:`mdesc.anyrun.measure.label`) are flagged in the returned record, kept in
+``monitor.transitions`` and passed to ``on_transition(event, model)``; the paper's finding is
+that the best epoch sits at the first order -> chaos transition, so
+``monitor.first_order_to_chaos`` is a model-selection signal that needs no test data.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from mdesc.anyrun import sources
+from mdesc.anyrun.measure import AnalysisSettings, label, measure
+from mdesc.anyrun.table import METRICS, AnyrunStore, write_report
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel wrappers."""
+    while hasattr(model, "module") and isinstance(getattr(model, "module"), nn.Module) \
+            and type(model).__name__ in ("DistributedDataParallel", "DataParallel"):
+        model = model.module
+    return model
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class StabilityMonitor:
+    """Record a model's asymptotic stability at the end of every (``every``-th) epoch.
+
+    Args:
+        out_dir: the store (created; re-opening it resumes: the settings must match).
+        probe: token ids ``(B, T)`` or features ``(B, T, I)`` (a tensor, or a tensor file as in
+            :func:`~mdesc.anyrun.sources.load_probe`); ``time_major=True`` for ``(T, B, ...)``.
+            Keep it fixed for the whole run (it is checksummed in the settings).
+        lengths: drive length of each probe sequence (default: full length).
+        settings: :class:`~mdesc.anyrun.measure.AnalysisSettings`; or pass its fields as
+            keywords (``zero_input_steps=1100, twins=("drive_end",)``).  The monitor defaults
+            to the drive-end twin only (half the cost); add ``"start"`` for the t = 0 twin.
+        every: measure epochs divisible by this only.
+        measure: which measure flags crossings: "distance" (D~, the report's primary) or
+            "lyapunov" (lambda_1).
+        on_transition: called as ``on_transition(event, model)`` at each crossing, with
+            ``event = {"epoch", "kind", "previous_epoch", "measure"}``.
+        phase_settings: overrides of :class:`mdesc.descent.PhaseSettings` (thresholds).
+        rank_zero_only: under torch.distributed, only rank 0 measures (others get None).
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, probe: Any, *, lengths=None,
+                 time_major: bool = False, probe_key: str | None = None,
+                 settings: AnalysisSettings | None = None, every: int = 1,
+                 measure: str = "distance",
+                 on_transition: Callable[[dict, nn.Module], None] | None = None,
+                 phase_settings: Mapping[str, Any] | None = None, rank_zero_only: bool = True,
+                 **setting_fields: Any):
+        from mdesc.anyrun.sweep import _probe
+
+        if settings is None:
+            setting_fields.setdefault("twins", ("drive_end",))
+            settings = AnalysisSettings(**setting_fields)
+        elif setting_fields:
+            raise TypeError("pass either settings=AnalysisSettings(...) or its fields, not both")
+        self.settings = settings.check()
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        if measure not in ("distance", "lyapunov"):
+            raise ValueError(f"measure must be 'distance' or 'lyapunov', got {measure!r}")
+        from mdesc import descent
+
+        self.phase = descent.PhaseSettings(**dict(phase_settings or {}))
+        self.every, self.measure_name, self.on_transition = every, measure, on_transition
+        self.rank_zero_only = rank_zero_only
+        self.probe = _probe(probe, lengths, probe_key, time_major, None, self.settings.seed)
+        self.store = AnyrunStore(out_dir)
+        self._opened = False
+        self._on_device: dict[torch.device, tuple] = {}
+        self.transitions: list[dict] = []
+        self.seconds = 0.0
+        self.steps = 0
+
+    @property
+    def out_dir(self):
+        return self.store.root
+
+    def _open(self, model: nn.Module) -> None:
+        from mdesc.anyrun.sweep import store_settings
+
+        wanted = store_settings(self.settings, model, self.probe)
+        config = {"source": "mdesc.StabilityMonitor (inside a training loop)",
+                  "model": f"{type(model).__module__}.{type(model).__qualname__}",
+                  "probe": wanted["probe"], "every": self.every}
+        self.store.open(wanted, config)
+        self._opened = True
+        # resume: the crossings already on record
+        prev = None
+        for epoch, rec in self.store.records().items():
+            lab = label(rec, self.measure_name, self.phase)
+            if prev is not None and lab != "unknown" and prev[1] != "unknown" and lab != prev[1]:
+                self.transitions.append(self._event(prev[0], epoch, lab))
+            if lab != "unknown":
+                prev = (epoch, lab)
+        self._last = prev
+
+    def _event(self, before: int, epoch: int, lab: str) -> dict:
+        kind = "order_to_chaos" if lab == "chaotic" else "chaos_to_order"
+        return {"epoch": epoch, "kind": kind, "previous_epoch": before, "measure": self.measure_name}
+
+    def _inputs(self, device: torch.device):
+        if device not in self._on_device:
+            lens = None if self.probe.lengths is None else self.probe.lengths.to(device)
+            self._on_device[device] = (self.probe.seq.to(device), lens)
+        return self._on_device[device]
+
+    def step(self, model: nn.Module, epoch: int, metrics: Mapping[str, Any] | None = None
+             ) -> dict | None:
+        """Measure ``model`` now as epoch ``epoch`` (an integer >= 0) and store its record.
+
+        ``metrics`` (optional): ``{"test_loss": ..., "train_loss": ..., "test_acc": ...,
+        "train_acc": ...}`` overlaid in the report (never used to flag anything).  Returns the
+        stored record plus ``label`` ("ordered"/"chaotic"/"unknown") and ``transition`` (the
+        crossing's kind since the previous monitored epoch, or None); None when this epoch is
+        not measured (``every``) or on ranks other than 0.  Measuring an epoch again replaces
+        its record (a resumed training run re-measures the epochs it repeats).
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        if epoch % self.every or (self.rank_zero_only and _rank() != 0):
+            return None
+        t0 = time.perf_counter()
+        model = _unwrap(model)
+        if not self._opened:
+            self._open(model)
+        rnn = sources.recurrent_module(model)
+        device = next(rnn.parameters()).device if rnn is not None else torch.device("cpu")
+        x, lens = self._inputs(device)
+        with torch.no_grad():
+            rec = measure([model], x, lens, self.settings, self.probe.index)[0]
+        known = {k: (None if metrics is None or metrics.get(k) is None else float(metrics[k]))
+                 for k in METRICS}
+        full = {"epoch": epoch, "step": epoch, "checkpoint": None, **known, **rec}
+        self.store.write(epoch, full)
+        lab = label(full, self.measure_name, self.phase)
+        transition = None
+        if lab != "unknown":
+            if self._last is not None and self._last[0] < epoch and self._last[1] != lab:
+                event = self._event(self._last[0], epoch, lab)
+                self.transitions.append(event)
+                transition = event["kind"]
+                if self.on_transition is not None:
+                    self.on_transition(event, model)
+            self._last = (epoch, lab)
+        dt = time.perf_counter() - t0
+        self.seconds += dt
+        self.steps += 1
+        return {**full, "label": lab, "transition": transition, "monitor_seconds": dt}
+
+    @property
+    def first_order_to_chaos(self) -> int | None:
+        """The first monitored epoch found chaotic right after an ordered one (None so far)."""
+        for e in self.transitions:
+            if e["kind"] == "order_to_chaos":
+                return e["epoch"]
+        return None
+
+    def table(self) -> dict:
+        from mdesc.anyrun.table import load_table
+
+        return load_table(self.out_dir)
+
+    def report(self, **phase_settings: Any):
+        """Write the study's phase analysis and report (``out_dir/report``); returns its path."""
+        return write_report(self.out_dir, **phase_settings)
+
+    def __repr__(self) -> str:
+        return (f"StabilityMonitor({str(self.out_dir)!r}, every={self.every}, steps={self.steps}, "
+                f"transitions={len(self.transitions)}, seconds={self.seconds:.3g})")
