@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from mdesc import trajectories as tr
+from mdesc.trajectories import run as run_mod
 
 
 def _twin_jvp(problem, lr, steps, **kw):
@@ -107,7 +108,7 @@ def test_hessian_vector_product_equals_forward_jvp_and_finite_difference():
     gen = torch.Generator().manual_seed(0)
     w = problem.w0 + 0.1 * torch.randn(problem.n_params, dtype=torch.float64, generator=gen)
     v = torch.randn(problem.n_params, dtype=torch.float64, generator=gen)
-    g, loss, hv = tr._grad_hvp(problem.loss_fn, w, v)
+    g, loss, hv = run_mod._grad_hvp(problem.loss_fn, w, v)
     step = lambda u: u - lr * torch.func.grad(problem.loss_fn)(u)  # noqa: E731
     new_w, jv = torch.func.jvp(step, (w,), (v,))
     torch.testing.assert_close(v - lr * hv, jv, rtol=1e-10, atol=1e-12)
@@ -136,7 +137,7 @@ def test_batched_gradient_matches_single_gradients():
     problem = tr.dataset_problem("iris", hidden=5, seed=1)
     ws = problem.w0 + 0.01 * torch.randn(3, problem.n_params, dtype=torch.float64,
                                          generator=torch.Generator().manual_seed(2))
-    g, losses = tr._batched_grad(torch.func.vmap(problem.loss_fn), ws)
+    g, losses = run_mod._batched_grad(torch.func.vmap(problem.loss_fn), ws)
     for i in range(3):
         torch.testing.assert_close(g[i], torch.func.grad(problem.loss_fn)(ws[i]))
         assert float(losses[i]) == pytest.approx(float(problem.loss_fn(ws[i])), rel=1e-12)
@@ -228,13 +229,15 @@ def test_sweep_is_resumable_and_checks_settings(tmp_path, monkeypatch):
     problem = tr.quadratic_problem([1.0, 0.5], w0=1e-6)
     lrs = [0.5, 1.2, 2.2]
     first = tr.learning_rate_sweep(problem, lrs, 40, n_replicas=2, out=tmp_path, progress=False)
-    assert sorted(p.name for p in tmp_path.glob("lr_*.npz")) == \
+    assert sorted(p.name for p in tmp_path.glob("lr_*.safetensors")) == \
         sorted(tr.run_filename(x) for x in lrs)
 
     def fail(*a, **k):
         raise AssertionError("a finished learning rate was recomputed")
 
-    monkeypatch.setattr(tr, "train_replicas", fail)
+    import mdesc.trajectories.run as run_module
+
+    monkeypatch.setattr(run_module, "train_replicas", fail)
     again = tr.learning_rate_sweep(problem, lrs, 40, n_replicas=2, out=tmp_path, progress=False)
     for r1, r2 in zip(first.runs, again.runs):
         assert r1.lr == r2.lr and r1.lyapunov_twin == r2.lyapunov_twin
@@ -265,8 +268,8 @@ def test_runs_are_reproducible_and_record_settings():
 
 def test_save_load_roundtrip(tmp_path):
     run = tr.train_replicas(tr.quadratic_problem([1.0]), 0.3, 30, n_replicas=2)
-    run.save(tmp_path / "x.npz")
-    back = tr.ReplicaRun.load(tmp_path / "x.npz")
+    run.save(tmp_path / "x.safetensors")
+    back = tr.ReplicaRun.load(tmp_path / "x.safetensors")
     assert back.settings() == run.settings()
     assert back.lyapunov_jvp == run.lyapunov_jvp and back.regime == run.regime
     np.testing.assert_array_equal(back.jvp_log_growth, run.jvp_log_growth)
@@ -320,12 +323,12 @@ def test_cli_writes_results_and_resumes(tmp_path, capsys):
     args = ["trajectories", "--lrs", "0.1,2", "--steps", "40", "--replicas", "2",
             "--hidden", "6", "--out", str(out)]
     assert main(args) == 0
-    for name in ("lr_0.1.npz", "lr_2.npz", "summary.csv", "summary.json", "sweep.png",
-                 "command.json"):
+    for name in ("lr_0.1.safetensors", "lr_2.safetensors", "summary.csv", "summary.json",
+                 "sweep.png", "command.json", "settings.json"):
         assert (out / name).exists(), name
-    stamp = (out / "lr_0.1.npz").stat().st_mtime_ns
+    stamp = (out / "lr_0.1.safetensors").stat().st_mtime_ns
     assert main(args) == 0  # resumes: nothing recomputed
-    assert (out / "lr_0.1.npz").stat().st_mtime_ns == stamp
+    assert (out / "lr_0.1.safetensors").stat().st_mtime_ns == stamp
     assert main(args[:-1] + [str(out), "--steps", "50"]) == 2
-    assert "different settings" in capsys.readouterr().err
+    assert "other settings" in capsys.readouterr().err
     assert main(["trajectories", "--lrs", "zero"]) == 2

@@ -1,16 +1,29 @@
 """`mdesc trajectories`: chaos of the training map across a learning-rate sweep.
 
-Trains a small MLP on Iris (or another scikit-learn data set) by full-batch gradient descent
-at each learning rate, with replicas perturbed by eps, a renormalised twin and a tangent
-vector, and writes one file per learning rate, a summary table and a figure into --out.
-Re-running the same command skips learning rates that are already done.
+Two modes:
+
+* ``--preset paper``: the paper's setting (MLP 4-10-3 sigmoid, softmax cross-entropy, float64,
+  weights N(0,1), biases 0, full-batch GD on 120 Iris flowers, raw features) as batched
+  ensembles: eta = 1 (200 epochs, 500 initialisations x 5 perturbations x 14 sizes 1e-14..1e-1),
+  the same eta = 1 ensemble summed in reverse sample order, eta = 5 (10,000 epochs, 20
+  initialisations), eta = 0.01 (1000 epochs, 50 initialisations, the 14 sizes) and a sweep of
+  13 rates between (1000 epochs, 50 initialisations each); per rate the distribution of the
+  twin and tangent exponents, median with bootstrap interval, fraction positive beyond its
+  error, replica distance vs time per size, loss regimes and the Lyapunov spectrum.  Default
+  output: runs/trajectories-paper.
+* otherwise: one network (a small MLP on a scikit-learn data set) per learning rate, with
+  replicas, a renormalised twin and a tangent vector.  Default output: runs/trajectories.
+
+Re-running the same command resumes (finished rates or chunks are loaded, not recomputed); an
+output folder holding a run with other settings is refused.
 """
 from __future__ import annotations
 
 import argparse
 import math
 
-DEFAULT_OUT = "results/trajectories"
+DEFAULT_OUT = "runs/trajectories"
+PAPER_OUT = "runs/trajectories-paper"
 
 
 def _parse_lrs(text: str) -> list[float]:
@@ -44,8 +57,25 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--lrs", default="log:0.01:10:16",
-                   help="learning rates: comma-separated, or log:START:STOP:NUM")
+    p.add_argument("--preset", choices=["none", "paper"], default="none",
+                   help="'paper': the paper's setting as batched ensembles (options below "
+                   "marked [paper]); 'none': one network per learning rate")
+    p.add_argument("--lrs", default=None,
+                   help="learning rates: comma-separated, or log:START:STOP:NUM (default "
+                   "log:0.01:10:16; [paper]: the rates of the sweep between the paper's, default "
+                   "13 rates log-spaced strictly between 0.01 and 5)")
+    p.add_argument("--n-init-1", type=int, default=500, help="[paper] initialisations at eta=1")
+    p.add_argument("--n-init-5", type=int, default=20, help="[paper] initialisations at eta=5")
+    p.add_argument("--n-init-001", type=int, default=50,
+                   help="[paper] initialisations at eta=0.01")
+    p.add_argument("--steps-001", type=int, default=1000, help="[paper] epochs at eta=0.01")
+    p.add_argument("--sweep-inits", type=int, default=50,
+                   help="[paper] initialisations per rate of the sweep")
+    p.add_argument("--sweep-steps", type=int, default=1000, help="[paper] epochs per sweep rate")
+    p.add_argument("--no-reversed-check", action="store_true",
+                   help="[paper] skip the eta=1 ensemble with the samples summed in reverse")
+    p.add_argument("--only", default=None,
+                   help="[paper] comma-separated rate keys to run (e.g. lr=1,lr=5); default all")
     p.add_argument("--steps", type=int, default=2000, help="full-batch GD steps per learning rate")
     p.add_argument("--replicas", type=int, default=4, help="perturbed replicas per learning rate")
     p.add_argument("--eps", type=float, default=1e-8,
@@ -71,7 +101,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the initial network and of the perturbation directions")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--out", default=DEFAULT_OUT, help="results folder (resumable)")
+    p.add_argument("--out", default=None,
+                   help=f"run folder (resumable; default {DEFAULT_OUT}, [paper] {PAPER_OUT})")
     p.add_argument("--no-figure", action="store_true", help="do not draw the figure")
     p.set_defaults(func=run)
 
@@ -79,7 +110,9 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from mdesc.cli import UserError
 
-    lrs = _parse_lrs(args.lrs)
+    if args.preset == "paper":
+        return run_paper(args)
+    lrs = _parse_lrs(args.lrs or "log:0.01:10:16")
     try:
         hidden = [int(h) for h in str(args.hidden).split(",") if h.strip()]
     except ValueError:
@@ -103,10 +136,10 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from mdesc import trajectories as tr
-    from mdesc.store import atomic_write_text
+    from mdesc.store import StoreError, atomic_write_text
 
     torch.set_num_threads(args.threads)
-    out = Path(args.out)
+    out = Path(args.out or DEFAULT_OUT)
     problem = tr.dataset_problem(args.dataset, hidden=hidden, activation=args.activation,
                                  seed=args.seed, loss=args.loss, standardize=args.standardize)
     print(f"mdesc trajectories: {problem.name}, {problem.n_params} parameters; "
@@ -117,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
             problem, lrs, args.steps, n_replicas=args.replicas, eps=args.eps,
             renorm_every=args.renorm_every, warmup=args.warmup, jvp=not args.no_jvp,
             tangent_mode=args.tangent_mode, seed=args.seed, out=out, progress=True)
-    except tr.SettingsMismatch as e:
+    except StoreError as e:
         raise UserError(str(e)) from None
     csv_path, json_path = sweep.write_table(out)
     command = {"command": "mdesc trajectories", "args": {k: v for k, v in vars(args).items()
@@ -132,4 +165,67 @@ def run(args: argparse.Namespace) -> int:
     for r in sweep.runs:
         print(f"{r.lr:8.4g} {r.lyapunov_twin:+12.5f} {r.lyapunov_jvp:+11.5f} "
               f"{r.lyapunov_replicas:+11.5f} {r.loss[-1]:11.4g}  {r.regime}")
+    return 0
+
+
+def run_paper(args: argparse.Namespace) -> int:
+    """The paper's preset as batched ensembles, then the figures and tables of the sweep."""
+    from mdesc.cli import UserError
+
+    for name, value in (("--n-init-1", args.n_init_1), ("--n-init-5", args.n_init_5),
+                        ("--n-init-001", args.n_init_001), ("--sweep-inits", args.sweep_inits),
+                        ("--threads", args.threads)):
+        if value < 1:
+            raise UserError(f"{name} must be >= 1, got {value}.")
+    for name, value in (("--steps-001", args.steps_001), ("--sweep-steps", args.sweep_steps)):
+        if value < 32:
+            raise UserError(f"{name} must be >= 32 (the regime statistics need a series), "
+                            f"got {value}.")
+    rates = _parse_lrs(args.lrs) if args.lrs else None
+
+    import json
+    import time
+    from pathlib import Path
+
+    import torch
+
+    from mdesc import trajectories as tr
+    from mdesc.store import StoreError, atomic_write_text
+
+    torch.set_num_threads(args.threads)
+    out = Path(args.out or PAPER_OUT)
+    jobs = tr.paper_jobs(n_init_1=args.n_init_1, n_init_5=args.n_init_5,
+                         n_init_001=args.n_init_001, steps_001=args.steps_001,
+                         sweep_rates=rates, sweep_inits=args.sweep_inits,
+                         sweep_steps=args.sweep_steps,
+                         reversed_check=not args.no_reversed_check)
+    if args.only:
+        wanted = {k.strip() for k in args.only.split(",") if k.strip()}
+        unknown = wanted - {j.key for j in jobs}
+        if unknown:
+            raise UserError(f"--only {args.only!r}: no rate {', '.join(sorted(unknown))}; the "
+                            f"keys are {', '.join(j.key for j in jobs)}.")
+        jobs = [j for j in jobs if j.key in wanted]
+    problem = tr.paper_problem()
+    print(f"mdesc trajectories --preset paper: {problem.name}, {problem.n_params} parameters "
+          f"({int(problem.weight_mask.sum())} weights); results in {out}/")
+    print("setting: " + json.dumps(tr.PAPER_SETTING))
+    for j in jobs:
+        print(f"  {j.key}: {j.steps} epochs, {j.n_init} initialisations, {j.n_pert} "
+              f"perturbations x {len(j.eps)} sizes {j.eps[0]:g}..{j.eps[-1]:g}, spectrum of "
+              f"{j.spectrum_inits} ({j.spectrum_T} steps), sample order {j.sample_order}")
+    t0 = time.perf_counter()
+    try:
+        tr.ensemble_sweep(out, jobs, seed=args.seed, log=lambda m: print(m, flush=True))
+    except StoreError as e:
+        raise UserError(str(e)) from None
+    command = {"command": "mdesc trajectories", "args": {k: v for k, v in vars(args).items()
+                                                         if k != "func"},
+               "seconds_this_call": time.perf_counter() - t0}
+    atomic_write_text(out / "command.json", json.dumps(command, indent=1) + "\n")
+    from mdesc.trajectories import report
+
+    written = report.write_report(out, figures=not args.no_figure)
+    for path in written:
+        print(f"wrote {path}")
     return 0
