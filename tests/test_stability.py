@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 import mdesc
@@ -15,7 +16,8 @@ def test_distance_matches_nn_lstm_twin_runs():
     seq = torch.randn(10, 4, 3, dtype=torch.float64)
     lengths = torch.tensor([10, 7, 3, 10])
     d = mdesc.asymptotic_distance(lstm, seq, lengths=lengths, zero_input_steps=30, perturbation=1e-3,
-                                  seed=5, dtype=torch.float64)
+                                  perturb_at="start", seed=5, dtype=torch.float64)
+    assert d.settings["perturb_at"] == "start" and not d.collapsed.any()
     noise = 1e-3 * torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     expected_d, expected_sum = [], []
     for b in range(4):
@@ -30,15 +32,58 @@ def test_distance_matches_nn_lstm_twin_runs():
     torch.testing.assert_close(d.log_distance, torch.tensor(expected_d, dtype=torch.float64).log().mean())
 
 
+def test_drive_end_twin_matches_nn_lstm():
+    lstm = make_lstm(3, 6, 2, gain=4.0, seed=3)
+    seq = torch.randn(10, 4, 3, dtype=torch.float64)
+    lengths = torch.tensor([10, 7, 3, 7])
+    d = mdesc.asymptotic_distance(lstm, seq, lengths=lengths, zero_input_steps=30, perturbation=1e-3,
+                                  seed=5, dtype=torch.float64)
+    assert d.settings["perturb_at"] == "drive_end"  # the default
+    noise = 1e-3 * torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for b in range(4):
+        l = int(lengths[b])
+        _, (h_l, c_l) = lstm(seq[:l, b])
+        rest = torch.zeros(40 - l, 3, dtype=torch.float64)
+        _, (h, _) = lstm(rest, (h_l, c_l))
+        _, (h2, _) = lstm(rest, (h_l + noise[:, b], c_l))
+        expected = float((h2[-1] - h[-1]).norm()) + math.exp(-15)
+        assert abs(float(d.distance[b]) - expected) <= 1e-9 * expected
+        assert abs(float(d.reduced_sum[b]) - float(h[-1].sum())) <= 1e-12
+    assert not d.collapsed.any()
+
+
+def test_drive_end_and_start_twins_differ_exactly_where_the_drive_collapses_them():
+    """A drive contracting by e^-0.33 per step erases a t = 0 perturbation of 1e-6 to the last bit
+    within 300 steps, but not within 3; the zero-input phase after it is chaotic."""
+    lstm = make_lstm(8, 32, 1, gain=8.0, seed=0)
+    seq = 5 * torch.randn(300, 4, 8, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    kw = dict(lengths=[300, 3, 300, 3], zero_input_steps=300)
+    start = mdesc.asymptotic_distance(lstm, seq, perturb_at="start", **kw)
+    end = mdesc.asymptotic_distance(lstm, seq, perturb_at="drive_end", **kw)
+    assert start.collapsed.tolist() == [True, False, True, False]
+    assert not end.collapsed.any()
+    floor = math.exp(-15)
+    assert start.distance.tolist()[0] == floor and start.distance.tolist()[2] == floor
+    # the perturbation survives the (weakly chaotic) zero-input phase wherever a twin enters it apart
+    assert (start.distance[[1, 3]].log() > -14.99).all()
+    assert (end.distance.log() > -14.99).all()
+    assert bool(end.chaotic) and not bool(end.ordered)
+    # a collapsed twin is never reported as ordered, even where every distance is at the floor
+    only_collapsed = mdesc.asymptotic_distance(lstm, seq[:, [0, 2]], perturb_at="start", zero_input_steps=300)
+    assert float(only_collapsed.log_distance) == -15.0 and only_collapsed.collapsed.all()
+    assert not bool(only_collapsed.ordered) and not bool(only_collapsed.chaotic)
+
+
 def test_ordered_model_sits_at_the_floor_and_chaotic_does_not():
     seq = torch.zeros(1, 8, 4)
     ordered = make_lstm(4, 64, 1, gain=0.5, seed=5, bias=False, dtype=torch.float32)
     chaotic = make_lstm(4, 64, 1, gain=20.0, seed=5, bias=False, dtype=torch.float32)
     h0 = 0.1 * torch.randn(1, 8, 64)
-    d_ord = mdesc.asymptotic_distance(ordered, seq, zero_input_steps=1599, h0=h0)
-    d_cha = mdesc.asymptotic_distance(chaotic, seq, zero_input_steps=1599, h0=h0)
+    d_ord = mdesc.asymptotic_distance(ordered, seq, zero_input_steps=1599, h0=h0, perturb_at="start")
+    d_cha = mdesc.asymptotic_distance(chaotic, seq, zero_input_steps=1599, h0=h0, perturb_at="start")
     assert float(d_ord.log_distance) == -15.0 and bool(d_ord.ordered)
-    assert float(d_cha.log_distance) > -5.0 and not bool(d_cha.ordered)
+    assert float(d_cha.log_distance) > -5.0 and not bool(d_cha.ordered) and bool(d_cha.chaotic)
+    assert not d_ord.collapsed.any() and not d_cha.collapsed.any()
 
 
 def test_checkpoints_and_reference_agree():
@@ -46,9 +91,15 @@ def test_checkpoints_and_reference_agree():
     seq = torch.randn(6, 3, 3, dtype=torch.float64)
     d = mdesc.asymptotic_distance(models, seq, zero_input_steps=20, dtype=torch.float64)
     r = reference.asymptotic_distance(models, seq, zero_input_steps=20, dtype=torch.float64)
+    assert d.collapsed.shape == (3, 3)
     assert d.distance.shape == (3, 3) and d.log_distance.shape == (3,)
     torch.testing.assert_close(d.distance, r.distance, rtol=1e-9, atol=1e-15)
     torch.testing.assert_close(d.reduced_sum, r.reduced_sum)
     for c, m in enumerate(models):
         single = mdesc.asymptotic_distance(m, seq, zero_input_steps=20, dtype=torch.float64)
         torch.testing.assert_close(single.distance, d.distance[c], rtol=1e-9, atol=1e-15)
+
+
+def test_bad_perturb_at_is_refused():
+    with pytest.raises(ValueError, match="perturb_at must be 'drive_end'"):
+        mdesc.asymptotic_distance(torch.nn.LSTM(3, 4), torch.randn(5, 2, 3), perturb_at="end")

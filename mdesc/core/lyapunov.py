@@ -67,12 +67,21 @@ class LyapunovResult:
 
     Shapes use B sequences, k exponents and, for checkpoint batches, a leading C axis.
 
-    exponents        float64 [(C,) B, k], natural log per step, in the frame's Gram-Schmidt
-                     order, which is descending once converged (finite-time estimates of close
-                     exponents may still be inverted); NaN where the run went non-finite
+    exponents        float64 [(C,) B, k], natural log per step over the counted window
+                     (``settings["window"]``: "all" or "zero_input", docs/conventions.md §4), in
+                     the frame's Gram-Schmidt order, which is descending once converged
+                     (finite-time estimates of close exponents may still be inverted); NaN where
+                     the run went non-finite
     block_exponents  float64 [(C,) B, nblocks, k], local exponents of each re-orthonormalisation
-                     block (log growth in the block / its steps), to judge convergence
-    block_steps      int64 [nblocks], counted steps in each block
+                     block of the counted window (log growth in the block / its steps), to judge
+                     convergence; NaN for padding blocks (see block_steps)
+    block_steps      int64 [nblocks], counted steps in each block; int64 [B, nblocks] (zeros for
+                     padding) when the windows of a zero-input-window run differ per sequence
+                     (padded batches): either way it broadcasts as ``block_steps[..., None]``
+                     against ``block_exponents``
+    driven_exponents float64 [(C,) B, k] for ``window="zero_input"``: the exponents of each
+                     sequence's drive (steps [0, l_b), all counted, from the initial frame);
+                     None for ``window="all"``
     nonfinite        bool [(C,) B], runs whose state or tangent vectors became NaN/inf, or
                      whose frame lost a column to rounding between re-orthonormalisations (its
                      growth over qr_every steps spans more than the dtype's precision): use a
@@ -89,6 +98,7 @@ class LyapunovResult:
     h_T: torch.Tensor
     c_T: torch.Tensor
     settings: dict[str, Any]
+    driven_exponents: torch.Tensor | None = None
 
     @property
     def mean(self) -> torch.Tensor:
@@ -106,11 +116,12 @@ class LyapunovResult:
     def running_exponents(self) -> torch.Tensor:
         """Estimate after each block (cumulative log growth / cumulative steps): [(C,) B, nblocks, k].
 
-        A converged estimate is flat over its last blocks.
+        A converged estimate is flat over its last blocks (and stays at the final value over
+        the padding blocks of a sequence whose window is shorter).
         """
-        steps = self.block_steps.to(self.block_exponents)
-        growth = (self.block_exponents * steps[:, None]).cumsum(dim=-2)
-        return growth / steps.cumsum(0)[:, None]
+        steps = self.block_steps.to(self.block_exponents)[..., None]
+        growth = torch.where(steps > 0, self.block_exponents * steps, 0.0).cumsum(dim=-2)
+        return growth / steps.cumsum(dim=-2)
 
     def __float__(self) -> float:
         """Mean of the largest exponent over every sequence (and checkpoint)."""
@@ -122,7 +133,8 @@ class LyapunovResult:
         nonfinite = int(self.nonfinite.sum())
         return (f"LyapunovResult(exponents[{shape}], lambda_1 mean={float(lead.mean()):.6g}, "
                 f"k={self.settings['k']}, steps={self.settings['steps']}, "
-                f"warmup={self.settings['warmup']}, qr_every={self.settings['qr_every']}, "
+                f"window={self.settings.get('window', 'all')}, warmup={self.settings['warmup']}, "
+                f"qr_every={self.settings['qr_every']}, "
                 f"backend={self.settings['backend']}, nonfinite={nonfinite})")
 
 
@@ -354,23 +366,41 @@ def _result(prep: PreparedRun, block_logs, h_T, c_T, backend: str) -> LyapunovRe
     if not prep.checkpoint_axis:
         exponents, block_exponents, nonfinite = exponents[0], block_exponents[0], nonfinite[0]
         h_T, c_T = h_T[0], c_T[0]
-    settings = dict(prep.settings, backend=backend)
+    settings = dict(prep.settings, backend=backend, window="all")
     return LyapunovResult(exponents.cpu(), block_exponents.cpu(), steps, nonfinite.cpu(), h_T, c_T,
                           settings)
 
 
-def _spectrum(models, seq, k, *, checkpoint_axis: bool, backend: str, **kwargs) -> LyapunovResult:
+WINDOWS = ("all", "zero_input")
+
+
+def _spectrum(models, seq, k, *, checkpoint_axis: bool, backend: str, window: str = "all",
+              **kwargs) -> LyapunovResult:
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
         raise ValueError(f"k must be a positive integer (or None for the full spectrum), got {k!r}")
-    prep = prepare(models, seq, k=k, checkpoint_axis=checkpoint_axis, **kwargs)
-    block_logs, h_T, c_T = run_prepared(prep, backend)
-    return _result(prep, block_logs, h_T, c_T, backend)
+    if window not in WINDOWS:
+        raise ValueError(f"window must be 'all' (count the whole run after warmup) or 'zero_input' "
+                         f"(count each sequence's zero-input phase after warmup), got {window!r}")
+    if window == "all":
+        prep = prepare(models, seq, k=k, checkpoint_axis=checkpoint_axis, **kwargs)
+        block_logs, h_T, c_T = run_prepared(prep, backend)
+        return _result(prep, block_logs, h_T, c_T, backend)
+    warmup = _nonneg_int(kwargs.pop("warmup", 0), "warmup")
+    zero = _nonneg_int(kwargs.get("zero_input_steps", 0), "zero_input_steps")
+    if zero <= warmup:
+        raise ValueError(f"window='zero_input' counts each sequence's zero-input phase after its "
+                         f"first warmup={warmup} steps, and the longest drive is followed by only "
+                         f"zero_input_steps={zero}: pass zero_input_steps > warmup")
+    from mdesc.core import windows
+
+    prep = prepare(models, seq, k=k, checkpoint_axis=checkpoint_axis, warmup=0, **kwargs)
+    return windows.spectrum(prep, backend, warmup)
 
 
 def lyapunov_spectrum(model: nn.Module, seq: torch.Tensor, k: int | None = None, *, lengths=None,
                       zero_input_steps: int = 0, warmup: int = 0, qr_every: int | None = None,
                       h0=None, c0=None, q0=None, seed: int = 0, dtype: torch.dtype = torch.float32,
-                      backend: str = "fused") -> LyapunovResult:
+                      window: str = "all", backend: str = "fused") -> LyapunovResult:
     """The k largest Lyapunov exponents of an LSTM driven by each sequence of a batch.
 
     Args:
@@ -382,19 +412,31 @@ def lyapunov_spectrum(model: nn.Module, seq: torch.Tensor, k: int | None = None,
         lengths: drive length of each sequence of a padded batch ``(B,)``, in [1, T]; after it the
             sequence gets zero input.
         zero_input_steps: steps of zero input appended to every sequence (run length T + this).
-        warmup: leading steps that move state and frame but are not counted.
+        warmup: leading steps of the counted window that move state and frame but are not counted.
         qr_every: re-orthonormalisation interval (default 10 for k = 1, else 5).
         h0, c0: initial state ``(L, B, H)`` (default zeros).
         q0: initial frame ``(n, k)`` or ``(B, n, k)``, rows ``[h_1, c_1, ..., h_L, c_L]``; it is
             orthonormalised first.  Default: seeded random orthonormal frame.
         seed: seed of the default frame.
         dtype: float32 (default) or float64 propagation; logs always accumulate in float64.
+        window: which steps are counted (docs/conventions.md §4).
+
+            - ``"all"`` (default): steps ``[warmup, T + zero_input_steps)`` of the whole run.
+            - ``"zero_input"``: the asymptotic window: for each sequence, only its zero-input
+              phase, steps ``[l_b + warmup, T + zero_input_steps)`` with l_b its drive length
+              (``lengths``, default T), i.e. the exponents of the autonomous dynamics started
+              from the state the drive left (the frame restarts as ``q0`` / the seeded frame at
+              each drive end; padded sequences are handled exactly, as separate runs would).
+              ``driven_exponents`` holds the drive's exponents (steps ``[0, l_b)``) beside them.
+              Use it to ask whether the model left to zero input is ordered or chaotic: a drive
+              usually contracts strongly, and averaging it with a chaotic zero-input phase can
+              flip the sign of lambda_1.  Needs ``zero_input_steps > warmup``.
         backend: "fused" (the compiled kernels) or "reference" (pure-PyTorch autograd oracle).
 
     Returns:
         :class:`LyapunovResult` with ``exponents`` of shape ``(B, k)``, descending.
     """
-    return _spectrum(model, seq, k, checkpoint_axis=False, backend=backend, lengths=lengths,
+    return _spectrum(model, seq, k, checkpoint_axis=False, backend=backend, window=window, lengths=lengths,
                      zero_input_steps=zero_input_steps, warmup=warmup, qr_every=qr_every, h0=h0,
                      c0=c0, q0=q0, seed=seed, dtype=dtype)
 
@@ -411,14 +453,17 @@ def lyapunov_checkpoints(checkpoints: Sequence[nn.Module | dict], seq: torch.Ten
                          *, template: nn.Module | None = None, lengths=None,
                          zero_input_steps: int = 0, warmup: int = 0, qr_every: int | None = None,
                          h0=None, c0=None, q0=None, seed: int = 0,
-                         dtype: torch.dtype = torch.float32, backend: str = "fused") -> LyapunovResult:
+                         dtype: torch.dtype = torch.float32, window: str = "all",
+                         backend: str = "fused") -> LyapunovResult:
     """Exponents of many checkpoints of one architecture on the same inputs, in one kernel call.
 
     ``checkpoints`` is a list of modules, or of state dicts together with ``template`` (a module
     of the same architecture, e.g. the freshly built model).  Token ids are embedded with each
     checkpoint's own embedding.  ``exponents`` has shape ``(C, B, k)``; other arguments as in
-    :func:`lyapunov_spectrum` (h0/c0/q0 may carry a leading C axis).
+    :func:`lyapunov_spectrum` (h0/c0/q0 may carry a leading C axis; ``window="zero_input"``
+    counts each sequence's zero-input phase only).
     """
-    return _spectrum(checkpoints, seq, k, checkpoint_axis=True, backend=backend, template=template,
+    return _spectrum(checkpoints, seq, k, checkpoint_axis=True, backend=backend, window=window,
+                     template=template,
                      lengths=lengths, zero_input_steps=zero_input_steps, warmup=warmup,
                      qr_every=qr_every, h0=h0, c0=c0, q0=q0, seed=seed, dtype=dtype)
