@@ -36,6 +36,9 @@ from mdesc.anyrun.measure import AnalysisSettings, measure
 from mdesc.anyrun.table import METRICS, AnyrunStore, load_table, write_report
 
 
+METRICS_FILE = "metrics.json"  # the metrics overlay last given, {step: {"test_loss": ...}}
+
+
 @dataclass
 class SweepResult:
     """What a sweep did: steps computed here (this rank), steps already stored, checkpoints
@@ -181,11 +184,13 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
     """
     from mdesc.anyrun.distributed import shard as _shard
 
+    say_given = say is not None
     say = say or (lambda msg: None)
     settings = (settings or AnalysisSettings()).check()
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer, got {chunk!r}")
-    if checkpoints and all(isinstance(c, sources.Checkpoint) for c in checkpoints):
+    if isinstance(checkpoints, (list, tuple)) and checkpoints and \
+            all(isinstance(c, sources.Checkpoint) for c in checkpoints):
         cks = sorted(checkpoints, key=lambda c: c.step)
     else:
         cks = sources.discover_checkpoints(checkpoints, order_file)
@@ -197,7 +202,7 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
     result = SweepResult(rank=sh.rank, world=sh.world)
     try:
         _sweep(cks, AnyrunStore(out_dir), template, model, pr, settings, metrics, state_key,
-               strip_prefix, skip_bad, chunk, sh, progress, on_record, say, result)
+               strip_prefix, skip_bad, chunk, sh, progress, on_record, say, say_given, result)
         sh.barrier()  # every rank's records are in
         if sh.is_main:
             AnyrunStore(out_dir).write_skipped_list()
@@ -212,7 +217,7 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
 
 
 def _sweep(cks, st: AnyrunStore, template, model, pr, settings, metrics, state_key, strip_prefix,
-           skip_bad, chunk, sh, progress, on_record, say, result) -> None:
+           skip_bad, chunk, sh, progress, on_record, say, say_given, result) -> None:
     wanted = {**store_settings(settings, template, pr), "chunk": chunk}
     config = {"source": "mdesc analyse-run (checkpoints of any training run)",
               "checkpoints": sorted({str(c.path.parent) for c in cks}),
@@ -220,9 +225,13 @@ def _sweep(cks, st: AnyrunStore, template, model, pr, settings, metrics, state_k
               "state_key": state_key, "strip_prefix": strip_prefix}
     if sh.is_main:
         st.open(wanted, config)
+        if isinstance(metrics, Mapping):  # kept: a later run without --metrics still overlays it
+            st.run.write_json(METRICS_FILE, {str(k): v for k, v in metrics.items()})
     sh.barrier()
     if not sh.is_main:
         st.open(wanted)
+    if metrics is None and st.run.path(METRICS_FILE).is_file():
+        metrics = {int(k): v for k, v in st.run.read_json(METRICS_FILE).items()}
     todo_flags = sh.broadcast_flags([not st.has(c.step) for c in cks])
     todo = [c for c, t in zip(cks, todo_flags) if t]
     result.existing = [c.step for c, t in zip(cks, todo_flags) if not t]
@@ -256,7 +265,13 @@ def _sweep(cks, st: AnyrunStore, template, model, pr, settings, metrics, state_k
                             f"{e} (pass --skip-bad / skip_bad=True to leave it out)"
                             if "skip-bad" not in str(e) else str(e)) from e
                     reason = str(e).split(". Check the")[0]
-                    warnings.warn(f"skipping checkpoint {c.path}: {reason}", stacklevel=2)
+                    for lead in (f"{c.path}: ", f"{c.path} "):
+                        reason = reason[len(lead):] if reason.startswith(lead) else reason
+                    notice = f"skipping checkpoint {c.path}: {reason}"
+                    if say_given:
+                        (bar.write if progress else say)(notice)
+                    else:
+                        warnings.warn(notice, stacklevel=3)
                     st.skip(c.step, str(c.path), reason)
                     result.skipped.append((str(c.path), reason))
                     bar.update(1)

@@ -4,6 +4,7 @@ Store layout (the multiple-descent study's, so ``mdesc descent report --run-dir 
 :func:`mdesc.descent.load_table` read it too)::
 
     OUT/config.json              where the checkpoints, model and probe came from
+    OUT/metrics.json             the metrics overlay last given (reused by later runs)
     OUT/sweep/settings.json      the measurement settings (mdesc.store.RunFolder settings)
     OUT/sweep/epoch_NNNN.json    one record per checkpoint / monitored epoch (NNNN = step)
     OUT/sweep/skipped.json       checkpoints left out by --skip-bad (listed by the report)
