@@ -1,0 +1,29 @@
+"""The `mdesc` command as a whole: fast help that loads neither torch nor the extension."""
+import subprocess
+import sys
+
+
+def _loaded_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print(' '.join(sys.modules))"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return set(out)
+
+
+def test_help_loads_neither_torch_nor_the_extension():
+    mods = _loaded_after("import contextlib, io\nfrom mdesc.cli import main\n"
+                         "with contextlib.redirect_stdout(io.StringIO()):\n"
+                         "    try:\n        main(['--help'])\n    except SystemExit:\n        pass")
+    assert "torch" not in mods and "mdesc._C" not in mods and "matplotlib" not in mods
+
+
+def test_every_study_registers_its_commands():
+    from mdesc.cli import build_parser
+
+    text = build_parser().format_help()
+    for command in ("gain-sweep", "descent", "run", "glassy", "trajectories", "analyse-run"):
+        assert command in text
+
+
+def test_import_mdesc_is_light():
+    mods = _loaded_after("import mdesc")
+    assert "torch" not in mods and "numpy" not in mods
