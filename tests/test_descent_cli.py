@@ -88,6 +88,6 @@ def test_changed_settings_on_resume_are_refused(tmp_path, capsys):
     assert "model.hidden_size: on disk 6, asked for 7" in err and "another output folder" in err
     assert main(["descent", "sweep"] + run + SWEEP) == 0
     err = _error(capsys, ["descent", "sweep"] + run + SWEEP + ["--samples", "4"])
-    assert "n_samples: sweep has 5, asked for 4" in err
+    assert "n_samples: on disk 5, asked for 4" in err
     err = _error(capsys, ["descent", "sweep"] + run + SWEEP + ["--total-steps", "5"])
     assert "must exceed the drive length" in err

@@ -134,6 +134,20 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
                         f"[default: {QUICK['total_steps']}]")
     g.add_argument("--perturbation", type=float, default=None,
                    help="std of the Gaussian perturbation of h for D_i [default: 1e-06]")
+    g.add_argument("--twins", default="both", choices=("both", "drive_end", "start"),
+                   help="which twins of the finite-perturbation test to run: perturbed where "
+                        "the zero input begins (drive_end: the reproduction's code, the "
+                        "primary D~), at t = 0 (start: the paper's wording), or both")
+    g.add_argument("--lyapunov-window", default="zero_input", choices=("zero_input", "all"),
+                   help="steps counted for lambda_1: the zero-input phase (the asymptotic "
+                        "dynamics; the drive's exponent is recorded beside) or all steps "
+                        "(drive + zero input, as sweeps before issue 10 did)")
+    g.add_argument("--drive", default="padded", choices=("padded", "own_length"),
+                   help="where the drive ends: after the padded length --max-len for every "
+                        "review (the paper's 500 driven steps), or after each review's own "
+                        "length (exact per review, several times slower)")
+    g.add_argument("--lyapunov-warmup", type=int, default=0,
+                   help="uncounted steps at the start of the counted window")
     g.add_argument("--spectrum-k", type=int, default=1,
                    help="Lyapunov exponents per review (1 = the largest)")
     g.add_argument("--qr-every", type=int, default=10,
@@ -235,7 +249,7 @@ def apply_preset(args, say=print) -> None:
             if given is None:
                 setattr(args, name, value)
             if say is not None and not getattr(args, "_preset_printed", False):
-                note = "" if given is None else f"  [overridden: {given!r}]"
+                note = "" if given is None or given == value else f"  [overridden: {given!r}]"
                 say(f"  {name:13s} = {value!r:<12} ({whose}){note}")
         elif given is None:
             setattr(args, name, quick)
@@ -300,21 +314,35 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _sweep_settings(args):
+    from mdesc.descent.sweep import SweepSettings
+
+    apply_preset(args)
+    return SweepSettings(n_samples=args.samples, total_steps=args.total_steps,
+                         perturbation=args.perturbation, k=args.spectrum_k,
+                         qr_every=args.qr_every, seed=args.sweep_seed, chunk=args.chunk,
+                         distance_dtype=args.distance_dtype,
+                         lyapunov_dtype=args.lyapunov_dtype, every=args.every,
+                         twins=_twins(args.twins), window=args.lyapunov_window, drive=args.drive,
+                         lyapunov_warmup=args.lyapunov_warmup)
+
+
+def _twins(value: str) -> list[str]:
+    return ["drive_end", "start"] if value == "both" else [value]
+
+
 def cmd_sweep(args) -> int:
     from mdesc.descent.sweep import SweepSettings, SweepSettingsError, load_table, sweep_run
     from mdesc.descent.run import RunError
 
-    apply_preset(args)
-    settings = SweepSettings(n_samples=args.samples, total_steps=args.total_steps,
-                             perturbation=args.perturbation, k=args.spectrum_k,
-                             qr_every=args.qr_every, seed=args.sweep_seed, chunk=args.chunk,
-                             distance_dtype=args.distance_dtype,
-                             lyapunov_dtype=args.lyapunov_dtype, every=args.every)
+    from mdesc.store import StoreError
+
+    settings = _sweep_settings(args)
     try:
         out = sweep_run(args.run_dir, settings, device=args.device, progress=not args.quiet)
-    except (RunError, SweepSettingsError, ValueError) as e:
+    except (RunError, SweepSettingsError, StoreError, ValueError) as e:
         raise _user_error(e) from None
-    table = load_table(args.run_dir)
+    table = load_table(args.run_dir, say=print)
     msg = (f"{args.run_dir}: {len(table['epoch'])} checkpoints analysed "
            f"({len(out['computed'])} now, {out['existing']} before)")
     if out["skipped"]:
@@ -342,6 +370,16 @@ def cmd_report(args) -> int:
 
 
 def cmd_run(args) -> int:
+    """Train, sweep, report; the sweep settings are checked first (not after the training)."""
+    from mdesc.descent.sweep import SweepSettingsError, check_sweep_settings
+    from mdesc.descent.run import RunError
+    from mdesc.store import StoreError
+
+    try:
+        check_sweep_settings(args.run_dir if os.path.isdir(args.run_dir) else None,
+                             _sweep_settings(args), drive_steps=args.max_len)
+    except (SweepSettingsError, RunError, StoreError) as e:
+        raise _user_error(e) from None
     for step in (cmd_train, cmd_sweep, cmd_report):
         step(args)
     return 0

@@ -1,198 +1,95 @@
 """Checkpoint sweeps: the asymptotic stability analysis of every saved epoch of a run.
 
-A *run folder* (written by :mod:`mdesc.train`) holds ``config.json``, ``data.safetensors``
-(the encoded train/test split) and ``checkpoints/epoch_NNNN.safetensors`` (the weights after
-epoch NNNN; epoch 0 = the initial weights).  :func:`sweep_run` analyses every checkpoint and
-writes one record per checkpoint to ``run/sweep/epoch_NNNN.json``; :func:`load_table` reads
-those records back as the *run table*, the arrays every plot and the phase analysis use.
+The protocol (docs/multiple_descent.md; conventions: docs/conventions.md): each of S test
+reviews drives the model for its own length, then zero input follows until ``total_steps``
+steps in all (paper: 500 + 1100 = 1600).  Asymptotic stability is a property of the zero-input
+dynamics, so by default (``window="zero_input"``) for every checkpoint the sweep records
 
-The protocol (Design §1 item 1): each of S test reviews drives the model for its own length,
-then zero input follows until ``total_steps`` steps in all (paper: 500 + 1100 = 1600).  For
-each checkpoint we record, from :func:`mdesc.asymptotic_distance`, the per-review distance
-D_i = |h'_T - h_T| + e^-15 between a run and a run whose initial h was perturbed, their mean
-log D~ = mean_i ln D_i (floor -15: order; above: chaos) and the reduced sums sum_j h_T,j; and,
-from :func:`mdesc.lyapunov_checkpoints`, the largest Lyapunov exponent (natural log per step)
-of every review under the same drive + zero-input run (optionally the top k).
+- from :func:`mdesc.lyapunov_checkpoints` with ``window="zero_input"``: the largest Lyapunov
+  exponent (natural log per step) of every review counted over its zero-input phase only, and,
+  beside it, the exponent of its drive (``lyapunov_driven``);
+- from :func:`mdesc.asymptotic_distance`, for **both twins**: the twin perturbed where the zero
+  input begins (``perturb_at="drive_end"``, the reproduction's code; the primary D~) and the twin
+  perturbed at t = 0 (``"start"``, the paper's wording), each with D_i = |h'_T - h_T| + e^-15
+  and D~ = mean_i ln D_i; t = 0 twins that the drive made bit-identical to their run are
+  counted (``n_collapsed_start``) and their D_i says nothing about the zero-input phase;
+- the reduced sums sum_j h_T,j (the bifurcation diagram).
 
-The store is crash-safe: every record is written to a temporary file in ``run/sweep/`` and
-moved into place with ``os.replace``, so a record either exists completely or not at all;
-a killed sweep resumes by skipping the epochs that already have a valid record.  Checkpoints
-are read with ``safetensors`` only (no pickle is ever executed); one that cannot be read is
-skipped with a warning naming the file.
+Sweeps recorded before this (``window="all"``, one twin perturbed at t = 0) are still read:
+their settings lack ``window``/``twins`` and mean exactly that.
+
+One record per checkpoint, ``run/sweep/epoch_NNNN.json`` (paths: :mod:`mdesc.descent.folder`),
+written atomically; a killed sweep resumes by skipping the epochs that have a valid record.
+Checkpoints are read with ``safetensors`` only; one that cannot be read is skipped, named in
+one readable line (``say``), and listed in ``run/sweep/skipped.json`` for the report.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import re
-import warnings
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from mdesc.store import atomic_write_text
+from mdesc import store
+from mdesc.descent.folder import DescentRun, record_key
 
-SWEEP_DIR = "sweep"
-SETTINGS_FILE = "settings.json"
-RECORD_RE = re.compile(r"^epoch_(\d{4,})\.json$")
 LOG_DISTANCE_FLOOR = -15.0  # ln(e^-15): D~ at this value means every review converged (order)
+WINDOWS = ("zero_input", "all")
+DRIVES = ("padded", "own_length")
+TWINS = ("drive_end", "start")
+LEGACY = {"window": "all", "twins": ["start"], "lyapunov_warmup": 0, "drive": "own_length"}  # sweeps before issue 10
+SKIPPED_FILE = "skipped.json"
 
 # Scalar per-checkpoint columns of the run table (float64, NaN where unknown).
 SCALAR_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc", "log_distance",
                "lyapunov_max", "lyapunov_stderr", "nonfinite_fraction")
+EXTRA_SCALAR_KEYS = ("log_distance_drive_end", "log_distance_start", "n_collapsed_start",
+                     "lyapunov_max_driven", "lyapunov_stderr_driven", "seconds")
 # Per-review columns (C, S) of the run table.
 SAMPLE_KEYS = ("reduced_sum", "distance", "lyapunov")
+EXTRA_SAMPLE_KEYS = ("distance_drive_end", "distance_start", "collapsed_start",
+                     "lyapunov_driven")
+DTYPES = ("float32", "float64")
 
 
-def load_table(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a run's sweep records as the *run table*: one row per analysed checkpoint.
-
-    ``run_dir`` is a run folder (``mdesc descent train`` / :func:`mdesc.train.train_run`)
-    whose sweep has been (partly) done (``mdesc descent sweep`` / :func:`sweep_run`).  Rows
-    are the checkpoints that have a valid record, sorted by epoch; a sweep still in progress
-    simply gives fewer rows.  C = number of rows, S = number of test reviews analysed, k =
-    number of Lyapunov exponents computed per review (1 unless the sweep asked for more).
-
-    Returns a dict of numpy arrays:
-
-    ==================== =========== ======================================================
-    key                  shape/dtype meaning
-    ==================== =========== ======================================================
-    ``epoch``            (C,) int64  epoch of the checkpoint (0 = initial weights)
-    ``train_loss``       (C,) f64    mean binary cross-entropy (nats) on the training set
-    ``test_loss``        (C,) f64    mean binary cross-entropy (nats) on the test set
-    ``train_acc``        (C,) f64    accuracy in [0, 1] on the training set
-    ``test_acc``         (C,) f64    accuracy in [0, 1] on the test set
-    ``log_distance``     (C,) f64    D~ = mean_i ln D_i; floor -15 (order), above = chaos
-    ``lyapunov_max``     (C,) f64    mean over reviews of lambda_1 (natural log per step),
-                                     over the reviews whose tangent run stayed finite
-    ``lyapunov_stderr``  (C,) f64    standard error of that mean (std ddof=1 / sqrt(n))
-    ``nonfinite_fraction`` (C,) f64  fraction of reviews whose tangent run went non-finite
-    ``reduced_sum``      (C, S) f64  sum_j h_T,j of the unperturbed run, per review
-                                     (the bifurcation diagram)
-    ``distance``         (C, S) f64  D_i = |h'_T - h_T| + e^-15 per review
-    ``lyapunov``         (C, S) f64  lambda_1 per review (NaN where non-finite)
-    ``lyapunov_spectrum`` (C, k) f64 mean over (finite) reviews of lambda_1..lambda_k
-    ``sample_index``     (S,) int64  which test reviews (indices into the run's test split)
-    ==================== =========== ======================================================
-
-    The losses and accuracies are computed in eval mode on the full train and test splits
-    after each epoch (recorded by the trainer in the checkpoint's metadata); NaN where a
-    value is unknown.  The sweep's settings (S, total steps, perturbation, seed, k, ...) are
-    in ``run_dir/sweep/settings.json`` (see :func:`read_sweep_settings`).
-
-    Raises FileNotFoundError if the run folder has no sweep records at all.
-    """
-    run_dir = Path(run_dir)
-    records = _load_records(run_dir / SWEEP_DIR)
-    if not records:
-        raise FileNotFoundError(
-            f"{run_dir} has no sweep records (expected {run_dir / SWEEP_DIR}/epoch_NNNN.json); "
-            f"run `mdesc descent sweep --run-dir {run_dir}` first")
-    records.sort(key=lambda r: r["epoch"])
-    table: dict[str, np.ndarray] = {
-        "epoch": np.array([r["epoch"] for r in records], dtype=np.int64)}
-    for key in SCALAR_KEYS:
-        table[key] = np.array([_as_float(r.get(key)) for r in records], dtype=np.float64)
-    for key in SAMPLE_KEYS:
-        table[key] = np.array([[_as_float(v) for v in r[key]] for r in records],
-                              dtype=np.float64)
-    table["lyapunov_spectrum"] = np.array(
-        [[_as_float(v) for v in r["lyapunov_spectrum"]] for r in records], dtype=np.float64)
-    table["sample_index"] = np.asarray(records[0]["sample_index"], dtype=np.int64)
-    return table
-
-
-def _as_float(v) -> float:
-    return float("nan") if v is None else float(v)
-
-
-# ----------------------------------------------------------------------------- records
-
-
-def _record_path(sweep_dir: Path, epoch: int) -> Path:
-    return sweep_dir / f"epoch_{epoch:04d}.json"
-
-
-def _valid_record(rec, epoch: int, n_samples: int | None, sample_index=None) -> bool:
-    """A record is valid if it has every key, the right epoch and consistent lengths."""
-    if not isinstance(rec, dict) or rec.get("epoch") != epoch:
-        return False
-    needed = ("sample_index", "lyapunov_spectrum") + SAMPLE_KEYS + SCALAR_KEYS
-    if any(k not in rec for k in needed):
-        return False
-    s = len(rec["sample_index"])
-    if n_samples is not None and s != n_samples:
-        return False
-    if sample_index is not None and list(rec["sample_index"]) != list(sample_index):
-        return False
-    return all(isinstance(rec[k], list) and len(rec[k]) == s for k in SAMPLE_KEYS)
-
-
-def _read_record(path: Path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-
-
-def _load_records(sweep_dir: Path) -> list[dict]:
-    """All valid records in ``sweep_dir``; invalid ones are reported and ignored."""
-    if not sweep_dir.is_dir():
-        return []
-    settings = read_sweep_settings(sweep_dir.parent) if (sweep_dir / SETTINGS_FILE).exists() \
-        else None
-    sample_index = settings.get("sample_index") if settings else None
-    out = []
-    for name in sorted(os.listdir(sweep_dir)):
-        m = RECORD_RE.match(name)
-        if not m:
-            continue
-        rec = _read_record(sweep_dir / name)
-        if not _valid_record(rec, int(m.group(1)), None, sample_index):
-            warnings.warn(f"ignoring unreadable or inconsistent sweep record {sweep_dir / name}; "
-                          "`mdesc descent sweep` recomputes it", stacklevel=3)
-            continue
-        out.append(rec)
-    return out
-
-
-def read_sweep_settings(run_dir: str | os.PathLike) -> dict:
-    """The settings a run's sweep was made with (``run_dir/sweep/settings.json``)."""
-    with open(Path(run_dir) / SWEEP_DIR / SETTINGS_FILE, encoding="utf-8") as f:
-        return json.load(f)
-
-
-# ----------------------------------------------------------------------------- the sweep
+class SweepSettingsError(ValueError):
+    """Bad sweep settings; the message says what to do."""
 
 
 @dataclass
 class SweepSettings:
     """How every checkpoint is analysed (recorded in ``run/sweep/settings.json``).
 
-    n_samples:    number of test reviews analysed (a seeded random subset of the test split;
-                  all of it if smaller).  Paper: 500.
-    total_steps:  steps in all per run: the drive (the padded review length ``max_len`` of the
-                  run; each review switches to zero input after its own length) followed by
-                  zero input.  Paper: 1600 (500 + 1100).
-    perturbation: standard deviation of the Gaussian perturbation of the initial h for D_i.
-    k:            Lyapunov exponents per review (1 = the largest only; more = top-k spectrum).
+    n_samples:    test reviews analysed (a seeded random subset of the test split).  Paper: 500.
+    total_steps:  steps per run: the drive (the run's padded length ``max_len``; each review
+                  switches to zero input after its own length), then zero input.  Paper: 1600.
+    perturbation: standard deviation of the Gaussian perturbation of h for D_i.
+                  Reproduction: 1e-3 (the quick default, 1e-6, predates the preset).
+    twins:        which twins to run, the first is the primary D~: "drive_end" (perturbed where
+                  the zero input begins) and/or "start" (perturbed at t = 0).
+    window:       steps counted for lambda_1: "zero_input" (each review's zero-input phase; the
+                  drive's exponent is recorded beside) or "all" (drive + zero input, as sweeps
+                  before issue 10 did).
+    lyapunov_warmup: uncounted steps at the start of the counted window.
+    drive:        where the drive ends: "padded" (default: after the run's padded length
+                  max_len for every review, the paper's "500 driven steps"; a shorter review is
+                  already in zero input -- its padding -- for its last max_len - L steps, which
+                  the zero-input window then does not count) or "own_length" (after each
+                  review's own length: exact per review, but the core then makes one call per
+                  distinct length, several times slower on long reviews).
+    k:            Lyapunov exponents per review (1 = the largest only).
     qr_every:     re-orthonormalisation interval of the tangent vectors.
     seed:         seeds the review subset, the perturbation and the initial tangent frame.
-    chunk:        checkpoints analysed per call of the core (all in one extension call).
-    distance_dtype: precision of the two runs behind D_i.  float64 by default: in float32
-                  two runs that converge to the same fixed point stop a few rounding units
-                  apart (|h' - h| ~ 1e-7, about e^-16, the size of the e^-15 floor), which lifts
-                  D~ of a clearly ordered checkpoint (lambda_1 ~ -0.1) to about -14.5 instead of
-                  -15; float64 puts it on the floor.  float32 is ~5x faster on a CPU.
-    lyapunov_dtype: precision of the tangent runs (renormalised, so float32 is accurate: it
-                  agrees with float64 to ~1e-7 per step on these models).
-    every:        analyse only epochs divisible by this (a coarse first pass over a long run;
-                  a later sweep with a smaller value fills in the rest, keeping what exists).
+    chunk:        checkpoints analysed per call of the core.
+    distance_dtype: precision of the runs behind D_i (float64: in float32 two runs on the same
+                  fixed point stop ~1e-7 apart, about e^-16, which lifts an ordered D~ off -15).
+    lyapunov_dtype: precision of the tangent runs (renormalised: float32 is accurate).
+    every:        analyse only epochs divisible by this (a coarse first pass; a later sweep
+                  with a smaller value fills in the rest, keeping what exists).
     """
 
     n_samples: int = 500
@@ -205,28 +102,57 @@ class SweepSettings:
     distance_dtype: str = "float64"
     lyapunov_dtype: str = "float32"
     every: int = 1
+    twins: list = field(default_factory=lambda: list(TWINS))
+    window: str = "zero_input"
+    lyapunov_warmup: int = 0
+    drive: str = "padded"
 
     def check(self, drive_steps: int | None = None) -> None:
+        """Raises SweepSettingsError saying what to change (called before any training)."""
         if self.n_samples < 2:
-            raise ValueError(f"n_samples must be at least 2 (a standard error needs two), "
-                             f"got {self.n_samples}")
-        if not self.perturbation > 0:
-            raise ValueError(f"perturbation must be positive, got {self.perturbation}")
-        if self.k < 1 or self.qr_every < 1 or self.chunk < 1 or self.every < 1:
-            raise ValueError("k, qr_every, chunk and every must be at least 1")
+            raise SweepSettingsError(f"--samples must be at least 2 (a standard error needs "
+                                     f"two reviews), got {self.n_samples}")
+        if not (isinstance(self.perturbation, (int, float)) and math.isfinite(self.perturbation)
+                and self.perturbation > 0):
+            raise SweepSettingsError(f"--perturbation must be positive, got {self.perturbation}")
+        for name in ("k", "qr_every", "chunk", "every"):
+            if getattr(self, name) < 1:
+                raise SweepSettingsError(f"--{name.replace('_', '-')} must be at least 1, got "
+                                         f"{getattr(self, name)}")
         for name in ("distance_dtype", "lyapunov_dtype"):
             if getattr(self, name) not in DTYPES:
-                raise ValueError(f"{name} must be float32 or float64, got {getattr(self, name)!r}")
-        if drive_steps is not None and self.total_steps <= drive_steps:
-            raise ValueError(f"total_steps ({self.total_steps}) must exceed the drive length, "
-                             f"i.e. the run's max_len ({drive_steps}); raise --total-steps")
+                raise SweepSettingsError(f"{name} must be float32 or float64, got "
+                                         f"{getattr(self, name)!r}")
+        if self.window not in WINDOWS:
+            raise SweepSettingsError(f"--window must be one of {', '.join(WINDOWS)}, got "
+                                     f"{self.window!r}")
+        if not self.twins or any(t not in TWINS for t in self.twins) or \
+                len(set(self.twins)) != len(self.twins):
+            raise SweepSettingsError(f"twins must be a non-empty list from {TWINS}, got "
+                                     f"{self.twins!r}")
+        if self.drive not in DRIVES:
+            raise SweepSettingsError(f"--drive must be one of {', '.join(DRIVES)}, got "
+                                     f"{self.drive!r}")
+        if self.lyapunov_warmup < 0:
+            raise SweepSettingsError(f"--lyapunov-warmup must be >= 0, got "
+                                     f"{self.lyapunov_warmup}")
+        if drive_steps is not None:
+            if self.total_steps <= drive_steps:
+                raise SweepSettingsError(
+                    f"--total-steps ({self.total_steps}) must exceed the drive length, i.e. "
+                    f"the run's --max-len ({drive_steps}); raise --total-steps")
+            if self.window == "zero_input" and \
+                    self.total_steps - drive_steps <= self.lyapunov_warmup:
+                raise SweepSettingsError(
+                    f"--lyapunov-warmup ({self.lyapunov_warmup}) leaves no counted zero-input "
+                    f"step after a {drive_steps}-step drive in {self.total_steps} steps")
 
 
-# Settings that must match for records to be comparable (`chunk` and `every` only decide
-# how much is done per call).
+# Settings that must match for records to be comparable (`chunk` and `every` only decide how
+# much is done per call).
 _RESULT_FIELDS = ("n_samples", "total_steps", "perturbation", "k", "qr_every", "seed",
-                  "distance_dtype", "lyapunov_dtype")
-DTYPES = ("float32", "float64")
+                  "distance_dtype", "lyapunov_dtype", "twins", "window", "lyapunov_warmup",
+                  "drive")
 
 
 def select_samples(n_test: int, n_samples: int, seed: int) -> np.ndarray:
@@ -235,36 +161,30 @@ def select_samples(n_test: int, n_samples: int, seed: int) -> np.ndarray:
     return np.sort(rng.permutation(n_test)[: min(n_samples, n_test)]).astype(np.int64)
 
 
-def _prepare_settings(run_dir: Path, settings: SweepSettings, n_test: int,
+def read_sweep_settings(run_dir: str | os.PathLike) -> dict:
+    """The settings a run's sweep was made with, legacy fields filled in."""
+    return {**LEGACY, **store.read_json(DescentRun(run_dir).sweep.settings_path)}
+
+
+def _prepare_settings(run: DescentRun, settings: SweepSettings, n_test: int,
                       drive_steps: int) -> dict:
-    """Write or check ``sweep/settings.json``; returns its contents."""
-    sweep_dir = run_dir / SWEEP_DIR
+    """Write or check ``sweep/settings.json`` (the store's one settings check)."""
     sample_index = select_samples(n_test, settings.n_samples, settings.seed)
     wanted = {k: getattr(settings, k) for k in _RESULT_FIELDS}
     wanted.update(drive_steps=drive_steps, zero_input_steps=settings.total_steps - drive_steps,
                   sample_index=sample_index.tolist())
-    path = sweep_dir / SETTINGS_FILE
-    if path.exists():
-        have = read_sweep_settings(run_dir)
-        diffs = [f"{k}: sweep has {have.get(k)!r}, asked for {v!r}"
-                 for k, v in wanted.items() if k != "sample_index" and have.get(k) != v]
-        if not diffs and have.get("sample_index") != wanted["sample_index"]:
-            diffs.append("the analysed test reviews differ")
-        if diffs:
-            raise SweepSettingsError(
-                f"{sweep_dir} holds a sweep made with other settings ({'; '.join(diffs)}); "
-                f"use the same settings to resume it, or delete {sweep_dir} to start over")
+    if run.sweep.exists():
+        have = read_sweep_settings(run.root)
+        try:
+            store.check_settings(run.sweep_dir, have, wanted)
+        except store.SettingsMismatch as e:
+            raise SweepSettingsError(str(e)) from None
         return have
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(wanted))
-    return wanted
+    run.sweep.open(wanted)
+    return store.to_json(wanted)
 
 
-class SweepSettingsError(ValueError):
-    """The sweep folder was made with other settings; the message says what to do."""
-
-
-def _finite_or_none(x: float):
+def _finite_or_none(x):
     x = float(x)
     return x if math.isfinite(x) else None
 
@@ -282,52 +202,145 @@ def _finite_mean_stderr(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(n >= 1, mean, np.nan), np.where(n >= 2, stderr, np.nan)
 
 
+def _valid_record(rec, epoch: int, sample_index=None) -> bool:
+    """A record is valid if it has every key, the right epoch and consistent lengths."""
+    if not isinstance(rec, dict) or rec.get("epoch") != epoch:
+        return False
+    needed = ("sample_index", "lyapunov_spectrum") + SAMPLE_KEYS + SCALAR_KEYS
+    if any(k not in rec for k in needed):
+        return False
+    s = len(rec["sample_index"])
+    if sample_index is not None and list(rec["sample_index"]) != list(sample_index):
+        return False
+    return all(isinstance(rec[k], list) and len(rec[k]) == s for k in SAMPLE_KEYS)
+
+
+def _as_float(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def load_table(run_dir: str | os.PathLike, say: Callable[[str], None] | None = None
+               ) -> dict[str, np.ndarray]:
+    """Read a run's sweep records as the *run table*: one row per analysed checkpoint.
+
+    Rows are the checkpoints that have a valid record, sorted by epoch (a sweep in progress
+    gives fewer rows).  C rows, S reviews, k exponents.  Keys (numpy arrays):
+
+    ``epoch`` (C,) int64; ``train_loss``, ``test_loss``, ``train_acc``, ``test_acc`` (C,);
+    ``log_distance`` (C,) the primary D~ (the first twin of the sweep's ``twins``: drive-end by
+    default; t = 0 in legacy sweeps); ``log_distance_drive_end``, ``log_distance_start`` (C,)
+    each twin's D~ (NaN if not run); ``n_collapsed_start`` (C,) t = 0 twins the drive made
+    bit-identical; ``lyapunov_max``, ``lyapunov_stderr`` (C,) mean lambda_1 over reviews over
+    the sweep's ``window`` and its standard error; ``lyapunov_max_driven``,
+    ``lyapunov_stderr_driven`` (C,) the drive's exponent (NaN for window "all");
+    ``nonfinite_fraction`` (C,); ``seconds`` (C,) sweep time per checkpoint;
+    ``reduced_sum``, ``distance``, ``distance_drive_end``, ``distance_start``,
+    ``collapsed_start`` (0/1), ``lyapunov``, ``lyapunov_driven`` (C, S); ``lyapunov_spectrum``
+    (C, k); ``sample_index`` (S,).  ``table["settings"]`` is the sweep's settings (a dict) and
+    ``table["skipped"]`` the checkpoints the sweep could not read (a list of strings).
+    Unreadable or inconsistent records are ignored (named through ``say``) and recomputed by
+    the next sweep.
+    """
+    run = DescentRun(run_dir)
+    settings = read_sweep_settings(run.root) if run.sweep.exists() else dict(LEGACY)
+    sample_index = settings.get("sample_index")
+    records = []
+    for epoch, path in run.record_files():
+        rec = run.read_record(epoch)
+        if not _valid_record(rec, epoch, sample_index):
+            if say is not None:
+                say(f"ignoring unreadable or inconsistent sweep record {path}; "
+                    "`mdesc descent sweep` recomputes it")
+            continue
+        records.append(rec)
+    if not records:
+        raise FileNotFoundError(
+            f"{run.root} has no sweep records (expected {run.sweep_dir}/epoch_NNNN.json); "
+            f"run `mdesc descent sweep --run-dir {run.root}` first")
+    primary = settings["twins"][0]
+    table: dict = {"epoch": np.array([r["epoch"] for r in records], dtype=np.int64)}
+    for key in SCALAR_KEYS + EXTRA_SCALAR_KEYS:
+        table[key] = np.array([_as_float(r.get(key)) for r in records], dtype=np.float64)
+    if np.all(np.isnan(table[f"log_distance_{primary}"])):  # legacy: only the primary
+        table[f"log_distance_{primary}"] = table["log_distance"].copy()
+    s = len(records[0]["sample_index"])
+    for key in SAMPLE_KEYS + EXTRA_SAMPLE_KEYS:
+        table[key] = np.array([[_as_float(v) for v in r[key]] if key in r else [math.nan] * s
+                               for r in records], dtype=np.float64)
+    if np.all(np.isnan(table[f"distance_{primary}"])):
+        table[f"distance_{primary}"] = table["distance"].copy()
+    table["lyapunov_spectrum"] = np.array(
+        [[_as_float(v) for v in r["lyapunov_spectrum"]] for r in records], dtype=np.float64)
+    table["sample_index"] = np.asarray(records[0]["sample_index"], dtype=np.int64)
+    table["settings"] = settings
+    skipped = run.sweep_dir / SKIPPED_FILE
+    table["skipped"] = store.read_json(skipped) if skipped.is_file() else []
+    return table
+
+
+def check_sweep_settings(run_dir: str | os.PathLike | None, settings: SweepSettings,
+                         drive_steps: int) -> None:
+    """Validate sweep settings before any training: bad values, and a mismatch with a sweep
+    already on disk, are SweepSettingsErrors now rather than after the training."""
+    settings.check(drive_steps)
+    if run_dir is None:
+        return
+    run = DescentRun(run_dir)
+    if run.sweep.exists() and run.is_run():
+        from mdesc.descent.run import load_run_data
+
+        _, test = load_run_data(run.root)
+        _prepare_settings(run, settings, len(test), drive_steps)
+
+
 def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
               device: str = "cpu", on_record: Callable[[int, dict], None] | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True, say: Callable[[str], None] | None = print) -> dict:
     """Analyse every checkpoint of a training run that has no sweep record yet.
 
-    For each chunk of ``settings.chunk`` checkpoints, one call of
-    :func:`mdesc.asymptotic_distance` and one of :func:`mdesc.lyapunov_checkpoints` (the same
-    drive + zero-input runs, the same reviews) produce every checkpoint's numbers; then one
-    record per checkpoint is written atomically to ``run/sweep/epoch_NNNN.json`` and
+    Per chunk of ``settings.chunk`` checkpoints: one call of :func:`mdesc.lyapunov_checkpoints`
+    and one of :func:`mdesc.asymptotic_distance` per twin (the same reviews, the same drive +
+    zero-input runs); one record per checkpoint is written atomically and
     ``on_record(epoch, record)`` is called.  Re-running continues where a killed sweep stopped;
-    checkpoints written by a training run that is still going are picked up on the next call.
+    checkpoints written by a training run still going are picked up by the next call.
 
     Unreadable checkpoints (not safetensors, truncated, or weights of another shape) are
-    skipped with a warning naming the file.  Returns ``{"computed": [epochs], "skipped":
+    skipped: one readable line each through ``say`` (never a raw warning inside the progress
+    bar), and listed in ``sweep/skipped.json``.  Returns ``{"computed": [epochs], "skipped":
     [paths], "existing": n}``.
     """
     import torch
 
     import mdesc
-    from mdesc.descent.run import (CheckpointError, build_model, list_checkpoints,
-                                   load_checkpoint, load_run_data, read_config,
-                                   resolve_device)
+    from mdesc.descent.folder import CheckpointError, load_checkpoint
+    from mdesc.descent.model import build_model, resolve_device
+    from mdesc.descent.run import load_run_data, read_config
 
     settings = settings or SweepSettings()
-    run_dir = Path(run_dir)
-    config = read_config(run_dir)
+    run = DescentRun(run_dir)
+    config = read_config(run.root)
     drive_steps = int(config["data"]["max_len"])
     settings.check(drive_steps)
     dev = resolve_device(device)
-    _, test = load_run_data(run_dir)
-    stored = _prepare_settings(run_dir, settings, len(test), drive_steps)
+    _, test = load_run_data(run.root)
+    stored = _prepare_settings(run, settings, len(test), drive_steps)
     sample_index = np.asarray(stored["sample_index"], dtype=np.int64)
-    sweep_dir = run_dir / SWEEP_DIR
+    S = len(sample_index)
 
     # (T, S) ids of the analysed reviews; each switches to zero input after its own length.
     ids = torch.from_numpy(np.ascontiguousarray(test.ids[sample_index].T)).to(dev)
     lengths = torch.from_numpy(test.lengths[sample_index]).to(dev)
+    if stored["drive"] == "padded":  # padding ids embed to zero: the same inputs, one drive
+        lengths = None
     zero_steps = int(stored["zero_input_steps"])
     template = build_model(config).to(dev)
+    twins, window = list(stored["twins"]), stored["window"]
 
     todo, existing = [], 0
-    for epoch, path in list_checkpoints(run_dir):
+    for epoch, path in run.checkpoints():
         if epoch % settings.every:
             continue
-        rec = _read_record(_record_path(sweep_dir, epoch))
-        if rec is not None and _valid_record(rec, epoch, len(sample_index), sample_index):
+        if _valid_record(run.read_record(epoch), epoch, sample_index):
             existing += 1
         else:
             todo.append((epoch, path))
@@ -337,16 +350,22 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
 
     bar = tqdm(total=len(todo), desc="sweep checkpoints", unit="ckpt", disable=not progress,
                dynamic_ncols=True)
+
+    def notice(msg: str) -> None:
+        if say is not None:
+            (bar.write if progress else say)(msg)
+
     try:
         for lo in range(0, len(todo), settings.chunk):
+            t0 = time.perf_counter()
             epochs, states, metas = [], [], []
             for epoch, path in todo[lo: lo + settings.chunk]:
                 try:
                     state, meta = load_checkpoint(path)
                     template.load_state_dict(state)  # checks names and shapes
                 except (CheckpointError, RuntimeError) as e:
-                    warnings.warn(f"skipping checkpoint {path}: it cannot be read as this "
-                                  f"run's model ({str(e).splitlines()[0]})", stacklevel=2)
+                    notice(f"skipping checkpoint {path}: it cannot be read as this run's model "
+                           f"({str(e).splitlines()[0][:160]})")
                     skipped.append(str(path))
                     bar.update(1)
                     continue
@@ -355,43 +374,86 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
                 metas.append(meta)
             if not epochs:
                 continue
-            dist = mdesc.asymptotic_distance(
-                states, ids, lengths=lengths, zero_input_steps=zero_steps,
-                perturbation=settings.perturbation, seed=settings.seed, template=template,
-                dtype=getattr(torch, settings.distance_dtype))
+            C = len(epochs)
+            dist = {}
+            for twin in twins:
+                dist[twin] = mdesc.asymptotic_distance(
+                    states, ids, lengths=lengths, zero_input_steps=zero_steps,
+                    perturbation=settings.perturbation, perturb_at=twin, seed=settings.seed,
+                    template=template, dtype=getattr(torch, settings.distance_dtype))
             lyap = mdesc.lyapunov_checkpoints(
                 states, ids, k=settings.k, template=template, lengths=lengths,
                 zero_input_steps=zero_steps, qr_every=settings.qr_every, seed=settings.seed,
+                warmup=settings.lyapunov_warmup, window=window,
                 dtype=getattr(torch, settings.lyapunov_dtype))
-            log_d = dist.log_distance.detach().double().cpu().numpy().reshape(len(epochs))
-            d_i = dist.distance.detach().double().cpu().numpy().reshape(len(epochs), -1)
-            red = dist.reduced_sum.detach().double().cpu().numpy().reshape(len(epochs), -1)
-            expo = lyap.exponents.detach().double().cpu().numpy().reshape(
-                len(epochs), len(sample_index), settings.k)
-            nonfinite = lyap.nonfinite.detach().cpu().numpy().reshape(len(epochs), -1)
+            expo = lyap.exponents.detach().double().cpu().numpy().reshape(C, S, settings.k)
             mean, stderr = _finite_mean_stderr(expo)
+            driven = getattr(lyap, "driven_exponents", None)
+            if driven is not None:
+                dexpo = driven.detach().double().cpu().numpy().reshape(C, S, -1)
+                dmean, dstderr = _finite_mean_stderr(dexpo[..., :1])
+            nonfinite = lyap.nonfinite.detach().cpu().numpy().reshape(C, -1)
+            per_ckpt = (time.perf_counter() - t0) / C
+            prim = dist[twins[0]]
+            red = prim.reduced_sum.detach().double().cpu().numpy().reshape(C, S)
             for c, epoch in enumerate(epochs):
                 rec = {
                     "epoch": epoch,
                     "checkpoint": f"checkpoints/epoch_{epoch:04d}.safetensors",
                     **{k: _finite_or_none(metas[c].get(k, float("nan")))
                        for k in ("train_loss", "test_loss", "train_acc", "test_acc")},
-                    "log_distance": _finite_or_none(log_d[c]),
                     "lyapunov_max": _finite_or_none(mean[c, 0]),
                     "lyapunov_stderr": _finite_or_none(stderr[c, 0]),
                     "nonfinite_fraction": float(nonfinite[c].mean()),
                     "lyapunov_spectrum": [_finite_or_none(v) for v in mean[c]],
                     "sample_index": sample_index.tolist(),
                     "reduced_sum": [_finite_or_none(v) for v in red[c]],
-                    "distance": [_finite_or_none(v) for v in d_i[c]],
                     "lyapunov": [_finite_or_none(v) for v in expo[c, :, 0]],
+                    "window": window,
+                    "seconds": per_ckpt,
                 }
-                atomic_write_text(_record_path(sweep_dir, epoch), json.dumps(rec))
+                if driven is not None:
+                    rec.update(lyapunov_max_driven=_finite_or_none(dmean[c, 0]),
+                               lyapunov_stderr_driven=_finite_or_none(dstderr[c, 0]),
+                               lyapunov_driven=[_finite_or_none(v) for v in dexpo[c, :, 0]])
+                for twin, d in dist.items():
+                    d_i = d.distance.detach().double().cpu().numpy().reshape(C, S)[c]
+                    rec[f"log_distance_{twin}"] = _finite_or_none(
+                        d.log_distance.reshape(C)[c])
+                    rec[f"distance_{twin}"] = [_finite_or_none(v) for v in d_i]
+                    if twin == "start" and getattr(d, "collapsed", None) is not None:
+                        col = d.collapsed.reshape(C, S)[c].cpu().numpy()
+                        rec["collapsed_start"] = [int(v) for v in col]
+                        rec["n_collapsed_start"] = int(col.sum())
+                rec["log_distance"] = rec[f"log_distance_{twins[0]}"]
+                rec["distance"] = rec[f"distance_{twins[0]}"]
+                run.write_record(epoch, rec)
                 computed.append(epoch)
                 bar.update(1)
-                bar.set_postfix(epoch=epoch, D=f"{log_d[c]:.2f}", lam=f"{mean[c, 0]:.4f}")
+                bar.set_postfix(epoch=epoch, D=f"{rec['log_distance'] or math.nan:.2f}",
+                                lam=f"{mean[c, 0]:.4f}")
                 if on_record is not None:
                     on_record(epoch, rec)
     finally:
         bar.close()
+        _update_skipped(run, skipped)
     return {"computed": computed, "skipped": skipped, "existing": existing}
+
+
+def _update_skipped(run: DescentRun, skipped: list[str]) -> None:
+    """``sweep/skipped.json``: checkpoints skipped as unreadable that still have no record."""
+    path = run.sweep_dir / SKIPPED_FILE
+    old = store.read_json(path) if path.is_file() else []
+    keep = []
+    for p in sorted(set(old) | set(skipped)):
+        name = Path(p).name
+        epoch = int(name.split("_")[1].split(".")[0]) if name.startswith("epoch_") else None
+        if epoch is None or not run.record_path(epoch).is_file():
+            keep.append(p)
+    if keep or path.is_file():
+        store.write_json(path, keep)
+
+
+__all__ = ["SweepSettings", "SweepSettingsError", "sweep_run", "load_table", "select_samples",
+           "read_sweep_settings", "check_sweep_settings", "record_key", "LOG_DISTANCE_FLOOR",
+           "SCALAR_KEYS", "SAMPLE_KEYS"]
