@@ -108,3 +108,51 @@ def test_batch_spectra_with_padded_blocks():
         derived.derive("entropy", be[:, 0], be, steps)
     with pytest.raises(ValueError, match="NaN"):
         derived.derive("ks_entropy", torch.tensor([[float("nan")]]), be, steps)
+
+
+def test_derived_quantities_of_an_lstm_spectrum():
+    """On a chaotic LSTM: the result's methods agree with the functions, the full spectrum
+    determines everything, and too few exponents are refused."""
+    import mdesc
+    from lstm_cases import make_lstm
+
+    lstm = make_lstm(2, 8, 1, gain=16.0, seed=2)
+    seq = torch.zeros(1, 2, 2, dtype=torch.float64)
+    h0 = 0.5 * torch.randn(1, 2, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    full = mdesc.lyapunov_spectrum(lstm, seq, None, h0=h0, zero_input_steps=1500, warmup=300)
+    assert full.settings["dtype"] == "float64" and full.settings["dtype_source"] == "model"
+    lam = full.exponents
+    assert (lam[:, 0] > 0.1).all() and (lam[:, -1] < 0).all()  # chaotic, with contracting tail
+    ky = full.kaplan_yorke()
+    torch.testing.assert_close(ky.value, derived.kaplan_yorke_of(lam))
+    assert (ky.value > 1).all() and (ky.value < 16).all() and (ky.error > 0).all()
+    torch.testing.assert_close(full.ks_entropy().value, lam.clamp_min(0).sum(-1))
+    count = full.positive_count().value
+    assert ((count >= 1) & (count < 16)).all()
+    # one exponent, positive: neither the count nor the entropy nor the dimension is determined
+    top = mdesc.max_lyapunov(lstm, seq, h0=h0, zero_input_steps=1500, warmup=300)
+    for method in (top.positive_count, top.ks_entropy, top.kaplan_yorke):
+        with pytest.raises(ValueError, match="compute more exponents"):
+            method()
+
+
+def test_dtype_follows_the_model():
+    import mdesc
+    from lstm_cases import make_lstm
+
+    lstm64 = make_lstm(3, 4, 1, seed=2)
+    seq = torch.randn(10, 2, 3, dtype=torch.float64)
+    auto = mdesc.lyapunov_spectrum(lstm64, seq, 2)
+    explicit = mdesc.lyapunov_spectrum(lstm64, seq, 2, dtype=torch.float64)
+    assert auto.settings["dtype"] == "float64" and auto.settings["dtype_source"] == "model"
+    assert explicit.settings["dtype_source"] == "explicit"
+    assert torch.equal(auto.exponents, explicit.exponents) and auto.h_T.dtype == torch.float64
+    lstm32 = make_lstm(3, 4, 1, seed=2, dtype=torch.float32)
+    r32 = mdesc.lyapunov_checkpoints([lstm32, lstm32], seq.float(), k=2)
+    assert r32.settings["dtype"] == "float32" and r32.h_T.dtype == torch.float32
+    over = mdesc.lyapunov_spectrum(lstm32, seq.float(), 2, dtype=torch.float64)  # explicit override
+    assert over.settings["dtype"] == "float64" and over.h_T.dtype == torch.float64
+    d = mdesc.asymptotic_distance(lstm32, seq.float(), zero_input_steps=5)
+    assert d.settings["dtype"] == "float64" and d.settings["dtype_source"] == "default"
+    with pytest.raises(ValueError, match="pass dtype=torch.float32"):
+        mdesc.max_lyapunov(make_lstm(3, 4, 1, dtype=torch.float16), seq.half())

@@ -123,6 +123,32 @@ class LyapunovResult:
         growth = torch.where(steps > 0, self.block_exponents * steps, 0.0).cumsum(dim=-2)
         return growth / steps.cumsum(dim=-2)
 
+    def derived(self, name: str, batches: int = 10):
+        """A quantity derived from the spectrum, per sequence, with its batch-means error.
+
+        ``name``: "positive_count" (number of positive exponents), "ks_entropy" (sum of the
+        positive exponents, Pesin 1977) or "kaplan_yorke" (j + (λ_1+…+λ_j)/|λ_{j+1}|, Kaplan &
+        Yorke 1979).  Refused, with the reason, when the k computed exponents do not determine
+        it (e.g. all of them positive).  Formulas, errors and references: :mod:`mdesc.core.derived`.
+        Returns a :class:`~mdesc.core.derived.Derived` (``value``, ``error``: [(C,) B]).
+        """
+        from mdesc.core import derived
+
+        return derived.derive(name, self.exponents, self.block_exponents, self.block_steps,
+                              n=self.settings.get("state_dim"), batches=batches)
+
+    def positive_count(self, batches: int = 10):
+        """Number of positive exponents per sequence (see :meth:`derived`)."""
+        return self.derived("positive_count", batches)
+
+    def ks_entropy(self, batches: int = 10):
+        """Kolmogorov-Sinai entropy estimate per sequence, nats per step (see :meth:`derived`)."""
+        return self.derived("ks_entropy", batches)
+
+    def kaplan_yorke(self, batches: int = 10):
+        """Kaplan-Yorke (Lyapunov) dimension per sequence (see :meth:`derived`)."""
+        return self.derived("kaplan_yorke", batches)
+
     def __float__(self) -> float:
         """Mean of the largest exponent over every sequence (and checkpoint)."""
         return float(self.exponents[..., 0].mean())
@@ -145,6 +171,20 @@ class LyapunovResult:
 def _check_dtype(dtype: torch.dtype) -> torch.dtype:
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    return dtype
+
+
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    """The analysis dtype a model asks for: its recurrent module's parameter dtype."""
+    rec = next((m for m in model.modules() if isinstance(m, nn.RNNBase)), model)
+    params = [p for p in rec.parameters() if p.is_floating_point()]
+    if not params:
+        raise ValueError(f"{type(model).__name__} has no floating-point parameters to take the "
+                         "analysis dtype from; pass dtype=torch.float32 or torch.float64")
+    dtype = params[0].dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"the model's parameters are {dtype}, but mdesc analyses in float32 or "
+                         "float64: pass dtype=torch.float32 (or torch.float64) explicitly")
     return dtype
 
 
@@ -283,14 +323,15 @@ def _nonneg_int(value, name: str, minimum: int = 0) -> int:
 
 def prepare(models, seq, *, k: int | None, lengths=None, zero_input_steps: int = 0, warmup: int = 0,
             qr_every: int | None = None, h0=None, c0=None, q0=None, seed: int = 0,
-            dtype: torch.dtype = torch.float32, template: nn.Module | None = None,
+            dtype: torch.dtype | None = None, template: nn.Module | None = None,
             checkpoint_axis: bool = False) -> PreparedRun:
     """Validate a user's problem and lay it out for the kernels.
 
     ``k`` is the number of tangent vectors (None: all n = 2*H*L; 0: forward run only).
     """
-    dtype = _check_dtype(dtype)
     modules = cells.resolve_checkpoints(models, template) if checkpoint_axis else [models]
+    dtype_source = "model" if dtype is None else "explicit"
+    dtype = _model_dtype(modules[0]) if dtype is None else _check_dtype(dtype)
     lstms = [cells.find_lstm(m)[0] for m in modules]
     shape = cells.lstm_shape(lstms[0])
     device = _model_device(modules)
@@ -321,6 +362,7 @@ def prepare(models, seq, *, k: int | None, lengths=None, zero_input_steps: int =
         input_size=shape.input_size, hidden_size=shape.hidden_size, num_layers=shape.num_layers,
         state_dim=n,
     )
+    settings["dtype_source"] = dtype_source
     return PreparedRun(
         x=x, lengths=_lengths(lengths, T, B, device), weights=weights,
         h0=_initial_state(h0, "h0", C, shape, B, dtype, device),
@@ -399,7 +441,7 @@ def _spectrum(models, seq, k, *, checkpoint_axis: bool, backend: str, window: st
 
 def lyapunov_spectrum(model: nn.Module, seq: torch.Tensor, k: int | None = None, *, lengths=None,
                       zero_input_steps: int = 0, warmup: int = 0, qr_every: int | None = None,
-                      h0=None, c0=None, q0=None, seed: int = 0, dtype: torch.dtype = torch.float32,
+                      h0=None, c0=None, q0=None, seed: int = 0, dtype: torch.dtype | None = None,
                       window: str = "all", backend: str = "fused") -> LyapunovResult:
     """The k largest Lyapunov exponents of an LSTM driven by each sequence of a batch.
 
@@ -418,7 +460,10 @@ def lyapunov_spectrum(model: nn.Module, seq: torch.Tensor, k: int | None = None,
         q0: initial frame ``(n, k)`` or ``(B, n, k)``, rows ``[h_1, c_1, ..., h_L, c_L]``; it is
             orthonormalised first.  Default: seeded random orthonormal frame.
         seed: seed of the default frame.
-        dtype: float32 (default) or float64 propagation; logs always accumulate in float64.
+        dtype: float32 or float64 propagation; default (None): the model's parameter dtype, so a
+            float64 model is analysed in float64.  ``settings["dtype"]`` records the dtype used
+            and ``settings["dtype_source"]`` whether it came from the model or was explicit.
+            Logs always accumulate in float64.
         window: which steps are counted (docs/conventions.md §4).
 
             - ``"all"`` (default): steps ``[warmup, T + zero_input_steps)`` of the whole run.
@@ -453,7 +498,7 @@ def lyapunov_checkpoints(checkpoints: Sequence[nn.Module | dict], seq: torch.Ten
                          *, template: nn.Module | None = None, lengths=None,
                          zero_input_steps: int = 0, warmup: int = 0, qr_every: int | None = None,
                          h0=None, c0=None, q0=None, seed: int = 0,
-                         dtype: torch.dtype = torch.float32, window: str = "all",
+                         dtype: torch.dtype | None = None, window: str = "all",
                          backend: str = "fused") -> LyapunovResult:
     """Exponents of many checkpoints of one architecture on the same inputs, in one kernel call.
 

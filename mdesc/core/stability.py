@@ -80,9 +80,8 @@ PERTURB_AT = ("drive_end", "start")
 def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torch.Tensor, *,
                         lengths=None, zero_input_steps: int = 1100, perturbation: float = 1e-6,
                         perturb_at: str = "drive_end", seed: int = 0, floor: float = -15.0,
-                        h0=None, c0=None, dtype: torch.dtype = torch.float64,
-                        template: nn.Module | None = None, backend: str = "fused",
-                        kernel_options: dict | None = None) -> DistanceResult:
+                        h0=None, c0=None, dtype: torch.dtype | None = None,
+                        template: nn.Module | None = None, backend: str = "fused") -> DistanceResult:
     """Distance between a run and its perturbed twin after drive + zero input (see module doc).
 
     Args:
@@ -99,9 +98,10 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
             drive makes bit-identical to their run are flagged in ``collapsed``.
         seed: seed of that noise (the same noise for every checkpoint).
         floor: log of the offset added to every distance (paper: -15).
-        dtype: float64 by default: in float32, two runs that settle on the same fixed point
-            still differ by rounding, ~1e-7, which is about e^-15 and would lift D~ off its floor.
-        kernel_options: tuning keywords of the fused kernels, as in :func:`mdesc.lyapunov_spectrum`.
+        dtype: float64 by default, whatever the model's dtype (the one exception to "the
+            analysis dtype follows the model"): in float32, two runs that settle on the same fixed
+            point still differ by rounding, ~1e-7, which is about e^-15 and would lift D~ off its
+            floor.  ``settings["dtype_source"]`` says "default" or "explicit".
     """
     from mdesc.core import windows
 
@@ -112,8 +112,9 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
                          f"'start' (perturb h0 at t = 0), got {perturb_at!r}")
     checkpoint_axis = not isinstance(model, nn.Module)
     prep = _lyapunov.prepare(model, seq, k=0, lengths=lengths, zero_input_steps=zero_input_steps,
-                             h0=h0, c0=c0, dtype=dtype, template=template,
-                             checkpoint_axis=checkpoint_axis, kernel_options=kernel_options)
+                             h0=h0, c0=c0, dtype=torch.float64 if dtype is None else dtype,
+                             template=template,
+                             checkpoint_axis=checkpoint_axis)
     C, B = prep.weights.checkpoints, prep.x.shape[2]
     g = torch.Generator().manual_seed(int(seed))
     noise = torch.randn(prep.h0.shape[1:], generator=g, dtype=torch.float64)  # [L, B, H]
@@ -152,6 +153,7 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
         distance, log_distance, reduced_sum, h_final = distance[0], log_distance[0], reduced_sum[0], h_final[0]
         collapsed = collapsed[0]
     settings = dict(prep.settings, perturbation=float(perturbation), perturb_at=perturb_at,
+                    dtype_source="default" if dtype is None else "explicit",
                     seed=seed, floor=floor, backend=backend)
     for key in ("k", "warmup", "counted_steps", "qr_every", "q0_given"):
         settings.pop(key, None)
