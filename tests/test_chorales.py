@@ -91,3 +91,23 @@ def test_real_music21_chorales_parse_to_the_fixture_encoding():
     assert g.shape == (63 * 4, 4)
     assert np.all(g[:12, 0] == 67) and g[12, 0] == 74
     assert np.array_equal(parsed.grids[1], fixture.grids[0])
+
+
+def test_chunk_tokens_covers_every_transition_once():
+    s = ch.load_fixture_chorales()
+    vocab = ch.VoiceVocabulary.from_grids(s.grids)
+    tok, lens, src = ch.chunk_tokens(s, vocab, 10)
+    assert tok.shape[1:] == (11, 4) and tok.dtype == np.int64
+    assert lens.min() >= 2 and lens.max() == 11
+    # every (input, target) pair of every chorale appears exactly once
+    for i, g in enumerate(s.grids):
+        enc = vocab.encode(g)
+        rows = np.flatnonzero(src == i)
+        pairs = [(tuple(tok[r, t]), tuple(tok[r, t + 1])) for r in rows
+                 for t in range(lens[r] - 1)]
+        want = [(tuple(enc[t]), tuple(enc[t + 1])) for t in range(len(enc) - 1)]
+        assert pairs == want
+        assert np.all(tok[rows[-1], lens[rows[-1]]:] == 0)  # padding after the last window
+    assert int((lens - 1).sum()) == sum(len(g) - 1 for g in s.grids)
+    with pytest.raises(ValueError, match="window length"):
+        ch.chunk_tokens(s, vocab, 0)

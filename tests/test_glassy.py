@@ -217,7 +217,7 @@ def test_training_resumes_after_interruption_exactly(tmp_path, tiny_data):
     glassy.train_glassy_run(tmp_path / "a", tok, lens, cfg, sizes, ttok, tlens, progress=False,
                             callback=calls.append)
     assert calls == []
-    with pytest.raises(ValueError, match="different settings"):
+    with pytest.raises(ValueError, match="other settings"):
         glassy.train_glassy_run(tmp_path / "a", tok, lens, _cfg(lr=0.3), sizes, ttok, tlens,
                                 progress=False)
 
@@ -238,24 +238,31 @@ def test_other_cells_train(tmp_path, tiny_data, cell):
 def test_sweep_command_end_to_end(tmp_path):
     from mdesc.cli import main
 
-    out = tmp_path / "sweep"
-    argv = ["glassy", "sweep", "--out", str(out), "--data", "fixture", "--n-train", "0",
-            "--seq-len", "24", "--depths", "1", "--widths", "3", "6", "12", "--steps", "40",
-            "--lr", "1.0", "--n-records", "12", "--n-lags", "6", "--thresholds", "2.5",
-            "--no-progress"]
+    out, res = tmp_path / "sweep", tmp_path / "results"
+    argv = ["glassy", "sweep", "--out", str(out), "--results", str(res), "--data", "fixture",
+            "--window", "16", "--depths", "1", "2", "--widths", "3", "6", "12", "--seeds", "0",
+            "1", "--steps", "40", "--lr", "0.5", "--n-records", "12", "--n-lags", "6",
+            "--thresholds", "2.6", "--round-robin", "15", "--no-progress"]
     assert main(argv) == 0
-    fits = json.loads((out / "fits.json").read_text())
-    assert [r["width"] for r in fits["runs"]] == [3, 6, 12]
-    assert fits["settings"]["seed"] == 0 and fits["settings"]["steps"] == 40
-    for name in ("loss_curves.png", "learning_time.png", "aging.png", "fits.csv",
-                 "critical_width.csv", "sweep.json"):
-        assert (out / name).stat().st_size > 0
-    assert main(["glassy", "analyze", str(out), "--thresholds", "2.0"]) == 0
-    fits2 = json.loads((out / "fits.json").read_text())
-    assert "t_star@2" in fits2["runs"][0]
-    shutil.rmtree(out / "runs" / "d1_w6")
-    assert main(["glassy", "analyze", str(out)]) == 2  # unfinished run: a clear error
-    assert main(["glassy", "sweep", "--out", str(out), "--data", "fixture"]) == 2  # n-train 8 > 6
+    fits = json.loads((res / "fits.json").read_text())
+    assert [(r["depth"], r["width"], r["seed"]) for r in fits["nets"]][:3] == [
+        (1, 3, 0), (1, 3, 1), (1, 6, 0)]
+    assert fits["settings"]["seeds"] == [0, 1] and fits["settings"]["steps"] == 40
+    assert all(r["step"] == 40 for r in fits["nets"])
+    for name in ("loss_curves.png", "learning_time.png", "aging.png", "minibatch_loss.png",
+                 "nets.csv", "critical_width.csv"):
+        assert (res / name).stat().st_size > 0
+    assert (out / "settings.json").exists() and (out / "runs" / "d1" / "result.json").exists()
+    assert main(["glassy", "analyze", str(out), "--results", str(res), "--thresholds",
+                 "2.9"]) == 0
+    assert "t_star@2.9" in json.loads((res / "fits.json").read_text())["nets"][0]
+    # same folder, other settings: one clear error (exit 2), nothing retrained
+    assert main(argv[:-1] + ["--lr", "0.3", "--no-progress"]) == 2
+    shutil.rmtree(out / "runs" / "d2")
+    assert main(["glassy", "analyze", str(out)]) == 2       # unfinished run: a clear error
+    assert main(["glassy", "analyze", str(out), "--partial"]) == 0
+    assert main(["glassy", "sweep", "--out", str(tmp_path / "x"), "--data", "fixture",
+                 "--n-train", "99"]) == 2
 
 
 def test_lstm_voice_rnn_works_with_the_lyapunov_core():
@@ -274,27 +281,43 @@ def test_lstm_voice_rnn_works_with_the_lyapunov_core():
 def test_analyze_sweep_on_planted_runs():
     # loss = A(w) / t with A(w) = L* C / (w - w_c): t*(w) = C / (w - w_c) exactly; w = 3 < w_c
     # plateaus at L_inf = 0.8 > L*; aging curves Delta = ln(1 + tau/tau_w)^2 collapse exactly
+    from mdesc.glassy.summary import analyze_sweep
+    from mdesc.glassy.sweep import NetRecord
+
     w_c, c, thr, steps = 4.0, 500.0, 0.1, 10**4
     times = np.concatenate([[0], glassy.log_spaced_times(steps, 40)])
     tws = np.array([10, 40, 160])
     lags = [np.unique(np.geomspace(1, steps - tw, 20).astype(np.int64)) for tw in tws]
     curves = glassy.AgingCurves(tws, lags, [np.log1p(l / tw) ** 2 for l, tw in zip(lags, tws)])
-    runs = {}
-    for w in (3, 5, 6, 8, 12, 20):
-        t = np.maximum(times, 1).astype(float)
-        loss = 0.8 + 5.0 * t ** -0.5 if w < w_c else thr * c / (w - w_c) / t
-        cfg = glassy.GlassyConfig(width=w, depth=1, steps=steps, waiting_times=tuple(tws))
-        runs[(1, w)] = glassy.GlassyRun(cfg, times, loss, np.full(times.shape, np.nan),
-                                        np.zeros(0, np.int64), None, curves,
-                                        {"n_parameters": 10 * w})
-    out = glassy.analyze_sweep(runs, [thr], fit_from=0.001)
-    rows = {r["width"]: r for r in out["runs"]}
-    assert rows[3]["l_inf_positive"] and rows[3]["l_inf"] == pytest.approx(0.8, rel=1e-3)
-    assert rows[3]["t_star@0.1"] == math.inf
+    nets = []
+    for seed, scale in ((0, 1.0), (1, 1.02), (2, 0.98)):
+        for w in (3, 5, 6, 8, 12, 20):
+            t = np.maximum(times, 1).astype(float)
+            loss = 0.8 + 5.0 * t ** -0.5 if w < w_c else thr * scale * c / (w - w_c) / t
+            nan = np.full(times.shape, np.nan)
+            nets.append(NetRecord(1, w, seed, 10 * w, times, loss, loss * 1.1, nan, nan, curves,
+                                  steps, steps))
+    out = analyze_sweep(nets, [thr], fit_from=0.001)
+    rows = {(r["width"], r["seed"]): r for r in out["nets"]}
+    assert rows[3, 0]["l_inf_positive"] and rows[3, 0]["l_inf"] == pytest.approx(0.8, rel=1e-3)
+    assert rows[3, 0]["t_star@0.1"] == math.inf
     for w in (5, 6, 8, 12, 20):
-        assert rows[w]["t_star@0.1"] == pytest.approx(c / (w - w_c), rel=1e-9)
-        assert not rows[w]["l_inf_positive"] and rows[w]["alpha"] == pytest.approx(1, abs=1e-3)
-        assert rows[w]["aging_ratio"] < 1e-3  # interpolation error only
+        assert rows[w, 0]["t_star@0.1"] == pytest.approx(c / (w - w_c), rel=1e-9)
+        assert rows[w, 1]["t_star@0.1"] == pytest.approx(1.02 * c / (w - w_c), rel=1e-9)
+        assert not rows[w, 0]["l_inf_positive"] and rows[w, 0]["alpha"] == pytest.approx(1, abs=1e-3)
+        assert rows[w, 0]["aging_ratio"] < 1e-3  # interpolation error only
     (crit,) = out["critical_width"]
-    assert crit["w_c"] == pytest.approx(w_c, abs=1e-4) and crit["C"] == pytest.approx(c, rel=1e-4)
-    assert crit["unreached_widths"] == [3.0] and crit["n_points"] == 5
+    assert crit["pooled"]["w_c"] == pytest.approx(w_c, abs=1e-4)
+    assert crit["pooled"]["C"] == pytest.approx(c, rel=1e-4)
+    assert crit["pooled"]["unreached_widths"] == [3.0] and crit["pooled"]["n_points"] == 5
+    # every seed's t* scales C only: each seed recovers w_c, so the interval is tight around it
+    seeds = crit["w_c_seeds"]
+    assert seeds["n"] == 3 and crit["fraction_fitted"] == 1.0
+    assert seeds["lo"] - 1e-6 <= w_c <= seeds["hi"] + 1e-6 and seeds["hi"] - seeds["lo"] < 1e-3
+    by_w = {r["width"]: r for r in out["widths"]}
+    assert by_w[3]["fraction_l_inf_positive"] == 1.0 and by_w[3]["fraction_reached@0.1"] == 0.0
+    assert by_w[8]["t_star@0.1"]["mean"] == pytest.approx(c / 4, rel=0.02)
+    # phases split at the pooled w_c: one under-parametrised width (3), four over
+    under, over = out["aging"]
+    assert (under["phase"], under["widths"], over["widths"]) == ("under", [3], [5, 6, 8, 12, 20])
+    assert under["fraction_collapsing"] == 1.0 and over["n_nets"] == 15

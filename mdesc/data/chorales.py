@@ -183,6 +183,41 @@ def padded_tokens(chorales: ChoraleSet, vocab: VoiceVocabulary,
     return tokens, lengths
 
 
+def chunk_tokens(chorales: ChoraleSet, vocab: VoiceVocabulary,
+                 length: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every chorale cut into windows of ``length`` next-step predictions (a fixed training set).
+
+    Window k of a chorale holds its tokens ``[k*length, k*length + length + 1)``: the inputs of
+    ``length`` steps and their next-step targets, so consecutive windows share one token and
+    every transition of every chorale is a target exactly once. A chorale's last window may be
+    shorter (padded with 0, marked by its length); windows with fewer than 2 tokens (nothing to
+    predict) are dropped. Each window is a training example on its own, started from a zero
+    recurrent state.
+
+    Returns ``tokens`` (N, length + 1, 4) int64, ``lengths`` (N,) int64 (valid tokens, 2 to
+    length + 1) and ``chorale`` (N,) int64 (index of the source chorale in ``chorales``).
+    """
+    if length < 1:
+        raise ValueError(f"window length must be >= 1, got {length}")
+    if len(chorales) == 0:
+        raise ValueError("no chorales to encode")
+    rows, lens, src = [], [], []
+    for i, g in enumerate(chorales.grids):
+        enc = vocab.encode(g)
+        for start in range(0, max(len(enc) - 1, 0), length):
+            piece = enc[start:start + length + 1]
+            if len(piece) < 2:
+                continue
+            row = np.zeros((length + 1, len(VOICES)), dtype=np.int64)
+            row[:len(piece)] = piece
+            rows.append(row)
+            lens.append(len(piece))
+            src.append(i)
+    if not rows:
+        raise ValueError("the chorales are too short to give any window")
+    return np.stack(rows), np.array(lens, dtype=np.int64), np.array(src, dtype=np.int64)
+
+
 def chorale_to_grid(score, steps_per_quarter: int = STEPS_PER_QUARTER) -> np.ndarray:
     """A music21 score with four parts -> int16 pitch grid ``(T, 4)`` (see the module docstring).
 

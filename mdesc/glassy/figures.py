@@ -1,0 +1,201 @@
+"""Figures of study 2 (the only glassy module that imports matplotlib).
+
+Every function takes the records (:class:`~mdesc.glassy.sweep.NetRecord`) and/or the result of
+:func:`~mdesc.glassy.summary.analyze_sweep`, and writes one PNG atomically.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["plot_losses", "plot_learning_time", "plot_aging", "plot_spikes", "write_figures"]
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path) -> None:
+    from mdesc.store import atomic_path
+
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    _plt().close(fig)
+
+
+def _colors(n):
+    cmap = _plt().get_cmap("viridis")
+    return [cmap(i / max(n - 1, 1) * 0.92) for i in range(n)]
+
+
+def plot_losses(path, nets, result) -> None:
+    """Training loss against SGD step, log-log, one panel per depth: every seed thin, the
+    power-law fit of seed 0 dashed; minibatch means dotted in the background."""
+    plt = _plt()
+    depths = sorted({n.depth for n in nets})
+    widths = sorted({n.width for n in nets})
+    col = dict(zip(widths, _colors(len(widths))))
+    fits = {(r["depth"], r["width"], r["seed"]): r for r in result["nets"]}
+    fig, axes = plt.subplots(1, len(depths), figsize=(5.0 * len(depths), 4.3), squeeze=False,
+                             sharey=True)
+    for ax, d in zip(axes[0], depths):
+        first_seed = min(n.seed for n in nets if n.depth == d)
+        for n in (n for n in nets if n.depth == d):
+            ok = np.isfinite(n.train_loss) & (n.times > 0)
+            ax.loglog(n.times[ok], n.train_loss[ok], "-", lw=0.9, color=col[n.width],
+                      label=f"w={n.width}" if n.seed == first_seed else None)
+            r = fits.get((n.depth, n.width, n.seed), {})
+            if n.seed == first_seed and "l_inf" in r:
+                tt = np.geomspace(r["fit_t_min"], n.times[ok].max(), 60)
+                ax.loglog(tt, r["l_inf"] + r["amplitude"] * tt ** -r["alpha"], "--",
+                          color=col[n.width], lw=0.8)
+        for thr in result["thresholds"]:
+            ax.axhline(thr, color="0.5", lw=0.6, ls=":")
+        ax.set_title(f"depth {d}: training loss (dashed: L_inf + A t^-alpha fit)", fontsize=9)
+        ax.set_xlabel("SGD step t")
+        ax.grid(True, which="both", alpha=0.2)
+    axes[0][0].set_ylabel("training cross-entropy (nats / voice / step)")
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_learning_time(path, result) -> None:
+    """t* against width per depth and threshold (seed mean with its interval, each seed as a
+    dot) with the pooled fit ``C / (w - w_c)``; right: 1/t*, linear in w under the model."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    k = 0
+    plotted = False
+    for c in result["critical_width"]:
+        color = f"C{k % 10}"
+        k += 1
+        d, thr = c["depth"], c["threshold"]
+        rows = [r for r in result["widths"] if r["depth"] == d]
+        ws = np.array([r["width"] for r in rows], dtype=float)
+        stats = [r[f"t_star@{thr:g}"] for r in rows]
+        mean = np.array([s["mean"] for s in stats], dtype=float)
+        lo = np.array([s["lo"] for s in stats], dtype=float)
+        hi = np.array([s["hi"] for s in stats], dtype=float)
+        pooled = c["pooled"]
+        label = f"d={d}, L*={thr:g}"
+        ci = c["w_c_seeds"]
+        if "w_c" in pooled and not pooled["at_bound"]:
+            label += f": w_c={pooled['w_c']:.3g}±{pooled['w_c_err']:.2g}"
+            if ci["n"] > 1:
+                label += f" (seeds {ci['lo']:.3g}..{ci['hi']:.3g})"
+        fin = np.isfinite(mean) & (mean > 0)
+        plotted |= bool(fin.any())
+        yerr = np.vstack([np.where(np.isfinite(lo), mean - lo, 0), np.where(np.isfinite(hi), hi - mean, 0)])
+        axes[0].errorbar(ws[fin], mean[fin], yerr=yerr[:, fin], fmt="o", color=color, ms=4,
+                         capsize=2, label=label)
+        axes[1].plot(ws[fin], 1.0 / mean[fin], "o", color=color, ms=4)
+        if "w_c" in pooled and not pooled["at_bound"]:
+            wg = np.linspace(pooled["w_c"] + 1e-3, ws.max() * 1.05, 200)
+            axes[0].plot(wg, pooled["C"] / (wg - pooled["w_c"]), "-", color=color, lw=0.8)
+            axes[1].plot(wg, (wg - pooled["w_c"]) / pooled["C"], "-", color=color, lw=0.8)
+    if plotted:
+        axes[0].set_yscale("log")
+        axes[0].set_xscale("log")
+    else:
+        axes[0].text(0.5, 0.5, "no width reached a threshold", ha="center",
+                     transform=axes[0].transAxes)
+    axes[0].set_xlabel("width w")
+    axes[0].set_ylabel("learning time t* (SGD steps; mean over seeds, 95% interval)")
+    axes[0].set_title("t* to reach the loss threshold; line: C/(w - w_c) fit", fontsize=9)
+    axes[1].set_xlabel("width w")
+    axes[1].set_ylabel("1 / t*")
+    axes[1].set_title("1/t* is linear in w and zero at w_c under the model", fontsize=9)
+    axes[1].axhline(0, color="0.5", lw=0.6)
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.25)
+    axes[0].legend(fontsize=6.5)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def _pick_nets(nets, result):
+    """Per depth: the narrowest and the widest width (seed 0), labelled by phase."""
+    w_c = {a["depth"]: a["w_c"] for a in result["aging"]}
+    out = []
+    for d in sorted({n.depth for n in nets}):
+        ws = sorted({n.width for n in nets if n.depth == d})
+        seed = min(n.seed for n in nets if n.depth == d)
+        for w in (ws[0], ws[-1]):
+            net = next(n for n in nets if n.depth == d and n.width == w and n.seed == seed)
+            wc = w_c.get(d, math.nan)
+            phase = "" if not math.isfinite(wc) else ("under" if w < wc else "over")
+            out.append((net, phase, wc))
+    return out
+
+
+def plot_aging(path, nets, result) -> None:
+    """Delta(tau_w, tau) against tau (left) and tau/tau_w (right) for the narrowest and widest
+    net of each depth; titles give the collapse ratio spread(tau/tau_w) / spread(tau)."""
+    plt = _plt()
+    from mdesc.glassy.analysis import aging_collapse
+
+    shown = _pick_nets(nets, result)
+    fig, axes = plt.subplots(len(shown), 2, figsize=(10, 2.7 * len(shown)), squeeze=False)
+    for row, (net, phase, wc) in enumerate(shown):
+        cur = net.aging
+        cols = _colors(len(cur.lags))
+        col = aging_collapse(cur)
+        for i, (tw, lag, delta) in enumerate(zip(cur.waiting_times, cur.lags, cur.delta)):
+            ok = delta > 0
+            axes[row][0].loglog(lag[ok], delta[ok], "-", lw=1, color=cols[i], label=f"τ_w={tw}")
+            axes[row][1].loglog(lag[ok] / tw, delta[ok], "-", lw=1, color=cols[i])
+        tag = f" ({phase}-parametrised, w_c={wc:.3g})" if phase else ""
+        axes[row][0].set_title(f"d={net.depth}, w={net.width}{tag}: Δ vs τ", fontsize=8.5)
+        axes[row][1].set_title(f"vs τ/τ_w: collapse ratio {col.ratio:.3g} "
+                               "(<1: collapses under τ/τ_w)", fontsize=8.5)
+        axes[row][0].set_ylabel("Δ(τ_w, τ)")
+        for ax in axes[row]:
+            ax.grid(True, which="both", alpha=0.2)
+    axes[0][0].legend(fontsize=6, ncol=2)
+    axes[-1][0].set_xlabel("lag τ (SGD steps)")
+    axes[-1][1].set_xlabel("τ / τ_w")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_spikes(path, nets) -> None:
+    """Minibatch loss per record bin: mean (line) and maximum (dots) — spikes would show as
+    maxima far above the mean."""
+    plt = _plt()
+    depths = sorted({n.depth for n in nets})
+    widths = sorted({n.width for n in nets})
+    col = dict(zip(widths, _colors(len(widths))))
+    fig, axes = plt.subplots(1, len(depths), figsize=(5.0 * len(depths), 3.8), squeeze=False,
+                             sharey=True)
+    for ax, d in zip(axes[0], depths):
+        seed = min(n.seed for n in nets if n.depth == d)
+        for n in (n for n in nets if n.depth == d and n.seed == seed):
+            ok = np.isfinite(n.batch_mean) & (n.times > 0)
+            ax.loglog(n.times[ok], n.batch_mean[ok], "-", lw=0.9, color=col[n.width],
+                      label=f"w={n.width}")
+            ax.loglog(n.times[ok], n.batch_max[ok], ".", ms=2.5, color=col[n.width])
+        ax.set_title(f"depth {d}, seed {seed}: minibatch loss per bin (line mean, dots max)",
+                     fontsize=8.5)
+        ax.set_xlabel("SGD step t")
+        ax.grid(True, which="both", alpha=0.2)
+    axes[0][0].set_ylabel("minibatch cross-entropy")
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write_figures(out, nets, result) -> list[str]:
+    """All figures of a sweep into folder ``out``; returns their file names."""
+    out = Path(out)
+    names = ["loss_curves.png", "learning_time.png", "aging.png", "minibatch_loss.png"]
+    plot_losses(out / names[0], nets, result)
+    plot_learning_time(out / names[1], result)
+    plot_aging(out / names[2], nets, result)
+    plot_spikes(out / names[3], nets)
+    return names

@@ -1,0 +1,230 @@
+"""A sweep, analysed: every fit with its error, intervals over seeds (pure arrays, no files).
+
+Input: nets as objects with ``depth, width, seed, n_parameters, times, train_loss, test_loss,
+batch_mean, batch_max, aging, step, steps`` (:class:`~mdesc.glassy.sweep.NetRecord`). Output:
+plain JSON-ready dicts (see :func:`analyze_sweep`).
+
+Statistics: intervals over seeds are Student-t intervals of the mean (``confidence``, default
+95%) from the seeds' values; with fewer than 2 finite values the interval is NaN (it cannot be
+made). Every claim also carries the fraction of nets (or seeds) for which it holds.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from mdesc.glassy.analysis import aging_collapse, fit_critical_width, fit_power_law, learning_time
+
+__all__ = ["seed_interval", "critical_width_over_seeds", "summarize_net", "analyze_sweep",
+           "phase_aging", "depth_trend"]
+
+
+def seed_interval(values, confidence: float = 0.95) -> dict[str, Any]:
+    """Mean and Student-t interval over the finite ``values`` (e.g. one per seed).
+
+    Returns ``n`` (finite values), ``n_total``, ``mean``, ``sem``, ``lo``, ``hi``, ``median``,
+    ``min``, ``max``; ``sem/lo/hi`` are NaN for n < 2, and ``sem = 0`` with ``lo = hi = mean``
+    when all values are equal.
+    """
+    from scipy.stats import t as t_dist
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    fin = v[np.isfinite(v)]
+    out: dict[str, Any] = {"n": int(fin.size), "n_total": int(v.size)}
+    if fin.size == 0:
+        return out | {k: math.nan for k in ("mean", "sem", "lo", "hi", "median", "min", "max")}
+    mean = float(fin.mean())
+    out.update(mean=mean, median=float(np.median(fin)), min=float(fin.min()),
+               max=float(fin.max()))
+    if fin.size < 2:
+        return out | {"sem": math.nan, "lo": math.nan, "hi": math.nan}
+    sem = float(fin.std(ddof=1) / math.sqrt(fin.size))
+    half = float(t_dist.ppf(0.5 + confidence / 2, fin.size - 1)) * sem
+    return out | {"sem": sem, "lo": mean - half, "hi": mean + half}
+
+
+def critical_width_over_seeds(widths, t_star, confidence: float = 0.95) -> dict[str, Any]:
+    """``t*(w) = C / (w - w_c)`` fitted seed by seed and to the seeds' median t*.
+
+    widths: (W,); t_star: (S, W) learning times per seed (inf: never reached).
+    Returns ``per_seed`` (w_c, w_c_err, at_bound or the error per seed), ``w_c_seeds``
+    (:func:`seed_interval` over the seeds whose fit did not sit at its bound),
+    ``fraction_fitted`` (seeds with a fit not at the bound), and ``pooled`` (the fit to the
+    median over seeds of t*, a width counting as unreached when most seeds never reached it;
+    ``w_c_err`` from the fit covariance).
+    """
+    widths = np.asarray(widths, dtype=np.float64)
+    ts = np.atleast_2d(np.asarray(t_star, dtype=np.float64))
+    if ts.shape[1] != widths.size:
+        raise ValueError(f"t_star must be (seeds, {widths.size} widths), got {ts.shape}")
+    per_seed, good = [], []
+    for row in ts:
+        try:
+            fit = fit_critical_width(widths, row)
+            per_seed.append({"w_c": fit.w_c, "w_c_err": fit.w_c_err, "C": fit.amplitude,
+                             "at_bound": fit.w_c_at_bound, "n_points": int(fit.widths.size)})
+            if not fit.w_c_at_bound:
+                good.append(fit.w_c)
+        except ValueError as e:
+            per_seed.append({"error": str(e)})
+    med = np.median(np.where(np.isfinite(ts), ts, np.inf), axis=0)
+    out: dict[str, Any] = {"per_seed": per_seed, "w_c_seeds": seed_interval(good, confidence),
+                           "fraction_fitted": len(good) / ts.shape[0],
+                           "median_t_star": med.tolist()}
+    try:
+        fit = fit_critical_width(widths, med)
+        out["pooled"] = {"w_c": fit.w_c, "w_c_err": fit.w_c_err, "C": fit.amplitude,
+                         "C_err": fit.amplitude_err, "n_points": int(fit.widths.size),
+                         "unreached_widths": fit.unreached_widths.tolist(),
+                         "rms_log_residual": fit.rms_log_residual,
+                         "at_bound": fit.w_c_at_bound}
+    except ValueError as e:
+        out["pooled"] = {"error": str(e)}
+    return out
+
+
+def _max_spike(net, t_from: float = 10.0) -> float:
+    """Largest ratio of a bin's maximum minibatch loss to its mean (bins ending after t_from)."""
+    ok = (net.times >= t_from) & np.isfinite(net.batch_max) & np.isfinite(net.batch_mean)
+    if not ok.any():
+        return math.nan
+    return float(np.max(net.batch_max[ok] / net.batch_mean[ok]))
+
+
+def summarize_net(net, thresholds: Sequence[float], fit_from: float) -> dict[str, Any]:
+    """One net's row: final losses, power-law fit (from ``t >= fit_from * steps reached``),
+    ``t_star@L`` per threshold, aging collapse (all lags, ``tau <= tau_w``, ``tau >= tau_w``),
+    and the largest minibatch-loss spike ratio."""
+    reached = np.isfinite(net.train_loss)
+    t, loss = net.times[reached], net.train_loss[reached]
+    row: dict[str, Any] = {"depth": net.depth, "width": net.width, "seed": net.seed,
+                           "n_parameters": net.n_parameters, "step": net.step,
+                           "steps": net.steps, "final_train_loss": float(loss[-1]),
+                           "final_test_loss": float(net.test_loss[reached][-1]),
+                           "max_spike_ratio": _max_spike(net)}
+    try:
+        fit = fit_power_law(t, loss, t_min=max(1.0, fit_from * net.step))
+        row.update({"l_inf": fit.l_inf, "l_inf_err": fit.l_inf_err,
+                    "l_inf_positive": fit.l_inf_positive, "l_inf_p_value": fit.l_inf_p_value,
+                    "amplitude": fit.amplitude, "amplitude_err": fit.amplitude_err,
+                    "alpha": fit.alpha, "alpha_err": fit.alpha_err,
+                    "fit_rms_log_residual": fit.rms_log_residual, "fit_t_min": fit.t_min})
+    except (ValueError, RuntimeError) as e:
+        row["power_law_error"] = str(e)
+    for thr in thresholds:
+        row[f"t_star@{thr:g}"] = learning_time(t, loss, thr)
+    for tag, kw in (("", {}), ("_short", {"max_ratio": 1.0}), ("_long", {"min_ratio": 1.0})):
+        col = aging_collapse(net.aging, **kw)
+        row[f"aging_ratio{tag}"] = col.ratio
+        row[f"aging_spread_rescaled{tag}"] = col.spread_rescaled
+        row[f"aging_spread_raw{tag}"] = col.spread_raw
+    return row
+
+
+def _group(rows, *keys):
+    out: dict[tuple, list] = {}
+    for r in rows:
+        out.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return dict(sorted(out.items()))
+
+
+def phase_aging(rows: list[dict], w_c: dict[int, float]) -> list[dict[str, Any]]:
+    """Aging collapse ratios per depth and phase (``under``: ``w < w_c[depth]``, ``over``:
+    ``w > w_c[depth]``): interval over nets of ``log10`` ratio, and the fraction of nets whose
+    curves collapse better against ``tau/tau_w`` than against ``tau`` (ratio < 1)."""
+    out = []
+    for depth in sorted({r["depth"] for r in rows}):
+        wc = w_c.get(depth, math.nan)
+        for phase in ("under", "over"):
+            sel = [r for r in rows if r["depth"] == depth and math.isfinite(wc)
+                   and ((r["width"] < wc) if phase == "under" else (r["width"] > wc))]
+            entry: dict[str, Any] = {"depth": depth, "phase": phase, "w_c": wc,
+                                     "n_nets": len(sel), "widths": sorted({r["width"] for r in sel})}
+            for tag in ("", "_short", "_long"):
+                ratios = np.array([r[f"aging_ratio{tag}"] for r in sel], dtype=np.float64)
+                ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+                entry[f"log10_ratio{tag}"] = seed_interval(np.log10(ratios)) if ratios.size \
+                    else seed_interval([])
+                entry[f"fraction_collapsing{tag}"] = (float(np.mean(ratios < 1.0))
+                                                      if ratios.size else math.nan)
+            out.append(entry)
+    return out
+
+
+def depth_trend(critical: list[dict]) -> list[dict[str, Any]]:
+    """Per threshold: w_c by depth (seed intervals) and whether it falls from each depth to the
+    next (difference of seed means with its combined standard error; fraction of seeds, paired
+    by index, with a smaller w_c at the greater depth)."""
+    out = []
+    for thr in sorted({c["threshold"] for c in critical}):
+        byd = {c["depth"]: c for c in critical if c["threshold"] == thr}
+        depths = sorted(byd)
+        steps = []
+        for a, b in zip(depths[:-1], depths[1:]):
+            ia, ib = byd[a]["w_c_seeds"], byd[b]["w_c_seeds"]
+            diff = ib["mean"] - ia["mean"]
+            err = math.sqrt(ia["sem"] ** 2 + ib["sem"] ** 2) if ia["n"] > 1 and ib["n"] > 1 \
+                else math.nan
+            pa = [s.get("w_c") if not s.get("at_bound", True) else None for s in byd[a]["per_seed"]]
+            pb = [s.get("w_c") if not s.get("at_bound", True) else None for s in byd[b]["per_seed"]]
+            pairs = [(x, y) for x, y in zip(pa, pb) if x is not None and y is not None]
+            steps.append({"from_depth": a, "to_depth": b, "difference": diff,
+                          "difference_err": err, "n_seed_pairs": len(pairs),
+                          "fraction_decreasing": (float(np.mean([y < x for x, y in pairs]))
+                                                  if pairs else math.nan)})
+        out.append({"threshold": thr,
+                    "w_c_by_depth": {str(d): byd[d]["w_c_seeds"] for d in depths},
+                    "steps": steps})
+    return out
+
+
+def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
+                  phase_threshold: float | None = None) -> dict[str, Any]:
+    """All the analyses of a sweep.
+
+    Returns ``nets`` (one :func:`summarize_net` row each), ``widths`` (per depth and width:
+    seed intervals of final loss, L_inf, alpha, t* per threshold, and the fraction of seeds
+    with L_inf > 0), ``critical_width`` (per depth and threshold:
+    :func:`critical_width_over_seeds`), ``depth_trend`` (:func:`depth_trend`) and ``aging``
+    (:func:`phase_aging` with the phases split at the pooled w_c of ``phase_threshold``,
+    default the lowest threshold with a pooled fit at every depth).
+    """
+    rows = [summarize_net(n, thresholds, fit_from) for n in nets]
+    widths = []
+    for (d, w), grp in _group(rows, "depth", "width").items():
+        e: dict[str, Any] = {"depth": d, "width": w, "n_seeds": len(grp),
+                             "n_parameters": grp[0]["n_parameters"]}
+        for key in ("final_train_loss", "final_test_loss", "l_inf", "alpha", "aging_ratio",
+                    "aging_ratio_short", "aging_ratio_long", "max_spike_ratio"):
+            e[key] = seed_interval([r.get(key, math.nan) for r in grp])
+        e["fraction_l_inf_positive"] = float(np.mean([bool(r.get("l_inf_positive")) for r in grp]))
+        for thr in thresholds:
+            ts = np.array([r[f"t_star@{thr:g}"] for r in grp], dtype=np.float64)
+            e[f"t_star@{thr:g}"] = seed_interval(ts)
+            e[f"fraction_reached@{thr:g}"] = float(np.mean(np.isfinite(ts)))
+        widths.append(e)
+    critical = []
+    for d in sorted({r["depth"] for r in rows}):
+        drows = [r for r in rows if r["depth"] == d]
+        ws = sorted({r["width"] for r in drows})
+        seeds = sorted({r["seed"] for r in drows})
+        for thr in thresholds:
+            table = np.full((len(seeds), len(ws)), np.nan)
+            for r in drows:
+                table[seeds.index(r["seed"]), ws.index(r["width"])] = r[f"t_star@{thr:g}"]
+            table = np.where(np.isnan(table), np.inf, table)  # a missing net never reached it
+            critical.append({"depth": d, "threshold": thr, "widths": ws, "seeds": seeds}
+                            | critical_width_over_seeds(ws, table))
+    if phase_threshold is None:
+        ok = [thr for thr in thresholds
+              if all("w_c" in c["pooled"] and not c["pooled"]["at_bound"]
+                     for c in critical if c["threshold"] == thr)]
+        phase_threshold = min(ok) if ok else (min(thresholds) if thresholds else math.nan)
+    w_c = {c["depth"]: c["pooled"].get("w_c", math.nan) for c in critical
+           if c["threshold"] == phase_threshold and not c["pooled"].get("at_bound", True)}
+    return {"nets": rows, "widths": widths, "critical_width": critical,
+            "depth_trend": depth_trend(critical), "phase_threshold": phase_threshold,
+            "aging": phase_aging(rows, w_c), "thresholds": list(thresholds),
+            "fit_from": fit_from}
