@@ -185,3 +185,15 @@ def test_metrics_csv_and_json(tmp_path):
     (tmp_path / "bad.csv").write_text("epoch,foo\n1,2\n")
     with pytest.raises(SourceError, match="none of the metric columns"):
         sources.load_metrics(tmp_path / "bad.csv", cks)
+
+
+def test_package_imports_lazily_and_the_public_names():
+    import subprocess
+    import sys
+
+    code = ("import sys, mdesc, mdesc.anyrun; assert 'torch' not in sys.modules, 'torch loaded'; "
+            "from mdesc.anyrun import sweep; assert mdesc.sweep_checkpoints is sweep.sweep_checkpoints; "
+            "from mdesc.anyrun import monitor; assert mdesc.StabilityMonitor is monitor.StabilityMonitor; "
+            "import mdesc.anyrun.lightning")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -99,10 +99,20 @@ def register(subparsers) -> None:
     g.add_argument("--no-report", action="store_true", help="records only, no report")
     g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from mdesc.descent.analysis import add_phase_arguments
-
-    add_phase_arguments(p.add_argument_group("phase analysis (as in mdesc descent report)"))
+    _phase_args().add_phase_arguments(p.add_argument_group("phase analysis (as in mdesc descent report)"))
     p.set_defaults(func=cmd_analyse_run)
+
+
+def _phase_args():
+    """The study-1 module that adds the phase-analysis options (``add_phase_arguments``) and
+    reads them back (``phase_settings_from_args``): the same options as `mdesc descent report`."""
+    import importlib
+
+    for name in ("mdesc.descent.cli", "mdesc.descent.analysis"):
+        module = importlib.import_module(name)
+        if hasattr(module, "add_phase_arguments"):
+            return module
+    raise ImportError("mdesc.descent offers no add_phase_arguments")
 
 
 def _model_arg(args):
@@ -138,7 +148,7 @@ def cmd_analyse_run(args) -> int:
     from mdesc.anyrun.sources import SourceError
     from mdesc.anyrun.sweep import sweep_checkpoints
     from mdesc.cli import UserError
-    from mdesc.descent.analysis import phase_settings_from_args
+    phase_settings_from_args = _phase_args().phase_settings_from_args
 
     if args.threads:
         torch.set_num_threads(args.threads)

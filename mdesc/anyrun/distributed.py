@@ -6,8 +6,9 @@ set up, :class:`Shard` joins the group and
 
 - gives each rank its own device: ``cuda:LOCAL_RANK`` when there are GPUs, else the CPU;
 - splits the checkpoints still to do **round robin** over the ranks.  Rank 0 decides which
-  checkpoints are still to do (those without a record) and broadcasts that list as a tensor, so
-  every rank works on the same list and every record is written by exactly one rank, once;
+  checkpoints are still to do (those without a record; new files that a training run still
+  going adds while the ranks start are left to the next sweep) and broadcasts their steps as a
+  tensor, so every rank works on the same list and every record is written by one rank, once;
 - lets rank 0 write the settings before the other ranks check them, and write the report after
   every rank has finished (a barrier).
 
@@ -51,19 +52,20 @@ class Shard:
 
             dist.barrier()
 
-    def broadcast_flags(self, flags: list[bool]) -> list[bool]:
-        """Rank 0's ``flags`` on every rank (the length must agree)."""
+    def broadcast_ints(self, values: list[int]) -> list[int]:
+        """Rank 0's list of integers on every rank (other ranks' ``values`` are ignored)."""
         if not self.active:
-            return list(flags)
+            return list(values)
         import torch.distributed as dist
 
-        t = torch.tensor([int(f) for f in flags] + [len(flags)], dtype=torch.int64,
-                         device=self._comm_device())
+        dev = self._comm_device()
+        n = torch.tensor([len(values)], dtype=torch.int64, device=dev)
+        dist.broadcast(n, src=0)
+        t = torch.zeros(int(n.item()), dtype=torch.int64, device=dev)
+        if self.is_main:
+            t.copy_(torch.tensor(values, dtype=torch.int64))
         dist.broadcast(t, src=0)
-        if int(t[-1]) != len(flags):
-            raise RuntimeError(f"rank {self.rank} sees {len(flags)} checkpoints but rank 0 sees "
-                               f"{int(t[-1])}: every rank must be given the same checkpoints")
-        return [bool(v) for v in t[:-1].tolist()]
+        return [int(v) for v in t.tolist()]
 
     def all_sum(self, value: int) -> int:
         if not self.active:

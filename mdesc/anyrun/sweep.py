@@ -232,7 +232,16 @@ def _sweep(cks, st: AnyrunStore, template, model, pr, settings, metrics, state_k
         st.open(wanted)
     if metrics is None and st.run.path(METRICS_FILE).is_file():
         metrics = {int(k): v for k, v in st.run.read_json(METRICS_FILE).items()}
-    todo_flags = sh.broadcast_flags([not st.has(c.step) for c in cks])
+    # rank 0's view decides: the steps it sees, and which of them have no record yet
+    steps = sh.broadcast_ints([c.step for c in cks])
+    todo_steps = set(sh.broadcast_ints([c.step for c in cks if not st.has(c.step)]))
+    by_step = {c.step: c for c in cks}
+    lacking = [s for s in steps if s not in by_step]
+    if lacking:
+        raise sources.SourceError(f"rank {sh.rank} does not see the checkpoints of steps "
+                                  f"{lacking[:5]} that rank 0 sees: give every rank the same files")
+    cks = [by_step[s] for s in steps]
+    todo_flags = [c.step in todo_steps for c in cks]
     todo = [c for c, t in zip(cks, todo_flags) if t]
     result.existing = [c.step for c, t in zip(cks, todo_flags) if not t]
     if sh.is_main:
