@@ -1,0 +1,102 @@
+"""Sweep-level analyses of study 2 on planted answers (deterministic: fixed seeds only)."""
+import math
+
+import numpy as np
+import pytest
+
+from mdesc import glassy
+from mdesc.glassy import summary
+
+
+def test_seed_interval_is_the_student_t_interval():
+    got = summary.seed_interval([1.0, 2.0, 3.0, np.inf, np.nan])
+    assert got["n"] == 3 and got["n_total"] == 5 and got["mean"] == 2.0
+    assert got["sem"] == pytest.approx(1 / math.sqrt(3))
+    assert got["hi"] - 2.0 == pytest.approx(4.302652729911275 / math.sqrt(3))  # t_{0.975, 2}
+    assert math.isnan(summary.seed_interval([5.0])["lo"])
+    assert summary.seed_interval([])["n"] == 0
+
+
+def _t_star(widths, w_c, c, rel_noise, seed):
+    rng = np.random.default_rng(seed)
+    t = np.where(widths > w_c, c / np.clip(widths - w_c, 1e-9, None), np.inf)
+    fin = np.isfinite(t)
+    t[fin] *= np.exp(rel_noise * rng.standard_normal(fin.sum()))
+    return t
+
+
+@pytest.mark.parametrize("w_c", [3.5, 7.0])
+def test_critical_width_over_noisy_seeds_covers_the_planted_value(w_c):
+    widths = np.array([3, 4, 6, 8, 11, 16, 23, 32], dtype=float)
+    table = np.stack([_t_star(widths, w_c, 2000.0, 0.05, seed) for seed in range(5)])
+    out = summary.critical_width_over_seeds(widths, table)
+    ci = out["w_c_seeds"]
+    assert out["fraction_fitted"] == 1.0 and ci["n"] == 5
+    assert ci["lo"] <= w_c <= ci["hi"]
+    assert ci["hi"] - ci["lo"] < 1.5                    # informative, not just wide
+    pooled = out["pooled"]
+    assert not pooled["at_bound"]
+    assert abs(pooled["w_c"] - w_c) < 4 * pooled["w_c_err"] + 0.05
+    assert pooled["unreached_widths"] == [w for w in widths.tolist() if w <= w_c]
+
+
+def test_a_sweep_without_divergence_is_reported_at_the_bound_not_as_a_w_c():
+    widths = np.array([3, 4, 6, 8, 11, 16], dtype=float)
+    table = np.stack([100.0 + 10.0 * widths * (1 + 0.01 * s) for s in range(3)])  # grows with w
+    out = summary.critical_width_over_seeds(widths, table)
+    assert out["fraction_fitted"] == 0.0 and out["w_c_seeds"]["n"] == 0
+    assert out["pooled"]["at_bound"]
+
+
+def test_depth_trend_sees_a_falling_w_c():
+    widths = np.array([3, 4, 6, 8, 11, 16, 23, 32], dtype=float)
+    critical = []
+    for depth, w_c in ((1, 7.0), (2, 5.0), (3, 3.5)):
+        table = np.stack([_t_star(widths, w_c, 1000.0, 0.03, 10 * depth + s) for s in range(4)])
+        critical.append({"depth": depth, "threshold": 1.0}
+                        | summary.critical_width_over_seeds(widths, table))
+    (trend,) = summary.depth_trend(critical)
+    assert [s["to_depth"] for s in trend["steps"]] == [2, 3]
+    for s, want in zip(trend["steps"], (-2.0, -1.5)):
+        assert s["difference"] == pytest.approx(want, abs=4 * s["difference_err"] + 0.05)
+        assert s["difference"] + 3 * s["difference_err"] < 0     # significant fall
+        assert s["fraction_decreasing"] == 1.0 and s["n_seed_pairs"] == 4
+
+
+def _family(tws, law, n_lags=30, t_max=20000, seed=0, noise=0.0):
+    rng = np.random.default_rng(seed)
+    lags = [np.unique(np.geomspace(1, t_max - tw, n_lags).astype(np.int64)) for tw in tws]
+    delta = [law(lag.astype(float), float(tw)) * np.exp(noise * rng.standard_normal(lag.size))
+             for lag, tw in zip(lags, tws)]
+    return glassy.AgingCurves(np.asarray(tws), lags, delta)
+
+
+def test_collapse_windows_separate_short_time_scaling_from_long_time_breakdown():
+    tws = [10, 40, 160, 640]
+    # tau/tau_w scaling everywhere (the under-parametrised picture)
+    aging = _family(tws, lambda lag, tw: np.log1p(lag / tw) ** 2, noise=0.02, seed=1)
+    # scaling for tau <= tau_w, then a tau_w-independent plateau (the over-parametrised picture:
+    # the weights stop moving once the loss reaches its SGD floor)
+    def broken(lag, tw):
+        x = lag / tw
+        return np.where(x <= 1, x ** 1.5, 1.0 + 1e-3 * lag)
+
+    over = _family(tws, broken, noise=0.02, seed=2)
+    full = glassy.aging_collapse(aging)
+    short = glassy.aging_collapse(aging, max_ratio=1.0)
+    long = glassy.aging_collapse(aging, min_ratio=1.0)
+    assert full.ratio < 0.05 and short.ratio < 0.05 and long.ratio < 0.05
+    o_short = glassy.aging_collapse(over, max_ratio=1.0)
+    o_long = glassy.aging_collapse(over, min_ratio=1.0)
+    assert o_short.ratio < 0.05                      # short times: still a function of tau/tau_w
+    assert o_long.ratio > 1.0                        # long times: depends on tau, not tau/tau_w
+    assert o_short.range_rescaled[1] <= 1.0 + 1e-12 and o_long.range_rescaled[0] >= 1.0 - 1e-12
+
+
+def test_collapse_scores_a_planted_tau_only_family_poorly():
+    tws = [10, 40, 160, 640]
+    stationary = _family(tws, lambda lag, tw: lag / (1 + lag / 100.0), noise=0.02, seed=3)
+    scaling = _family(tws, lambda lag, tw: (lag / tw) ** 0.8 / (1 + lag / tw) ** 0.3, noise=0.02,
+                      seed=4)
+    assert glassy.aging_collapse(stationary).ratio > 20
+    assert glassy.aging_collapse(scaling).ratio < 0.05
