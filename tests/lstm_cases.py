@@ -64,3 +64,28 @@ def problem_conditioning(p, k: int, qr_every: int) -> float:
     kw = dict(p["kwargs"], warmup=0, qr_every=qr_every)
     run = mdesc.lyapunov_spectrum(p["lstm"], p["seq"], k, dtype=torch.float64, **kw)
     return conditioning(run)
+
+
+def state_amplification(p) -> float:
+    """How much problem ``p`` amplifies a rounding error of its state by the end of the run.
+
+    With g_t the float64 one-step log growth of the leading direction (k = 1, renormalised every
+    step), an error made at step t is amplified by at most about exp(max(0, g_t + ... + g_S))
+    by the end; the sum over t bounds the accumulated forward error in units of the per-step
+    rounding.  float32-vs-float64 state comparisons scale their tolerance by it instead of using
+    a fixed cliff (an expanding draw legitimately differs by more).
+    """
+    import mdesc
+
+    kw = dict(p["kwargs"], warmup=0, qr_every=1)
+    run = mdesc.max_lyapunov(p["lstm"], p["seq"], dtype=torch.float64, **kw)
+    g = run.block_exponents[..., 0]  # [B, steps]
+    suffix = g.flip(-1).cumsum(-1).flip(-1)
+    return float(suffix.clamp_min(0).exp().sum(-1).max())
+
+
+def on(p, device):
+    """Problem ``p`` with its model and inputs on ``device``."""
+    import copy
+
+    return dict(p, lstm=copy.deepcopy(p["lstm"]).to(device), seq=p["seq"].to(device))

@@ -1,6 +1,7 @@
 """The public API: models it accepts, batching semantics, results, and errors for bad input."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -10,8 +11,22 @@ from torch import nn
 import mdesc
 from mdesc.core import reference
 from lstm_cases import make_lstm
+from utils import device_dtype, tol
 
 F64 = dict(dtype=torch.float64)
+
+
+def _model(I, H, L, device, dtype, **kw):
+    return make_lstm(I, H, L, dtype=dtype, **kw).to(device)
+
+
+def _randn(*shape, device, dtype):
+    return torch.randn(*shape, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def _truth(model):
+    """A float64 CPU copy of ``model``, for the reference's float64 answer."""
+    return copy.deepcopy(model).cpu().double()
 
 
 class Classifier(nn.Module):
@@ -28,10 +43,11 @@ class Classifier(nn.Module):
         return torch.sigmoid(self.readout(out[:, -1]))
 
 
-def test_result_object_carries_what_is_needed():
-    lstm = make_lstm(3, 4, 2, seed=1)
-    seq = torch.randn(20, 5, 3, dtype=torch.float64)
-    r = mdesc.lyapunov_spectrum(lstm, seq, 3, zero_input_steps=11, warmup=4, qr_every=5, seed=7, **F64)
+@device_dtype
+def test_result_object_carries_what_is_needed(device, dtype):
+    lstm = _model(3, 4, 2, device, dtype, seed=1)
+    seq = _randn(20, 5, 3, device=device, dtype=dtype)
+    r = mdesc.lyapunov_spectrum(lstm, seq, 3, zero_input_steps=11, warmup=4, qr_every=5, seed=7)
     assert r.exponents.shape == (5, 3) and r.exponents.dtype == torch.float64
     assert r.block_steps.tolist() == [5, 5, 5, 5, 5, 2]  # 27 counted steps, final partial block
     assert r.block_exponents.shape == (5, 6, 3)
@@ -43,101 +59,113 @@ def test_result_object_carries_what_is_needed():
     torch.testing.assert_close(r.stderr, r.exponents.std(0) / math.sqrt(5))
     assert float(r) == pytest.approx(float(r.exponents[:, 0].mean()))
     s = r.settings
-    assert (s["k"], s["steps"], s["warmup"], s["qr_every"], s["seed"], s["dtype"], s["device"]) == (
-        3, 31, 4, 5, 7, "float64", "cpu")
+    assert (s["k"], s["steps"], s["warmup"], s["qr_every"], s["seed"], s["dtype"]) == (
+        3, 31, 4, 5, 7, str(dtype).replace("torch.", ""))
+    assert s["device"].startswith(device.type) and r.h_T.device.type == device.type
     assert not r.nonfinite.any()
     assert "lambda_1" in repr(r)
 
 
-def test_default_frame_is_seeded():
-    lstm = make_lstm(3, 4, 1, seed=1)
-    seq = torch.randn(15, 2, 3, dtype=torch.float64)
-    a = mdesc.lyapunov_spectrum(lstm, seq, 2, seed=3, **F64)
-    b = mdesc.lyapunov_spectrum(lstm, seq, 2, seed=3, **F64)
-    c = mdesc.lyapunov_spectrum(lstm, seq, 2, seed=4, **F64)
+@device_dtype
+def test_default_frame_is_seeded(device, dtype):
+    lstm = _model(3, 4, 1, device, dtype, seed=1)
+    seq = _randn(15, 2, 3, device=device, dtype=dtype)
+    a = mdesc.lyapunov_spectrum(lstm, seq, 2, seed=3)
+    b = mdesc.lyapunov_spectrum(lstm, seq, 2, seed=3)
+    c = mdesc.lyapunov_spectrum(lstm, seq, 2, seed=4)
     assert torch.equal(a.exponents, b.exponents)
     assert not torch.equal(a.exponents, c.exponents)
 
 
-def test_batch_first_and_unbatched_inputs():
-    lstm = make_lstm(3, 4, 2, seed=2)
-    lstm_bf = make_lstm(3, 4, 2, seed=2, batch_first=True)
-    seq = torch.randn(12, 3, 3, dtype=torch.float64)
-    a = mdesc.lyapunov_spectrum(lstm, seq, 2, **F64)
-    b = mdesc.lyapunov_spectrum(lstm_bf, seq.transpose(0, 1), 2, **F64)
+@device_dtype
+def test_batch_first_and_unbatched_inputs(device, dtype):
+    lstm = _model(3, 4, 2, device, dtype, seed=2)
+    lstm_bf = _model(3, 4, 2, device, dtype, seed=2, batch_first=True)
+    seq = _randn(12, 3, 3, device=device, dtype=dtype)
+    a = mdesc.lyapunov_spectrum(lstm, seq, 2)
+    b = mdesc.lyapunov_spectrum(lstm_bf, seq.transpose(0, 1), 2)
     torch.testing.assert_close(a.exponents, b.exponents, rtol=0, atol=0)
-    one = mdesc.lyapunov_spectrum(lstm, seq[:, 1], 2, **F64)  # (T, I): one sequence
-    torch.testing.assert_close(one.exponents[0], a.exponents[1], rtol=1e-13, atol=1e-13)
+    one = mdesc.lyapunov_spectrum(lstm, seq[:, 1], 2)  # (T, I): one sequence
+    torch.testing.assert_close(one.exponents[0], a.exponents[1], **tol(dtype, 1e-13, 1e-5))
 
 
-def test_final_state_matches_nn_lstm_forward():
-    lstm = make_lstm(3, 6, 3, seed=4)
-    seq = torch.randn(9, 4, 3, dtype=torch.float64)
-    r = mdesc.max_lyapunov(lstm, seq, zero_input_steps=5, **F64)
-    padded = torch.cat([seq, torch.zeros(5, 4, 3, dtype=torch.float64)])
+@device_dtype
+def test_final_state_matches_nn_lstm_forward(device, dtype):
+    lstm = _model(3, 6, 3, device, dtype, seed=4)
+    seq = _randn(9, 4, 3, device=device, dtype=dtype)
+    r = mdesc.max_lyapunov(lstm, seq, zero_input_steps=5)
+    padded = torch.cat([seq, torch.zeros(5, 4, 3, dtype=dtype, device=device)])
     _, (h, c) = lstm(padded)
-    torch.testing.assert_close(r.h_T, h, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(r.c_T, c, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(r.h_T, h, **tol(dtype, 1e-12, 1e-5))
+    torch.testing.assert_close(r.c_T, c, **tol(dtype, 1e-12, 1e-5))
 
 
-def test_lengths_switch_to_zero_input():
-    lstm = make_lstm(2, 5, 2, seed=3)
-    seq = torch.randn(10, 3, 2, dtype=torch.float64)
+@device_dtype
+def test_lengths_switch_to_zero_input(device, dtype):
+    lstm = _model(2, 5, 2, device, dtype, seed=3)
+    seq = _randn(10, 3, 2, device=device, dtype=dtype)
     lengths = [10, 4, 1]
     padded = seq.clone()
     for b, l in enumerate(lengths):
         padded[l:, b] = 0.0
-    a = mdesc.lyapunov_spectrum(lstm, seq, 3, lengths=lengths, zero_input_steps=6, **F64)
-    b = mdesc.lyapunov_spectrum(lstm, padded, 3, zero_input_steps=6, **F64)
-    torch.testing.assert_close(a.exponents, b.exponents, rtol=1e-13, atol=1e-13)
+    a = mdesc.lyapunov_spectrum(lstm, seq, 3, lengths=lengths, zero_input_steps=6)
+    b = mdesc.lyapunov_spectrum(lstm, padded, 3, zero_input_steps=6)
+    torch.testing.assert_close(a.exponents, b.exponents, **tol(dtype, 1e-13, 1e-5))
 
 
-def test_no_bias_lstm():
-    lstm = make_lstm(3, 4, 2, seed=5, bias=False)
-    seq = torch.randn(8, 2, 3, dtype=torch.float64)
-    a = mdesc.lyapunov_spectrum(lstm, seq, 4, **F64)
-    b = reference.lyapunov_spectrum(lstm, seq, 4, **F64)
-    torch.testing.assert_close(a.exponents, b.exponents, rtol=1e-10, atol=1e-10)
+@device_dtype
+def test_no_bias_lstm(device, dtype):
+    lstm = _model(3, 4, 2, device, dtype, seed=5, bias=False)
+    seq = _randn(8, 2, 3, device=device, dtype=dtype)
+    a = mdesc.lyapunov_spectrum(lstm, seq, 4)
+    b = reference.lyapunov_spectrum(_truth(lstm), seq.cpu().double(), 4)  # float64 truth
+    torch.testing.assert_close(a.exponents, b.exponents, **tol(dtype, 1e-10, 1e-4))
 
 
-def test_explicit_initial_state_and_frame():
-    lstm = make_lstm(3, 4, 2, seed=6)
-    seq = torch.randn(8, 2, 3, dtype=torch.float64)
-    h0 = torch.randn(2, 2, 4, dtype=torch.float64) * 0.3
-    c0 = torch.randn(2, 2, 4, dtype=torch.float64) * 0.3
+@device_dtype
+def test_explicit_initial_state_and_frame(device, dtype):
+    lstm = _model(3, 4, 2, device, dtype, seed=6)
+    seq = _randn(8, 2, 3, device=device, dtype=dtype)
+    h0 = _randn(2, 2, 4, device=device, dtype=dtype) * 0.3
+    c0 = _randn(2, 2, 4, device=device, dtype=dtype) * 0.3
     q0 = torch.randn(2, 16, 3, dtype=torch.float64)  # one frame per sequence, not orthonormal
-    a = mdesc.lyapunov_spectrum(lstm, seq, 3, h0=h0, c0=c0, q0=q0, **F64)
-    b = reference.lyapunov_spectrum(lstm, seq, 3, h0=h0, c0=c0, q0=q0, **F64)
-    torch.testing.assert_close(a.exponents, b.exponents, rtol=1e-10, atol=1e-10)
+    a = mdesc.lyapunov_spectrum(lstm, seq, 3, h0=h0, c0=c0, q0=q0)
+    b = reference.lyapunov_spectrum(_truth(lstm), seq.cpu().double(), 3, h0=h0.cpu().double(),
+                                    c0=c0.cpu().double(), q0=q0)  # float64 truth
+    torch.testing.assert_close(a.exponents, b.exponents, **tol(dtype, 1e-10, 1e-4))
     _, (h, c) = lstm(seq, (h0, c0))
-    torch.testing.assert_close(a.h_T, h, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(a.h_T, h, **tol(dtype, 1e-12, 1e-5))
     assert a.settings["q0_given"] and a.settings["seed"] is None
 
 
-def test_classifier_from_token_ids_equals_embedded_inputs():
-    model = Classifier().double()
-    ids = torch.randint(0, 20, (3, 7))  # batch_first (B, T)
-    a = mdesc.lyapunov_spectrum(model, ids, 2, zero_input_steps=4, **F64)
+@device_dtype
+def test_classifier_from_token_ids_equals_embedded_inputs(device, dtype):
+    model = Classifier().to(device=device, dtype=dtype)
+    ids = torch.randint(0, 20, (3, 7)).to(device)  # batch_first (B, T)
+    a = mdesc.lyapunov_spectrum(model, ids, 2, zero_input_steps=4)
     emb = model.embedding(ids).detach()
-    b = mdesc.lyapunov_spectrum(model.lstm, emb, 2, zero_input_steps=4, **F64)
+    b = mdesc.lyapunov_spectrum(model.lstm, emb, 2, zero_input_steps=4)
     torch.testing.assert_close(a.exponents, b.exponents, rtol=0, atol=0)
 
 
-def test_checkpoints_in_one_call_equal_separate_runs():
-    models = [Classifier().double() for _ in range(3)]
-    ids = torch.randint(0, 20, (4, 6))
-    batch = mdesc.lyapunov_checkpoints(models, ids, k=2, zero_input_steps=5, **F64)
+@device_dtype
+def test_checkpoints_in_one_call_equal_separate_runs(device, dtype):
+    models = [Classifier().to(device=device, dtype=dtype) for _ in range(3)]
+    ids = torch.randint(0, 20, (4, 6)).to(device)
+    batch = mdesc.lyapunov_checkpoints(models, ids, k=2, zero_input_steps=5)
     assert batch.exponents.shape == (3, 4, 2)
     assert batch.mean.shape == (3, 2) and batch.nonfinite.shape == (3, 4)
     for c, m in enumerate(models):
-        single = mdesc.lyapunov_spectrum(m, ids, 2, zero_input_steps=5, **F64)
-        torch.testing.assert_close(batch.exponents[c], single.exponents, rtol=1e-13, atol=1e-13)
+        single = mdesc.lyapunov_spectrum(m, ids, 2, zero_input_steps=5)
+        torch.testing.assert_close(batch.exponents[c], single.exponents, **tol(dtype, 1e-13, 1e-5))
     # state dicts plus a template give the same
     sds = [m.state_dict() for m in models]
-    again = mdesc.lyapunov_checkpoints(sds, ids, k=2, zero_input_steps=5, template=Classifier().double(), **F64)
+    again = mdesc.lyapunov_checkpoints(sds, ids, k=2, zero_input_steps=5,
+                                       template=Classifier().to(device=device, dtype=dtype))
     torch.testing.assert_close(again.exponents, batch.exponents, rtol=0, atol=0)
-    ref = reference.lyapunov_checkpoints(models, ids, k=2, zero_input_steps=5, **F64)
-    torch.testing.assert_close(ref.exponents, batch.exponents, rtol=1e-10, atol=1e-10)
+    ref = reference.lyapunov_checkpoints([_truth(m) for m in models], ids.cpu(), k=2,
+                                         zero_input_steps=5)  # float64 truth
+    torch.testing.assert_close(ref.exponents, batch.exponents, **tol(dtype, 1e-10, 1e-4))
 
 
 def test_nonfinite_runs_are_flagged_not_silent():

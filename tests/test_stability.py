@@ -9,15 +9,18 @@ import torch
 import mdesc
 from mdesc.core import reference
 from lstm_cases import make_lstm
+from utils import devices
 
 
-def test_distance_matches_nn_lstm_twin_runs():
+@devices
+def test_distance_matches_nn_lstm_twin_runs(device):
     lstm = make_lstm(3, 6, 2, gain=4.0, seed=3)
     seq = torch.randn(10, 4, 3, dtype=torch.float64)
     lengths = torch.tensor([10, 7, 3, 10])
-    d = mdesc.asymptotic_distance(lstm, seq, lengths=lengths, zero_input_steps=30, perturbation=1e-3,
+    d = mdesc.asymptotic_distance(lstm.to(device), seq.to(device), lengths=lengths.to(device), zero_input_steps=30, perturbation=1e-3,
                                   perturb_at="start", seed=5, dtype=torch.float64)
     assert d.settings["perturb_at"] == "start" and not d.collapsed.any()
+    lstm = lstm.cpu()
     noise = 1e-3 * torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     expected_d, expected_sum = [], []
     for b in range(4):
@@ -32,13 +35,15 @@ def test_distance_matches_nn_lstm_twin_runs():
     torch.testing.assert_close(d.log_distance, torch.tensor(expected_d, dtype=torch.float64).log().mean())
 
 
-def test_drive_end_twin_matches_nn_lstm():
+@devices
+def test_drive_end_twin_matches_nn_lstm(device):
     lstm = make_lstm(3, 6, 2, gain=4.0, seed=3)
     seq = torch.randn(10, 4, 3, dtype=torch.float64)
     lengths = torch.tensor([10, 7, 3, 7])
-    d = mdesc.asymptotic_distance(lstm, seq, lengths=lengths, zero_input_steps=30, perturbation=1e-3,
+    d = mdesc.asymptotic_distance(lstm.to(device), seq.to(device), lengths=lengths, zero_input_steps=30, perturbation=1e-3,
                                   seed=5, dtype=torch.float64)
     assert d.settings["perturb_at"] == "drive_end"  # the default
+    lstm = lstm.cpu()
     noise = 1e-3 * torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     for b in range(4):
         l = int(lengths[b])
@@ -52,11 +57,13 @@ def test_drive_end_twin_matches_nn_lstm():
     assert not d.collapsed.any()
 
 
-def test_drive_end_and_start_twins_differ_exactly_where_the_drive_collapses_them():
+@devices
+def test_drive_end_and_start_twins_differ_exactly_where_the_drive_collapses_them(device):
     """A drive contracting by e^-0.33 per step erases a t = 0 perturbation of 1e-6 to the last bit
     within 300 steps, but not within 3; the zero-input phase after it is chaotic."""
-    lstm = make_lstm(8, 32, 1, gain=8.0, seed=0)
+    lstm = make_lstm(8, 32, 1, gain=8.0, seed=0).to(device)
     seq = 5 * torch.randn(300, 4, 8, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    seq = seq.to(device)
     kw = dict(lengths=[300, 3, 300, 3], zero_input_steps=300)
     start = mdesc.asymptotic_distance(lstm, seq, perturb_at="start", **kw)
     end = mdesc.asymptotic_distance(lstm, seq, perturb_at="drive_end", **kw)
@@ -74,11 +81,12 @@ def test_drive_end_and_start_twins_differ_exactly_where_the_drive_collapses_them
     assert not bool(only_collapsed.ordered) and not bool(only_collapsed.chaotic)
 
 
-def test_ordered_model_sits_at_the_floor_and_chaotic_does_not():
-    seq = torch.zeros(1, 8, 4)
-    ordered = make_lstm(4, 64, 1, gain=0.5, seed=5, bias=False, dtype=torch.float32)
-    chaotic = make_lstm(4, 64, 1, gain=20.0, seed=5, bias=False, dtype=torch.float32)
-    h0 = 0.1 * torch.randn(1, 8, 64)
+@devices
+def test_ordered_model_sits_at_the_floor_and_chaotic_does_not(device):
+    seq = torch.zeros(1, 8, 4, device=device)
+    ordered = make_lstm(4, 64, 1, gain=0.5, seed=5, bias=False, dtype=torch.float32).to(device)
+    chaotic = make_lstm(4, 64, 1, gain=20.0, seed=5, bias=False, dtype=torch.float32).to(device)
+    h0 = 0.1 * torch.randn(1, 8, 64).to(device)
     d_ord = mdesc.asymptotic_distance(ordered, seq, zero_input_steps=1599, h0=h0, perturb_at="start")
     d_cha = mdesc.asymptotic_distance(chaotic, seq, zero_input_steps=1599, h0=h0, perturb_at="start")
     assert float(d_ord.log_distance) == -15.0 and bool(d_ord.ordered)
@@ -86,10 +94,13 @@ def test_ordered_model_sits_at_the_floor_and_chaotic_does_not():
     assert not d_ord.collapsed.any() and not d_cha.collapsed.any()
 
 
-def test_checkpoints_and_reference_agree():
+@devices
+def test_checkpoints_and_reference_agree(device):
     models = [make_lstm(3, 5, 1, gain=g, seed=1) for g in (0.5, 3.0, 6.0)]
     seq = torch.randn(6, 3, 3, dtype=torch.float64)
-    d = mdesc.asymptotic_distance(models, seq, zero_input_steps=20, dtype=torch.float64)
+    d = mdesc.asymptotic_distance([m.to(device) for m in models], seq.to(device), zero_input_steps=20,
+                                  dtype=torch.float64)
+    models = [m.cpu() for m in models]
     r = reference.asymptotic_distance(models, seq, zero_input_steps=20, dtype=torch.float64)
     assert d.collapsed.shape == (3, 3)
     assert d.distance.shape == (3, 3) and d.log_distance.shape == (3,)
