@@ -281,7 +281,7 @@ def test_phase_table_columns():
 def test_command_line_options_map_to_settings():
     import argparse
 
-    from mdesc.descent.analysis import add_phase_arguments, phase_settings_from_args
+    from mdesc.descent.cli import add_phase_arguments, phase_settings_from_args
 
     p = argparse.ArgumentParser()
     add_phase_arguments(p)

@@ -100,8 +100,7 @@ __all__ = [
     "analyse",
     "phase_table",
     "LABEL_NAMES",
-    "add_phase_arguments",
-    "phase_settings_from_args",
+    "sorted_table",
 ]
 
 #: integer label -> name, as used in ``PhaseAnalysis.labels`` arrays
@@ -114,6 +113,8 @@ MEASURES = ("distance", "lyapunov")
 _MEASURE_COLUMN = {"distance": "log_distance", "lyapunov": "lyapunov_max"}
 _SCALAR_COLUMNS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc",
                    "log_distance", "lyapunov_max", "lyapunov_stderr", "nonfinite_fraction")
+_EXTRA_COLUMNS = ("log_distance_drive_end", "log_distance_start", "n_collapsed_start",
+                  "lyapunov_max_driven", "lyapunov_stderr_driven")
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,13 @@ class PhaseSettings:
         window: w in epochs for "minimum within +-w of a transition"; None: the median spacing
             between checkpoints.
         recommend: "first_transition" or "widest_stretch" (see module docstring).
+        distance_resolution: D~ values within this of each other (or of the floor) do not vary
+            beyond numerical resolution: claims on them are refused (mdesc.descent.claims).
+        event_sigmas, event_jump: a stability event needs a change beyond event_sigmas combined
+            standard errors and event_jump times the run's median change (mdesc.descent.events).
+        event_tolerance: a test-loss minimum or drop sits at an event within this many
+            checkpoints.
+        permutations, permutation_seed: the permutation test's draws and seed.
     """
 
     floor: float = -15.0
@@ -151,6 +159,12 @@ class PhaseSettings:
     smooth: int = 1
     window: float | None = None
     recommend: str = "first_transition"
+    distance_resolution: float = 1e-6
+    event_sigmas: float = 3.0
+    event_jump: float = 3.0
+    event_tolerance: int = 1
+    permutations: int = 10000
+    permutation_seed: int = 0
 
     def validate(self) -> None:
         if self.measure not in ("auto",) + MEASURES:
@@ -175,6 +189,12 @@ class PhaseSettings:
             raise ValueError(f"smooth must be a positive integer (checkpoints), got {self.smooth}")
         if self.window is not None and not self.window >= 0:
             raise ValueError(f"window must be >= 0 epochs or None, got {self.window}")
+        if not self.distance_resolution > 0:
+            raise ValueError(f"distance_resolution must be > 0, got {self.distance_resolution}")
+        if self.event_sigmas < 0 or self.event_jump < 0 or self.event_tolerance < 0:
+            raise ValueError("event_sigmas, event_jump and event_tolerance must be >= 0")
+        if int(self.permutations) != self.permutations or self.permutations < 1:
+            raise ValueError(f"permutations must be a positive integer, got {self.permutations}")
 
 
 @dataclass
@@ -259,6 +279,11 @@ class PhaseAnalysis:
     nonfinite: dict[str, list[float]]   # column -> epochs where it is NaN/inf
     warnings: list[str]
     settings: dict[str, Any]            # settings used, with automatic values resolved
+    verdicts: list[str] = dataclasses.field(default_factory=list)   # (C,) one per checkpoint
+    verdict_reasons: list[str] = dataclasses.field(default_factory=list)
+    events: list = dataclasses.field(default_factory=list)          # mdesc.descent.events.Event
+    drops: list[int] = dataclasses.field(default_factory=list)      # gaps of sharp loss drops
+    twins: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def label(self) -> np.ndarray:
@@ -308,6 +333,29 @@ def _column(table: Mapping[str, Any], key: str, n: int) -> np.ndarray:
     return a
 
 
+def sorted_table(table: Mapping[str, Any]) -> dict[str, Any]:
+    """The run table with every per-checkpoint array (1-D or 2-D with C rows) sorted by epoch:
+    the one place the table is sorted (analysis, phase table and figures all use its result).
+    Non-array entries (``settings``, ``skipped``) are passed through; a sorted table is
+    returned as is."""
+    if table.get("_sorted"):
+        return dict(table)
+    if "epoch" not in table:
+        raise ValueError("run table has no 'epoch' column; expected the mapping returned by "
+                         "mdesc.descent.load_table(run_dir)")
+    epoch = np.asarray(table["epoch"]).reshape(-1)
+    order = np.argsort(epoch, kind="stable")
+    out: dict[str, Any] = {"_sorted": True}
+    for k, v in table.items():
+        if isinstance(v, (np.ndarray, list, tuple)) and k not in ("skipped", "sample_index"):
+            a = np.asarray(v)
+            if a.ndim >= 1 and a.shape[0] == epoch.size and a.dtype != object:
+                out[k] = a[order]
+                continue
+        out[k] = v
+    return out
+
+
 def _prepare(table: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Scalar columns as float arrays sorted by epoch; returns (columns, sort order)."""
     if "epoch" not in table:
@@ -320,7 +368,7 @@ def _prepare(table: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarra
     if not np.all(np.isfinite(epoch)):
         raise ValueError("run table has non-finite epochs")
     order = np.argsort(epoch, kind="stable")
-    cols = {k: _column(table, k, n)[order] for k in _SCALAR_COLUMNS}
+    cols = {k: _column(table, k, n)[order] for k in _SCALAR_COLUMNS + _EXTRA_COLUMNS}
     if np.any(np.diff(cols["epoch"]) == 0):
         dup = np.unique(cols["epoch"][1:][np.diff(cols["epoch"]) == 0])
         raise ValueError(f"run table has duplicate checkpoints at epochs {dup.tolist()}; "
@@ -469,27 +517,6 @@ def _cycles(epoch: np.ndarray, loss: np.ndarray, minima: list[LocalMinimum],
     return out
 
 
-# ----------------------------------------------------------------------------- claims
-
-def _correlations(x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """Spearman and Pearson correlation of finite pairs; NaN when undefined (n < 3 or constant)."""
-    from scipy import stats
-
-    ok = np.isfinite(x) & np.isfinite(y)
-    n = int(ok.sum())
-    res = {"n": n, "spearman": math.nan, "spearman_p": math.nan,
-           "pearson": math.nan, "pearson_p": math.nan}
-    if n < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:
-        return res
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sp = stats.spearmanr(x[ok], y[ok])
-        pe = stats.pearsonr(x[ok], y[ok])
-    res.update(spearman=float(sp.statistic), spearman_p=float(sp.pvalue),
-               pearson=float(pe.statistic), pearson_p=float(pe.pvalue))
-    return res
-
-
 def _nearest_index(epoch: np.ndarray, target: float) -> int:
     return int(np.argmin(np.abs(epoch - target)))   # argmin returns the first (earlier) on ties
 
@@ -623,90 +650,55 @@ def analyse(table: Mapping[str, Any], settings: PhaseSettings | None = None,
                   f"{best.end_epoch:.4g}, width {best.width:.4g} epochs)")
     rec_epoch = float(epoch[rec_idx]) if rec_idx is not None else None
 
-    claims = _claims(epoch, cols, labels, measure, transitions, stretches, minima, global_min,
-                     cycles, window, rec_idx, n)
+    from mdesc.descent import claims as _cl
+    from mdesc.descent import events as _ev
+
+    claims = _cl.run_claims(epoch, cols, labels, measure, transitions, stretches, minima,
+                            global_min, cycles, window, rec_idx, n, floor=s.floor,
+                            distance_resolution=s.distance_resolution)
+    verdicts, reasons = _cl.verdicts(labels["distance"], labels["lyapunov"],
+                                     cols["lyapunov_max"], cols["log_distance"], s.floor)
+    claims["verdict_counts"] = {v: verdicts.count(v) for v in _cl.VERDICTS}
+
+    # stability events and the permutation tests (sorted once: same order as `epoch`)
+    st = sorted_table(table)
+    events = _ev.lyapunov_events(epoch, cols["lyapunov_max"], cols["lyapunov_stderr"],
+                                 s.event_sigmas, s.event_jump)
+    lam_flat = claims["lyapunov_refused"]
+    if lam_flat:
+        events = []
+    red = np.asarray(st.get("reduced_sum", np.zeros((n, 0))), dtype=float)
+    if red.ndim == 2 and red.shape[0] == n and red.shape[1] > 0:
+        events += _ev.structure_events(epoch, red, s.event_jump, s.distance_resolution)
+    events.sort(key=lambda e: (e.gap, e.kind))
+    drops = _ev.loss_drops(loss, s.event_jump)
+    gaps = sorted({e.gap for e in events})
+    tests = {}
+    for name, targets in (("minima_at_events", [m.index for m in minima]),
+                          ("drops_at_events", [g + 0.5 for g in drops])):
+        tests[name] = _ev.permutation_test(max(n - 1, 0), gaps, targets, s.event_tolerance,
+                                           int(s.permutations), s.permutation_seed)
+        if lam_flat and not gaps:
+            tests[name]["refused"] = f"no events can be found: {lam_flat}"
+    claims.update(tests)
+    claims["n_events"] = len(gaps)
+    claims["n_lyapunov_events"] = sum(e.kind == "lyapunov" for e in events)
+    claims["n_structure_events"] = sum(e.kind == "structure" for e in events)
+    claims["event_epochs"] = [float(epoch[g + 1]) for g in gaps]
+    claims["drop_epochs"] = [float(epoch[g + 1]) for g in drops]
+    n_reviews = int(red.shape[1]) if red.ndim == 2 else 0
+    twins = _cl.twin_comparison(epoch, cols["log_distance_drive_end"],
+                                cols["log_distance_start"], cols["n_collapsed_start"],
+                                n_reviews, s.floor, s.distance_margin)
+    claims["twins"] = twins
 
     return PhaseAnalysis(
         epochs=epoch, measure=measure, labels=labels, regimes=regimes, transitions=transitions,
         secondary_transitions=secondary, stretches=stretches, minima=minima,
         global_minimum=global_min, cycles=cycles, claims=claims, recommended_index=rec_idx,
         recommended_epoch=rec_epoch, recommendation_rule=s.recommend,
-        recommendation_reason=reason, nonfinite=nonfinite, warnings=notes, settings=used)
-
-
-def _claims(epoch, cols, labels, measure, transitions, stretches, minima, global_min, cycles,
-            window, rec_idx, n) -> dict[str, Any]:
-    nan = math.nan
-    loss = cols["test_loss"]
-    c: dict[str, Any] = {"n_checkpoints": n, "measure": measure, "window_epochs": window}
-    c["n_transitions"] = len(transitions)
-    c["n_order_to_chaos"] = sum(t.kind == "order_to_chaos" for t in transitions)
-    c["n_chaos_to_order"] = sum(t.kind == "chaos_to_order" for t in transitions)
-    first = next((t for t in transitions if t.kind == "order_to_chaos"), None)
-    c["first_order_to_chaos_epoch"] = first.epoch if first else nan
-    c["global_min_epoch"] = global_min["epoch"] if global_min else nan
-    c["global_min_test_loss"] = global_min["test_loss"] if global_min else nan
-    c["first_transition_minus_global_min"] = (
-        first.epoch - global_min["epoch"] if first and global_min else nan)
-    c["first_transition_within_window_of_global_min"] = (
-        bool(abs(c["first_transition_minus_global_min"]) <= window)
-        if first and global_min else None)
-
-    t_epochs = np.array([t.epoch for t in transitions])
-    c["n_local_minima"] = len(minima)
-    near = [m for m in minima if m.distance_to_transition is not None
-            and m.distance_to_transition <= window]
-    c["n_minima_near_transition"] = len(near)
-    c["minima_near_transition_fraction"] = len(near) / len(minima) if minima else nan
-    interior = np.flatnonzero(np.isfinite(loss))[1:-1]
-    if interior.size and t_epochs.size:
-        d = np.min(np.abs(epoch[interior, None] - t_epochs[None, :]), axis=1)
-        c["minima_near_transition_chance"] = float(np.mean(d <= window))
-    else:
-        c["minima_near_transition_chance"] = 0.0 if interior.size else nan
-
-    if global_min is not None:
-        after = epoch > global_min["epoch"]
-        for m in MEASURES:
-            r = _correlations(cols[_MEASURE_COLUMN[m]][after], loss[after])
-            c["overtrained_n"] = int(np.sum(after & np.isfinite(loss)))
-            for k in ("spearman", "spearman_p", "pearson", "pearson_p"):
-                c[f"overtrained_{k}_{m}"] = r[k]
-            c[f"overtrained_pairs_{m}"] = r["n"]
-    else:
-        c["overtrained_n"] = 0
-
-    o2c = [st for st in stretches if st.kind == "order_to_chaos"]
-    if stretches:
-        widest = max(stretches, key=lambda st: (st.width, -st.start_epoch))
-        c["widest_stretch_width"] = widest.width
-        c["widest_stretch_centre_epoch"] = widest.centre_epoch
-        c["widest_stretch_kind"] = widest.kind
-    else:
-        c["widest_stretch_width"] = c["widest_stretch_centre_epoch"] = nan
-        c["widest_stretch_kind"] = None
-    c["first_transition_stretch_width"] = o2c[0].width if o2c else nan
-    c["first_transition_stretch_is_widest"] = (
-        bool(o2c[0].width >= max(st.width for st in stretches)) if o2c else None)
-
-    c["n_cycles"] = len(cycles)
-    c["n_overtrained_cycles"] = sum(cy.overtrained for cy in cycles)
-    c["fraction_cycles_sharp_drop"] = (
-        float(np.mean([cy.asymmetry > 1 for cy in cycles])) if cycles else nan)
-    c["fraction_cycles_transition_in_drop"] = (
-        float(np.mean([cy.transition_in_drop for cy in cycles])) if cycles else nan)
-    fr = [cy.chaotic_fraction_rise for cy in cycles if cy.chaotic_fraction_rise is not None]
-    c["mean_chaotic_fraction_rise"] = float(np.mean(fr)) if fr else nan
-
-    both = (labels["distance"] >= 0) & (labels["lyapunov"] >= 0)
-    c["label_agreement"] = (float(np.mean(labels["distance"][both] == labels["lyapunov"][both]))
-                            if both.any() else nan)
-    c["recommended_epoch"] = float(epoch[rec_idx]) if rec_idx is not None else nan
-    rl = loss[rec_idx] if rec_idx is not None else nan
-    c["recommended_test_loss"] = float(rl)
-    c["recommended_regret"] = (float(rl - global_min["test_loss"])
-                               if global_min is not None and np.isfinite(rl) else nan)
-    return c
+        recommendation_reason=reason, nonfinite=nonfinite, warnings=notes, settings=used,
+        verdicts=verdicts, verdict_reasons=reasons, events=events, drops=drops, twins=twins)
 
 
 def _short(values: list[float], k: int = 6) -> str:
@@ -756,57 +748,20 @@ def phase_table(table: Mapping[str, Any], analysis: PhaseAnalysis | None = None,
     for t in analysis.transitions:
         tr[t.index_after] = t.kind
     out["transition"] = tr.astype(str)
+    if analysis.verdicts:
+        out["verdict"] = np.array(analysis.verdicts, dtype=str)
+    ev = np.array([""] * n, dtype=object)
+    for e in analysis.events:
+        ev[e.gap + 1] = (ev[e.gap + 1] + "+" if ev[e.gap + 1] else "") + e.kind
+    out["event"] = ev.astype(str)
     return out
 
 
-# ----------------------------------------------------------------------------- command line
+def __getattr__(name: str):
+    # The phase-analysis command-line options live in mdesc.descent.cli (the only module that
+    # builds argparse parsers); kept reachable here for callers that import them from analysis.
+    if name in ("add_phase_arguments", "phase_settings_from_args"):
+        from mdesc.descent import cli
 
-_CLI_HELP = {
-    "distance_margin": "label a checkpoint chaotic when D~ exceeds the floor by more than this",
-    "distance_ordered_tol": "D~ - floor at or below which a checkpoint is clearly ordered",
-    "distance_chaotic_level": "D~ - floor at or above which a checkpoint is clearly chaotic "
-                              "(default: half the largest excess of the run)",
-    "lyapunov_threshold": "label chaotic when lambda_1 exceeds this (natural log per step)",
-    "lyapunov_sigmas": "clearly chaotic/ordered when lambda_1 -/+ this many standard errors "
-                       "is beyond the threshold",
-    "measure": "chaos measure that defines transitions: distance (D~), lyapunov, or auto",
-    "minima_prominence": "minimum prominence of a test-loss local minimum, as a fraction of "
-                         "the test-loss range",
-    "smooth": "moving-average width (checkpoints) before looking for test-loss minima",
-    "window": "+-window (epochs) for 'minimum near a transition' (default: checkpoint spacing)",
-    "recommend": "rule for the recommended checkpoint: first_transition or widest_stretch",
-}
-
-
-def add_phase_arguments(parser) -> None:
-    """Add ``--distance-margin``, ``--measure``, ... (one per :class:`PhaseSettings` field except
-    ``floor``) to an argparse parser or group.  An option not given leaves no attribute (the
-    setting's own default applies), and its help states that default."""
-    import argparse
-
-    defaults = PhaseSettings()
-    for f in dataclasses.fields(PhaseSettings):
-        if f.name not in _CLI_HELP:
-            continue
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f"phase_{f.name}"}
-        if f.name == "measure":
-            kw["choices"] = ("auto",) + MEASURES
-        elif f.name == "recommend":
-            kw["choices"] = ("first_transition", "widest_stretch")
-        else:
-            kw["type"] = int if f.name == "smooth" else float
-            kw["metavar"] = "N" if f.name == "smooth" else "X"
-        default = getattr(defaults, f.name)
-        parser.add_argument("--" + f.name.replace("_", "-"),
-                            help=f"{_CLI_HELP[f.name]} [default: {default}]", **kw)
-
-
-def phase_settings_from_args(args) -> dict[str, Any]:
-    """The settings given on the command line (see :func:`add_phase_arguments`), as keyword
-    overrides for :func:`analyse` / :func:`mdesc.report.write_report`."""
-    out = {}
-    for name in _CLI_HELP:
-        v = getattr(args, f"phase_{name}", None)
-        if v is not None:
-            out[name] = v
-    return out
+        return getattr(cli, name)
+    raise AttributeError(f"module 'mdesc.descent.analysis' has no attribute {name!r}")

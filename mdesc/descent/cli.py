@@ -214,8 +214,6 @@ def register(subparsers) -> None:
 
 
 def _add_phases(p) -> None:
-    from mdesc.descent.analysis import add_phase_arguments
-
     add_phase_arguments(p.add_argument_group(
         "phase analysis (thresholds of the order/chaos labels, minima, recommendation)"))
 
@@ -361,7 +359,6 @@ def cmd_report(args) -> int:
         load_table(args.run_dir)
     except (RunError, FileNotFoundError) as e:
         raise _user_error(e) from None
-    from mdesc.descent.analysis import phase_settings_from_args
     from mdesc.descent.report import write_report
 
     path = write_report(args.run_dir, **phase_settings_from_args(args))
@@ -383,3 +380,68 @@ def cmd_run(args) -> int:
     for step in (cmd_train, cmd_sweep, cmd_report):
         step(args)
     return 0
+
+
+# ----------------------------------------------------------------------------- command line
+
+_CLI_HELP = {
+    "distance_margin": "label a checkpoint chaotic when D~ exceeds the floor by more than this",
+    "distance_ordered_tol": "D~ - floor at or below which a checkpoint is clearly ordered",
+    "distance_chaotic_level": "D~ - floor at or above which a checkpoint is clearly chaotic "
+                              "(default: half the largest excess of the run)",
+    "lyapunov_threshold": "label chaotic when lambda_1 exceeds this (natural log per step)",
+    "lyapunov_sigmas": "clearly chaotic/ordered when lambda_1 -/+ this many standard errors "
+                       "is beyond the threshold",
+    "measure": "chaos measure that defines transitions: distance (D~), lyapunov, or auto",
+    "minima_prominence": "minimum prominence of a test-loss local minimum, as a fraction of "
+                         "the test-loss range",
+    "smooth": "moving-average width (checkpoints) before looking for test-loss minima",
+    "window": "+-window (epochs) for 'minimum near a transition' (default: checkpoint spacing)",
+    "recommend": "rule for the recommended checkpoint: first_transition or widest_stretch",
+    "distance_resolution": "D~ values closer than this (to each other or the floor) do not "
+                           "vary: claims on them are refused",
+    "event_sigmas": "a lambda_1 event needs a change beyond this many combined standard errors",
+    "event_jump": "an event (lambda_1 or attractor structure) or a test-loss drop needs a "
+                  "change this many times the run's median change",
+    "event_tolerance": "a test-loss minimum or drop sits at an event within this many "
+                       "checkpoints",
+    "permutations": "draws of the permutation test",
+}
+
+
+def add_phase_arguments(parser) -> None:
+    """Add ``--distance-margin``, ``--measure``, ... (one per :class:`PhaseSettings` field except
+    ``floor``) to an argparse parser or group.  An option not given leaves no attribute (the
+    setting's own default applies), and its help states that default."""
+    import argparse
+    import dataclasses
+
+    from mdesc.descent.analysis import MEASURES, PhaseSettings
+
+    defaults = PhaseSettings()
+    for f in dataclasses.fields(PhaseSettings):
+        if f.name not in _CLI_HELP:
+            continue
+        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f"phase_{f.name}"}
+        if f.name == "measure":
+            kw["choices"] = ("auto",) + MEASURES
+        elif f.name == "recommend":
+            kw["choices"] = ("first_transition", "widest_stretch")
+        else:
+            is_int = f.name in ("smooth", "event_tolerance", "permutations")
+            kw["type"] = int if is_int else float
+            kw["metavar"] = "N" if is_int else "X"
+        default = getattr(defaults, f.name)
+        parser.add_argument("--" + f.name.replace("_", "-"),
+                            help=f"{_CLI_HELP[f.name]} [default: {default}]", **kw)
+
+
+def phase_settings_from_args(args) -> dict[str, Any]:
+    """The settings given on the command line (see :func:`add_phase_arguments`), as keyword
+    overrides for :func:`analyse` / :func:`mdesc.report.write_report`."""
+    out = {}
+    for name in _CLI_HELP:
+        v = getattr(args, f"phase_{name}", None)
+        if v is not None:
+            out[name] = v
+    return out

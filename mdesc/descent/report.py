@@ -30,18 +30,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mdesc.descent import figures
+from mdesc.descent.figures import _fmt
 from mdesc.store import atomic_write_bytes
 
 __all__ = ["write_report", "claims_rows"]
-
-ORDER_COLOR = "#dbe9f6"      # background of ordered stretches
-CHAOS_COLOR = "#fbe0cf"      # background of chaotic stretches
-UNKNOWN_COLOR = "#e6e6e6"
-STRETCH_COLOR = "#7b3294"
-REC_COLOR = "#1a9641"
-
-
-# ----------------------------------------------------------------------------- small helpers
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
@@ -52,252 +45,9 @@ def _read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    """A number for people: None/NaN -> an em dash, floats to ``digits`` significant digits."""
-    if v is None:
-        return "—"
-    if isinstance(v, (bool, np.bool_)):
-        return "yes" if v else "no"
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
-    if isinstance(v, (float, np.floating)):
-        if not math.isfinite(float(v)):
-            return "—"
-        return f"{float(v):.{digits}g}"
-    return str(v)
-
-
-def _spans(epoch: np.ndarray, label: np.ndarray) -> list[tuple[float, float, int]]:
-    """Contiguous runs of equal label as (left, right, label); edges halfway between checkpoints."""
-    n = epoch.size
-    if n == 1:
-        return [(epoch[0] - 0.5, epoch[0] + 0.5, int(label[0]))]
-    mid = 0.5 * (epoch[1:] + epoch[:-1])
-    left = np.concatenate([[epoch[0]], mid])
-    right = np.concatenate([mid, [epoch[-1]]])
-    out: list[tuple[float, float, int]] = []
-    for i in range(n):
-        if out and out[-1][2] == label[i]:
-            out[-1] = (out[-1][0], right[i], out[-1][2])
-        else:
-            out.append((left[i], right[i], int(label[i])))
-    return out
-
-
-def _shade(ax, epoch, label) -> None:
-    colors = {0: ORDER_COLOR, 1: CHAOS_COLOR, -1: UNKNOWN_COLOR}
-    for lo, hi, lab in _spans(epoch, label):
-        ax.axvspan(lo, hi, color=colors[lab], lw=0, zorder=0)
-
-
-def _phase_handles(label=None):
-    from matplotlib.patches import Patch
-
-    out = [Patch(color=ORDER_COLOR, label="ordered"), Patch(color=CHAOS_COLOR, label="chaotic")]
-    if label is not None and np.any(label < 0):
-        out.append(Patch(color=UNKNOWN_COLOR, label="unknown (non-finite)"))
-    return out
-
-
-def _xlim(ax, epoch) -> None:
-    span = float(np.ptp(epoch))
-    pad = 0.01 * span if span > 0 else 0.5
-    ax.set_xlim(epoch[0] - pad, epoch[-1] + pad)
-
-
-def _figure(**kw):
-    """A matplotlib Figure on the Agg canvas, independent of pyplot's global state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(**kw)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
-
-
 _PER_CHECKPOINT = ("epoch", "train_loss", "test_loss", "log_distance", "lyapunov_max",
                    "lyapunov_stderr", "reduced_sum")
 
-
-def _sorted_table(table: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The table's per-checkpoint arrays in epoch order (the order phases.analyse uses)."""
-    epoch = np.asarray(table["epoch"], dtype=np.float64).reshape(-1)
-    order = np.argsort(epoch, kind="stable")
-    out = {}
-    for k, v in table.items():
-        if k not in _PER_CHECKPOINT:
-            continue
-        a = np.asarray(v, dtype=np.float64)
-        if a.ndim >= 1 and a.shape[0] == epoch.size:
-            out[k] = a[order]
-    return out
-
-
-def _col(t: Mapping[str, np.ndarray], key: str) -> np.ndarray:
-    n = t["epoch"].size
-    return t[key] if key in t and t[key].shape[:1] == (n,) else np.full(n, np.nan)
-
-
-# ----------------------------------------------------------------------------- figures
-
-def _mark_events(ax, analysis, with_labels: bool) -> list:
-    """Transitions (dashed), critical stretches (bar at the top), recommended checkpoint."""
-    handles = []
-    for k, t in enumerate(analysis.transitions):
-        style = "--" if t.kind == "order_to_chaos" else ":"
-        h = ax.axvline(t.epoch, color="0.25", ls=style, lw=1.1, zorder=2,
-                       label=("order→chaos" if t.kind == "order_to_chaos" else "chaos→order")
-                       + " transition")
-        if with_labels and h.get_label() not in [x.get_label() for x in handles]:
-            handles.append(h)
-    for st in analysis.stretches:
-        h = ax.axvspan(st.start_epoch, st.end_epoch, ymin=0.965, ymax=1.0, color=STRETCH_COLOR,
-                       alpha=0.75, lw=0, zorder=3, label="critical stretch (edge of chaos)")
-        if with_labels and h.get_label() not in [x.get_label() for x in handles]:
-            handles.append(h)
-    if analysis.recommended_epoch is not None:
-        h = ax.axvline(analysis.recommended_epoch, color=REC_COLOR, lw=2.0, zorder=4,
-                       label="recommended (stability only)")
-        if with_labels:
-            handles.append(h)
-    return handles
-
-
-def _descent_figure(t: Mapping[str, np.ndarray], analysis) -> bytes:
-    epoch = t["epoch"]
-    test, train = _col(t, "test_loss"), _col(t, "train_loss")
-    ld, lam, se = _col(t, "log_distance"), _col(t, "lyapunov_max"), _col(t, "lyapunov_stderr")
-    s = analysis.settings
-    fig = _figure(figsize=(11, 7.8))
-    ax1, ax3 = fig.subplots(2, 1, sharex=True,
-                            gridspec_kw={"height_ratios": [3, 2], "hspace": 0.08})
-    ms = 3 if epoch.size <= 200 else 0
-
-    # top: losses (left, drawn on top) and D~ (right twin, drawn below with the shading)
-    ax2 = ax1.twinx()
-    _shade(ax2, epoch, analysis.labels[analysis.measure])
-    ax1.set_zorder(ax2.get_zorder() + 1)
-    ax1.patch.set_visible(False)
-    h_test, = ax1.plot(epoch, test, color="black", lw=1.6, marker="o", ms=ms, label="test loss",
-                       zorder=5)
-    h_train, = ax1.plot(epoch, train, color="0.55", lw=1.2, label="train loss", zorder=5)
-    hs = [h_test, h_train]
-    if analysis.minima:
-        mi = [m.index for m in analysis.minima]
-        hs.append(ax1.plot(epoch[mi], test[mi], "v", color="#2c7bb6", ms=7, zorder=6,
-                           label="test-loss local minimum")[0])
-    if analysis.global_minimum is not None:
-        g = analysis.global_minimum["index"]
-        hs.append(ax1.plot(epoch[g], test[g], "*", color="#d7191c", ms=15, mec="black", mew=0.6,
-                           zorder=7, label="global test-loss minimum")[0])
-    hs += _mark_events(ax1, analysis, with_labels=True)
-    ax1.set_ylabel("loss (binary cross-entropy, nats)")
-    h_d, = ax2.plot(epoch, ld, color="#c0392b", lw=1.3, marker="s", ms=max(ms - 1, 0),
-                    alpha=0.9, label="D̃ = mean ln Dᵢ (right axis)")
-    ax2.axhline(s["floor"], color="#c0392b", lw=0.8, ls=":", alpha=0.8)
-    ax2.axhline(s["floor"] + s["distance_margin"], color="#c0392b", lw=0.8, ls="-.", alpha=0.6)
-    ax2.set_ylabel("D̃ = mean ln Dᵢ   (floor −15 = order)", color="#c0392b")
-    ax2.tick_params(axis="y", colors="#c0392b")
-    finite = ld[np.isfinite(ld)]
-    top = max(float(finite.max()) if finite.size else s["floor"] + 1, s["floor"] + 2)
-    ax2.set_ylim(s["floor"] - 0.05 * (top - s["floor"]), top + 0.12 * (top - s["floor"]))
-    ax1.legend(handles=hs + [h_d] + _phase_handles(analysis.labels[analysis.measure]),
-               loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8.5, frameon=False,
-               title=f"phases by {'D̃' if analysis.measure == 'distance' else 'λ₁'}",
-               title_fontsize=8.5)
-    ax1.set_title(_title(analysis), fontsize=10.5, loc="left")
-
-    # bottom: lambda_1 +- k stderr (left, on top), test loss (right twin, below with shading)
-    ax4 = ax3.twinx()
-    _shade(ax4, epoch, analysis.labels["lyapunov"])
-    ax3.set_zorder(ax4.get_zorder() + 1)
-    ax3.patch.set_visible(False)
-    k = s["lyapunov_sigmas"]
-    band = np.nan_to_num(se, nan=0.0) * k
-    ax3.fill_between(epoch, lam - band, lam + band, color="#8e44ad", alpha=0.25, lw=0)
-    h_l, = ax3.plot(epoch, lam, color="#8e44ad", lw=1.3, marker="o", ms=max(ms - 1, 0),
-                    label="λ₁ (mean over reviews)")
-    ax3.axhline(s["lyapunov_threshold"], color="#8e44ad", ls=":", lw=0.9)
-    _mark_events(ax3, analysis, with_labels=False)
-    ax3.set_ylabel("λ₁  (natural log per step)", color="#8e44ad")
-    ax3.tick_params(axis="y", colors="#8e44ad")
-    ax3.set_xlabel("epoch")
-    h_t2, = ax4.plot(epoch, test, color="black", lw=1.0, alpha=0.45,
-                     label="test loss (right axis)")
-    ax4.set_ylabel("test loss (nats)", color="0.35")
-    ax3.legend(handles=[h_l, _band_handle(k), h_t2] + _phase_handles(analysis.labels["lyapunov"]),
-               loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8.5, frameon=False,
-               title="phases by sign of λ₁", title_fontsize=8.5)
-    _xlim(ax3, epoch)
-    return _png(fig)
-
-
-def _band_handle(k):
-    from matplotlib.patches import Patch
-
-    return Patch(color="#8e44ad", alpha=0.25, label=f"λ₁ ± {k:g} standard errors")
-
-
-def _title(analysis) -> str:
-    c = analysis.claims
-    parts = []
-    if analysis.global_minimum is not None:
-        parts.append(f"global test-loss minimum at epoch {_fmt(c['global_min_epoch'])}")
-    if math.isfinite(c["first_order_to_chaos_epoch"]):
-        parts.append(f"first order→chaos transition at {_fmt(c['first_order_to_chaos_epoch'])}")
-    else:
-        parts.append("no order→chaos transition")
-    if analysis.recommended_epoch is not None:
-        parts.append(f"recommended epoch {_fmt(analysis.recommended_epoch)}")
-    return ";  ".join(parts) or "no transitions, no test-loss minimum"
-
-
-def _bifurcation_figure(t: Mapping[str, np.ndarray], analysis) -> bytes | None:
-    if "reduced_sum" not in t or t["reduced_sum"].ndim != 2:
-        return None
-    epoch, rs = t["epoch"], t["reduced_sum"]
-    lab = analysis.labels[analysis.measure]
-    fig = _figure(figsize=(11, 4.6))
-    ax = fig.subplots()
-    _shade(ax, epoch, lab)
-    x = np.repeat(epoch, rs.shape[1])
-    y = rs.reshape(-1)
-    c = np.repeat(lab, rs.shape[1])
-    ok = np.isfinite(y)
-    size = float(np.clip(30000.0 / max(rs.size, 1), 1.5, 10.0))   # points^2
-    for value, color, name in ((0, "#2166ac", "ordered checkpoint"),
-                               (1, "#b2182b", "chaotic checkpoint"),
-                               (-1, "0.5", "unknown")):
-        m = ok & (c == value)
-        if m.any():
-            ax.scatter(x[m], y[m], s=size, color=color, alpha=0.55, lw=0, rasterized=True,
-                       label=name, zorder=3)
-    handles, _ = ax.get_legend_handles_labels()
-    handles += _mark_events(ax, analysis, with_labels=True)
-    _xlim(ax, epoch)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("reduced sum  Σⱼ h_T,j  (per review)")
-    ax.set_title(f"Bifurcation diagram: {rs.shape[1]} test reviews per checkpoint, "
-                 f"{epoch.size} checkpoints", fontsize=10.5, loc="left")
-    leg = ax.legend(handles=handles + _phase_handles(lab), loc="upper left",
-                    bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False, markerscale=2)
-    for h in leg.legend_handles:
-        if hasattr(h, "set_alpha"):
-            h.set_alpha(1)
-    nbad = int((~ok).sum())
-    if nbad:
-        ax.text(0.99, 0.01, f"{nbad} non-finite values not shown", transform=ax.transAxes,
-                ha="right", va="bottom", fontsize=8, color="0.3")
-    return _png(fig)
-
-
-# ----------------------------------------------------------------------------- summary
 
 def claims_rows(analysis) -> list[tuple[str, str]]:
     """The paper's claims as (what, measured value) rows, formatted for people."""
@@ -320,13 +70,20 @@ def claims_rows(analysis) -> list[tuple[str, str]]:
     ]
     n_after = c.get("overtrained_n", 0)
     for m, name in (("distance", "D̃"), ("lyapunov", "λ₁")):
-        if f"overtrained_spearman_{m}" in c:
+        refused = (c.get(f"overtrained_{m}") or {}).get("refused")
+        if refused:
+            rows.append((f"overtrained phase (after the global minimum, n = {n_after}): "
+                         f"test loss vs {name}", f"refused: {refused}"))
+        elif f"overtrained_spearman_{m}" in c:
             rows.append((f"overtrained phase (after the global minimum, n = {n_after}): "
                          f"test loss vs {name}",
                          f"Spearman {_fmt(c[f'overtrained_spearman_{m}'], 3)} "
                          f"(p = {_fmt(c[f'overtrained_spearman_p_{m}'], 2)}); Pearson "
                          f"{_fmt(c[f'overtrained_pearson_{m}'], 3)} "
                          f"(p = {_fmt(c[f'overtrained_pearson_p_{m}'], 2)})"))
+    for key, what in (("distance_refused", "D̃"), ("lyapunov_refused", "λ₁")):
+        if c.get(key):
+            rows.append((f"claims on {what}", f"refused: {c[key]}"))
     rows += [
         ("widest critical stretch (width in epochs; centre)",
          f"{_fmt(c['widest_stretch_width'])}; {_fmt(c['widest_stretch_centre_epoch'])}"),
@@ -342,6 +99,17 @@ def claims_rows(analysis) -> list[tuple[str, str]]:
         ("mean chaotic fraction of checkpoints during rises",
          _fmt(c["mean_chaotic_fraction_rise"], 3)),
         ("agreement of D̃ and λ₁ labels", _fmt(c["label_agreement"], 3)),
+        ("verdicts from λ₁ (zero-input) and D̃ together",
+         ", ".join(f"{k} {v}" for k, v in c.get("verdict_counts", {}).items() if v) or "—"),
+        ("stability events (λ₁ jumps / attractor rearrangements)",
+         f"{c.get('n_events', 0)} gaps ({c.get('n_lyapunov_events', 0)} λ₁, "
+         f"{c.get('n_structure_events', 0)} structure); sharp test-loss drops: "
+         f"{len(c.get('drop_epochs', []))}"),
+        ("test-loss minima at events vs random events (permutation test)",
+         _perm(c.get("minima_at_events"))),
+        ("sharp test-loss drops at events vs random events (permutation test)",
+         _perm(c.get("drops_at_events"))),
+        ("twins: drive-end vs t = 0 perturbation", _twins_row(c.get("twins") or {})),
         (f"recommended checkpoint (rule: {analysis.recommendation_rule})",
          (f"epoch {_fmt(analysis.recommended_epoch)}: " if analysis.recommended_epoch is not None
           else "none: ") + analysis.recommendation_reason),
@@ -349,6 +117,31 @@ def claims_rows(analysis) -> list[tuple[str, str]]:
          f"{_fmt(c['recommended_test_loss'])}; {_fmt(c['recommended_regret'])}"),
     ]
     return rows
+
+
+def _perm(test) -> str:
+    if not test:
+        return "—"
+    if test.get("refused"):
+        return f"refused: {test['refused']}"
+    return (f"{test['observed']} of {test['n_targets']} within ±{test['tolerance']} checkpoint(s) "
+            f"of one of {test['n_events']} events (random events: {test['expected']:.2f} on "
+            f"average); p = {test['p_value']:.3g} ({test['permutations']} permutations)")
+
+
+def _twins_row(tw) -> str:
+    if not tw.get("available"):
+        return tw.get("reason", "—")
+    return (f"labels differ at {tw['n_disagree']} of {tw['n_checkpoints']} checkpoints"
+            + (f" (epochs {_short(tw['disagree_epochs'])})" if tw["n_disagree"] else "")
+            + f"; t = 0 twins collapsed by the drive at {tw['n_any_collapsed']} checkpoints "
+            f"(all reviews at {tw['n_all_collapsed']}; mean fraction "
+            f"{_fmt(tw['mean_collapsed_fraction'], 3)}): collapsed twins are not evidence of order")
+
+
+def _short(values, k: int = 8) -> str:
+    out = ", ".join(_fmt(v) for v in values[:k])
+    return out + (", …" if len(values) > k else "")
 
 
 def _of(fraction: float, n: int) -> str:
@@ -442,6 +235,30 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
             f"{t.kind.replace('_', ' ')} at {_fmt(t.epoch)}"
             for t in analysis.secondary_transitions) + ".</p>")
 
+    parts.append("<h2>Stability events</h2>")
+    rows = [[ev.kind, ev.epoch_before, ev.epoch_after, ev.size, ev.significance]
+            for ev in analysis.events]
+    parts.append(_html_table(["event", "from epoch", "to epoch", "size", "size / error"], rows)
+                 if rows else "<p>No stability events.</p>")
+    parts.append(
+        "<p class='note'>A λ₁ event is a change of the zero-input λ₁ between neighbouring "
+        "checkpoints beyond the given number of combined standard errors and a multiple of the "
+        "run's median change; a structure event is a rearrangement of the zero-input end "
+        "states (mean |Δ reduced sum| over reviews beyond a multiple of its median). The "
+        "permutation test compares how many test-loss minima (or sharp drops) sit at events "
+        "with the same count for events placed at random among the gaps.</p>")
+    skipped = run_info.get("skipped checkpoints") or []
+    if skipped:
+        parts.append("<h2>Checkpoints skipped as unreadable</h2><ul class='warn'>"
+                     + "".join(f"<li><code>{e(str(x))}</code></li>" for x in skipped) + "</ul>")
+    disagree = [(ep, v, r) for ep, v, r in zip(analysis.epochs, analysis.verdicts,
+                                                 analysis.verdict_reasons) if v == "disagree"]
+    if disagree:
+        parts.append("<details><summary>Checkpoints where λ₁ and D̃ disagree "
+                     f"({len(disagree)})</summary>"
+                     + _html_table(["epoch", "verdict", "why"], [list(d) for d in disagree])
+                     + "</details>")
+
     parts.append("<h2>Test-loss minima and descent cycles</h2>")
     rows = [[m.epoch, m.test_loss, m.prominence, m.nearest_transition_epoch,
              m.distance_to_transition] for m in analysis.minima]
@@ -457,9 +274,11 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
                                   "transition in drop"], rows))
 
     # per-checkpoint table, collapsed
-    keys = ["epoch", "test_loss", "train_loss", "log_distance", "lyapunov_max",
-            "lyapunov_stderr", "label_distance", "label_lyapunov", "regime",
-            "transition", "local_min", "recommended"]
+    keys = ["epoch", "test_loss", "train_loss", "log_distance", "log_distance_start",
+            "n_collapsed_start", "lyapunov_max", "lyapunov_stderr", "lyapunov_max_driven",
+            "label_distance", "label_lyapunov", "verdict", "regime", "transition", "event",
+            "local_min", "recommended"]
+    keys = [k for k in keys if k in ptable]
     body = []
     for i in range(ptable["epoch"].size):
         cls = ptable["label"][i]
@@ -473,7 +292,7 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
     parts.append(_html_table(["phase analysis setting", "value"],
                              [[k, v] for k, v in analysis.settings.items()]))
     for name, d in run_info.items():
-        if d:
+        if d and isinstance(d, dict):
             parts.append(_html_table([f"{name}", "value"],
                                      [[k, v] for k, v in _flat_items(d)]))
     parts.append("</details><p class='note'>Generated by mdesc.report; data files: summary.json, "
@@ -520,7 +339,7 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
         out_dir: where to write (created if needed); default ``run_dir/report``.
         **phase_settings: settings for :func:`mdesc.phases.analyse` when ``analysis`` is None.
     """
-    from mdesc.descent.analysis import _jsonable, analyse, phase_table
+    from mdesc.descent.analysis import _jsonable, analyse, phase_table, sorted_table
 
     run_dir = Path(run_dir)
     if table is None:
@@ -534,7 +353,7 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
 
-    t = _sorted_table(table)
+    t = sorted_table(table)
     if t["epoch"].size != analysis.epochs.size or not np.array_equal(t["epoch"], analysis.epochs):
         raise ValueError("write_report: the analysis was made from a different table "
                          f"({analysis.epochs.size} checkpoints vs {t['epoch'].size}); "
@@ -542,10 +361,11 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
     ptable = phase_table(table, analysis)
     run_info = {"training config (config.json)": _read_json(run_dir / "config.json"),
                 "sweep settings (sweep/settings.json)":
-                    _read_json(run_dir / "sweep" / "settings.json")}
+                    _read_json(run_dir / "sweep" / "settings.json"),
+                "skipped checkpoints": list(table.get("skipped", []) or [])}
 
-    images: dict[str, bytes] = {"descent": _descent_figure(t, analysis)}
-    bif = _bifurcation_figure(t, analysis)
+    images: dict[str, bytes] = {"descent": figures.descent_figure(t, analysis)}
+    bif = figures.bifurcation_figure(t, analysis)
     if bif is not None:
         images["bifurcation"] = bif
     for name, png in images.items():
@@ -556,6 +376,7 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
                "recommendation_rule": analysis.recommendation_rule,
                "recommendation_reason": analysis.recommendation_reason,
                "analysis": analysis.to_dict(),
+               "skipped_checkpoints": run_info["skipped checkpoints"],
                "run": {k.split(" (")[0]: v for k, v in run_info.items()},
                "files": sorted([f"{n}.png" for n in images]
                                + ["report.html", "summary.json", "phase_table.csv"])}

@@ -1,0 +1,284 @@
+"""Figures of the multiple-descent study (PNG bytes; matplotlib on the Agg backend).
+
+With :mod:`mdesc.descent.report` the only modules that import matplotlib.  Every figure takes
+the epoch-sorted run table (:func:`mdesc.descent.analysis.sorted_table`) and its analysis.
+
+- :func:`descent_figure`: losses with D~ (top) and lambda_1 (bottom), phases shaded,
+  transitions, critical stretches, minima, stability events (ticks at the bottom of each
+  panel) and sharp test-loss drops marked; the t = 0 twin's D~ and the drive's exponent beside.
+- :func:`bifurcation_figure`: reduced sums per review against epoch, events marked.
+- :func:`pooled_figure`: the test loss and lambda_1 of several seeds side by side.
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+EVENT_COLOR = "#e08214"
+DROP_COLOR = "#1b7837"
+ORDER_COLOR = "#dbe9f6"      # background of ordered stretches
+CHAOS_COLOR = "#fbe0cf"      # background of chaotic stretches
+UNKNOWN_COLOR = "#e6e6e6"
+STRETCH_COLOR = "#7b3294"
+REC_COLOR = "#1a9641"
+
+
+# ----------------------------------------------------------------------------- small helpers
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    """A number for people: None/NaN -> an em dash, floats to ``digits`` significant digits."""
+    if v is None:
+        return "—"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(float(v)):
+            return "—"
+        return f"{float(v):.{digits}g}"
+    return str(v)
+
+
+def _spans(epoch: np.ndarray, label: np.ndarray) -> list[tuple[float, float, int]]:
+    """Contiguous runs of equal label as (left, right, label); edges halfway between checkpoints."""
+    n = epoch.size
+    if n == 1:
+        return [(epoch[0] - 0.5, epoch[0] + 0.5, int(label[0]))]
+    mid = 0.5 * (epoch[1:] + epoch[:-1])
+    left = np.concatenate([[epoch[0]], mid])
+    right = np.concatenate([mid, [epoch[-1]]])
+    out: list[tuple[float, float, int]] = []
+    for i in range(n):
+        if out and out[-1][2] == label[i]:
+            out[-1] = (out[-1][0], right[i], out[-1][2])
+        else:
+            out.append((left[i], right[i], int(label[i])))
+    return out
+
+
+def _shade(ax, epoch, label) -> None:
+    colors = {0: ORDER_COLOR, 1: CHAOS_COLOR, -1: UNKNOWN_COLOR}
+    for lo, hi, lab in _spans(epoch, label):
+        ax.axvspan(lo, hi, color=colors[lab], lw=0, zorder=0)
+
+
+def _phase_handles(label=None):
+    from matplotlib.patches import Patch
+
+    out = [Patch(color=ORDER_COLOR, label="ordered"), Patch(color=CHAOS_COLOR, label="chaotic")]
+    if label is not None and np.any(label < 0):
+        out.append(Patch(color=UNKNOWN_COLOR, label="unknown (non-finite)"))
+    return out
+
+
+def _xlim(ax, epoch) -> None:
+    span = float(np.ptp(epoch))
+    pad = 0.01 * span if span > 0 else 0.5
+    ax.set_xlim(epoch[0] - pad, epoch[-1] + pad)
+
+
+def _figure(**kw):
+    """A matplotlib Figure on the Agg canvas, independent of pyplot's global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kw)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _col(t: Mapping[str, np.ndarray], key: str) -> np.ndarray:
+    n = t["epoch"].size
+    return t[key] if key in t and t[key].shape[:1] == (n,) else np.full(n, np.nan)
+
+
+# ----------------------------------------------------------------------------- figures
+
+def _mark_events(ax, analysis, with_labels: bool) -> list:
+    """Transitions (dashed), critical stretches (bar at the top), recommended checkpoint."""
+    handles = []
+    for k, t in enumerate(analysis.transitions):
+        style = "--" if t.kind == "order_to_chaos" else ":"
+        h = ax.axvline(t.epoch, color="0.25", ls=style, lw=1.1, zorder=2,
+                       label=("order→chaos" if t.kind == "order_to_chaos" else "chaos→order")
+                       + " transition")
+        if with_labels and h.get_label() not in [x.get_label() for x in handles]:
+            handles.append(h)
+    for st in analysis.stretches:
+        h = ax.axvspan(st.start_epoch, st.end_epoch, ymin=0.965, ymax=1.0, color=STRETCH_COLOR,
+                       alpha=0.75, lw=0, zorder=3, label="critical stretch (edge of chaos)")
+        if with_labels and h.get_label() not in [x.get_label() for x in handles]:
+            handles.append(h)
+    if analysis.recommended_epoch is not None:
+        h = ax.axvline(analysis.recommended_epoch, color=REC_COLOR, lw=2.0, zorder=4,
+                       label="recommended (stability only)")
+        if with_labels:
+            handles.append(h)
+    epochs = analysis.epochs
+    for kind, style, name in (("lyapunov", "-", "λ₁ event"), ("structure", "--",
+                                                               "attractor-structure event")):
+        xs = [0.5 * (ev.epoch_before + ev.epoch_after) for ev in analysis.events
+              if ev.kind == kind]
+        for x in xs:
+            h = ax.axvline(x, ymin=0.0, ymax=0.07, color=EVENT_COLOR, lw=1.6, ls=style,
+                           zorder=4, label=name)
+        if xs and with_labels:
+            handles.append(h)
+    if analysis.drops:
+        xs = [0.5 * (epochs[g] + epochs[g + 1]) for g in analysis.drops]
+        for x in xs:
+            h = ax.axvline(x, ymin=0.93, ymax=1.0, color=DROP_COLOR, lw=1.6, zorder=4,
+                           label="sharp test-loss drop")
+        if with_labels:
+            handles.append(h)
+    return handles
+
+
+def descent_figure(t: Mapping[str, np.ndarray], analysis) -> bytes:
+    epoch = t["epoch"]
+    test, train = _col(t, "test_loss"), _col(t, "train_loss")
+    ld, lam, se = _col(t, "log_distance"), _col(t, "lyapunov_max"), _col(t, "lyapunov_stderr")
+    s = analysis.settings
+    fig = _figure(figsize=(11, 7.8))
+    ax1, ax3 = fig.subplots(2, 1, sharex=True,
+                            gridspec_kw={"height_ratios": [3, 2], "hspace": 0.08})
+    ms = 3 if epoch.size <= 200 else 0
+
+    # top: losses (left, drawn on top) and D~ (right twin, drawn below with the shading)
+    ax2 = ax1.twinx()
+    _shade(ax2, epoch, analysis.labels[analysis.measure])
+    ax1.set_zorder(ax2.get_zorder() + 1)
+    ax1.patch.set_visible(False)
+    h_test, = ax1.plot(epoch, test, color="black", lw=1.6, marker="o", ms=ms, label="test loss",
+                       zorder=5)
+    h_train, = ax1.plot(epoch, train, color="0.55", lw=1.2, label="train loss", zorder=5)
+    hs = [h_test, h_train]
+    if analysis.minima:
+        mi = [m.index for m in analysis.minima]
+        hs.append(ax1.plot(epoch[mi], test[mi], "v", color="#2c7bb6", ms=7, zorder=6,
+                           label="test-loss local minimum")[0])
+    if analysis.global_minimum is not None:
+        g = analysis.global_minimum["index"]
+        hs.append(ax1.plot(epoch[g], test[g], "*", color="#d7191c", ms=15, mec="black", mew=0.6,
+                           zorder=7, label="global test-loss minimum")[0])
+    hs += _mark_events(ax1, analysis, with_labels=True)
+    ax1.set_ylabel("loss (binary cross-entropy, nats)")
+    h_d, = ax2.plot(epoch, ld, color="#c0392b", lw=1.3, marker="s", ms=max(ms - 1, 0),
+                    alpha=0.9, label="D̃ = mean ln Dᵢ (right axis)")
+    hs_extra = []
+    ld0 = _col(t, "log_distance_start")
+    if np.any(np.isfinite(ld0)) and not np.allclose(ld0, ld, equal_nan=True):
+        hs_extra.append(ax2.plot(epoch, ld0, color="#e6550d", lw=0.9, ls="--", alpha=0.8,
+                                 label="D̃ of the t = 0 twin (right axis)")[0])
+    ax2.axhline(s["floor"], color="#c0392b", lw=0.8, ls=":", alpha=0.8)
+    ax2.axhline(s["floor"] + s["distance_margin"], color="#c0392b", lw=0.8, ls="-.", alpha=0.6)
+    ax2.set_ylabel("D̃ = mean ln Dᵢ   (floor −15 = order)", color="#c0392b")
+    ax2.tick_params(axis="y", colors="#c0392b")
+    finite = ld[np.isfinite(ld)]
+    top = max(float(finite.max()) if finite.size else s["floor"] + 1, s["floor"] + 2)
+    ax2.set_ylim(s["floor"] - 0.05 * (top - s["floor"]), top + 0.12 * (top - s["floor"]))
+    ax1.legend(handles=hs + [h_d] + hs_extra + _phase_handles(analysis.labels[analysis.measure]),
+               loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8.5, frameon=False,
+               title=f"phases by {'D̃' if analysis.measure == 'distance' else 'λ₁'}",
+               title_fontsize=8.5)
+    ax1.set_title(_title(analysis), fontsize=10.5, loc="left")
+
+    # bottom: lambda_1 +- k stderr (left, on top), test loss (right twin, below with shading)
+    ax4 = ax3.twinx()
+    _shade(ax4, epoch, analysis.labels["lyapunov"])
+    ax3.set_zorder(ax4.get_zorder() + 1)
+    ax3.patch.set_visible(False)
+    k = s["lyapunov_sigmas"]
+    band = np.nan_to_num(se, nan=0.0) * k
+    ax3.fill_between(epoch, lam - band, lam + band, color="#8e44ad", alpha=0.25, lw=0)
+    h_l, = ax3.plot(epoch, lam, color="#8e44ad", lw=1.3, marker="o", ms=max(ms - 1, 0),
+                    label="λ₁ (mean over reviews)")
+    ax3.axhline(s["lyapunov_threshold"], color="#8e44ad", ls=":", lw=0.9)
+    lam_d = _col(t, "lyapunov_max_driven")
+    h_ld = []
+    if np.any(np.isfinite(lam_d)):
+        h_ld = [ax3.plot(epoch, lam_d, color="#8e44ad", lw=0.9, ls="--", alpha=0.6,
+                         label="λ₁ of the drive (beside)")[0]]
+    _mark_events(ax3, analysis, with_labels=False)
+    ax3.set_ylabel("λ₁  (natural log per step)", color="#8e44ad")
+    ax3.tick_params(axis="y", colors="#8e44ad")
+    ax3.set_xlabel("epoch")
+    h_t2, = ax4.plot(epoch, test, color="black", lw=1.0, alpha=0.45,
+                     label="test loss (right axis)")
+    ax4.set_ylabel("test loss (nats)", color="0.35")
+    ax3.legend(handles=[h_l] + h_ld + [_band_handle(k), h_t2] + _phase_handles(analysis.labels["lyapunov"]),
+               loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8.5, frameon=False,
+               title="phases by sign of λ₁", title_fontsize=8.5)
+    _xlim(ax3, epoch)
+    return _png(fig)
+
+
+def _band_handle(k):
+    from matplotlib.patches import Patch
+
+    return Patch(color="#8e44ad", alpha=0.25, label=f"λ₁ ± {k:g} standard errors")
+
+
+def _title(analysis) -> str:
+    c = analysis.claims
+    parts = []
+    if analysis.global_minimum is not None:
+        parts.append(f"global test-loss minimum at epoch {_fmt(c['global_min_epoch'])}")
+    if math.isfinite(c["first_order_to_chaos_epoch"]):
+        parts.append(f"first order→chaos transition at {_fmt(c['first_order_to_chaos_epoch'])}")
+    else:
+        parts.append("no order→chaos transition")
+    if analysis.recommended_epoch is not None:
+        parts.append(f"recommended epoch {_fmt(analysis.recommended_epoch)}")
+    return ";  ".join(parts) or "no transitions, no test-loss minimum"
+
+
+def bifurcation_figure(t: Mapping[str, np.ndarray], analysis) -> bytes | None:
+    if "reduced_sum" not in t or t["reduced_sum"].ndim != 2:
+        return None
+    epoch, rs = t["epoch"], t["reduced_sum"]
+    lab = analysis.labels[analysis.measure]
+    fig = _figure(figsize=(11, 4.6))
+    ax = fig.subplots()
+    _shade(ax, epoch, lab)
+    x = np.repeat(epoch, rs.shape[1])
+    y = rs.reshape(-1)
+    c = np.repeat(lab, rs.shape[1])
+    ok = np.isfinite(y)
+    size = float(np.clip(30000.0 / max(rs.size, 1), 1.5, 10.0))   # points^2
+    for value, color, name in ((0, "#2166ac", "ordered checkpoint"),
+                               (1, "#b2182b", "chaotic checkpoint"),
+                               (-1, "0.5", "unknown")):
+        m = ok & (c == value)
+        if m.any():
+            ax.scatter(x[m], y[m], s=size, color=color, alpha=0.55, lw=0, rasterized=True,
+                       label=name, zorder=3)
+    handles, _ = ax.get_legend_handles_labels()
+    handles += _mark_events(ax, analysis, with_labels=True)
+    _xlim(ax, epoch)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("reduced sum  Σⱼ h_T,j  (per review)")
+    ax.set_title(f"Bifurcation diagram: {rs.shape[1]} test reviews per checkpoint, "
+                 f"{epoch.size} checkpoints", fontsize=10.5, loc="left")
+    leg = ax.legend(handles=handles + _phase_handles(lab), loc="upper left",
+                    bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False, markerscale=2)
+    for h in leg.legend_handles:
+        if hasattr(h, "set_alpha"):
+            h.set_alpha(1)
+    nbad = int((~ok).sum())
+    if nbad:
+        ax.text(0.99, 0.01, f"{nbad} non-finite values not shown", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=8, color="0.3")
+    return _png(fig)
+
+
