@@ -9,6 +9,7 @@ from safetensors.torch import save_file
 
 from mdesc import store
 from mdesc.anyrun import sources
+from mdesc.anyrun.metrics import load_metrics
 from mdesc.anyrun.sources import RecurrentStack, SourceError
 
 
@@ -174,17 +175,17 @@ def test_probe_formats_lengths_and_layout(tmp_path):
 def test_metrics_csv_and_json(tmp_path):
     cks = [sources.Checkpoint(s, tmp_path / f"epoch_{s}.pt") for s in (0, 5, 10)]
     (tmp_path / "m.csv").write_text("epoch,val_loss,train_loss,val_acc\n0,0.9,1.0,0.5\n5,0.4,0.5,\n")
-    got = sources.load_metrics(tmp_path / "m.csv", cks)
+    got = load_metrics(tmp_path / "m.csv", cks)
     assert got[0] == {"test_loss": 0.9, "train_loss": 1.0, "test_acc": 0.5}
     assert got[5]["test_loss"] == 0.4 and np.isnan(got[5]["test_acc"])
     (tmp_path / "m.json").write_text(json.dumps({"epoch_10.pt": {"test_loss": 0.3}, "5": 0.2}))
-    got = sources.load_metrics(tmp_path / "m.json", cks)
+    got = load_metrics(tmp_path / "m.json", cks)
     assert got == {10: {"test_loss": 0.3}, 5: {"test_loss": 0.2}}
     (tmp_path / "c.json").write_text(json.dumps({"step": [0, 10], "test_loss": [1.0, 0.5]}))
-    assert sources.load_metrics(tmp_path / "c.json", cks) == {0: {"test_loss": 1.0}, 10: {"test_loss": 0.5}}
+    assert load_metrics(tmp_path / "c.json", cks) == {0: {"test_loss": 1.0}, 10: {"test_loss": 0.5}}
     (tmp_path / "bad.csv").write_text("epoch,foo\n1,2\n")
     with pytest.raises(SourceError, match="none of the metric columns"):
-        sources.load_metrics(tmp_path / "bad.csv", cks)
+        load_metrics(tmp_path / "bad.csv", cks)
 
 
 def test_package_imports_lazily_and_the_public_names():

@@ -21,7 +21,7 @@ _EXPORTS = {
     "StabilityMonitor": "monitor",
     "AnalysisSettings": "measure", "measure": "measure",
     "load_table": "table", "write_report": "table", "analyse": "table", "AnyrunStore": "table",
-    "discover_checkpoints": "sources", "load_probe": "sources", "load_metrics": "sources",
+    "discover_checkpoints": "sources", "load_probe": "sources", "load_metrics": "metrics",
     "read_state_dict": "sources", "RecurrentStack": "sources", "Checkpoint": "sources",
     "SourceError": "sources", "Probe": "sources",
     "StabilityCallback": "lightning",

@@ -195,7 +195,9 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
     else:
         cks = sources.discover_checkpoints(checkpoints, order_file)
     if isinstance(metrics, (str, os.PathLike)):
-        metrics = sources.load_metrics(metrics, cks)
+        from mdesc.anyrun.metrics import load_metrics
+
+        metrics = load_metrics(metrics, cks)
     template = build_model(model, factory_kwargs).cpu().eval()
     pr = _probe(probe, lengths, probe_key, time_major, samples, settings.seed)
     sh = _shard(device, distributed)
