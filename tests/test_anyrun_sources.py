@@ -32,6 +32,13 @@ def test_discover_folder_glob_and_axis_from_names(tmp_path):
     got = sources.discover_checkpoints(str(tmp_path / "epoch_*"))
     assert [c.step for c in got] == [2, 10]
     assert sources.step_from_name("run3_epoch_0012.safetensors") == 12
+    for e, step in ((3, 1200), (10, 4000)):
+        _touch(tmp_path / f"epoch={e}-step={step}.ckpt")
+    got = sources.discover_checkpoints(str(tmp_path / "*.ckpt"), step_pattern=r"epoch=(\d+)")
+    assert [c.step for c in got] == [3, 10]
+    assert [c.step for c in sources.discover_checkpoints(str(tmp_path / "*.ckpt"))] == [1200, 4000]
+    with pytest.raises(SourceError, match="needs a group"):
+        sources.discover_checkpoints(tmp_path, step_pattern="epoch")
 
 
 def test_discover_errors_name_the_problem(tmp_path):

@@ -44,6 +44,10 @@ def register(subparsers) -> None:
     p.add_argument("--order", metavar="FILE",
                    help="order file: one checkpoint file per line in training order, optionally "
                         "followed by its step")
+    p.add_argument("--step-pattern", metavar="REGEX",
+                   help="read the training axis from this regex's group instead of the last "
+                        "integer in each name, e.g. 'epoch=(\\d+)' for Lightning's "
+                        "epoch=3-step=1200.ckpt")
     g = p.add_argument_group("model (a factory, or the architecture of a plain stack)")
     g.add_argument("--factory", metavar="PKG.MODULE:CALLABLE",
                    help="importable callable that returns the (untrained) model")
@@ -165,7 +169,8 @@ def cmd_analyse_run(args) -> int:
         result = sweep_checkpoints(
             args.checkpoints or None, args.out, model, args.probe, lengths=args.lengths,
             probe_key=args.probe_key, time_major=args.time_major, samples=args.samples,
-            metrics=args.metrics, order_file=args.order, settings=settings,
+            metrics=args.metrics, order_file=args.order, step_pattern=args.step_pattern,
+            settings=settings,
             factory_kwargs=kwargs, state_key=args.state_key, strip_prefix=args.strip_prefix,
             skip_bad=args.skip_bad, chunk=args.chunk,
             device=None if args.device == "auto" else args.device,

@@ -6,8 +6,8 @@ Everything here reads files a user's own training loop wrote; nothing is unpickl
   ``.safetensors`` file or a PyTorch file (``.pt``, ``.pth``, ``.bin``, ``.ckpt``) read with
   ``torch.load(weights_only=True)`` through :func:`mdesc.store.load_state_dict`.  The training
   axis is the last integer in each file name (``epoch_12.pt`` -> 12, ``ckpt-step=3000.pt`` ->
-  3000), or comes from an explicit order file (one file name per line, optionally followed by
-  its position on the training axis).
+  3000; or the group of a regular expression, ``epoch=([0-9]+)``), or comes from an explicit
+  order file (one file name per line, optionally followed by its position on the axis).
 - **the model** (:func:`model_from_factory`, :class:`RecurrentStack`): an importable
   ``package.module:factory`` callable (with optional keyword arguments), or a plain
   Embedding -> recurrent -> Linear stack described by flags; :func:`fit_state_dict` maps a
@@ -59,9 +59,14 @@ class Checkpoint:
 _INT = re.compile(r"\d+")
 
 
-def step_from_name(path: str | os.PathLike) -> int | None:
-    """The last integer in the file name without its suffix (None if it has none)."""
+def step_from_name(path: str | os.PathLike, pattern: str | None = None) -> int | None:
+    """The training-axis value in a file name: the last integer in the name without its suffix,
+    or the first group of the regular expression ``pattern`` (``r"epoch=([0-9]+)"`` for Lightning's
+    ``epoch=3-step=1200.ckpt``).  None if there is none."""
     name = Path(path).name
+    if pattern is not None:
+        m = re.search(pattern, name)
+        return int(m.group(1)) if m and m.groups() and m.group(1) is not None else None
     for suffix in CHECKPOINT_SUFFIXES:
         if name.endswith(suffix):
             name = name[: -len(suffix)]
@@ -126,8 +131,10 @@ def read_order_file(path: str | os.PathLike) -> list[tuple[str, int | None]]:
     return rows
 
 
-def discover_checkpoints(sources, order_file: str | os.PathLike | None = None) -> list[Checkpoint]:
-    """Checkpoints sorted along the training axis (see the module doc).
+def discover_checkpoints(sources, order_file: str | os.PathLike | None = None,
+                         step_pattern: str | None = None) -> list[Checkpoint]:
+    """Checkpoints sorted along the training axis (see the module doc; ``step_pattern``: see
+    :func:`step_from_name`).
 
     Raises :class:`SourceError` when a file name holds no integer (pass an order file), when two
     checkpoints land on the same step, or when the order file names a file that is not there.
@@ -155,12 +162,21 @@ def discover_checkpoints(sources, order_file: str | os.PathLike | None = None) -
             out.append(Checkpoint(i if step is None else step, p))
     else:
         out = []
+        if step_pattern is not None:
+            try:
+                if re.compile(step_pattern).groups < 1:
+                    raise SourceError(f"--step-pattern {step_pattern!r} needs a group around the "
+                                      r"number, e.g. 'epoch=(\d+)'")
+            except re.error as e:
+                raise SourceError(f"--step-pattern {step_pattern!r} is not a regular expression ({e})") from e
         for p in _expand(sources):
-            step = step_from_name(p)
+            step = step_from_name(p, step_pattern)
             if step is None:
-                raise SourceError(f"cannot place {p} on the training axis: its name holds no "
-                                  "integer. Name checkpoints like epoch_12.pt, or pass an order "
-                                  "file (--order) that lists them in training order")
+                what = (f"it does not match --step-pattern {step_pattern!r}" if step_pattern
+                        else "its name holds no integer")
+                raise SourceError(f"cannot place {p} on the training axis: {what}. Name "
+                                  "checkpoints like epoch_12.pt, or pass an order file (--order) "
+                                  "that lists them in training order")
             out.append(Checkpoint(step, p))
     seen: dict[int, Path] = {}
     for c in out:

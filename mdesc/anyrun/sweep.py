@@ -143,6 +143,7 @@ def _metrics_of(metrics, step: int) -> dict:
 def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe: Any, *,
                       lengths=None, probe_key: str | None = None, time_major: bool = False,
                       samples: int | None = None, metrics=None, order_file=None,
+                      step_pattern: str | None = None,
                       settings: AnalysisSettings | None = None, factory_kwargs=None,
                       state_key: str | None = None, strip_prefix: str | None = None,
                       skip_bad: bool = False, chunk: int = 4, device: str | None = None,
@@ -169,7 +170,7 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
         metrics: a CSV/JSON metrics file, ``{step: {"test_loss": ...}}`` or ``fn(step) -> dict``,
             overlaid on the table (train/test loss and accuracy).
         order_file: training order (see :func:`~mdesc.anyrun.sources.read_order_file`); default:
-            the last integer in each file name.
+            the last integer in each file name, or the group of the regex ``step_pattern``.
         settings: :class:`~mdesc.anyrun.measure.AnalysisSettings` (defaults: 1100 zero-input
             steps, both twins).
         state_key, strip_prefix: see :func:`~mdesc.anyrun.sources.read_state_dict`.
@@ -193,7 +194,7 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
             all(isinstance(c, sources.Checkpoint) for c in checkpoints):
         cks = sorted(checkpoints, key=lambda c: c.step)
     else:
-        cks = sources.discover_checkpoints(checkpoints, order_file)
+        cks = sources.discover_checkpoints(checkpoints, order_file, step_pattern)
     if isinstance(metrics, (str, os.PathLike)):
         from mdesc.anyrun.metrics import load_metrics
 
