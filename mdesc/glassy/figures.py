@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_losses", "plot_learning_time", "plot_aging", "plot_spikes", "write_figures"]
+__all__ = ["plot_losses", "plot_learning_time", "plot_aging", "plot_spikes", "plot_lr_pilot",
+           "write_figures"]
 
 
 def _plt():
@@ -186,6 +187,41 @@ def plot_spikes(path, nets) -> None:
         ax.grid(True, which="both", alpha=0.2)
     axes[0][0].set_ylabel("minibatch cross-entropy")
     axes[0][-1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_lr_pilot(path, groups) -> None:
+    """Short learning-rate pilot: ``groups`` maps ``(depth, lr)`` to an
+    :class:`~mdesc.glassy.ensemble.EnsembleResult` (one net per width). Full training loss per
+    lr (one panel per depth, line style per width) and, in the legend, the largest ratio of a
+    bin's maximum minibatch loss to its mean (a loss spike would make it large)."""
+    plt = _plt()
+    depths = sorted({d for d, _ in groups})
+    lrs = sorted({lr for _, lr in groups})
+    col = dict(zip(lrs, _colors(len(lrs))))
+    styles = ["--", ":", "-", "-."]
+    fig, axes = plt.subplots(1, len(depths), figsize=(5.2 * len(depths), 4.2), squeeze=False,
+                             sharey=True)
+    for ax, d in zip(axes[0], depths):
+        for lr in lrs:
+            res = groups.get((d, lr))
+            if res is None:
+                continue
+            ok = res.reached() & (res.times > 0)
+            spike = np.nanmax((res.batch_max / res.batch_mean)[ok & (res.times >= 10)])
+            for i, w in enumerate(res.config.widths):
+                ax.loglog(res.times[ok], res.train_loss[ok, i], styles[i % len(styles)],
+                          color=col[lr], lw=1,
+                          label=f"lr={lr:g} (max spike ratio {spike:.2f})" if i == len(
+                              res.config.widths) - 1 else None)
+        ws = ", ".join(f"w={w} {styles[i % len(styles)]}" for i, w in
+                       enumerate(next(r for (dd, _), r in groups.items() if dd == d).config.widths))
+        ax.set_title(f"depth {d}: training loss ({ws})", fontsize=8.5)
+        ax.set_xlabel("SGD step t")
+        ax.grid(True, which="both", alpha=0.2)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("training cross-entropy (nats / voice / step)")
     fig.tight_layout()
     _save(fig, path)
 
