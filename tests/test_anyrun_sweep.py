@@ -255,3 +255,31 @@ def test_monitor_records_equal_a_post_hoc_sweep(tmp_path):
     assert again.computed == [] and again.existing == [0, 1, 2, 3]
     page = mon.report()
     assert page.is_file()
+
+
+def test_monitor_every_and_ddp_wrapper(tmp_path):
+    probe = torch.randn(3, 6, 2, generator=torch.Generator().manual_seed(2))
+    mon = StabilityMonitor(tmp_path / "m", probe, zero_input_steps=20, every=2)
+    model = _gain_models([1.0])[0]
+    wrapped = type("DistributedDataParallel", (torch.nn.Module,), {})()
+    wrapped.module = model
+    assert mon.step(wrapped, 1) is None
+    rec = mon.step(wrapped, 2)
+    assert rec is not None and rec["epoch"] == 2 and list(mon.store.records()) == [2]
+    assert rec["lyapunov_max"] == mon.step(model, 4)["lyapunov_max"]
+    with pytest.raises(ValueError, match="epoch must be an integer"):
+        mon.step(model, -1)
+
+
+def test_command_with_an_order_file(run, tmp_path, capsys):
+    root, _, _ = run
+    order = tmp_path / "order.txt"
+    names = sorted(p.name for p in (root / "ckpts").iterdir())
+    order.write_text("".join(f"{root / 'ckpts' / n} {10 * i}\n" for i, n in enumerate(names[:3])))
+    assert main(["analyse-run", "--order", str(order), "--out", str(tmp_path / "o"),
+                 "--probe", str(root / "probe.npy"), "--zero-input-steps", str(Z), "--no-progress",
+                 "--no-report", "--twins", "drive_end", *STACK]) == 0
+    assert load_table(tmp_path / "o")["epoch"].tolist() == [0, 10, 20]
+    assert main(["analyse-run", "--out", str(tmp_path / "p"), "--probe", str(root / "probe.npy"),
+                 str(root / "ckpts")]) == 2
+    assert "say how to build the model" in capsys.readouterr().err
