@@ -174,7 +174,7 @@ def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool) -> i
     from mdesc.cli import UserError
     from mdesc.glassy.figures import write_figures
     from mdesc.glassy.summary import analyze_sweep
-    from mdesc.glassy.sweep import collect
+    from mdesc.glassy.sweep import collect, group_walls
 
     try:
         settings, nets = collect(out, partial=partial)
@@ -187,7 +187,8 @@ def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool) -> i
     result["analysis"] = {"thresholds": list(thresholds), "fit_from": fit_from,
                           "partial": partial,
                           "steps_reached": {f"d{d}": min(n.step for n in nets if n.depth == d)
-                                            for d in sorted({n.depth for n in nets})}}
+                                            for d in sorted({n.depth for n in nets})},
+                          "groups": group_walls(out)}
     result["aging_curves"] = {f"d{n.depth}_w{n.width}_s{n.seed}": {
         "waiting_times": n.aging.waiting_times, "lags": n.aging.lags, "delta": n.aging.delta}
         for n in nets}
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mdesc.cli import UserError
 
-    parser = argparse.ArgumentParser(prog="mdesc glassy")
+    parser = argparse.ArgumentParser(prog="mdesc")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["glassy", *(sys.argv[1:] if argv is None else argv)])
     try:

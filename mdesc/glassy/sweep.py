@@ -18,7 +18,8 @@ import numpy as np
 
 from mdesc import store
 
-__all__ = ["SweepSettings", "NetRecord", "load_data", "run_sweep", "collect", "group_dir"]
+__all__ = ["SweepSettings", "NetRecord", "load_data", "run_sweep", "collect", "group_dir",
+           "group_walls"]
 
 
 @dataclasses.dataclass
@@ -253,6 +254,28 @@ def collect(root, partial: bool = False) -> tuple[SweepSettings, list[NetRecord]
         raise FileNotFoundError(f"unfinished runs in {root}: {', '.join(missing)}; re-run the "
                                 "sweep command to finish them (or analyse with --partial)")
     return settings, nets
+
+
+def group_walls(root) -> dict[str, dict[str, Any]]:
+    """Per batched group: wall seconds of training so far and updates done (from its result or
+    its state file)."""
+    out: dict[str, dict[str, Any]] = {}
+    runs = os.path.join(os.fspath(root), "runs")
+    if not os.path.isdir(runs):
+        return out
+    for name in sorted(os.listdir(runs), key=store.natural_key):
+        folder = store.RunFolder(os.path.join(runs, name))
+        if folder.path("result.json").exists():
+            rec = folder.read_json("result.json")
+            out[name] = {"wall_s": rec["info"].get("wall_s"), "step": rec["step"],
+                         "finished": True}
+        elif folder.path("state.safetensors").exists():
+            from safetensors import safe_open
+
+            with safe_open(str(folder.path("state.safetensors")), framework="np") as f:
+                meta = __import__("json").loads(f.metadata()["mdesc"])
+            out[name] = {"wall_s": meta["wall_s"], "step": meta["step"], "finished": False}
+    return out
 
 
 def settings_vocab(folder: store.RunFolder) -> list[int]:
