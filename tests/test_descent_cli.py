@@ -32,6 +32,24 @@ def test_run_end_to_end_and_resume(tmp_path, capsys):
                  "--measure", "lyapunov"]) == 0
     settings = json.loads(summary.read_text())["analysis"]["settings"]
     assert settings["lyapunov_threshold"] == -5 and settings["measure"] == "lyapunov"
+    # a second seed, then both pooled side by side
+    run2 = tmp_path / "run2"
+    seed2 = ["--run-dir", str(run2), "--data", str(root), "--seed", "1"] + TINY
+    assert main(["descent", "run"] + seed2) == 0
+    capsys.readouterr()
+    out_dir = tmp_path / "pooled"
+    assert main(["descent", "pool", str(run), str(run2), "--names", "s0", "s1",
+                 "--out", str(out_dir), "--permutations", "200"]) == 0
+    pooled = json.loads((out_dir / "pooled.json").read_text())
+    assert pooled["names"] == ["s0", "s1"] and set(pooled["pooled"]["pooled"]) >= {
+        "has_order_chaos_transition", "minima_at_events_significant"}
+    for key, v in pooled["pooled"]["pooled"].items():
+        assert v["seeds"] == 2 and v["defined"] <= 2, key
+    md = (out_dir / "pooled.md").read_text()
+    assert md.startswith("| run |") and "| s0 |" in md and "| s1 |" in md
+    assert (out_dir / "pooled.png").stat().st_size > 1000
+    assert "no sweep" in _error(capsys, ["descent", "pool", str(tmp_path), "--out",
+                                         str(out_dir)])
 
 
 def test_help_reads_well(capsys):

@@ -199,6 +199,17 @@ def register(subparsers) -> None:
     _add_phases(p)
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("pool", help="several seeds side by side: per-seed claims and the "
+                       "fraction of seeds for which each holds",
+                       description="Pool the sweeps of several run folders (seeds of one "
+                                   "setting) into pooled.html, pooled.json, pooled.md (README "
+                                   "table) and pooled.png.", formatter_class=_Formatter)
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders with sweeps")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--names", nargs="+", default=None, help="a name per run (default: folder)")
+    _add_phases(p)
+    p.set_defaults(func=cmd_pool)
+
     for parent, name in ((sub, "run"), (subparsers, "run")):
         p = parent.add_parser(
             name, help="multiple-descent study start to finish with quick defaults "
@@ -363,6 +374,24 @@ def cmd_report(args) -> int:
 
     path = write_report(args.run_dir, **phase_settings_from_args(args))
     print(f"report: {path}")
+    return 0
+
+
+def cmd_pool(args) -> int:
+    from mdesc.descent.report import write_pooled_report
+
+    for r in args.run_dirs:
+        if not os.path.isfile(os.path.join(r, "sweep", "settings.json")):
+            raise _user_error(ValueError(f"{r} has no sweep; run `mdesc descent sweep "
+                                         f"--run-dir {r}` first"))
+    if args.names and len(args.names) != len(args.run_dirs):
+        raise _user_error(ValueError(f"--names needs one name per run ({len(args.run_dirs)})"))
+    try:
+        path = write_pooled_report(args.run_dirs, args.out, names=args.names,
+                                   **phase_settings_from_args(args))
+    except (ValueError, FileNotFoundError) as e:
+        raise _user_error(e) from None
+    print(f"pooled report: {path}")
     return 0
 
 

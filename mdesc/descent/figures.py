@@ -282,3 +282,30 @@ def bifurcation_figure(t: Mapping[str, np.ndarray], analysis) -> bytes | None:
     return _png(fig)
 
 
+
+
+def pooled_figure(names, tables, analyses) -> bytes:
+    """Test loss (top) and zero-input lambda_1 (bottom) of several seeds, events marked."""
+    fig = _figure(figsize=(11, 6.5))
+    ax1, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"hspace": 0.08})
+    colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
+    for k, (name, t, a) in enumerate(zip(names, tables, analyses)):
+        col = colors[k % len(colors)]
+        ep = t["epoch"]
+        ax1.plot(ep, _col(t, "test_loss"), color=col, lw=1.2, label=f"{name} test loss")
+        ax2.plot(ep, _col(t, "lyapunov_max"), color=col, lw=1.2, label=f"{name} λ₁")
+        for ev in a.events:
+            x = 0.5 * (ev.epoch_before + ev.epoch_after)
+            ax2.axvline(x, ymin=0.0, ymax=0.06, color=col, lw=1.2,
+                        ls="-" if ev.kind == "lyapunov" else "--")
+        if a.global_minimum is not None:
+            g = a.global_minimum
+            ax1.plot(g["epoch"], g["test_loss"], "*", color=col, ms=12, mec="black", mew=0.5)
+    ax1.set_ylabel("test loss (nats)")
+    ax2.set_ylabel("λ₁ (zero-input, per step)")
+    ax2.axhline(0.0, color="0.3", lw=0.8, ls=":")
+    ax2.set_xlabel("epoch (ticks at the bottom: stability events; ★ global optimum)")
+    ax1.legend(fontsize=8.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax2.legend(fontsize=8.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax1.set_title(f"{len(names)} seeds side by side", fontsize=10.5, loc="left")
+    return _png(fig)

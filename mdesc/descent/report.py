@@ -386,3 +386,114 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
     page = out / "report.html"
     atomic_write_bytes(page, _html(run_dir, analysis, images, ptable, run_info).encode("utf-8"))
     return page
+
+
+# ----------------------------------------------------------------------------- seeds pooled
+
+def seed_row(name: str, analysis, table) -> dict[str, Any]:
+    """The README numbers of one run: best epoch and accuracy, transitions, stretches, where
+    the minima sit, whether the optimum is at the first order->chaos transition, p-values."""
+    from mdesc.descent.analysis import sorted_table
+
+    c = analysis.claims
+    epoch = analysis.epochs
+    t = sorted_table(table)
+    acc = np.asarray(t.get("test_acc", np.full(epoch.size, np.nan)), dtype=float)
+    g = analysis.global_minimum
+    m_ev, d_ev = c.get("minima_at_events") or {}, c.get("drops_at_events") or {}
+    return {
+        "run": name, "checkpoints": int(epoch.size),
+        "epochs": f"{_fmt(epoch.min())}–{_fmt(epoch.max())}",
+        "best_epoch": g["epoch"] if g else None,
+        "best_test_loss": g["test_loss"] if g else None,
+        "test_acc_at_best": float(acc[g["index"]]) if g and np.isfinite(acc[g["index"]]) else None,
+        "max_test_acc": float(np.nanmax(acc)) if np.any(np.isfinite(acc)) else None,
+        "transitions": [f"{tr.kind.replace('_to_', '→')} @ "
+                        f"{_fmt(tr.epoch)}" for tr in analysis.transitions],
+        "stretch_widths": [st.width for st in analysis.stretches],
+        "verdicts": c.get("verdict_counts"),
+        "minima": [m.epoch for m in analysis.minima],
+        "minima_near_transition": f"{c['n_minima_near_transition']} of {c['n_local_minima']}",
+        "optimum_at_first_order_to_chaos": c.get("first_transition_within_window_of_global_min"),
+        "n_events": c.get("n_events", 0), "event_epochs": c.get("event_epochs", []),
+        "drop_epochs": c.get("drop_epochs", []),
+        "minima_at_events": _perm(m_ev), "minima_at_events_p": m_ev.get("p_value"),
+        "drops_at_events": _perm(d_ev), "drops_at_events_p": d_ev.get("p_value"),
+        "twins": _twins_row(c.get("twins") or {}),
+    }
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """A README table (one row per seed) of :func:`seed_row` results."""
+    head = ["run", "checkpoints", "best epoch (test loss; acc)", "max test acc",
+            "order↔chaos transitions", "critical stretch widths", "verdicts",
+            "test-loss minima (near a transition)", "optimum at 1st order→chaos",
+            "events", "minima at events: p", "drops at events: p"]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        v = r["verdicts"] or {}
+        cells = [r["run"], f"{r['checkpoints']} ({r['epochs']})",
+                 f"{_fmt(r['best_epoch'])} ({_fmt(r['best_test_loss'], 4)}; "
+                 f"{_fmt(r['test_acc_at_best'], 3)})", _fmt(r["max_test_acc"], 3),
+                 ", ".join(r["transitions"]) or "none",
+                 ", ".join(_fmt(w) for w in r["stretch_widths"]) or "—",
+                 ", ".join(f"{k} {n}" for k, n in v.items() if n) or "—",
+                 f"{len(r['minima'])} ({r['minima_near_transition']})",
+                 _fmt(r["optimum_at_first_order_to_chaos"]), str(r["n_events"]),
+                 _fmt(r["minima_at_events_p"], 3), _fmt(r["drops_at_events_p"], 3)]
+        out.append("| " + " | ".join(str(x) for x in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
+                        **phase_settings: Any) -> Path:
+    """Several seeds of one setting side by side: per-seed claims, the fraction of seeds for
+    which each holds (:func:`mdesc.descent.claims.pool`), a figure of every seed's test loss
+    and lambda_1 with its events, ``pooled.json`` and ``pooled.md`` (the README table).
+    Returns the path of ``pooled.html``."""
+    from mdesc.descent import claims as _cl
+    from mdesc.descent.analysis import _jsonable, analyse, sorted_table
+    from mdesc.descent.sweep import load_table
+
+    run_dirs = [Path(r) for r in run_dirs]
+    names = list(names) if names else [r.name for r in run_dirs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"run names must differ (got {names}); pass names=")
+    tables, analyses = [], []
+    for r in run_dirs:
+        tables.append(load_table(r))
+        analyses.append(analyse(tables[-1], **phase_settings))
+    rows = [seed_row(n, a, t) for n, a, t in zip(names, analyses, tables)]
+    pooled = _cl.pool(names, [a.claims for a in analyses])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    png = figures.pooled_figure(names, [sorted_table(t) for t in tables], analyses)
+    atomic_write_bytes(out / "pooled.png", png)
+    md = markdown_table(rows)
+    frac_rows = [[v["claim"], f"{v['holds']} of {v['defined']} seeds with a defined answer "
+                  f"({v['seeds']} seeds)", _fmt(v["fraction"], 3)]
+                 for v in pooled["pooled"].values()]
+    md += "\n| claim | holds in | fraction |\n|---|---|---|\n" + "".join(
+        f"| {a} | {b} | {c} |\n" for a, b, c in frac_rows)
+    atomic_write_bytes(out / "pooled.md", md.encode("utf-8"))
+    summary = {"runs": [str(r) for r in run_dirs], "names": names, "per_seed": rows,
+               "pooled": pooled, "claims": {n: a.claims for n, a in zip(names, analyses)}}
+    atomic_write_bytes(out / "pooled.json",
+                       json.dumps(_jsonable(summary), indent=1, allow_nan=False).encode("utf-8"))
+    e = html.escape
+    b64 = base64.b64encode(png).decode("ascii")
+    keys = list(rows[0]) if rows else []
+    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>mdesc descent: "
+            f"seeds pooled</title><style>{_CSS}</style></head><body>"
+            "<h1>Multiple descents: seeds side by side</h1>"
+            + _html_table(["claim", "holds in", "fraction"], frac_rows, "claims")
+            + f"<figure><img alt='pooled' src='data:image/png;base64,{b64}'></figure>"
+            + "<h2>Per seed</h2>" + _html_table(keys, [[r[k] if not isinstance(r[k], list)
+                                                        else _short(r[k], 12) for k in keys]
+                                                       for r in rows])
+            + "<p class='note'>A claim's fraction counts the seeds where it could be tested "
+              "(refused tests, e.g. no events, are left out and counted apart).</p>"
+            + "</body></html>")
+    path = out / "pooled.html"
+    atomic_write_bytes(path, page.encode("utf-8"))
+    return path
