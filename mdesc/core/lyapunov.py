@@ -176,6 +176,8 @@ def _check_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _model_dtype(model: nn.Module) -> torch.dtype:
     """The analysis dtype a model asks for: its recurrent module's parameter dtype."""
+    if not isinstance(model, nn.Module):
+        return torch.float32  # not a model: refused, with what is supported, by mdesc.core.cells
     rec = next((m for m in model.modules() if isinstance(m, nn.RNNBase)), model)
     params = [p for p in rec.parameters() if p.is_floating_point()]
     if not params:
