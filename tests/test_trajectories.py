@@ -17,6 +17,15 @@ from mdesc import trajectories as tr
 from mdesc.trajectories import run as run_mod
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny problems: one intra-op thread (oversubscribed shared cores slow them down)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _twin_jvp(problem, lr, steps, **kw):
     run = tr.train_replicas(problem, lr, steps, n_replicas=0, **kw)
     return run.lyapunov_twin, run.lyapunov_jvp

@@ -325,7 +325,7 @@ def logistic_batched(r: float = 4.0) -> BatchedProblem:
 
 
 _ACT = {
-    "sigmoid": (torch.sigmoid, lambda a: a * (1 - a)),
+    "sigmoid": (torch.sigmoid, lambda a: torch.addcmul(a, a, a, value=-1.0)),  # a - a^2
     "tanh": (torch.tanh, lambda a: 1 - a * a),
     "relu": (torch.relu, lambda a: (a > 0).to(a.dtype)),
 }
@@ -375,6 +375,7 @@ class MLPEnsemble(BatchedProblem):
         self.activation, self.init_scale = activation, float(init_scale)
         self._act, self._dact = _ACT[activation]
         self._onehot = torch.nn.functional.one_hot(self.y, n_classes).to(torch.float64)
+        self._neg_onehot_over_n = -self._onehot / x.shape[0]
         self.x_test = None if x_test is None else torch.from_numpy(np.asarray(x_test, np.float64))
         self.y_test = None if y_test is None else torch.from_numpy(np.asarray(y_test, np.int64))
         shapes, mask = [], []
@@ -416,11 +417,13 @@ class MLPEnsemble(BatchedProblem):
     # forward / backward -------------------------------------------------------------------
     def _forward(self, W: torch.Tensor, x: torch.Tensor):
         params = self.unflatten(W)
-        acts = [x]
-        a = x
+        M = W.shape[0]
+        a = x.expand(M, *x.shape)
+        acts = [a]
         n_layers = len(self.sizes) - 1
         for l in range(n_layers):
-            z = torch.matmul(a, params[2 * l]) + params[2 * l + 1][:, None, :]
+            # z = a @ W_l + b_l as one fused batched product over the model axis
+            z = torch.baddbmm(params[2 * l + 1][:, None, :], a, params[2 * l])
             a = self._act(z) if l < n_layers - 1 else z
             acts.append(a)
         return params, acts  # acts[-1] = logits (M, N, C)
@@ -432,20 +435,19 @@ class MLPEnsemble(BatchedProblem):
 
     def loss_and_grad(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         params, acts = self._forward(W, self.x)
-        logits = acts[-1]
-        logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.log_softmax(acts[-1], dim=-1)
         losses = -(logp * self._onehot).sum(-1).mean(-1)
         n = self.x.shape[0]
-        delta = (torch.exp(logp) - self._onehot) / n  # dL/dlogits (M, N, C)
+        # dL/dlogits = (softmax - onehot) / N, as one fused pass
+        delta = torch.add(self._neg_onehot_over_n, torch.exp(logp), alpha=1.0 / n)
         grads = []
         n_layers = len(self.sizes) - 1
         for l in range(n_layers - 1, -1, -1):
             a_in = acts[l]
-            gw = torch.matmul(a_in.transpose(-1, -2), delta)  # (M, in, out); a_in may be (N, in)
             grads.append(delta.sum(-2))  # gb (M, out)
-            grads.append(gw)
+            grads.append(torch.bmm(a_in.transpose(-1, -2), delta))  # gW (M, in, out)
             if l > 0:
-                delta = torch.matmul(delta, params[2 * l].transpose(-1, -2)) * self._dact(a_in)
+                delta = torch.bmm(delta, params[2 * l].transpose(-1, -2)) * self._dact(a_in)
         grads.reverse()  # [gW_1, gb_1, gW_2, gb_2, ...]
         M = W.shape[0]
         return losses, torch.cat([g.reshape(M, -1) for g in grads], dim=1)

@@ -82,11 +82,12 @@ def rate_key(lr: float, tag: str = "") -> str:
     return f"lr={lr:.6g}" + (f"+{tag}" if tag else "")
 
 
-def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 50,
+def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 30,
                steps_001: int = 1000, sweep_rates: Sequence[float] | None = None,
-               sweep_inits: int = 50, sweep_steps: int = 1000,
+               sweep_inits: int = 30, sweep_steps: int = 1000,
                sweep_eps: Sequence[float] = (1e-8,), eps_5: Sequence[float] = (1e-8,),
-               spectrum_inits: int = 2, sweep_spectrum_steps: int = 500,
+               spectrum_inits: int = 2, spectrum_steps: int = 1000,
+               sweep_spectrum_inits: int = 1, sweep_spectrum_steps: int = 300,
                reversed_check: bool = True) -> list[RateJob]:
     """The recorded run's jobs: the paper's three rates, then the sweep between them.
 
@@ -102,21 +103,27 @@ def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 50,
       ``sweep_steps`` epochs, ``sweep_inits`` initialisations, 5 perturbations x ``sweep_eps``.
 
     Each rate also gets the full Lyapunov spectrum of its first ``spectrum_inits``
-    initialisations (over min(steps, 2000) steps; ``sweep_spectrum_steps`` for the sweep).
+    initialisations over min(steps, ``spectrum_steps``) steps (``sweep_spectrum_inits`` and
+    ``sweep_spectrum_steps`` for the sweep).
     """
     eps14 = [float(x) for x in np.logspace(-14, -1, 14)]
     k = int(spectrum_inits)
-    jobs = [RateJob(1.0, 200, n_init_1, eps14, 5, spectrum_inits=k)]
+    jobs = [RateJob(1.0, 200, n_init_1, eps14, 5, spectrum_inits=k)]  # spectrum: all 200
     if reversed_check:
         jobs.append(RateJob(1.0, 200, n_init_1, [1e-8], 0, spectrum_inits=0,
                             sample_order="reversed", tag="reversed"))
-    jobs += [RateJob(5.0, 10_000, n_init_5, list(eps_5), 5, spectrum_inits=k),
-             RateJob(0.01, steps_001, n_init_001, eps14, 5, spectrum_inits=k)]
+    jobs += [RateJob(5.0, 10_000, n_init_5, list(eps_5), 5, spectrum_inits=k,
+                     spectrum_steps=spectrum_steps),
+             RateJob(0.01, steps_001, n_init_001, eps14, 5, spectrum_inits=k,
+                     spectrum_steps=min(steps_001, spectrum_steps))]
     if sweep_rates is None:
         sweep_rates = [float(f"{x:.4g}") for x in np.geomspace(0.01, 5.0, 15)[1:-1]]
-    jobs += [RateJob(r, sweep_steps, sweep_inits, list(sweep_eps), 5, spectrum_inits=k,
+    # every other rate first, so that a sweep stopped early still spans the whole range
+    order = list(range(0, len(sweep_rates), 2)) + list(range(1, len(sweep_rates), 2))
+    jobs += [RateJob(sweep_rates[i], sweep_steps, sweep_inits, list(sweep_eps), 5,
+                     spectrum_inits=sweep_spectrum_inits,
                      spectrum_steps=min(sweep_steps, sweep_spectrum_steps))
-             for r in sweep_rates]
+             for i in order]
     return jobs
 
 
