@@ -1,0 +1,226 @@
+// The math of mdesc::lstm_twin_run, written once for every backend: an LSTM step of the
+// unperturbed state, of the *difference* delta = (h' - h, c' - c) to its twin, and of k tangent
+// vectors, with the nonlinearities' differences in forms that never subtract two nearly equal
+// numbers.  So delta keeps *relative* precision however small it gets (down to the dtype's
+// smallest normal number, below which the kernels flush to zero), and float32 resolves distances
+// far below the e^-15 floor of docs/conventions.md §5.  Compiled by the CPU kernel
+// (csrc/cpu/twin_run.cpp), by nvcc (csrc/cuda/twin_run.cu) and by the CUDA-on-CPU emulation.
+// No tensors, no allocation: plain functions of scalars.
+//
+// The finite (not linearised) difference of every piece of a step, for a unit with state
+// pre-activations a and their difference d (the GEMM applied to the delta column: d = W_hh dh +
+// W_ih dh_below, exactly as a product):
+//
+//   sigma(a + d) - sigma(a) = sgn(d) (-q) s sb / (A + B e)          q = expm1(-|d|), e = 1 + q
+//        with s = sigma(a), sb = 1 - sigma(a) (both computed without cancellation), and
+//        (A, B) = (s, sb) for d >= 0, (sb, s) for d < 0.  Derivation: for d < 0,
+//        sigma(a+d) - sigma(a) = s sb (e^d - 1) / (1 + s (e^d - 1)) = s sb q / (sb + s e^d), a sum
+//        of positive terms in the denominator; for d > 0 use sigma(x) = 1 - sigma(-x):
+//        sigma(a+d) - sigma(a) = -(sigma(-a-d) - sigma(-a)), the d < 0 case at -a.
+//   tanh(a + d) - tanh(a)   = 2 (sigma(2a + 2d) - sigma(2a)), i.e. the line above with
+//        s = (1 + t)/2, sb = (1 - t)/2, t = tanh a, and q = expm1(-2|d|):
+//        = sgn(d) (-q) tp tm / (A' + B' e),  tp = 1 + t, tm = 1 - t, (A', B') = (tp, tm) or (tm, tp)
+//        (equal to (1 - t^2) tanh d / (1 + t tanh d), with 1 + t tanh d = (tp (1 + tanh d) +
+//        tm (1 - tanh d)) / 2 written as a sum of positive terms).
+//   (f + df)(c + dc) - f c  = df (c + dc) + f dc;   likewise (i + di)(g + dg) - i g and
+//   (o + do) tanh(c' + dc') - o tanh c' = do (tanh c' + dtanh) + o dtanh.
+//
+// Every sigmoid and tanh of the state is computed from exp / expm1 of -|x| so that sigma, 1 -
+// sigma, 1 + tanh and 1 - tanh all keep relative precision (also in saturation, where 1 - sigma is
+// tiny).  exp and expm1 of non-positive arguments share one range reduction x = n ln2 + r,
+// |r| <= ln2/2: e^r - 1 by its Taylor polynomial (degree 8 in float32, 13 in float64: below half
+// an ulp on that interval), exp(x) = 2^n (1 + (e^r - 1)), expm1(x) = 2^n (e^r - 1) + (2^n - 1);
+// branch-free, so the CPU's loops vectorise.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define MDESC_TWIN_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define MDESC_TWIN_HD inline __attribute__((always_inline))
+#else
+#define MDESC_TWIN_HD inline
+#endif
+
+namespace mdesc::twin {
+
+// 2^n for an integral-valued n in the normal range, through the exponent bits.
+MDESC_TWIN_HD float pow2(float n) {
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float s;
+  std::memcpy(&s, &bits, sizeof(s));
+  return s;
+}
+MDESC_TWIN_HD double pow2(double n) {
+  const int64_t bits = (static_cast<int64_t>(n) + 1023) << 52;
+  double s;
+  std::memcpy(&s, &bits, sizeof(s));
+  return s;
+}
+
+// e^r - 1 for |r| <= ln2/2 by Horner on the Taylor series (relative error below half an ulp).
+MDESC_TWIN_HD float em1_reduced(float r) {
+  float p = 1.0f / 40320.0f;
+  p = p * r + 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  return p * r;
+}
+MDESC_TWIN_HD double em1_reduced(double r) {
+  double p = 1.0 / 6227020800.0;  // 1/13!
+  p = p * r + 1.0 / 479001600.0;
+  p = p * r + 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  return p * r;
+}
+
+template <typename T>
+struct Limits;
+template <>
+struct Limits<float> {
+  static constexpr float lowest_arg = -87.0f;  // exp stays normal
+  static constexpr float shifter = 12582912.0f;  // 1.5 * 2^23
+  static constexpr float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  static constexpr float inv_ln2 = 1.44269504088896341f;
+};
+template <>
+struct Limits<double> {
+  static constexpr double lowest_arg = -708.0;
+  static constexpr double shifter = 6755399441055744.0;  // 1.5 * 2^52
+  static constexpr double ln2_hi = 6.93145751953125e-1, ln2_lo = 1.42860682030941723212e-6;
+  static constexpr double inv_ln2 = 1.4426950408889634073599;
+};
+
+// e = exp(x) and m = expm1(x) for x <= 0 (NaN in, NaN out), both with relative precision.
+template <typename T>
+MDESC_TWIN_HD void exp_expm1(T x, T& e, T& m) {
+  using Lm = Limits<T>;
+  const bool nan = !(x == x);
+  x = x < Lm::lowest_arg ? Lm::lowest_arg : x;
+  const T n = (x * Lm::inv_ln2 + Lm::shifter) - Lm::shifter;  // round to nearest
+  T r = x - n * Lm::ln2_hi;
+  r = r - n * Lm::ln2_lo;
+  const T p = em1_reduced(r);
+  const T s = pow2(nan ? T(0) : n);
+  e = s * (T(1) + p);
+  m = s * p + (s - T(1));
+  if (nan) e = m = x;
+}
+
+// sigma(a) and 1 - sigma(a), both with relative precision.
+template <typename T>
+MDESC_TWIN_HD void sigmoid_parts(T a, T& s, T& sb) {
+  const T neg = a < T(0) ? a : -a;  // -|a|
+  T u, unused;
+  exp_expm1(neg, u, unused);
+  const T inv = T(1) / (T(1) + u);
+  const T big = inv, small = u * inv;  // sigma(|a|), 1 - sigma(|a|)
+  s = a < T(0) ? small : big;
+  sb = a < T(0) ? big : small;
+}
+
+// tanh(a), 1 + tanh(a) and 1 - tanh(a), all with relative precision.
+template <typename T>
+MDESC_TWIN_HD void tanh_parts(T a, T& t, T& tp, T& tm) {
+  const T neg = a < T(0) ? a : a == a ? -a : a;  // -|a| (NaN kept)
+  T e, q;
+  exp_expm1(T(2) * neg, e, q);  // e = e^{-2|a|}, q = e - 1
+  const T inv = T(1) / (T(2) + q);
+  const T mag = -q * inv, hi = T(2) * inv, lo = T(2) * e * inv;  // |t|, 1 + |t|, 1 - |t|
+  t = a < T(0) ? -mag : mag;
+  tp = a < T(0) ? lo : hi;
+  tm = a < T(0) ? hi : lo;
+}
+
+// sigma(a + d) - sigma(a) from s = sigma(a), sb = 1 - sigma(a) (see the header comment).
+template <typename T>
+MDESC_TWIN_HD T sigmoid_diff(T s, T sb, T d) {
+  const bool up = d >= T(0);
+  T e, q;
+  exp_expm1(up ? -d : d, e, q);
+  const T A = up ? s : sb, B = up ? sb : s;
+  const T mag = -q * (s * sb) / (A + B * e);
+  return up ? mag : -mag;
+}
+
+// tanh(a + d) - tanh(a) from tp = 1 + tanh(a), tm = 1 - tanh(a).
+template <typename T>
+MDESC_TWIN_HD T tanh_diff(T tp, T tm, T d) {
+  const bool up = d >= T(0);
+  T e, q;
+  exp_expm1(up ? T(-2) * d : T(2) * d, e, q);
+  const T A = up ? tp : tm, B = up ? tm : tp;
+  const T mag = -q * (tp * tm) / (A + B * e);
+  return up ? mag : -mag;
+}
+
+// One LSTM unit (docs/conventions.md §1; gates i, f, g, o).
+//   a[4]   the state column's pre-activations (bias / input projection included)
+//   da[4]  the delta column's: W applied to the delta (no bias: it cancels)
+//   h, c   in: the unit's old state; out: the new one
+//   dh, dc in: the old delta; out: the new delta (h'_twin - h', c'_twin - c')
+//   k[6]   out: the coefficients of the linearised update of the tangent columns, as in
+//          csrc/common/cell_math.h's LstmCell:  dc' = k1 da_f + k3 dc + k0 da_i + k2 da_g,
+//          dh' = k4 da_o + k5 dc'
+template <typename T>
+MDESC_TWIN_HD void lstm_twin_unit(const T* a, const T* da, T& h, T& c, T& dh, T& dc, T* k) {
+  T i, ib, f, fb, o, ob, g, gp, gm;
+  sigmoid_parts(a[0], i, ib);
+  sigmoid_parts(a[1], f, fb);
+  tanh_parts(a[2], g, gp, gm);
+  sigmoid_parts(a[3], o, ob);
+  const T di = sigmoid_diff(i, ib, da[0]);
+  const T df = sigmoid_diff(f, fb, da[1]);
+  const T dg = tanh_diff(gp, gm, da[2]);
+  const T dO = sigmoid_diff(o, ob, da[3]);
+  const T c_old = c, dc_old = dc;
+  const T c_new = f * c_old + i * g;
+  const T dc_new = df * (c_old + dc_old) + f * dc_old + di * (g + dg) + i * dg;
+  T tc, tcp, tcm;
+  tanh_parts(c_new, tc, tcp, tcm);
+  const T dtc = tanh_diff(tcp, tcm, dc_new);
+  k[0] = i * ib * g;
+  k[1] = f * fb * c_old;
+  k[2] = i * (gp * gm);
+  k[3] = f;
+  k[4] = o * ob * tc;
+  k[5] = o * (tcp * tcm);
+  c = c_new;
+  h = o * tc;
+  dc = dc_new;
+  dh = dO * (tc + dtc) + o * dtc;
+}
+
+template <typename T>
+MDESC_TWIN_HD void lstm_tangent_unit(const T* k, const T* da, T& dh, T& dc) {
+  const T dcn = k[1] * da[1] + k[3] * dc + k[0] * da[0] + k[2] * da[2];
+  dc = dcn;
+  dh = k[4] * da[3] + k[5] * dcn;
+}
+
+// The re-orthonormalisation schedule of docs/conventions.md §3 (the same rule as
+// common/cell_math.h's qr_block_after_step): after step s (1-based) of S, -2 no QR, -1 QR with
+// logs discarded (warm-up), b >= 0 QR whose logs belong to counted block b.
+MDESC_TWIN_HD int64_t qr_block_after_step(int64_t s, int64_t warmup, int64_t qr_every, int64_t S) {
+  if (s <= warmup) return (s % qr_every == 0 || s == warmup) ? -1 : -2;
+  const int64_t counted = s - warmup;
+  if (counted % qr_every == 0 || s == S) return (counted - 1) / qr_every;
+  return -2;
+}
+
+}  // namespace mdesc::twin

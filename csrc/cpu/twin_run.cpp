@@ -1,0 +1,388 @@
+// CPU implementation of mdesc::lstm_twin_run (schema and shapes: csrc/mdesc_twin.cpp; math:
+// csrc/common/twin_math.h).
+//
+// The structure of the tangent kernel (csrc/cpu/ tangent run): work units of (checkpoint, tile of
+// sequences) in parallel, each with its buffers allocated once, and one GEMM per weight matrix per
+// layer and step over every column of the tile, followed by one pointwise pass.  The only change
+// is one more column per sequence, the difference to the twin:
+//
+//   Z  [n, M] column-major, M = tile * (2 + k), rows [h_1, c_1, ..., h_L, c_L] (n = 2HL):
+//      column s*(2+k) is sequence s's state, s*(2+k) + 1 its delta = twin - state, and
+//      s*(2+k) + 2 .. + 1 + k its tangent frame (contiguous [n, k] for the re-orthonormalisation).
+//   G  [4H, M] the GEMMs' output: the state's pre-activations (the input projection or bias is
+//      added in the pointwise pass), the delta's d = W dh exactly as a product (bias and input
+//      cancel in a difference), and the tangents' W q.
+//   XP [4H, Tu * tile] layer-0 input projection W_ih x + bias of the driven part, in one GEMM.
+//
+// Runs with flush-to-zero / denormals-are-zero (x86): a delta below the dtype's smallest normal
+// number (1.2e-38 in float32) becomes 0, which is also what keeps a dying perturbation from
+// slowing the kernel down with denormal arithmetic.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#if __has_include("cpu/gemm.h")
+#include "cpu/gemm.h"
+#else
+#include "cpu/blas.h"
+#endif
+#include "common/twin_checks.h"
+#include "common/twin_math.h"
+
+#if defined(__x86_64__) || defined(__SSE__)
+#include <xmmintrin.h>
+#define MDESC_TWIN_HAVE_MXCSR 1
+#endif
+
+namespace mdesc::cpu {
+namespace {
+
+using twin::TwinDims;
+
+// C = op(A) B through torch's BLAS unless `portable` (or no BLAS), else plain loops.
+template <typename T>
+void twin_gemm(bool portable, bool trans_a, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda,
+               const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  fortran_gemm_t<T> f;
+  if constexpr (std::is_same_v<T, float>) {
+    f = blas_table().sgemm;
+  } else {
+    f = blas_table().dgemm;
+  }
+  if (portable || f == nullptr || k == 0) {
+    portable_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  const char ta = trans_a ? 'T' : 'N', tb = 'N';
+  const int im = static_cast<int>(m), in = static_cast<int>(n), ik = static_cast<int>(k);
+  const int ilda = static_cast<int>(lda), ildb = static_cast<int>(ldb), ildc = static_cast<int>(ldc);
+  f(&ta, &tb, &im, &in, &ik, &alpha, A, &ilda, B, &ildb, &beta, C, &ildc);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MDESC_TWIN_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MDESC_TWIN_MULTIVERSION
+#endif
+
+// Unit r of the state and delta columns; kept as a function so its small arrays are scalarised
+// locals once inlined into the `omp simd` loop.
+template <typename T>
+inline __attribute__((always_inline)) void twin_unit(int64_t r, int64_t H, const T* __restrict g,
+                                                     const T* __restrict gd, const T* __restrict in,
+                                                     T* __restrict z, T* __restrict zd, T* __restrict coef) {
+  T a[4], da[4], k[6];
+  for (int q = 0; q < 4; ++q) a[q] = g[q * H + r] + in[q * H + r];
+  for (int q = 0; q < 4; ++q) da[q] = gd[q * H + r];
+  T h = z[r], c = z[H + r], dh = zd[r], dc = zd[H + r];
+  twin::lstm_twin_unit(a, da, h, c, dh, dc, k);
+  z[r] = h, z[H + r] = c, zd[r] = dh, zd[H + r] = dc;
+  for (int q = 0; q < 6; ++q) coef[q * H + r] = k[q];
+}
+
+template <typename T>
+inline __attribute__((always_inline)) void tangent_unit(int64_t r, int64_t H, const T* __restrict ga,
+                                                        const T* __restrict coef, T* __restrict zt) {
+  T da[4], k[6];
+  for (int q = 0; q < 4; ++q) da[q] = ga[q * H + r];
+  for (int q = 0; q < 6; ++q) k[q] = coef[q * H + r];
+  T dh = zt[r], dc = zt[H + r];
+  twin::lstm_tangent_unit(k, da, dh, dc);
+  zt[r] = dh, zt[H + r] = dc;
+}
+
+// One layer's pointwise pass over a tile: g [4H, nb*cols], z [n, nb*cols] at the layer's first
+// h row; sequence s owns columns s*cols .. (state, delta, k tangents); in[s] is added to its state.
+template <typename T>
+inline void twin_tile_impl(int64_t H, int64_t nb, int64_t cols, int64_t n, const T* g, const T* const* in, T* z,
+                           T* coef) {
+  const int64_t H4 = 4 * H;
+  for (int64_t s = 0; s < nb; ++s) {
+    const T* gs = g + s * cols * H4;
+    T* zs = z + s * cols * n;
+    const T* __restrict ins = in[s];
+#pragma omp simd
+    for (int64_t r = 0; r < H; ++r) twin_unit<T>(r, H, gs, gs + H4, ins, zs, zs + n, coef);
+    for (int64_t j = 2; j < cols; ++j) {
+#pragma omp simd
+      for (int64_t r = 0; r < H; ++r) tangent_unit<T>(r, H, gs + j * H4, coef, zs + j * n);
+    }
+  }
+}
+
+MDESC_TWIN_MULTIVERSION
+void twin_pointwise_tile(int64_t H, int64_t nb, int64_t cols, int64_t n, const float* g, const float* const* in,
+                         float* z, float* coef) {
+  twin_tile_impl(H, nb, cols, n, g, in, z, coef);
+}
+
+MDESC_TWIN_MULTIVERSION
+void twin_pointwise_tile(int64_t H, int64_t nb, int64_t cols, int64_t n, const double* g, const double* const* in,
+                         double* z, double* coef) {
+  twin_tile_impl(H, nb, cols, n, g, in, z, coef);
+}
+
+template <typename T>
+struct TwinArgs {
+  TwinDims d;
+  bool portable;
+  const T* x;                  // [C|1, T, B, I]
+  const int64_t* lengths;      // [B]
+  std::vector<const T*> w_ih;  // per layer [C, 4H, I_l]
+  std::vector<const T*> w_hh;  // per layer [C, 4H, H]
+  std::vector<const T*> bias;  // per layer [C, 4H]
+  const T* h0;                 // [C|1, L, B, H]
+  const T* c0;
+  const T* dh0;                // [C|1, L, B, H]
+  const T* dc0;
+  const T* q0;                 // [C|1, B|1, n, k]
+  double* logs;                // [C, B, nblocks, k]
+  T* hT;                       // [C, L, B, H]
+  T* cT;
+  T* dhT;
+  T* dcT;
+};
+
+template <typename T>
+class TwinTileRunner {
+ public:
+  TwinTileRunner(const TwinArgs<T>& a, int64_t tile) : a_(a), d_(a.d), cols_(2 + a.d.k), M_(tile * (2 + a.d.k)) {
+    const int64_t H = d_.H;
+    z_.resize(d_.n * M_);
+    g_.resize(4 * H * M_);
+    coef_.resize(6 * H);
+    xp_.resize(4 * H * d_.T * tile);
+    xbuf_.resize(d_.I * d_.T * tile);
+    inputs_.resize(tile);
+  }
+
+  void run(int64_t c, int64_t b0, int64_t nb) {
+    nb_ = nb;
+    M_ = nb * cols_;
+    load(c, b0);
+    project_inputs(c, b0);
+    for (int64_t t = 0; t < d_.S; ++t) {
+      for (int64_t l = 0; l < d_.L; ++l) step_layer(c, b0, l, t);
+      if (d_.k > 0) {
+        const int64_t block = twin::qr_block_after_step(t + 1, d_.warmup, d_.qr_every, d_.S);
+        if (block != -2) orthonormalise(c, b0, block);
+      }
+    }
+    store(c, b0);
+  }
+
+ private:
+  T* column(int64_t s, int64_t v) { return z_.data() + (s * cols_ + v) * d_.n; }
+
+  void load(int64_t c, int64_t b0) {
+    const int64_t H = d_.H, L = d_.L, B = d_.B, n = d_.n, k = d_.k;
+    const int64_t cs = d_.state_per_ckpt ? c : 0, cd = d_.delta_per_ckpt ? c : 0, cq = d_.q_per_ckpt ? c : 0;
+    for (int64_t s = 0; s < nb_; ++s) {
+      const int64_t b = b0 + s;
+      T* state = column(s, 0);
+      T* delta = column(s, 1);
+      for (int64_t l = 0; l < L; ++l) {
+        const int64_t os = ((cs * L + l) * B + b) * H, od = ((cd * L + l) * B + b) * H;
+        std::copy(a_.h0 + os, a_.h0 + os + H, state + 2 * l * H);
+        std::copy(a_.c0 + os, a_.c0 + os + H, state + 2 * l * H + H);
+        std::copy(a_.dh0 + od, a_.dh0 + od + H, delta + 2 * l * H);
+        std::copy(a_.dc0 + od, a_.dc0 + od + H, delta + 2 * l * H + H);
+      }
+      const int64_t bq = d_.q_per_seq ? b : 0;
+      const T* q = a_.q0 + (cq * (d_.q_per_seq ? B : 1) + bq) * n * k;  // [n, k] row-major
+      for (int64_t j = 0; j < k; ++j) {
+        T* v = column(s, 2 + j);
+        for (int64_t r = 0; r < n; ++r) v[r] = q[r * k + j];
+      }
+    }
+  }
+
+  void project_inputs(int64_t c, int64_t b0) {
+    const int64_t I = d_.I, H4 = 4 * d_.H, B = d_.B;
+    int64_t tu = 0;
+    for (int64_t s = 0; s < nb_; ++s) tu = std::max(tu, a_.lengths[b0 + s]);
+    const T* x = a_.x + (d_.x_per_ckpt ? c : 0) * d_.T * B * I;
+    for (int64_t t = 0; t < tu; ++t) {
+      std::copy(x + (t * B + b0) * I, x + (t * B + b0 + nb_) * I, xbuf_.data() + t * nb_ * I);
+    }
+    twin_gemm<T>(a_.portable, true, H4, tu * nb_, I, T(1), a_.w_ih[0] + c * H4 * I, I, xbuf_.data(), I, T(0),
+                 xp_.data(), H4);
+    const T* bias = a_.bias[0] + c * H4;
+    for (int64_t col = 0; col < tu * nb_; ++col) {
+      T* p = xp_.data() + col * H4;
+      for (int64_t r = 0; r < H4; ++r) p[r] += bias[r];
+    }
+  }
+
+  void step_layer(int64_t c, int64_t b0, int64_t l, int64_t t) {
+    const int64_t H = d_.H, H4 = 4 * H, n = d_.n;
+    T* g = g_.data();
+    twin_gemm<T>(a_.portable, true, H4, M_, H, T(1), a_.w_hh[l] + c * H4 * H, H, z_.data() + 2 * l * H, n, T(0), g,
+                 H4);
+    if (l > 0) {
+      twin_gemm<T>(a_.portable, true, H4, M_, H, T(1), a_.w_ih[l] + c * H4 * H, H, z_.data() + 2 * (l - 1) * H, n,
+                   T(1), g, H4);
+    }
+    const T* bias = a_.bias[l] + c * H4;
+    for (int64_t s = 0; s < nb_; ++s) {
+      const bool driven = l == 0 && t < a_.lengths[b0 + s];
+      inputs_[s] = driven ? xp_.data() + (t * nb_ + s) * H4 : bias;
+    }
+    twin_pointwise_tile(H, nb_, cols_, n, g, inputs_.data(), z_.data() + 2 * l * H, coef_.data());
+  }
+
+  // Modified Gram-Schmidt with one re-orthogonalisation pass on each sequence's [n, k] frame,
+  // diag R > 0, dot products in float64; log R_jj added to the block's logs.  A non-finite frame
+  // is set to NaN and poisons its logs (reported as NaN upstream).
+  void orthonormalise(int64_t c, int64_t b0, int64_t block) {
+    const int64_t k = d_.k, n = d_.n;
+    auto dot = [n](const T* u, const T* v) {
+      double acc = 0.0;
+      for (int64_t r = 0; r < n; ++r) acc += static_cast<double>(u[r]) * static_cast<double>(v[r]);
+      return acc;
+    };
+    for (int64_t s = 0; s < nb_; ++s) {
+      double* out = block >= 0 ? a_.logs + ((c * d_.B + b0 + s) * d_.nblocks + block) * k : nullptr;
+      T* q = column(s, 2);
+      bool finite = true;
+      for (int64_t r = 0; r < n * k; ++r) finite &= std::isfinite(q[r]);
+      if (!finite) {
+        std::fill(q, q + n * k, std::numeric_limits<T>::quiet_NaN());
+        if (out != nullptr) std::fill(out, out + k, std::numeric_limits<double>::quiet_NaN());
+        continue;
+      }
+      for (int64_t j = 0; j < k; ++j) {
+        T* v = q + j * n;
+        for (int pass = 0; pass < 2; ++pass) {
+          for (int64_t p = 0; p < j; ++p) {
+            const T* u = q + p * n;
+            const T a = static_cast<T>(dot(u, v));
+            for (int64_t r = 0; r < n; ++r) v[r] -= a * u[r];
+          }
+        }
+        const double norm = std::sqrt(dot(v, v));
+        if (out != nullptr) out[j] += std::log(norm);
+        const T inv = static_cast<T>(1.0 / norm);
+        for (int64_t r = 0; r < n; ++r) v[r] *= inv;
+      }
+    }
+  }
+
+  void store(int64_t c, int64_t b0) {
+    const int64_t H = d_.H, L = d_.L, B = d_.B;
+    for (int64_t s = 0; s < nb_; ++s) {
+      const T* state = column(s, 0);
+      const T* delta = column(s, 1);
+      for (int64_t l = 0; l < L; ++l) {
+        const int64_t o = ((c * L + l) * B + b0 + s) * H;
+        std::copy(state + 2 * l * H, state + 2 * l * H + H, a_.hT + o);
+        std::copy(state + 2 * l * H + H, state + 2 * l * H + 2 * H, a_.cT + o);
+        std::copy(delta + 2 * l * H, delta + 2 * l * H + H, a_.dhT + o);
+        std::copy(delta + 2 * l * H + H, delta + 2 * l * H + 2 * H, a_.dcT + o);
+      }
+    }
+  }
+
+  const TwinArgs<T>& a_;
+  const TwinDims& d_;
+  const int64_t cols_;
+  int64_t M_, nb_ = 0;
+  std::vector<T> z_, g_, coef_, xp_, xbuf_;
+  std::vector<const T*> inputs_;
+};
+
+// Sequences per work unit: about `columns` GEMM columns, but enough units for every thread.
+int64_t choose_tile(const TwinDims& d, int64_t columns) {
+  int64_t tile = std::max<int64_t>(1, std::min<int64_t>(d.B, (columns + d.k + 1) / (2 + d.k)));
+  const int64_t threads = at::get_num_threads();
+  while (tile > 1 && d.C * twin::ceil_div(d.B, tile) < 2 * threads) tile = twin::ceil_div(tile, 2);
+  return tile;
+}
+
+// Flush-to-zero and denormals-are-zero for the lifetime of the object (restored after).
+struct FlushDenormals {
+#ifdef MDESC_TWIN_HAVE_MXCSR
+  unsigned saved = _mm_getcsr();
+  FlushDenormals() { _mm_setcsr(saved | 0x8040u); }
+  ~FlushDenormals() { _mm_setcsr(saved); }
+#endif
+};
+
+template <typename T>
+void run_all(const TwinArgs<T>& args, int64_t columns) {
+  const TwinDims& d = args.d;
+  const int64_t tile = choose_tile(d, columns);
+  const int64_t tiles_per_ckpt = twin::ceil_div(d.B, tile);
+  at::parallel_for(0, d.C * tiles_per_ckpt, 1, [&](int64_t begin, int64_t end) {
+    FlushDenormals ftz;
+    TwinTileRunner<T> runner(args, tile);
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t c = unit / tiles_per_ckpt;
+      const int64_t b0 = (unit % tiles_per_ckpt) * tile;
+      runner.run(c, b0, std::min(tile, d.B - b0));
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_twin_run_cpu(
+    const at::Tensor& x_in, const at::Tensor& lengths_in, at::TensorList w_ih, at::TensorList w_hh,
+    at::TensorList bias, const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& dh0_in,
+    const at::Tensor& dc0_in, const at::Tensor& q0_in, int64_t zero_input_steps, int64_t warmup, int64_t qr_every,
+    int64_t cpu_tile_columns, bool portable_gemm) {
+  const TwinDims d = twin::check_twin_inputs(x_in, lengths_in, w_ih, w_hh, bias, h0_in, c0_in, dh0_in, dc0_in, q0_in,
+                                             zero_input_steps, warmup, qr_every);
+  TORCH_CHECK(x_in.device().is_cpu(), "lstm_twin_run (CPU): tensors must be on the CPU");
+  TORCH_CHECK(cpu_tile_columns >= 1, "lstm_twin_run: cpu_tile_columns must be >= 1, got ", cpu_tile_columns);
+  const at::Tensor lengths = lengths_in.contiguous();
+  const int64_t* len = lengths.data_ptr<int64_t>();
+  twin::check_twin_lengths(d, len);
+  const auto opts = x_in.options();
+  at::Tensor logs = at::zeros({d.C, d.B, d.nblocks, d.k}, opts.dtype(at::kDouble));
+  at::Tensor hT = at::empty({d.C, d.L, d.B, d.H}, opts), cT = at::empty({d.C, d.L, d.B, d.H}, opts);
+  at::Tensor dhT = at::empty({d.C, d.L, d.B, d.H}, opts), dcT = at::empty({d.C, d.L, d.B, d.H}, opts);
+  std::vector<at::Tensor> keep;
+  auto contiguous = [&keep](const at::Tensor& t) {
+    keep.push_back(t.contiguous());
+    return keep.back();
+  };
+  const at::Tensor x = contiguous(x_in), h0 = contiguous(h0_in), c0 = contiguous(c0_in), dh0 = contiguous(dh0_in),
+                   dc0 = contiguous(dc0_in), q0 = contiguous(q0_in);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_twin_run_cpu", [&] {
+    TwinArgs<scalar_t> args{d,
+                            portable_gemm,
+                            x.data_ptr<scalar_t>(),
+                            len,
+                            {},
+                            {},
+                            {},
+                            h0.data_ptr<scalar_t>(),
+                            c0.data_ptr<scalar_t>(),
+                            dh0.data_ptr<scalar_t>(),
+                            dc0.data_ptr<scalar_t>(),
+                            q0.data_ptr<scalar_t>(),
+                            logs.data_ptr<double>(),
+                            hT.data_ptr<scalar_t>(),
+                            cT.data_ptr<scalar_t>(),
+                            dhT.data_ptr<scalar_t>(),
+                            dcT.data_ptr<scalar_t>()};
+    for (int64_t l = 0; l < d.L; ++l) {
+      args.w_ih.push_back(contiguous(w_ih[l]).data_ptr<scalar_t>());
+      args.w_hh.push_back(contiguous(w_hh[l]).data_ptr<scalar_t>());
+      args.bias.push_back(contiguous(bias[l]).data_ptr<scalar_t>());
+    }
+    run_all(args, cpu_tile_columns);
+  });
+  return {logs, hT, cT, dhT, dcT};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mdesc, CPU, m) { m.impl("lstm_twin_run", &lstm_twin_run_cpu); }
+
+}  // namespace mdesc::cpu
