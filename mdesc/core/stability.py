@@ -81,7 +81,8 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
                         lengths=None, zero_input_steps: int = 1100, perturbation: float = 1e-6,
                         perturb_at: str = "drive_end", seed: int = 0, floor: float = -15.0,
                         h0=None, c0=None, dtype: torch.dtype | None = None,
-                        template: nn.Module | None = None, backend: str = "fused") -> DistanceResult:
+                        template: nn.Module | None = None, backend: str = "fused",
+                        method: str | None = None) -> DistanceResult:
     """Distance between a run and its perturbed twin after drive + zero input (see module doc).
 
     Args:
@@ -102,6 +103,11 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
             analysis dtype follows the model"): in float32, two runs that settle on the same fixed
             point still differ by rounding, ~1e-7, which is about e^-15 and would lift D~ off its
             floor.  ``settings["dtype_source"]`` says "default" or "explicit".
+        method: ``"plain"`` (a second trajectory, subtracted at the end) or ``"delta"`` (the
+            twin's difference carried beside the state without cancellation, mdesc.core.twin:
+            relative precision on the distance, so float32 resolves D~ far below the floor; LSTM
+            only).  None (default): "delta" for float32, "plain" otherwise.  Recorded in
+            ``settings["method"]``.
     """
     from mdesc.core import windows
 
@@ -110,6 +116,19 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
     if perturb_at not in PERTURB_AT:
         raise ValueError(f"perturb_at must be 'drive_end' (perturb h where the zero input begins) or "
                          f"'start' (perturb h0 at t = 0), got {perturb_at!r}")
+    from mdesc.core import twin
+
+    if method is None:
+        method = "delta" if dtype == torch.float32 else "plain"
+    if method not in twin.METHODS:
+        raise ValueError(f"method must be 'plain' (subtract two runs) or 'delta' (carry their difference "
+                         f"without cancellation), got {method!r}")
+    if method == "delta":
+        return twin.asymptotic_distance_delta(
+            model, seq, lengths=lengths, zero_input_steps=zero_input_steps, perturbation=perturbation,
+            perturb_at=perturb_at, seed=seed, floor=floor, h0=h0, c0=c0,
+            dtype=torch.float64 if dtype is None else dtype, template=template, backend=backend,
+            dtype_source="default" if dtype is None else "explicit")
     checkpoint_axis = not isinstance(model, nn.Module)
     prep = _lyapunov.prepare(model, seq, k=0, lengths=lengths, zero_input_steps=zero_input_steps,
                              h0=h0, c0=c0, dtype=torch.float64 if dtype is None else dtype,
@@ -153,7 +172,7 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
         distance, log_distance, reduced_sum, h_final = distance[0], log_distance[0], reduced_sum[0], h_final[0]
         collapsed = collapsed[0]
     settings = dict(prep.settings, perturbation=float(perturbation), perturb_at=perturb_at,
-                    dtype_source="default" if dtype is None else "explicit",
+                    dtype_source="default" if dtype is None else "explicit", method="plain",
                     seed=seed, floor=floor, backend=backend)
     for key in ("k", "warmup", "counted_steps", "qr_every", "q0_given"):
         settings.pop(key, None)

@@ -59,11 +59,13 @@ def zero_input(prep: PreparedRun, idx: torch.Tensor, h0: torch.Tensor, c0: torch
         zero_input_steps=steps - 1, warmup=warmup)
 
 
-def spectrum(prep: PreparedRun, backend: str, warmup: int):
+def spectrum(prep: PreparedRun, backend: str, warmup: int, zero_input_run=None):
     """Lyapunov result of the asymptotic window (see the module doc) for a prepared run.
 
     ``prep`` is the whole run (as for ``window="all"``, its own warmup unused); ``warmup`` counts
-    from each sequence's drive end.  Returns a :class:`~mdesc.core.lyapunov.LyapunovResult`.
+    from each sequence's drive end.  ``zero_input_run(z_prep, idx) -> (block_logs, h_T, c_T)``
+    replaces the kernel call of each group's zero-input phase (mdesc.core.twin runs its twin
+    there).  Returns a :class:`~mdesc.core.lyapunov.LyapunovResult`.
     """
     C, B, k = prep.weights.checkpoints, prep.x.shape[2], prep.k
     S = prep.steps
@@ -77,7 +79,8 @@ def spectrum(prep: PreparedRun, backend: str, warmup: int):
         d_res = _lyapunov._result(d_prep, *_lyapunov.run_prepared(d_prep, backend), backend)
         z_prep = zero_input(d_prep, torch.arange(idx.numel()), d_res.h_T, d_res.c_T,
                             S - length, warmup)
-        z_res = _lyapunov._result(z_prep, *_lyapunov.run_prepared(z_prep, backend), backend)
+        z_out = _lyapunov.run_prepared(z_prep, backend) if zero_input_run is None else zero_input_run(z_prep, idx)
+        z_res = _lyapunov._result(z_prep, *z_out, backend)
         if h_T is None:
             L, H = z_res.h_T.shape[1], z_res.h_T.shape[3]
             h_T = z_res.h_T.new_empty(C, L, B, H)
