@@ -510,6 +510,15 @@ def analyse(table: Mapping[str, Any], settings: PhaseSettings | None = None,
     used.update(distance_chaotic_level=chaotic_level, window=window, measure=measure)
 
     labels, regimes = _labels_and_regimes(cols, s, chaotic_level)
+    primary = ((table.get("settings") or {}).get("twins") or ["drive_end"])[0]
+    collapsed = (cols["n_collapsed_start"] > 0) & (labels["distance"] == 0)
+    if primary == "start" and collapsed.any():
+        # D~ on its floor only because the drive made twins bit-identical: not evidence of order
+        labels["distance"][collapsed] = -1
+        regimes["distance"][collapsed] = _UNKNOWN_REGIME
+        notes.append(f"{int(collapsed.sum())} checkpoints have t = 0 twins that the drive "
+                     "collapsed to bit-identical states and D~ on its floor: labelled unknown "
+                     "by D~ (collapsed, not ordered)")
     value, thr = _measure_value(cols, measure, s)
     transitions = _transitions(epoch, labels[measure], value, thr, measure)
     ovalue, othr = _measure_value(cols, other, s)
