@@ -156,3 +156,16 @@ def test_collapsed_t0_twins_are_never_labelled_ordered():
     assert any("collapsed" in w for w in a.warnings)
     t["settings"] = {"twins": ["drive_end", "start"]}     # the primary twin is the drive-end one
     assert analysis.analyse(t, distance_margin=1.0).labels["distance"].tolist() == [0, 0, 0, 1]
+
+
+def test_rounding_wiggles_rank_as_ties_not_as_signal():
+    # the case: all but one D~ within 1.5e-9 of the floor; the wiggles must not rank
+    n = 30
+    x = FLOOR + 1.5e-9 * np.sin(np.arange(n))
+    x[7] = FLOOR + 0.03
+    r = claims.correlation(x, np.linspace(0, 1, n) + 0.1 * np.sin(np.arange(n)) ** 2, "D~",
+                           1e-6, x_floor=FLOOR)
+    assert r["refused"] and "only 2 distinct values" in r["refused"]
+    x[20] = FLOOR + 0.5                     # three distinct levels: a correlation is made
+    assert claims.correlation(x, np.arange(n, dtype=float), "D~", 1e-6,
+                              x_floor=FLOOR)["refused"] is None
