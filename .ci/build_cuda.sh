@@ -77,9 +77,9 @@ torch.ops.load_library(so[0])
 info = {}
 exec(open(os.path.join(pkg, "_build_info.py")).read(), info)
 assert info["WITH_CUDA"], "mdesc/_build_info.py says the extension was built without CUDA"
-assert hasattr(torch.ops.mdesc, "lstm_tangent_run"), "torch.ops.mdesc.lstm_tangent_run is missing"
+assert hasattr(torch.ops.mdesc, "tangent_run"), "torch.ops.mdesc.tangent_run is missing"
 for key in ("CPU", "CUDA"):
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("mdesc::lstm_tangent_run", key), \
-        f"no {key} kernel registered for mdesc::lstm_tangent_run"
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("mdesc::tangent_run", key), \
+        f"no {key} kernel registered for mdesc::tangent_run"
 print(f"build_cuda: OK  {so[0]}  (CPU and CUDA kernels registered; torch {torch.__version__})")
 EOF

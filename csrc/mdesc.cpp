@@ -1,35 +1,56 @@
 // Operator schemas of the mdesc extension, and nothing else.
 //
-// Each backend registers its implementation in its own folder:
-//   csrc/cpu/   TORCH_LIBRARY_IMPL(mdesc, CPU, m)
-//   csrc/cuda/  TORCH_LIBRARY_IMPL(mdesc, CUDA, m)
+// Each backend registers its implementation in its own folder, under the same file name:
+//   csrc/cpu/tangent_run.cpp   TORCH_LIBRARY_IMPL(mdesc, CPU, m)
+//   csrc/cuda/tangent_run.cu   TORCH_LIBRARY_IMPL(mdesc, CUDA, m)
+// and both take the cell math from csrc/common/cell_math.h.
 //
-// Shapes (C checkpoints, T driven steps, B sequences, L layers, H hidden, I input, n = 2*H*L,
-// k tangent vectors; "C|1" means either C or 1, broadcast over checkpoints):
+// Shapes (C checkpoints, T driven steps, B sequences, L layers, H hidden, I input, G gate rows
+// per layer, n tangent-space dimension, k tangent vectors; "C|1" means either C or 1, broadcast
+// over checkpoints):
 //
-// lstm_tangent_run(x, lengths, w_ih, w_hh, bias, h0, c0, q0,
-//                  zero_input_steps, warmup, qr_every) -> (block_logs, h_T, c_T)
+//   cell       G     n        c state   gate rows (in this order)
+//   lstm       4H    2*H*L    [.., H]   i, f, g, o
+//   gru        4H    H*L      [.., 0]   r, z, n_x, n_h (see cell_math.h: W_hh's n_x rows and
+//                                       W_ih's n_h rows are zero; bias b_r, b_z, b_in, b_hn)
+//   rnn_tanh   H     H*L      [.., 0]   the one pre-activation
+//   rnn_relu   H     H*L      [.., 0]
+//
+// tangent_run(x, lengths, w_ih, w_hh, bias, h0, c0, q0, zero_input_steps, warmup, qr_every,
+//             *, cell, <tuning knobs>) -> (block_logs, h_T, c_T)
 //   x        [C|1, T, B, I]  input sequences (float32 or float64; all tensors share the dtype)
 //   lengths  [B] int64       driven length of each sequence, 1 <= lengths[b] <= T; after it the
 //                            sequence receives zero input
-//   w_ih[l]  [C, 4H, I_l]    input weights of layer l (I_0 = I, I_l = H), gates i, f, g, o
-//   w_hh[l]  [C, 4H, H]      recurrent weights of layer l
-//   bias[l]  [C, 4H]         b_ih + b_hh of layer l (zeros for bias=False)
-//   h0, c0   [C|1, L, B, H]  initial state
-//   q0       [C|1, B|1, n, k] initial tangent frame, rows ordered [h_1, c_1, ..., h_L, c_L];
-//                            k = 0 runs the forward pass only
+//   w_ih[l]  [C, G, I_l]     input weights of layer l (I_0 = I, I_l = H)
+//   w_hh[l]  [C, G, H]       recurrent weights of layer l
+//   bias[l]  [C, G]          b_ih + b_hh of layer l (zeros for bias=False; GRU: see above)
+//   h0       [C|1, L, B, H]  initial hidden state
+//   c0       [C|1, L, B, H]  initial cell state (LSTM); [C|1, L, B, 0] for the other cells
+//   q0       [C|1, B|1, n, k] initial tangent frame, rows ordered [h_1, c_1, ..., h_L, c_L]
+//                            (LSTM) or [h_1, ..., h_L]; k = 0 runs the forward pass only
 //   Every sequence runs S = T + zero_input_steps steps.  The frame is re-orthonormalised every
 //   qr_every steps (counted from step 0 during warm-up, from `warmup` afterwards), at the end of
 //   warm-up, and after the last step.  Steps >= warmup are counted in blocks of qr_every
-//   (the last block may be shorter).
+//   (the last block may be shorter): nblocks = ceil((S - warmup) / qr_every), 0 when k = 0
+//   (common/cell_math.h: qr_block_after_step, counted_blocks).
 //   block_logs [C, B, nblocks, k] float64: sum of log R_ii over each counted block
-//   h_T, c_T   [C, L, B, H]      state after the last step
+//   h_T, c_T   [C, L, B, H] / [C, L, B, H or 0]  state after the last step
+//
+// Tuning knobs (keyword-only, with defaults; results do not depend on them beyond rounding):
+//   cpu_tile_columns      CPU: target GEMM columns (state + tangent columns) per work unit
+//   portable_gemm         CPU: plain loops instead of torch's BLAS and LAPACK (for tests)
+//   cuda_path             CUDA: "auto", "fused" (error if it does not fit) or "stepwise"
+//   cuda_max_checkpoints  CUDA: at most this many checkpoints per launch (0: as memory allows)
+//   poison_outputs        CUDA: fill the outputs with NaN before running (tests check that
+//                         every element is written)
 #include <torch/library.h>
 
 TORCH_LIBRARY(mdesc, m) {
   m.def(
-      "lstm_tangent_run(Tensor x, Tensor lengths, Tensor[] w_ih, Tensor[] w_hh, Tensor[] bias, "
-      "Tensor h0, Tensor c0, Tensor q0, int zero_input_steps, int warmup, int qr_every) "
+      "tangent_run(Tensor x, Tensor lengths, Tensor[] w_ih, Tensor[] w_hh, Tensor[] bias, "
+      "Tensor h0, Tensor c0, Tensor q0, int zero_input_steps, int warmup, int qr_every, *, "
+      "str cell=\"lstm\", int cpu_tile_columns=48, bool portable_gemm=False, str cuda_path=\"auto\", "
+      "int cuda_max_checkpoints=0, bool poison_outputs=False) "
       "-> (Tensor block_logs, Tensor h_T, Tensor c_T)");
 }
 

@@ -259,10 +259,10 @@ def test_direct_op_call_checks_shapes():
     w = [torch.randn(1, 16, 3)], [torch.randn(1, 16, 4)], [torch.randn(1, 16)]
     h0 = torch.zeros(1, 1, 2, 4)
     with pytest.raises(RuntimeError, match="lengths"):
-        torch.ops.mdesc.lstm_tangent_run(x, torch.tensor([0, 4]), *w, h0, h0, torch.zeros(1, 1, 8, 1), 0, 0, 1)
+        torch.ops.mdesc.tangent_run(x, torch.tensor([0, 4]), *w, h0, h0, torch.zeros(1, 1, 8, 1), 0, 0, 1)
     with pytest.raises(RuntimeError, match=r"w_ih\[0\] must be \[1, 20, 3\]"):
-        torch.ops.mdesc.lstm_tangent_run(x, torch.tensor([4, 4]), w[0], [torch.randn(1, 16, 5)], w[2], h0, h0,
-                                         torch.zeros(1, 1, 8, 1), 0, 0, 1)
+        torch.ops.mdesc.tangent_run(x, torch.tensor([4, 4]), w[0], [torch.randn(1, 16, 5)], w[2], h0, h0,
+                                    torch.zeros(1, 1, 8, 1), 0, 0, 1)
 
 
 def test_collapsed_frame_is_flagged_and_finer_qr_every_recovers_it():

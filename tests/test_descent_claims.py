@@ -145,3 +145,27 @@ def test_seeds_pooled_with_the_fraction_holding_each_claim():
     assert d["fraction"] == pytest.approx(1 / 3)
     assert p["pooled"]["has_order_chaos_transition"]["fraction"] == pytest.approx(1 / 3)
     assert p["per_seed"]["s3"]["minima_at_events_significant"] is None
+
+
+def test_collapsed_t0_twins_are_never_labelled_ordered():
+    t = table(4, d_excess=[0, 0, 0, 3])
+    t["n_collapsed_start"] = np.array([0, 5, 0, 0.0])
+    t["settings"] = {"twins": ["start"]}
+    a = analysis.analyse(t, distance_margin=1.0, distance_ordered_tol=0.1)
+    assert a.labels["distance"].tolist() == [0, -1, 0, 1]
+    assert any("collapsed" in w for w in a.warnings)
+    t["settings"] = {"twins": ["drive_end", "start"]}     # the primary twin is the drive-end one
+    assert analysis.analyse(t, distance_margin=1.0).labels["distance"].tolist() == [0, 0, 0, 1]
+
+
+def test_rounding_wiggles_rank_as_ties_not_as_signal():
+    # the case: all but one D~ within 1.5e-9 of the floor; the wiggles must not rank
+    n = 30
+    x = FLOOR + 1.5e-9 * np.sin(np.arange(n))
+    x[7] = FLOOR + 0.03
+    r = claims.correlation(x, np.linspace(0, 1, n) + 0.1 * np.sin(np.arange(n)) ** 2, "D~",
+                           1e-6, x_floor=FLOOR)
+    assert r["refused"] and "only 2 distinct values" in r["refused"]
+    x[20] = FLOOR + 0.5                     # three distinct levels: a correlation is made
+    assert claims.correlation(x, np.arange(n, dtype=float), "D~", 1e-6,
+                              x_floor=FLOOR)["refused"] is None

@@ -49,15 +49,23 @@ namespace mdesc::twin {
 // 2^n for an integral-valued n in the normal range, through the exponent bits.
 MDESC_TWIN_HD float pow2(float n) {
   const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+#if defined(__CUDA_ARCH__)
+  return __int_as_float(bits);
+#else
   float s;
   std::memcpy(&s, &bits, sizeof(s));
   return s;
+#endif
 }
 MDESC_TWIN_HD double pow2(double n) {
   const int64_t bits = (static_cast<int64_t>(n) + 1023) << 52;
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(static_cast<long long>(bits));
+#else
   double s;
   std::memcpy(&s, &bits, sizeof(s));
   return s;
+#endif
 }
 
 // e^r - 1 for |r| <= ln2/2 by Horner on the Taylor series (relative error below half an ulp).
@@ -211,16 +219,6 @@ MDESC_TWIN_HD void lstm_tangent_unit(const T* k, const T* da, T& dh, T& dc) {
   const T dcn = k[1] * da[1] + k[3] * dc + k[0] * da[0] + k[2] * da[2];
   dc = dcn;
   dh = k[4] * da[3] + k[5] * dcn;
-}
-
-// The re-orthonormalisation schedule of docs/conventions.md §3 (the same rule as
-// common/cell_math.h's qr_block_after_step): after step s (1-based) of S, -2 no QR, -1 QR with
-// logs discarded (warm-up), b >= 0 QR whose logs belong to counted block b.
-MDESC_TWIN_HD int64_t qr_block_after_step(int64_t s, int64_t warmup, int64_t qr_every, int64_t S) {
-  if (s <= warmup) return (s % qr_every == 0 || s == warmup) ? -1 : -2;
-  const int64_t counted = s - warmup;
-  if (counted % qr_every == 0 || s == S) return (counted - 1) / qr_every;
-  return -2;
 }
 
 }  // namespace mdesc::twin

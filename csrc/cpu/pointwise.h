@@ -1,6 +1,7 @@
-// The pointwise half of one LSTM step on the CPU: gate activations, new (h, c) and the tangent
-// update of every column (DESIGN.md §2).  Kept apart from the loop structure so the hot
-// arithmetic is in one place and can be compiled for several instruction sets.
+// The pointwise half of one step on the CPU: the cell of common/cell_math.h applied to the state
+// column and to every tangent column of a tile (docs/conventions.md).  Kept apart from the loop
+// structure so the hot arithmetic is in one place and can be compiled for several instruction
+// sets.  (CUDA's counterpart: csrc/cuda/pointwise.cuh.)
 //
 // exp and tanh are vectorisable polynomial/rational approximations within a few ulp of libm
 // (float32: Cephes-style exp, Eigen's rational tanh; float64: Cephes exp and tanh), because
@@ -10,12 +11,15 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <utility>
+
+#include "common/cell_math.h"
 
 namespace mdesc::cpu {
 
 // exp for float32: x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial for e^r, scaled by 2^n
 // through the exponent bits.  Inputs are clamped to [-87.3, 88.3] (no denormals, no inf).
-inline float fast_expf(float x) {
+MDESC_HD float fast_expf(float x) {
   x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
   // round-to-nearest of x / ln2 with the 1.5 * 2^23 trick (vectorises without SSE4.1 floor)
   const float shifter = 12582912.0f;
@@ -38,7 +42,7 @@ inline float fast_expf(float x) {
 
 // tanh for float32: odd rational approximation x P(x^2) / Q(x^2) on [-7.9, 7.9] (Eigen's
 // generic_fast_tanh_float); beyond that tanh is +-1 in float32.
-inline float fast_tanhf(float x) {
+MDESC_HD float fast_tanhf(float x) {
   const float clamp = 7.90531110763549805f;
   const float xc = x < -clamp ? -clamp : (x > clamp ? clamp : x);
   const float x2 = xc * xc;
@@ -59,7 +63,7 @@ inline float fast_tanhf(float x) {
 
 // exp for float64 (Cephes exp.c): x = n ln2 + r, e^r = 1 + 2 r P(r^2) / (Q(r^2) - r P(r^2)),
 // scaled by 2^n through the exponent bits; within ~1 ulp of libm, vectorisable.
-inline double fast_exp(double x) {
+MDESC_HD double fast_exp(double x) {
   x = x < -708.0 ? -708.0 : (x > 709.0 ? 709.0 : x);
   const double shifter = 6755399441055744.0;  // 1.5 * 2^52: round to nearest
   const double n = (x * 1.4426950408889634073599 + shifter) - shifter;
@@ -78,7 +82,7 @@ inline double fast_exp(double x) {
 }
 
 // tanh for float64 (Cephes tanh.c): rational approximation for |x| < 0.625, else from exp(2|x|).
-inline double fast_tanh(double x) {
+MDESC_HD double fast_tanh(double x) {
   const double ax = x < 0 ? -x : x;
   const double z = x * x;
   const double p = (-9.64399179425052238628e-1 * z + -9.92877231001918586564e1) * z +
@@ -91,66 +95,89 @@ inline double fast_tanh(double x) {
   return ax < 0.625 ? small : (x < 0 ? -big : big);
 }
 
-inline float act_sigmoid(float x) { return 1.0f / (1.0f + fast_expf(-x)); }
-inline float act_tanh(float x) { return fast_tanhf(x); }
-inline double act_sigmoid(double x) { return 1.0 / (1.0 + fast_exp(-x)); }
-inline double act_tanh(double x) { return fast_tanh(x); }
+// The activation policy of common/cell_math.h on the CPU.
+struct CpuMath {
+  static MDESC_HD float sigmoid(float x) { return 1.0f / (1.0f + fast_expf(-x)); }
+  static MDESC_HD double sigmoid(double x) { return 1.0 / (1.0 + fast_exp(-x)); }
+  static MDESC_HD float tanh(float x) { return fast_tanhf(x); }
+  static MDESC_HD double tanh(double x) { return fast_tanh(x); }
+};
+
+// f(0), f(1), ..., f(N - 1), expanded at compile time (no loop left for the vectoriser to trip on).
+template <int N, class F>
+MDESC_HD void unrolled(const F& f) {
+  [&]<int... Q>(std::integer_sequence<int, Q...>) { (f(Q), ...); }(std::make_integer_sequence<int, N>{});
+}
+
+// The cell's update of unit r of the state column, and of unit r of one tangent column.  Kept
+// as functions of their own so the small gate/coefficient arrays are locals of these (scalarised
+// once inlined), not privates of the `omp simd` loops that call them, which GCC would not
+// vectorise.
+template <class Cell, typename T>
+MDESC_HD void unit_state(int64_t r, int64_t H, const T* __restrict g, const T* __restrict in, T* __restrict h,
+                       T* __restrict c, T* __restrict coef) {
+  constexpr int NG = Cell::kGates, NK = Cell::kCoefs;
+  T a[NG], k[NK];
+  unrolled<NG>([&](int q) { a[q] = g[q * H + r] + in[q * H + r]; });
+  T hr = h[r];
+  T cr = Cell::kHalves == 2 ? c[r] : T(0);
+  Cell::template state<CpuMath>(a, hr, cr, k);
+  unrolled<NK>([&](int q) { coef[q * H + r] = k[q]; });
+  h[r] = hr;
+  if constexpr (Cell::kHalves == 2) c[r] = cr;
+}
+
+template <class Cell, typename T>
+MDESC_HD void unit_tangent(int64_t r, int64_t H, const T* __restrict ga, const T* __restrict coef, T* __restrict dh,
+                         T* __restrict dc) {
+  constexpr int NG = Cell::kGates, NK = Cell::kCoefs;
+  T da[NG], k[NK];
+  unrolled<NG>([&](int q) { da[q] = ga[q * H + r]; });
+  unrolled<NK>([&](int q) { k[q] = coef[q * H + r]; });
+  T x = dh[r];
+  T y = Cell::kHalves == 2 ? dc[r] : T(0);
+  Cell::tangent(k, da, x, y);
+  dh[r] = x;
+  if constexpr (Cell::kHalves == 2) dc[r] = y;
+}
 
 // One layer's pointwise work for one sequence.
-//   g     [4H, cols]  pre-activations from the GEMMs: column 0 the state, 1..cols-1 tangents
-//   in    [4H]        added to the state column only (input projection + bias, or bias)
-//   h, c  [H] each, in `cols` columns `ld` apart: in, the layer's old h / c rows of the state
-//         and tangent columns; out, the new ones
-//   coef  [6H]        scratch
-template <typename T>
-inline void lstm_pointwise(int64_t H, int64_t cols, int64_t ld, const T* __restrict g,
+//   g     [G, cols]  pre-activations from the GEMMs (G = Cell::kGates * H rows, gate q of unit r
+//                    at row q*H + r): column 0 the state, 1..cols-1 the tangents
+//   in    [G]        added to the state column only (input projection + bias, or bias)
+//   h     [H] in each of `cols` columns `ld` apart: in, the layer's old h rows of the state and
+//                    tangent columns; out, the new ones
+//   c     likewise for the c rows (LSTM only; unused for cells without a c state)
+//   coef  [kCoefs * H] scratch: the state column's tangent coefficients, coefficient q of unit r
+//                    at q*H + r
+template <class Cell, typename T>
+MDESC_HD void cell_pointwise(int64_t H, int64_t cols, int64_t ld, const T* __restrict g,
                            const T* __restrict in, T* __restrict h, T* __restrict c,
                            T* __restrict coef) {
-  const int64_t H4 = 4 * H;
-  T* __restrict ci = coef;           // i (1 - i) g        multiplies d a_i
-  T* __restrict cf = coef + H;       // f (1 - f) c_old    multiplies d a_f
-  T* __restrict cg = coef + 2 * H;   // i (1 - g^2)        multiplies d a_g
-  T* __restrict ff = coef + 3 * H;   // f                  multiplies d c
-  T* __restrict co = coef + 4 * H;   // o (1 - o) tanh c'  multiplies d a_o
-  T* __restrict oc = coef + 5 * H;   // o (1 - tanh^2 c')  multiplies d c'
+  constexpr bool kHasC = Cell::kHalves == 2;
+  const int64_t GH = Cell::kGates * H;
 #pragma omp simd
-  for (int64_t r = 0; r < H; ++r) {
-    const T i = act_sigmoid(g[r] + in[r]);
-    const T f = act_sigmoid(g[H + r] + in[H + r]);
-    const T gg = act_tanh(g[2 * H + r] + in[2 * H + r]);
-    const T o = act_sigmoid(g[3 * H + r] + in[3 * H + r]);
-    const T c_old = c[r];
-    const T c_new = f * c_old + i * gg;
-    const T tc = act_tanh(c_new);
-    ci[r] = i * (T(1) - i) * gg;
-    cf[r] = f * (T(1) - f) * c_old;
-    cg[r] = i * (T(1) - gg * gg);
-    ff[r] = f;
-    co[r] = o * (T(1) - o) * tc;
-    oc[r] = o * (T(1) - tc * tc);
-    c[r] = c_new;
-    h[r] = o * tc;
-  }
+  for (int64_t r = 0; r < H; ++r) unit_state<Cell, T>(r, H, g, in, h, c, coef);
   for (int64_t j = 1; j < cols; ++j) {
-    const T* __restrict ga = g + j * H4;
+    const T* __restrict ga = g + j * GH;
     T* __restrict dh = h + j * ld;
-    T* __restrict dc = c + j * ld;
+    T* __restrict dc = kHasC ? c + j * ld : nullptr;
 #pragma omp simd
-    for (int64_t r = 0; r < H; ++r) {
-      const T dcn = cf[r] * ga[H + r] + ff[r] * dc[r] + ci[r] * ga[r] + cg[r] * ga[2 * H + r];
-      dc[r] = dcn;
-      dh[r] = co[r] * ga[3 * H + r] + oc[r] * dcn;
-    }
+    for (int64_t r = 0; r < H; ++r) unit_tangent<Cell, T>(r, H, ga, coef, dh, dc);
   }
 }
 
 // Entry points compiled for several instruction sets, picked at load time by the CPU
 // (GCC/Clang function multi-versioning); defined in pointwise.cpp.
-// g [4H, nb*cols]; z [n, nb*cols] points at the layer's first h row (its c rows follow at +H);
-// sequence s owns columns s*cols .. s*cols + cols - 1 and in[s] is added to its state column.
-void lstm_pointwise_tile(int64_t H, int64_t nb, int64_t cols, int64_t n, const float* g,
+// g [G, nb*cols]; z [n, nb*cols] points at the layer's first h row (for the LSTM its c rows
+// follow at +H); sequence s owns columns s*cols .. s*cols + cols - 1 and in[s] is added to its
+// state column.  coef: kCoefs * H scratch (6H is enough for every cell).
+void cell_pointwise_tile(CellKind cell, int64_t H, int64_t nb, int64_t cols, int64_t n, const float* g,
                          const float* const* in, float* z, float* coef);
-void lstm_pointwise_tile(int64_t H, int64_t nb, int64_t cols, int64_t n, const double* g,
+void cell_pointwise_tile(CellKind cell, int64_t H, int64_t nb, int64_t cols, int64_t n, const double* g,
                          const double* const* in, double* z, double* coef);
+
+// Scratch elements cell_pointwise needs per hidden unit, for any cell.
+constexpr int64_t kMaxCoefs = 6;
 
 }  // namespace mdesc::cpu

@@ -1,7 +1,7 @@
 // CPU implementation of mdesc::lstm_twin_run (schema and shapes: csrc/mdesc_twin.cpp; math:
 // csrc/common/twin_math.h).
 //
-// The structure of the tangent kernel (csrc/cpu/ tangent run): work units of (checkpoint, tile of
+// The structure of the tangent kernel (csrc/cpu/tangent_run.cpp): work units of (checkpoint, tile of
 // sequences) in parallel, each with its buffers allocated once, and one GEMM per weight matrix per
 // layer and step over every column of the tile, followed by one pointwise pass.  The only change
 // is one more column per sequence, the difference to the twin:
@@ -26,12 +26,9 @@
 #include <limits>
 #include <vector>
 
-#if __has_include("cpu/gemm.h")
 #include "cpu/gemm.h"
-#else
-#include "cpu/blas.h"
-#endif
 #include "common/twin_checks.h"
+#include "common/cell_math.h"  // qr_block_after_step
 #include "common/twin_math.h"
 
 #if defined(__x86_64__) || defined(__SSE__)
@@ -43,27 +40,6 @@ namespace mdesc::cpu {
 namespace {
 
 using twin::TwinDims;
-
-// C = op(A) B through torch's BLAS unless `portable` (or no BLAS), else plain loops.
-template <typename T>
-void twin_gemm(bool portable, bool trans_a, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda,
-               const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  fortran_gemm_t<T> f;
-  if constexpr (std::is_same_v<T, float>) {
-    f = blas_table().sgemm;
-  } else {
-    f = blas_table().dgemm;
-  }
-  if (portable || f == nullptr || k == 0) {
-    portable_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
-    return;
-  }
-  const char ta = trans_a ? 'T' : 'N', tb = 'N';
-  const int im = static_cast<int>(m), in = static_cast<int>(n), ik = static_cast<int>(k);
-  const int ilda = static_cast<int>(lda), ildb = static_cast<int>(ldb), ildc = static_cast<int>(ldc);
-  f(&ta, &tb, &im, &in, &ik, &alpha, A, &ilda, B, &ildb, &beta, C, &ildc);
-}
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define MDESC_TWIN_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -170,7 +146,7 @@ class TwinTileRunner {
     for (int64_t t = 0; t < d_.S; ++t) {
       for (int64_t l = 0; l < d_.L; ++l) step_layer(c, b0, l, t);
       if (d_.k > 0) {
-        const int64_t block = twin::qr_block_after_step(t + 1, d_.warmup, d_.qr_every, d_.S);
+        const int64_t block = qr_block_after_step(t + 1, d_.warmup, d_.qr_every, d_.S);
         if (block != -2) orthonormalise(c, b0, block);
       }
     }
@@ -211,7 +187,7 @@ class TwinTileRunner {
     for (int64_t t = 0; t < tu; ++t) {
       std::copy(x + (t * B + b0) * I, x + (t * B + b0 + nb_) * I, xbuf_.data() + t * nb_ * I);
     }
-    twin_gemm<T>(a_.portable, true, H4, tu * nb_, I, T(1), a_.w_ih[0] + c * H4 * I, I, xbuf_.data(), I, T(0),
+    gemm<T>(a_.portable, true, H4, tu * nb_, I, T(1), a_.w_ih[0] + c * H4 * I, I, xbuf_.data(), I, T(0),
                  xp_.data(), H4);
     const T* bias = a_.bias[0] + c * H4;
     for (int64_t col = 0; col < tu * nb_; ++col) {
@@ -223,10 +199,10 @@ class TwinTileRunner {
   void step_layer(int64_t c, int64_t b0, int64_t l, int64_t t) {
     const int64_t H = d_.H, H4 = 4 * H, n = d_.n;
     T* g = g_.data();
-    twin_gemm<T>(a_.portable, true, H4, M_, H, T(1), a_.w_hh[l] + c * H4 * H, H, z_.data() + 2 * l * H, n, T(0), g,
+    gemm<T>(a_.portable, true, H4, M_, H, T(1), a_.w_hh[l] + c * H4 * H, H, z_.data() + 2 * l * H, n, T(0), g,
                  H4);
     if (l > 0) {
-      twin_gemm<T>(a_.portable, true, H4, M_, H, T(1), a_.w_ih[l] + c * H4 * H, H, z_.data() + 2 * (l - 1) * H, n,
+      gemm<T>(a_.portable, true, H4, M_, H, T(1), a_.w_ih[l] + c * H4 * H, H, z_.data() + 2 * (l - 1) * H, n,
                    T(1), g, H4);
     }
     const T* bias = a_.bias[l] + c * H4;

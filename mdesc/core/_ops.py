@@ -17,6 +17,7 @@ except ImportError as e:  # pragma: no cover - exercised only on broken installs
     ) from e
 
 from mdesc import _build_info
+from mdesc.core import schedule
 
 if _build_info.TORCH_VERSION != torch.__version__:  # pragma: no cover
     raise ImportError(
@@ -28,7 +29,10 @@ if _build_info.TORCH_VERSION != torch.__version__:  # pragma: no cover
 WITH_CUDA: bool = bool(_build_info.WITH_CUDA)
 
 
-def lstm_tangent_run(
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
+def tangent_run(
     x: torch.Tensor,
     lengths: torch.Tensor,
     w_ih: list[torch.Tensor],
@@ -40,30 +44,45 @@ def lstm_tangent_run(
     zero_input_steps: int,
     warmup: int,
     qr_every: int,
+    *,
+    cell: str = "lstm",
+    cpu_tile_columns: int = 48,
+    portable_gemm: bool = False,
+    cuda_path: str = "auto",
+    cuda_max_checkpoints: int = 0,
+    poison_outputs: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run stacked LSTMs with k tangent vectors; shapes and semantics in csrc/mdesc.cpp.
+    """Run stacked recurrent layers with k tangent vectors; shapes and semantics in csrc/mdesc.cpp.
 
-    Returns ``(block_logs [C, B, nblocks, k] float64, h_T [C, L, B, H], c_T [C, L, B, H])``.
+    ``cell`` is one of :data:`CELLS`.  The keywords after it are tuning knobs (results do not
+    depend on them beyond rounding): ``cpu_tile_columns`` and ``portable_gemm`` for the CPU
+    kernel, ``cuda_path`` ("auto", "fused", "stepwise"), ``cuda_max_checkpoints`` and
+    ``poison_outputs`` for the CUDA kernels; each backend ignores the other's.
+
+    Returns ``(block_logs [C, B, nblocks, k] float64, h_T [C, L, B, H], c_T [C, L, B, H or 0])``.
     """
-    return torch.ops.mdesc.lstm_tangent_run.default(
-        x, lengths, w_ih, w_hh, bias, h0, c0, q0, zero_input_steps, warmup, qr_every
+    return torch.ops.mdesc.tangent_run.default(
+        x, lengths, w_ih, w_hh, bias, h0, c0, q0, zero_input_steps, warmup, qr_every, cell=cell,
+        cpu_tile_columns=cpu_tile_columns, portable_gemm=portable_gemm, cuda_path=cuda_path,
+        cuda_max_checkpoints=cuda_max_checkpoints, poison_outputs=poison_outputs,
     )
 
 
+#: The keywords of :func:`tangent_run` that tune a kernel (``kernel_options`` of the public API).
+KERNEL_OPTIONS = ("cpu_tile_columns", "portable_gemm", "cuda_path", "cuda_max_checkpoints", "poison_outputs")
+
+
 def has_kernel(device_type: str) -> bool:
-    """Whether lstm_tangent_run has an implementation for this device type ("cpu", "cuda")."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key("mdesc::lstm_tangent_run", device_type.upper())
+    """Whether tangent_run has an implementation for this device type ("cpu", "cuda")."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key("mdesc::tangent_run", device_type.upper())
 
 
-def counted_blocks(steps: int, warmup: int, qr_every: int) -> int:
-    """Number of counted re-orthonormalisation blocks of a run of ``steps`` steps."""
-    return -(-(steps - warmup) // qr_every)
-
-
-@torch.library.register_fake("mdesc::lstm_tangent_run")
-def _lstm_tangent_run_fake(x, lengths, w_ih, w_hh, bias, h0, c0, q0, zero_input_steps, warmup, qr_every):
+@torch.library.register_fake("mdesc::tangent_run")
+def _tangent_run_fake(x, lengths, w_ih, w_hh, bias, h0, c0, q0, zero_input_steps, warmup, qr_every, *,
+                      cell="lstm", cpu_tile_columns=48, portable_gemm=False, cuda_path="auto",
+                      cuda_max_checkpoints=0, poison_outputs=False):
     C, H, L = w_hh[0].shape[0], w_hh[0].shape[2], len(w_hh)
     B, k = x.shape[2], q0.shape[3]
-    nblocks = counted_blocks(x.shape[1] + zero_input_steps, warmup, qr_every) if k > 0 else 0
+    nblocks = schedule.counted_blocks(x.shape[1] + zero_input_steps, warmup, qr_every) if k > 0 else 0
     logs = x.new_empty((C, B, nblocks, k), dtype=torch.float64)
-    return logs, x.new_empty((C, L, B, H)), x.new_empty((C, L, B, H))
+    return logs, x.new_empty((C, L, B, H)), x.new_empty((C, L, B, H if cell == "lstm" else 0))

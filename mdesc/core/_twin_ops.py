@@ -23,6 +23,10 @@ def lstm_twin_run(x, lengths, w_ih, w_hh, bias, h0, c0, dh0, dc0, q0, zero_input
         cpu_tile_columns=cpu_tile_columns, portable_gemm=portable_gemm)
 
 
+#: The keywords of :func:`lstm_twin_run` that tune the kernel (a subset of ``_ops.KERNEL_OPTIONS``).
+KERNEL_OPTIONS = ("cpu_tile_columns", "portable_gemm")
+
+
 def has_kernel(device_type: str) -> bool:
     """Whether lstm_twin_run has an implementation for this device type ("cpu", "cuda")."""
     return torch._C._dispatch_has_kernel_for_dispatch_key("mdesc::lstm_twin_run", device_type.upper())

@@ -37,7 +37,7 @@ class LSTMShape:
 
 @dataclass
 class FlatWeights:
-    """Stacked weights of C checkpoints, in the layout of ``torch.ops.mdesc.lstm_tangent_run``.
+    """Stacked weights of C checkpoints, in the layout of ``torch.ops.mdesc.tangent_run``.
 
     w_ih[l]: [C, 4H, I_l];  w_hh[l]: [C, 4H, H];  bias[l]: [C, 4H] (= b_ih + b_hh, zeros if the
     LSTM has no bias).  Gates in PyTorch's order i, f, g, o.
@@ -51,6 +51,11 @@ class FlatWeights:
     @property
     def checkpoints(self) -> int:
         return self.w_hh[0].shape[0]
+
+    @property
+    def cell(self) -> str:
+        """The kernels' name of the cell (``cell=`` of :func:`mdesc.core._ops.tangent_run`)."""
+        return "lstm"
 
 
 def find_lstm(model: nn.Module) -> tuple[nn.LSTM, nn.Embedding | None]:

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from mdesc.core import cells
+from mdesc.core import cells, schedule
 
 
 def default_qr_every(k: int) -> int:
@@ -43,6 +43,7 @@ class PreparedRun:
     qr_every: int
     checkpoint_axis: bool  # results keep a leading checkpoint axis
     settings: dict[str, Any] = field(default_factory=dict)
+    kernel_options: dict[str, Any] = field(default_factory=dict)  # tuning keywords of _ops.tangent_run
 
     @property
     def steps(self) -> int:
@@ -54,11 +55,7 @@ class PreparedRun:
 
     def block_steps(self) -> torch.Tensor:
         """Counted steps in each re-orthonormalisation block, int64 [nblocks]."""
-        counted = self.steps - self.warmup
-        nblocks = -(-counted // self.qr_every)
-        sizes = torch.full((nblocks,), self.qr_every, dtype=torch.int64)
-        sizes[-1] = counted - self.qr_every * (nblocks - 1)
-        return sizes
+        return torch.tensor(schedule.block_sizes(self.steps, self.warmup, self.qr_every), dtype=torch.int64)
 
 
 @dataclass
@@ -326,7 +323,7 @@ def _nonneg_int(value, name: str, minimum: int = 0) -> int:
 def prepare(models, seq, *, k: int | None, lengths=None, zero_input_steps: int = 0, warmup: int = 0,
             qr_every: int | None = None, h0=None, c0=None, q0=None, seed: int = 0,
             dtype: torch.dtype | None = None, template: nn.Module | None = None,
-            checkpoint_axis: bool = False) -> PreparedRun:
+            checkpoint_axis: bool = False, kernel_options: dict | None = None) -> PreparedRun:
     """Validate a user's problem and lay it out for the kernels.
 
     ``k`` is the number of tangent vectors (None: all n = 2*H*L; 0: forward run only).
@@ -370,7 +367,7 @@ def prepare(models, seq, *, k: int | None, lengths=None, zero_input_steps: int =
         h0=_initial_state(h0, "h0", C, shape, B, dtype, device),
         c0=_initial_state(c0, "c0", C, shape, B, dtype, device),
         q0=frame, zero_input_steps=zero_input_steps, warmup=warmup, qr_every=qr_every,
-        checkpoint_axis=checkpoint_axis, settings=settings,
+        checkpoint_axis=checkpoint_axis, settings=settings, kernel_options=dict(kernel_options or {}),
     )
 
 
@@ -390,8 +387,13 @@ def run_prepared(prep: PreparedRun, backend: str = "fused"):
                 f"this build of mdesc has no {device.upper()} kernels (built with WITH_CUDA="
                 f"{_ops.WITH_CUDA}); move the model and inputs to the CPU, or rebuild where torch "
                 "has CUDA and nvcc matches it (FORCE_CUDA=1 pip install --no-build-isolation .)")
-        return _ops.lstm_tangent_run(prep.x, prep.lengths, w.w_ih, w.w_hh, w.bias, prep.h0, prep.c0,
-                                     prep.q0, prep.zero_input_steps, prep.warmup, prep.qr_every)
+        unknown = sorted(set(prep.kernel_options) - set(_ops.KERNEL_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown kernel_options {unknown}; the kernels take "
+                             f"{', '.join(_ops.KERNEL_OPTIONS)} (see mdesc.core._ops.tangent_run)")
+        return _ops.tangent_run(prep.x, prep.lengths, w.w_ih, w.w_hh, w.bias, prep.h0, prep.c0,
+                                prep.q0, prep.zero_input_steps, prep.warmup, prep.qr_every,
+                                cell=w.cell, **prep.kernel_options)
     if backend == "reference":
         from mdesc.core import reference
 
@@ -444,6 +446,7 @@ def _spectrum(models, seq, k, *, checkpoint_axis: bool, backend: str, window: st
 def lyapunov_spectrum(model: nn.Module, seq: torch.Tensor, k: int | None = None, *, lengths=None,
                       zero_input_steps: int = 0, warmup: int = 0, qr_every: int | None = None,
                       h0=None, c0=None, q0=None, seed: int = 0, dtype: torch.dtype | None = None,
+                      kernel_options: dict | None = None,
                       window: str = "all", backend: str = "fused") -> LyapunovResult:
     """The k largest Lyapunov exponents of an LSTM driven by each sequence of a batch.
 
@@ -479,13 +482,16 @@ def lyapunov_spectrum(model: nn.Module, seq: torch.Tensor, k: int | None = None,
               usually contracts strongly, and averaging it with a chaotic zero-input phase can
               flip the sign of lambda_1.  Needs ``zero_input_steps > warmup``.
         backend: "fused" (the compiled kernels) or "reference" (pure-PyTorch autograd oracle).
+        kernel_options: tuning keywords of the fused kernels, e.g. ``{"cpu_tile_columns": 96}``
+            or ``{"cuda_path": "stepwise"}`` (:func:`mdesc.core._ops.tangent_run` lists them);
+            results do not depend on them beyond rounding.  Ignored by the reference backend.
 
     Returns:
         :class:`LyapunovResult` with ``exponents`` of shape ``(B, k)``, descending.
     """
     return _spectrum(model, seq, k, checkpoint_axis=False, backend=backend, window=window, lengths=lengths,
                      zero_input_steps=zero_input_steps, warmup=warmup, qr_every=qr_every, h0=h0,
-                     c0=c0, q0=q0, seed=seed, dtype=dtype)
+                     c0=c0, q0=q0, seed=seed, dtype=dtype, kernel_options=kernel_options)
 
 
 def max_lyapunov(model: nn.Module, seq: torch.Tensor, **kwargs) -> LyapunovResult:
@@ -499,7 +505,7 @@ def max_lyapunov(model: nn.Module, seq: torch.Tensor, **kwargs) -> LyapunovResul
 def lyapunov_checkpoints(checkpoints: Sequence[nn.Module | dict], seq: torch.Tensor, k: int | None = 1,
                          *, template: nn.Module | None = None, lengths=None,
                          zero_input_steps: int = 0, warmup: int = 0, qr_every: int | None = None,
-                         h0=None, c0=None, q0=None, seed: int = 0,
+                         h0=None, c0=None, q0=None, seed: int = 0, kernel_options: dict | None = None,
                          dtype: torch.dtype | None = None, window: str = "all",
                          backend: str = "fused") -> LyapunovResult:
     """Exponents of many checkpoints of one architecture on the same inputs, in one kernel call.
@@ -513,4 +519,5 @@ def lyapunov_checkpoints(checkpoints: Sequence[nn.Module | dict], seq: torch.Ten
     return _spectrum(checkpoints, seq, k, checkpoint_axis=True, backend=backend, window=window,
                      template=template,
                      lengths=lengths, zero_input_steps=zero_input_steps, warmup=warmup,
-                     qr_every=qr_every, h0=h0, c0=c0, q0=q0, seed=seed, dtype=dtype)
+                     qr_every=qr_every, h0=h0, c0=c0, q0=q0, seed=seed, dtype=dtype,
+                     kernel_options=kernel_options)

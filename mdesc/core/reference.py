@@ -1,14 +1,17 @@
 """Pure-PyTorch autograd implementation of the same analyses: test oracle and benchmark baseline.
 
-Nothing here shares math with the kernels.  A step of the stacked LSTM is ``torch.lstm_cell``
-(PyTorch's own cell), tangent vectors are pushed through it by forward-mode autodiff
-(``torch.func.jvp``, vmapped over the k vectors), and the frame is re-orthonormalised with
+Nothing here shares math with the kernels.  A step of each layer is PyTorch's own cell
+function (``torch.lstm_cell``, ``torch.gru_cell``, ``torch.rnn_tanh_cell``,
+``torch.rnn_relu_cell``) on the flat state in the tangent-space order (docs/conventions.md), tangent
+vectors are pushed through it by forward-mode autodiff (``torch.func.jvp``, vmapped over the k
+vectors), and the frame is re-orthonormalised with
 LAPACK's Householder QR (``torch.linalg.qr``) with signs fixed so that diag R > 0.  One Python
 iteration per step, checkpoints one after another: this is the straightforward script a
 researcher would write, which is why it is also the benchmark baseline.
 
-The public functions mirror :mod:`mdesc.lyapunov` and :mod:`mdesc.stability` (same arguments and
-results); input handling is shared with them through :func:`mdesc.lyapunov.prepare`.
+The public functions mirror :mod:`mdesc.core.lyapunov` and :mod:`mdesc.core.stability` (same
+arguments and results); input handling is shared with them through
+:func:`mdesc.core.lyapunov.prepare`; the QR schedule is :mod:`mdesc.core.schedule`'s.
 """
 from __future__ import annotations
 
@@ -18,33 +21,31 @@ import torch
 from torch.func import jvp, vmap
 
 from mdesc.core import lyapunov as _lyapunov
+from mdesc.core import schedule
 from mdesc.core import stability as _stability
 
 
-def _step(weights, c: int, h, cc, x_t):
-    """One step of every layer: (h, c) [L, B, H] -> new (h, c); x_t [B, I]."""
-    hs, cs = [], []
-    inp = x_t
-    for layer in range(len(weights.w_hh)):
-        h_new, c_new = torch.lstm_cell(inp, (h[layer], cc[layer]), weights.w_ih[layer][c],
-                                       weights.w_hh[layer][c], weights.bias[layer][c], None)
-        hs.append(h_new)
-        cs.append(c_new)
-        inp = h_new
-    return torch.stack(hs), torch.stack(cs)
+def _cell_params(weights, c: int, layer: int):
+    """(cell, w_ih, w_hh, b_ih, b_hh) of one layer of checkpoint c, for PyTorch's cell functions."""
+    return "lstm", weights.w_ih[layer][c], weights.w_hh[layer][c], weights.bias[layer][c], None
 
 
-def _frame_to_blocks(q: torch.Tensor, L: int, H: int):
-    """[B, n, k] with rows [h_1, c_1, ...] -> (dh, dc) each [k, L, B, H]."""
-    B, n, k = q.shape
-    blocks = q.reshape(B, L, 2, H, k).permute(2, 4, 1, 0, 3)  # [2, k, L, B, H]
-    return blocks[0], blocks[1]
-
-
-def _blocks_to_frame(dh: torch.Tensor, dc: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`_frame_to_blocks`."""
-    k, L, B, H = dh.shape
-    return torch.stack([dh, dc]).permute(3, 2, 0, 4, 1).reshape(B, 2 * L * H, k)
+def _step(params, halves: int, H: int, s, x_t):
+    """One step of every layer on the flat state s [B, n] (rows [h_1, c_1, ...] or [h_1, ...]);
+    x_t [B, I].  Each layer is PyTorch's own cell function."""
+    out, inp = [], x_t
+    for layer, (cell, w_ih, w_hh, b_ih, b_hh) in enumerate(params):
+        h = s[:, halves * layer * H:(halves * layer + 1) * H]
+        if cell == "lstm":
+            c = s[:, (2 * layer + 1) * H:(2 * layer + 2) * H]
+            h, c = torch.lstm_cell(inp, (h, c), w_ih, w_hh, b_ih, b_hh)
+            out += [h, c]
+        else:
+            fn = {"gru": torch.gru_cell, "rnn_tanh": torch.rnn_tanh_cell, "rnn_relu": torch.rnn_relu_cell}[cell]
+            h = fn(inp, h, w_ih, w_hh, b_ih, b_hh)
+            out.append(h)
+        inp = h
+    return torch.cat(out, dim=1)
 
 
 def _qr(q: torch.Tensor):
@@ -54,42 +55,51 @@ def _qr(q: torch.Tensor):
     return qq * torch.sign(diag).unsqueeze(-2), torch.log(diag.abs()).to(torch.float64)
 
 
-def run_prepared(prep: _lyapunov.PreparedRun):
-    """Same contract as ``torch.ops.mdesc.lstm_tangent_run`` on a prepared problem."""
+def run_prepared(prep: _lyapunov.PreparedRun, *, every_qr: bool = False):
+    """Same contract as ``torch.ops.mdesc.tangent_run`` on a prepared problem.
+
+    With ``every_qr``, the logs are those of every re-orthonormalisation, warm-up included,
+    [C, B, events, k] (the growth of each column between two QRs: tests measure the conditioning
+    of a run with it), instead of the counted blocks' sums.
+    """
     w = prep.weights
     C = w.checkpoints
     L, H = w.shape.num_layers, w.shape.hidden_size
+    halves = prep.q0.shape[-2] // (L * H)
     T, B = prep.x.shape[1], prep.x.shape[2]
     k, S = prep.k, prep.steps
-    nblocks = len(prep.block_steps()) if k > 0 else 0
-    logs = torch.zeros(C, B, nblocks, k, dtype=torch.float64)
+    events = [t for t in range(1, S + 1) if schedule.qr_block_after_step(t, prep.warmup, prep.qr_every, S) != -2]
+    nblocks = schedule.counted_blocks(S, prep.warmup, prep.qr_every) if k > 0 else 0
+    logs = torch.zeros(C, B, len(events) if every_qr else nblocks, k, dtype=torch.float64)
     h_out, c_out = [], []
     t_idx = torch.arange(T, device=prep.x.device)
     for c in range(C):
+        params = [_cell_params(w, c, layer) for layer in range(L)]
         x = prep.x[c if prep.x.shape[0] > 1 else 0]
         # zero input after each sequence's own drive length
         x = x * (t_idx[:, None] < prep.lengths[None, :]).to(x.dtype)[..., None]
         zero = torch.zeros_like(x[0])
-        h = prep.h0[c if prep.h0.shape[0] > 1 else 0]
-        cc = prep.c0[c if prep.c0.shape[0] > 1 else 0]
-        q = prep.q0[c if prep.q0.shape[0] > 1 else 0].expand(B, -1, -1)
-        dh, dc = _frame_to_blocks(q, L, H)
+        h0 = prep.h0[c if prep.h0.shape[0] > 1 else 0]            # [L, B, H]
+        c0 = prep.c0[c if prep.c0.shape[0] > 1 else 0]            # [L, B, H or 0]
+        s = torch.cat([torch.cat([h0[layer], c0[layer]], dim=1) for layer in range(L)], dim=1)
+        q = prep.q0[c if prep.q0.shape[0] > 1 else 0].expand(B, -1, -1)   # [B, n, k]
+        event = 0
         for t in range(S):
-            step = functools.partial(_step, w, c, x_t=x[t] if t < T else zero)
+            step = functools.partial(_step, params, halves, H, x_t=x[t] if t < T else zero)
             if k > 0:
-                push = lambda th, tc: jvp(step, (h, cc), (th, tc))[1]  # noqa: E731
-                dh, dc = vmap(push)(dh, dc)
-            h, cc = step(h, cc)
-            s = t + 1
-            do_qr = (s <= prep.warmup and (s % prep.qr_every == 0 or s == prep.warmup)) or (
-                s > prep.warmup and ((s - prep.warmup) % prep.qr_every == 0 or s == S))
-            if k > 0 and do_qr:
-                q, log_r = _qr(_blocks_to_frame(dh, dc))
-                if s > prep.warmup:
-                    logs[c, :, (s - prep.warmup - 1) // prep.qr_every] += log_r.cpu()
-                dh, dc = _frame_to_blocks(q, L, H)
-        h_out.append(h)
-        c_out.append(cc)
+                q = vmap(lambda v: jvp(step, (s,), (v,))[1], in_dims=2, out_dims=2)(q)
+            s = step(s)
+            block = schedule.qr_block_after_step(t + 1, prep.warmup, prep.qr_every, S)
+            if k > 0 and block != -2:
+                q, log_r = _qr(q)
+                if every_qr:
+                    logs[c, :, event] = log_r.cpu()
+                elif block >= 0:
+                    logs[c, :, block] += log_r.cpu()
+                event += 1
+        layers = s.reshape(B, L, halves, H)
+        h_out.append(layers[:, :, 0].transpose(0, 1))
+        c_out.append(layers[:, :, 1].transpose(0, 1) if halves == 2 else layers.new_zeros(L, B, 0))
     return logs, torch.stack(h_out), torch.stack(c_out)
 
 

@@ -82,6 +82,7 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
                         perturb_at: str = "drive_end", seed: int = 0, floor: float = -15.0,
                         h0=None, c0=None, dtype: torch.dtype | None = None,
                         template: nn.Module | None = None, backend: str = "fused",
+                        kernel_options: dict | None = None,
                         method: str | None = None) -> DistanceResult:
     """Distance between a run and its perturbed twin after drive + zero input (see module doc).
 
@@ -103,6 +104,7 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
             analysis dtype follows the model"): in float32, two runs that settle on the same fixed
             point still differ by rounding, ~1e-7, which is about e^-15 and would lift D~ off its
             floor.  ``settings["dtype_source"]`` says "default" or "explicit".
+        kernel_options: tuning keywords of the fused kernels, as in :func:`mdesc.lyapunov_spectrum`.
         method: ``"plain"`` (a second trajectory, subtracted at the end) or ``"delta"`` (the
             twin's difference carried beside the state without cancellation, mdesc.core.twin:
             relative precision on the distance, so float32 resolves D~ far below the floor; LSTM
@@ -128,12 +130,12 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
             model, seq, lengths=lengths, zero_input_steps=zero_input_steps, perturbation=perturbation,
             perturb_at=perturb_at, seed=seed, floor=floor, h0=h0, c0=c0,
             dtype=torch.float64 if dtype is None else dtype, template=template, backend=backend,
-            dtype_source="default" if dtype is None else "explicit")
+            dtype_source="default" if dtype is None else "explicit", kernel_options=kernel_options)
     checkpoint_axis = not isinstance(model, nn.Module)
     prep = _lyapunov.prepare(model, seq, k=0, lengths=lengths, zero_input_steps=zero_input_steps,
                              h0=h0, c0=c0, dtype=torch.float64 if dtype is None else dtype,
                              template=template,
-                             checkpoint_axis=checkpoint_axis)
+                             checkpoint_axis=checkpoint_axis, kernel_options=kernel_options)
     C, B = prep.weights.checkpoints, prep.x.shape[2]
     g = torch.Generator().manual_seed(int(seed))
     noise = torch.randn(prep.h0.shape[1:], generator=g, dtype=torch.float64)  # [L, B, H]

@@ -49,9 +49,11 @@ def _run_twin(prep, dh0: torch.Tensor, dc0: torch.Tensor):
         raise RuntimeError(f"this build of mdesc has no {device.upper()} kernel for the twin run without "
                            "cancellation; move the model and inputs to the CPU, or use method='plain'")
     w = prep.weights
+    options = {key: value for key, value in getattr(prep, "kernel_options", {}).items()
+               if key in _twin_ops.KERNEL_OPTIONS}
     return _twin_ops.lstm_twin_run(prep.x, prep.lengths, w.w_ih, w.w_hh, w.bias, prep.h0, prep.c0,
                                    dh0.contiguous(), dc0.contiguous(), prep.q0, prep.zero_input_steps,
-                                   prep.warmup, prep.qr_every)
+                                   prep.warmup, prep.qr_every, **options)
 
 
 def _noise(prep, perturbation: float, seed: int) -> torch.Tensor:
@@ -70,7 +72,8 @@ def _distance(dh_last: torch.Tensor, floor: float):
 def asymptotic_distance_delta(model, seq, *, lengths=None, zero_input_steps: int = 1100,
                               perturbation: float = 1e-6, perturb_at: str = "drive_end", seed: int = 0,
                               floor: float = -15.0, h0=None, c0=None, dtype: torch.dtype | None = None,
-                              template=None, backend: str = "fused", dtype_source: str | None = None):
+                              template=None, backend: str = "fused", dtype_source: str | None = None,
+                              kernel_options: dict | None = None):
     """:func:`mdesc.asymptotic_distance` with ``method="delta"`` (arguments and result as there).
 
     ``dtype`` defaults to float32 here: the delta keeps relative precision, so float32 resolves
@@ -86,7 +89,7 @@ def asymptotic_distance_delta(model, seq, *, lengths=None, zero_input_steps: int
     checkpoint_axis = not isinstance(model, torch.nn.Module)
     prep = _lyapunov.prepare(model, seq, k=0, lengths=lengths, zero_input_steps=zero_input_steps, h0=h0, c0=c0,
                              dtype=torch.float32 if dtype is None else dtype, template=template,
-                             checkpoint_axis=checkpoint_axis)
+                             checkpoint_axis=checkpoint_axis, kernel_options=kernel_options)
     _check_lstm(prep)
     C, B = prep.weights.checkpoints, prep.x.shape[2]
     noise = _noise(prep, perturbation, seed)
@@ -129,7 +132,8 @@ def asymptotic_distance_delta(model, seq, *, lengths=None, zero_input_steps: int
 
 def stability_record(model, seq, *, k: int = 1, lengths=None, zero_input_steps: int = 1100, warmup: int = 0,
                      qr_every: int | None = None, perturbation: float = 1e-6, seed: int = 0,
-                     floor: float = -15.0, h0=None, c0=None, dtype: torch.dtype | None = None, template=None):
+                     floor: float = -15.0, h0=None, c0=None, dtype: torch.dtype | None = None, template=None,
+                     kernel_options: dict | None = None):
     """lambda_1..k over the zero-input window and D~ of the drive-end twin, from one shared run.
 
     Equal to ``mdesc.lyapunov_spectrum(model, seq, k, window="zero_input", ...)`` (or
@@ -140,7 +144,9 @@ def stability_record(model, seq, *, k: int = 1, lengths=None, zero_input_steps: 
 
     ``dtype`` follows the model (docs/conventions.md §6) unless given; the delta makes float32
     accurate for D~ too.  ``seed`` seeds both the tangent frame and the twin's perturbation, as in
-    the two separate calls.  Returns ``(LyapunovResult, DistanceResult)``.
+    the two separate calls.  ``kernel_options`` as in :func:`mdesc.lyapunov_spectrum` (the twin
+    kernel takes ``cpu_tile_columns`` and ``portable_gemm``; it ignores the CUDA ones).  Returns
+    ``(LyapunovResult, DistanceResult)``.
     """
     from mdesc.core import windows
     from mdesc.core.stability import DistanceResult
@@ -158,7 +164,7 @@ def stability_record(model, seq, *, k: int = 1, lengths=None, zero_input_steps: 
     checkpoint_axis = not isinstance(model, torch.nn.Module)
     prep = _lyapunov.prepare(model, seq, k=k, lengths=lengths, zero_input_steps=zero, warmup=0,
                              qr_every=qr_every, h0=h0, c0=c0, seed=seed, dtype=dtype, template=template,
-                             checkpoint_axis=checkpoint_axis)
+                             checkpoint_axis=checkpoint_axis, kernel_options=kernel_options)
     _check_lstm(prep)
     C, B = prep.weights.checkpoints, prep.x.shape[2]
     noise = _noise(prep, perturbation, seed)

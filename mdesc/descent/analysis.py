@@ -1,7 +1,7 @@
 """Order/chaos phases along the training axis, and the multiple-descent claims they support.
 
 Input is a *run table*: one row per saved checkpoint, as produced by
-``mdesc.sweep.load_table(run_dir)`` -- a mapping of numpy arrays:
+``mdesc.descent.load_table(run_dir)`` -- a mapping of numpy arrays:
 
 ============== ======= =====================================================================
 key            shape   meaning
@@ -89,6 +89,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+
+from mdesc.descent.losscurve import (DescentCycle, LocalMinimum, _cycles, _local_minima,
+                                     phase_table)
 
 __all__ = [
     "PhaseSettings",
@@ -228,36 +231,6 @@ class CriticalStretch:
 
 
 @dataclass
-class LocalMinimum:
-    index: int
-    epoch: float
-    test_loss: float
-    prominence: float       # in loss units, measured on the smoothed series
-    nearest_transition_epoch: float | None
-    distance_to_transition: float | None   # |epoch - nearest transition epoch|, epochs
-
-
-@dataclass
-class DescentCycle:
-    """Rise from one local minimum to the highest point, then the drop to the next minimum."""
-
-    start_index: int
-    peak_index: int
-    end_index: int
-    start_epoch: float
-    peak_epoch: float
-    end_epoch: float
-    rise: float             # peak - start test loss
-    drop: float             # peak - end test loss
-    rise_epochs: float
-    drop_epochs: float
-    asymmetry: float        # rise_epochs / drop_epochs (> 1: sharp drop)
-    chaotic_fraction_rise: float | None   # fraction of labelled checkpoints in (start, peak] that are chaotic
-    transition_in_drop: bool               # a transition epoch lies in [peak, end]
-    overtrained: bool                      # starts at or after the global minimum
-
-
-@dataclass
 class PhaseAnalysis:
     """Everything :func:`analyse` finds for one run.  ``to_dict()`` is JSON-serialisable."""
 
@@ -360,7 +333,7 @@ def _prepare(table: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarra
     """Scalar columns as float arrays sorted by epoch; returns (columns, sort order)."""
     if "epoch" not in table:
         raise ValueError("run table has no 'epoch' column; expected the mapping returned by "
-                         "mdesc.sweep.load_table(run_dir)")
+                         "mdesc.descent.load_table(run_dir)")
     epoch = np.asarray(table["epoch"], dtype=np.float64).reshape(-1)
     n = epoch.size
     if n == 0:
@@ -457,66 +430,6 @@ def _stretches(epoch: np.ndarray, regime: np.ndarray, transitions: list[Transiti
     return out
 
 
-# ----------------------------------------------------------------------------- test loss
-
-def _moving_average(y: np.ndarray, width: int) -> np.ndarray:
-    if width <= 1:
-        return y.copy()
-    h = width // 2
-    c = np.concatenate([[0.0], np.cumsum(y)])
-    i = np.arange(y.size)
-    lo, hi = np.maximum(i - h, 0), np.minimum(i + h + 1, y.size)
-    return (c[hi] - c[lo]) / (hi - lo)
-
-
-def _local_minima(epoch: np.ndarray, loss: np.ndarray, s: PhaseSettings
-                  ) -> list[tuple[int, float]]:
-    """(checkpoint index, prominence) of the test-loss local minima."""
-    from scipy.signal import find_peaks
-
-    idx = np.flatnonzero(np.isfinite(loss))
-    if idx.size < 3:
-        return []
-    y = loss[idx]
-    span = float(y.max() - y.min())
-    if span == 0.0:
-        return []
-    ys = _moving_average(y, int(s.smooth))
-    peaks, props = find_peaks(-ys, prominence=max(s.minima_prominence * span, 1e-300))
-    h = int(s.smooth) // 2
-    found: dict[int, float] = {}
-    for p, prom in zip(peaks, props["prominences"]):
-        lo, hi = max(p - h, 1), min(p + h + 1, y.size - 1)   # never an end point
-        q = lo + int(np.argmin(y[lo:hi]))
-        found[int(idx[q])] = max(found.get(int(idx[q]), 0.0), float(prom))
-    return sorted(found.items())
-
-
-def _cycles(epoch: np.ndarray, loss: np.ndarray, minima: list[LocalMinimum],
-            label: np.ndarray, transitions: list[Transition], global_epoch: float | None
-            ) -> list[DescentCycle]:
-    out = []
-    for m0, m1 in zip(minima[:-1], minima[1:]):
-        i0, i1 = m0.index, m1.index
-        seg = loss[i0 + 1:i1]
-        if seg.size == 0 or not np.any(np.isfinite(seg)):
-            continue
-        p = i0 + 1 + int(np.nanargmax(seg))
-        rise_e, drop_e = float(epoch[p] - epoch[i0]), float(epoch[i1] - epoch[p])
-        lab = label[i0 + 1:p + 1]
-        lab = lab[lab >= 0]
-        out.append(DescentCycle(
-            start_index=i0, peak_index=p, end_index=i1,
-            start_epoch=float(epoch[i0]), peak_epoch=float(epoch[p]), end_epoch=float(epoch[i1]),
-            rise=float(loss[p] - loss[i0]), drop=float(loss[p] - loss[i1]),
-            rise_epochs=rise_e, drop_epochs=drop_e,
-            asymmetry=rise_e / drop_e if drop_e > 0 else math.inf,
-            chaotic_fraction_rise=float(np.mean(lab == 1)) if lab.size else None,
-            transition_in_drop=any(epoch[p] <= t.epoch <= epoch[i1] for t in transitions),
-            overtrained=bool(global_epoch is not None and epoch[i0] >= global_epoch)))
-    return out
-
-
 def _nearest_index(epoch: np.ndarray, target: float) -> int:
     return int(np.argmin(np.abs(epoch - target)))   # argmin returns the first (earlier) on ties
 
@@ -597,6 +510,15 @@ def analyse(table: Mapping[str, Any], settings: PhaseSettings | None = None,
     used.update(distance_chaotic_level=chaotic_level, window=window, measure=measure)
 
     labels, regimes = _labels_and_regimes(cols, s, chaotic_level)
+    primary = ((table.get("settings") or {}).get("twins") or ["drive_end"])[0]
+    collapsed = (cols["n_collapsed_start"] > 0) & (labels["distance"] == 0)
+    if primary == "start" and collapsed.any():
+        # D~ on its floor only because the drive made twins bit-identical: not evidence of order
+        labels["distance"][collapsed] = -1
+        regimes["distance"][collapsed] = _UNKNOWN_REGIME
+        notes.append(f"{int(collapsed.sum())} checkpoints have t = 0 twins that the drive "
+                     "collapsed to bit-identical states and D~ on its floor: labelled unknown "
+                     "by D~ (collapsed, not ordered)")
     value, thr = _measure_value(cols, measure, s)
     transitions = _transitions(epoch, labels[measure], value, thr, measure)
     ovalue, othr = _measure_value(cols, other, s)
@@ -704,57 +626,6 @@ def analyse(table: Mapping[str, Any], settings: PhaseSettings | None = None,
 def _short(values: list[float], k: int = 6) -> str:
     s = ", ".join(f"{v:g}" for v in values[:k])
     return s + (", ..." if len(values) > k else "")
-
-
-def phase_table(table: Mapping[str, Any], analysis: PhaseAnalysis | None = None,
-                **settings: Any) -> dict[str, np.ndarray]:
-    """Per-checkpoint table (dict of (C,) arrays, sorted by epoch) for Python users.
-
-    Columns: the scalar run-table columns, ``label`` / ``regime`` (primary measure, strings),
-    ``label_distance``, ``label_lyapunov``, ``regime_distance``, ``regime_lyapunov``,
-    ``in_critical_stretch`` (bool), ``local_min``, ``global_min``, ``recommended`` (bool) and
-    ``transition`` (the kind of the transition whose ``index_after`` is this checkpoint, else
-    ``""``).  ``analysis`` defaults to ``analyse(table, **settings)``.
-    """
-    if analysis is None:
-        analysis = analyse(table, **settings)
-    elif settings:
-        raise TypeError("pass either an analysis or settings, not both")
-    cols, _ = _prepare(table)
-    n = cols["epoch"].size
-    out: dict[str, np.ndarray] = {k: v for k, v in cols.items()}
-    m = analysis.measure
-    names = np.vectorize(LABEL_NAMES.get, otypes=[object])
-    rnames = np.vectorize(REGIME_NAMES.get, otypes=[object])
-    out["label"] = names(analysis.labels[m]).astype(str)
-    out["regime"] = rnames(analysis.regimes[m]).astype(str)
-    for mm in MEASURES:
-        out[f"label_{mm}"] = names(analysis.labels[mm]).astype(str)
-        out[f"regime_{mm}"] = rnames(analysis.regimes[mm]).astype(str)
-    crit = np.zeros(n, bool)
-    for st in analysis.stretches:
-        crit[st.start_index:st.end_index + 1] = True
-    out["in_critical_stretch"] = crit
-    out["local_min"] = np.isin(np.arange(n), [mi.index for mi in analysis.minima])
-    g = np.zeros(n, bool)
-    if analysis.global_minimum is not None:
-        g[analysis.global_minimum["index"]] = True
-    out["global_min"] = g
-    r = np.zeros(n, bool)
-    if analysis.recommended_index is not None:
-        r[analysis.recommended_index] = True
-    out["recommended"] = r
-    tr = np.array([""] * n, dtype=object)
-    for t in analysis.transitions:
-        tr[t.index_after] = t.kind
-    out["transition"] = tr.astype(str)
-    if analysis.verdicts:
-        out["verdict"] = np.array(analysis.verdicts, dtype=str)
-    ev = np.array([""] * n, dtype=object)
-    for e in analysis.events:
-        ev[e.gap + 1] = (ev[e.gap + 1] + "+" if ev[e.gap + 1] else "") + e.kind
-    out["event"] = ev.astype(str)
-    return out
 
 
 def __getattr__(name: str):

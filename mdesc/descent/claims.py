@@ -67,6 +67,15 @@ def correlation(x, y, x_name: str, x_resolution: float, y_name: str = "test loss
     if reason:
         res["refused"] = reason
         return res
+    # values closer than their resolution are the same value: rank them as ties, so rounding
+    # noise (D~ wiggling by 1e-9 on its floor) cannot order them
+    x = np.round(x / x_resolution) * x_resolution
+    levels = np.unique(x[ok]).size
+    if levels < 3:
+        res["refused"] = (f"{x_name}: only {levels} distinct values beyond its resolution "
+                          f"{x_resolution:g} among {int(ok.sum())} checkpoints (the rest are "
+                          "ties, e.g. on the floor): too few for a correlation")
+        return res
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sp = stats.spearmanr(x[ok], y[ok])

@@ -21,7 +21,7 @@ QUICK = dict(epochs=40, max_len=60, samples=200, total_steps=1600)
 PAPER_SETTINGS = ("--data /path/to/aclImdb --vocab-size 20000 --max-len 500 --epochs 300 "
                   "--samples 500 --total-steps 1600")
 
-# `--preset paper`: the paper's setting (Design §1 item 1 / issue 10).  Each value says whose
+# `--preset paper`: the paper's setting (docs/multiple_descent.md; issue 10).  Each value says whose
 # choice it is: "paper" = stated in the paper; "reproduction" = the published reproduction
 # (LaoZhongjie/Sequence-of-Order-Chaos-Transitions-in-LSTM) where the paper is silent;
 # "mdesc" = ours where both are silent or the paper's data (IMDb) is not available offline.
@@ -467,7 +467,7 @@ def add_phase_arguments(parser) -> None:
 
 def phase_settings_from_args(args) -> dict[str, Any]:
     """The settings given on the command line (see :func:`add_phase_arguments`), as keyword
-    overrides for :func:`analyse` / :func:`mdesc.report.write_report`."""
+    overrides for :func:`analyse` / :func:`mdesc.descent.write_report`."""
     out = {}
     for name in _CLI_HELP:
         v = getattr(args, f"phase_{name}", None)

@@ -170,6 +170,8 @@ def cmd_analyze(args) -> int:
 
 
 def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool) -> int:
+    import numpy as np
+
     from mdesc import store
     from mdesc.cli import UserError
     from mdesc.glassy.figures import write_figures
@@ -189,14 +191,19 @@ def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool) -> i
                           "steps_reached": {f"d{d}": min(n.step for n in nets if n.depth == d)
                                             for d in sorted({n.depth for n in nets})},
                           "groups": group_walls(out)}
-    result["aging_curves"] = {f"d{n.depth}_w{n.width}_s{n.seed}": {
-        "waiting_times": n.aging.waiting_times, "lags": n.aging.lags, "delta": n.aging.delta}
-        for n in nets}
-    result["loss_curves"] = {f"d{n.depth}_w{n.width}_s{n.seed}": {
-        "times": n.times, "train_loss": n.train_loss, "test_loss": n.test_loss,
-        "batch_mean": n.batch_mean, "batch_max": n.batch_max} for n in nets}
+    curves = {}
+    for n in nets:
+        key = f"d{n.depth}_w{n.width}_s{n.seed}"
+        for name in ("times", "train_loss", "test_loss", "batch_mean", "batch_max"):
+            curves[f"{key}/{name}"] = np.array(getattr(n, name))  # copies: no shared memory
+        for tw, lag, delta in zip(n.aging.waiting_times, n.aging.lags, n.aging.delta):
+            curves[f"{key}/aging/{int(tw)}/lag"] = np.array(lag, dtype=np.int64)
+            curves[f"{key}/aging/{int(tw)}/delta"] = np.array(delta, dtype=np.float64)
+    result["curves_file"] = "curves.safetensors (per net: loss records and aging curves)"
     results.mkdir(parents=True, exist_ok=True)
     store.write_json(results / "fits.json", result)
+    store.save_tensors(results / "curves.safetensors", curves,
+                       {"nets": [f"d{n.depth}_w{n.width}_s{n.seed}" for n in nets]})
     _write_csv(results / "nets.csv", result["nets"])
     _write_csv(results / "critical_width.csv", [
         {"depth": c["depth"], "threshold": c["threshold"],
@@ -205,7 +212,8 @@ def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool) -> i
          "fraction_seeds_fitted": c["fraction_fitted"]} for c in result["critical_width"]])
     names = write_figures(results, nets, result)
     _print_summary(result)
-    print(f"wrote {results}/fits.json, nets.csv, critical_width.csv, " + ", ".join(names))
+    print(f"wrote {results}/fits.json, curves.safetensors, nets.csv, critical_width.csv, "
+          + ", ".join(names))
     return 0
 
 

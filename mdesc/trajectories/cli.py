@@ -6,8 +6,8 @@ Two modes:
   weights N(0,1), biases 0, full-batch GD on 120 Iris flowers, raw features) as batched
   ensembles: eta = 1 (200 epochs, 500 initialisations x 5 perturbations x 14 sizes 1e-14..1e-1),
   the same eta = 1 ensemble summed in reverse sample order, eta = 5 (10,000 epochs, 20
-  initialisations), eta = 0.01 (1000 epochs, 30 initialisations, the 14 sizes) and a sweep of
-  13 rates between (1000 epochs, 30 initialisations each); per rate the distribution of the
+  initialisations), eta = 0.01 (1000 epochs, 20 initialisations, the 14 sizes) and a sweep of
+  13 rates between (500 epochs, 20 initialisations each); per rate the distribution of the
   twin and tangent exponents, median with bootstrap interval, fraction positive beyond its
   error, replica distance vs time per size, loss regimes and the Lyapunov spectrum.  Default
   output: runs/trajectories-paper.
@@ -66,12 +66,12 @@ def register(subparsers) -> None:
                    "13 rates log-spaced strictly between 0.01 and 5)")
     p.add_argument("--n-init-1", type=int, default=500, help="[paper] initialisations at eta=1")
     p.add_argument("--n-init-5", type=int, default=20, help="[paper] initialisations at eta=5")
-    p.add_argument("--n-init-001", type=int, default=30,
+    p.add_argument("--n-init-001", type=int, default=20,
                    help="[paper] initialisations at eta=0.01")
     p.add_argument("--steps-001", type=int, default=1000, help="[paper] epochs at eta=0.01")
-    p.add_argument("--sweep-inits", type=int, default=30,
+    p.add_argument("--sweep-inits", type=int, default=20,
                    help="[paper] initialisations per rate of the sweep")
-    p.add_argument("--sweep-steps", type=int, default=1000, help="[paper] epochs per sweep rate")
+    p.add_argument("--sweep-steps", type=int, default=500, help="[paper] epochs per sweep rate")
     p.add_argument("--no-reversed-check", action="store_true",
                    help="[paper] skip the eta=1 ensemble with the samples summed in reverse")
     p.add_argument("--only", default=None,

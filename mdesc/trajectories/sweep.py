@@ -82,12 +82,12 @@ def rate_key(lr: float, tag: str = "") -> str:
     return f"lr={lr:.6g}" + (f"+{tag}" if tag else "")
 
 
-def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 30,
+def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 20,
                steps_001: int = 1000, sweep_rates: Sequence[float] | None = None,
-               sweep_inits: int = 30, sweep_steps: int = 1000,
+               sweep_inits: int = 20, sweep_steps: int = 500,
                sweep_eps: Sequence[float] = (1e-8,), eps_5: Sequence[float] = (1e-8,),
-               spectrum_inits: int = 2, spectrum_steps: int = 1000,
-               sweep_spectrum_inits: int = 1, sweep_spectrum_steps: int = 300,
+               spectrum_inits: int = 2, spectrum_steps: int = 500,
+               sweep_spectrum_inits: int = 1, sweep_spectrum_steps: int = 200,
                reversed_check: bool = True) -> list[RateJob]:
     """The recorded run's jobs: the paper's three rates, then the sweep between them.
 

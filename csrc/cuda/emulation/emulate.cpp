@@ -1,13 +1,13 @@
-// CPU emulation of the CUDA implementation of mdesc::lstm_tangent_run, for tests on machines
-// without a GPU.  The kernels (lstm_tangent_*_kernel.cuh) and the host orchestration
-// (lstm_tangent_host.h) are compiled unchanged; only the launcher differs: each kernel launch runs
+// CPU emulation of the CUDA implementation of mdesc::tangent_run, for tests on machines without
+// a GPU.  The kernels (fused_kernel.cuh, pointwise.cuh, qr.cuh, gemm.cuh), the cells
+// (common/cell_math.h) and the host orchestration (tangent_host.h) are compiled unchanged; only the launcher differs: each kernel launch runs
 // through emu_launch (cuda_shim.h), one OS thread per CUDA thread.  Built on demand by
 // tests/test_cuda.py with torch.utils.cpp_extension.load; not part of the mdesc extension.
 #include <torch/extension.h>
 
 #include "cuda/emulation/cuda_shim.h"
-#include "cuda/lstm_tangent_host.h"
-#include "run_checks.h"
+#include "common/run_checks.h"
+#include "cuda/tangent_host.h"
 
 namespace mdesc::cuda_impl {
 
@@ -38,7 +38,7 @@ DeviceLimits h100_limits() {
   return d;
 }
 
-// Same contract as torch.ops.mdesc.lstm_tangent_run, plus:
+// Same contract as torch.ops.mdesc.tangent_run (cell as a positional argument), plus:
 //   path           "fused" or "stepwise"
 //   bt, gc         fused tile geometry (0: what choose_fused_config picks for an H100)
 //   max_ckpt       checkpoints per launch (0: all)
@@ -47,9 +47,10 @@ DeviceLimits h100_limits() {
 std::vector<at::Tensor> emulate(const at::Tensor& x, const at::Tensor& lengths, std::vector<at::Tensor> w_ih,
                                 std::vector<at::Tensor> w_hh, std::vector<at::Tensor> bias, const at::Tensor& h0,
                                 const at::Tensor& c0, const at::Tensor& q0, int64_t zero_input_steps, int64_t warmup,
-                                int64_t qr_every, const std::string& path, int64_t bt, int64_t gc, int64_t max_ckpt,
-                                int64_t threads) {
-  const RunDims d = check_run_inputs(x, lengths, w_ih, w_hh, bias, h0, c0, q0, zero_input_steps, warmup, qr_every);
+                                int64_t qr_every, const std::string& cell, const std::string& path, int64_t bt, int64_t gc,
+                                int64_t max_ckpt, int64_t threads) {
+  const RunDims d =
+      check_run_inputs(cell, x, lengths, w_ih, w_hh, bias, h0, c0, q0, zero_input_steps, warmup, qr_every);
   TORCH_CHECK(x.device().is_cpu(), "emulate: CPU tensors only");
   check_lengths(d, lengths.contiguous().data_ptr<int64_t>());
   RunTensors t;
@@ -66,7 +67,7 @@ std::vector<at::Tensor> emulate(const at::Tensor& x, const at::Tensor& lengths, 
   const double nan = std::numeric_limits<double>::quiet_NaN();
   t.logs = at::full({d.C, d.B, d.nblocks, d.k}, nan, x.options().dtype(at::kDouble));
   t.hT = at::full({d.C, d.L, d.B, d.H}, nan, x.options());
-  t.cT = at::full({d.C, d.L, d.B, d.H}, nan, x.options());
+  t.cT = at::full({d.C, d.L, d.B, d.Hc}, nan, x.options());
   const int64_t cc = max_ckpt > 0 ? std::min(max_ckpt, d.C) : d.C;
   const EmuLaunch launch{static_cast<unsigned>(threads)};
   FusedConfig cfg;
@@ -78,26 +79,36 @@ std::vector<at::Tensor> emulate(const at::Tensor& x, const at::Tensor& lengths, 
     }
     TORCH_CHECK(cfg.BT > 0, "emulate: the fused path does not fit an H100 for these sizes");
     const at::Tensor wpack = pack_fused_weights(d, t);
-    for (int64_t c = 0; c < d.C; c += cc) run_fused(d, t, wpack, cfg, c, std::min(cc, d.C - c), launch);
+    dispatch_cell(d.cell, [&](auto cell_tag) {
+      using Cell = decltype(cell_tag);
+      for (int64_t c = 0; c < d.C; c += cc) run_fused<Cell>(d, t, wpack, cfg, c, std::min(cc, d.C - c), launch);
+    });
   } else {
     TORCH_CHECK(path == "stepwise", "emulate: path must be fused or stepwise, got ", path);
     DeviceLimits dev = h100_limits();
     dev.sms = 1;  // few pointwise blocks, so the grid-stride loop is exercised
-    for (int64_t c = 0; c < d.C; c += cc) run_stepwise(d, t, c, std::min(cc, d.C - c), dev, launch);
+    dispatch_cell(d.cell, [&](auto cell_tag) {
+      using Cell = decltype(cell_tag);
+      for (int64_t c = 0; c < d.C; c += cc) run_stepwise<Cell>(d, t, c, std::min(cc, d.C - c), dev, launch);
+    });
   }
   return {t.logs, t.hT, t.cT, at::tensor(std::vector<int64_t>{cfg.BT, cfg.GC})};
 }
 
 // What choose_fused_config picks on an H100 for these sizes: [BT, GC, shared bytes per block]
 // (BT = 0: the stepwise path).
-std::vector<int64_t> h100_fused_config(int64_t C, int64_t B, int64_t L, int64_t H, int64_t k, int64_t elem) {
+std::vector<int64_t> h100_fused_config(int64_t C, int64_t B, int64_t L, int64_t H, int64_t k, int64_t elem,
+                                       const std::string& cell) {
   RunDims d{};
+  d.cell = parse_cell(cell);
+  d.G = cell_gates(d.cell) * H;
+  d.halves = cell_halves(d.cell);
   d.C = C;
   d.B = B;
   d.L = L;
   d.H = H;
   d.k = k;
-  d.n = 2 * H * L;
+  d.n = d.halves * H * L;
   const FusedConfig cfg = choose_fused_config(d, C, static_cast<size_t>(elem), h100_limits());
   return {cfg.BT, cfg.GC, static_cast<int64_t>(cfg.smem)};
 }
@@ -106,7 +117,7 @@ std::vector<int64_t> h100_fused_config(int64_t C, int64_t B, int64_t L, int64_t 
 }  // namespace mdesc::cuda_impl
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("emulate", &mdesc::cuda_impl::emulate, "CPU emulation of the CUDA lstm_tangent_run (tests only)");
+  m.def("emulate", &mdesc::cuda_impl::emulate, "CPU emulation of the CUDA tangent_run (tests only)");
   m.def("h100_fused_config", &mdesc::cuda_impl::h100_fused_config,
         "[BT, GC, shared bytes] the fused path would use on an H100 (BT = 0: stepwise path)");
 }

@@ -3,15 +3,14 @@
 //
 // Looking the symbol up at run time keeps the extension loadable against any torch build: a
 // torch without an exported Fortran BLAS still works, only slower.  The fallback is also what
-// the kernels use when MDESC_PORTABLE_GEMM=1, which the tests use to check both paths agree.
+// the kernels use when the op's portable_gemm argument is true, which the tests use to check
+// both paths agree.  (CUDA's counterpart: csrc/cuda/gemm.cuh.)
 #pragma once
 
 #include <dlfcn.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <type_traits>
 
 namespace mdesc::cpu {
@@ -39,8 +38,6 @@ struct BlasTable {
 inline const BlasTable& blas_table() {
   static const BlasTable table = [] {
     BlasTable t;
-    const char* portable = std::getenv("MDESC_PORTABLE_GEMM");
-    if (portable != nullptr && std::strcmp(portable, "1") == 0) return t;
     // RTLD_NOLOAD: only look at the copy torch already loaded, never load another BLAS.
     for (const char* lib : {"libtorch_cpu.so", "libtorch_cpu.dylib"}) {
       void* handle = dlopen(lib, RTLD_LAZY | RTLD_NOLOAD);
@@ -60,7 +57,7 @@ inline const BlasTable& blas_table() {
   return table;
 }
 
-inline bool have_fast_blas() { return blas_table().sgemm != nullptr; }
+inline bool have_lapack() { return blas_table().sgeqrf != nullptr; }
 
 // Householder QR in place through LAPACK: A [m x k] column-major (lda) becomes Q, tau [k] gets
 // the reflector scales, diag_r [k] R's diagonal.  Returns false when no LAPACK is available (the
@@ -133,8 +130,9 @@ void portable_gemm(bool trans_a, int64_t m, int64_t n, int64_t k, T alpha, const
   }
 }
 
+// The GEMM of portable_gemm, or of torch's BLAS when `portable` is false and it has one.
 template <typename T>
-inline void gemm(bool trans_a, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda,
+inline void gemm(bool portable, bool trans_a, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda,
                  const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if (m == 0 || n == 0) return;
   fortran_gemm_t<T> f;
@@ -143,7 +141,7 @@ inline void gemm(bool trans_a, int64_t m, int64_t n, int64_t k, T alpha, const T
   } else {
     f = blas_table().dgemm;
   }
-  if (f == nullptr || k == 0) {
+  if (portable || f == nullptr || k == 0) {
     portable_gemm(trans_a, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
     return;
   }

@@ -1,8 +1,8 @@
-// Device helpers shared by the two CUDA paths of mdesc::lstm_tangent_run
-// (schema and shapes: csrc/mdesc.cpp; semantics: csrc/cpu/lstm_tangent_cpu.cpp).
+// Re-orthonormalisation of tangent frames on the GPU (the CPU's counterpart: csrc/cpu/qr.h),
+// shared by the two CUDA paths of mdesc::tangent_run (schema and shapes: csrc/mdesc.cpp).
 //
 // Both paths keep the state and the k tangent vectors of a group of sequences side by side as
-// columns of one row-major matrix per layer and per half (h or c):
+// columns of one row-major matrix per layer and per half (h, and c for the LSTM):
 //
 //   Z[l], Cm[l]   [H, ld]   row u = hidden unit u of layer l.  Columns:
 //                           s                      state (h or c) of sequence s, s < nseq
@@ -12,10 +12,11 @@
 // (the fused path has one such matrix per thread block in shared memory, nseq = its tile of
 // sequences; the stepwise path one per checkpoint in global memory, nseq = B).  States first
 // lets the pointwise pass handle all states before any tangent that needs their gate values.
-// A tangent vector is thus spread over the 2L blocks [h_1, c_1, ..., h_L, c_L], the row order
-// of q0.
+// A tangent vector is thus spread over the blocks [h_1, c_1, ..., h_L, c_L] (cells without a c
+// state: [h_1, ..., h_L]), the row order of q0.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -23,74 +24,12 @@ namespace mdesc::cuda_impl {
 
 constexpr int kWarpSize = 32;
 
-__device__ __forceinline__ float exp_t(float x) { return expf(x); }
-__device__ __forceinline__ double exp_t(double x) { return exp(x); }
-__device__ __forceinline__ float tanh_t(float x) { return tanhf(x); }
-__device__ __forceinline__ double tanh_t(double x) { return tanh(x); }
-
-template <typename T>
-__device__ __forceinline__ T sigmoid_t(T x) {
-  return T(1) / (T(1) + exp_t(-x));
-}
-
-// Coefficients of the linearised cell update of one hidden unit (same names as the CPU kernel):
-//   dc' = cf * da_f + ff * dc + ci * da_i + cg * da_g
-//   dh' = co * da_o + oc * dc'
-template <typename T>
-struct Coefs {
-  T ci;  // i (1 - i) g
-  T cf;  // f (1 - f) c_old
-  T cg;  // i (1 - g^2)
-  T ff;  // f
-  T co;  // o (1 - o) tanh c'
-  T oc;  // o (1 - tanh^2 c')
-};
-
-// One LSTM cell update of one hidden unit from its four gate pre-activations (i, f, g, o).
-// Returns the new (h, c) and the coefficients its tangent update needs.
-template <typename T>
-__device__ __forceinline__ Coefs<T> lstm_unit(T ai, T af, T ag, T ao, T c_old, T& h_new, T& c_new) {
-  const T i = sigmoid_t(ai);
-  const T f = sigmoid_t(af);
-  const T g = tanh_t(ag);
-  const T o = sigmoid_t(ao);
-  c_new = f * c_old + i * g;
-  const T tc = tanh_t(c_new);
-  h_new = o * tc;
-  Coefs<T> k;
-  k.ci = i * (T(1) - i) * g;
-  k.cf = f * (T(1) - f) * c_old;
-  k.cg = i * (T(1) - g * g);
-  k.ff = f;
-  k.co = o * (T(1) - o) * tc;
-  k.oc = o * (T(1) - tc * tc);
-  return k;
-}
-
-// Tangent update of one hidden unit for one tangent vector: dc is updated in place, dh returned.
-template <typename T>
-__device__ __forceinline__ T lstm_unit_tangent(const Coefs<T>& k, T dai, T daf, T dag, T dao, T& dc) {
-  const T dcn = k.cf * daf + k.ff * dc + k.ci * dai + k.cg * dag;
-  dc = dcn;
-  return k.co * dao + k.oc * dcn;
-}
-
-// Device copy of mdesc::qr_block_after_step (csrc/run_checks.h): after step s (1-based), -2 =
-// no QR, -1 = QR with logs discarded (warm-up), >= 0 = the counted block the logs belong to.
-__host__ __device__ __forceinline__ int64_t qr_block_after(int64_t s, int64_t warmup, int64_t qr_every,
-                                                           int64_t S) {
-  if (s <= warmup) return (s % qr_every == 0 || s == warmup) ? -1 : -2;
-  const int64_t counted = s - warmup;
-  if (counted % qr_every == 0 || s == S) return (counted - 1) / qr_every;
-  return -2;
-}
-
 // The tangent frame of a group of sequences inside the Z / Cm matrices described above.
 // Element (l, half, u, col) lives at (half ? cm : z)[l * lstride + u * ld + col].
 template <typename T>
 struct FrameView {
   T* z;             // layer 0's h-matrix
-  T* cm;            // layer 0's c-matrix
+  T* cm;            // layer 0's c-matrix, nullptr for cells without a c state
   int64_t ld;       // row stride (elements)
   int64_t lstride;  // layer stride (elements)
   int H;
@@ -104,7 +43,7 @@ __device__ __forceinline__ double warp_sum(double v) {
   return v;
 }
 
-// Dot product of frame columns ca and cb over all 2*H*L rows, accumulated in float64.  Called
+// Dot product of frame columns ca and cb over all n rows, accumulated in float64.  Called
 // by a whole warp; every lane gets the result.  Lane q touches rows u = q, q + 32, ... only, so
 // a warp reading columns it has just written through frame_axpy / frame_scale sees its own
 // writes.
@@ -114,11 +53,11 @@ __device__ double frame_dot(const FrameView<T>& f, int64_t ca, int64_t cb) {
   double acc = 0.0;
   for (int l = 0; l < f.L; ++l) {
     const T* zb = f.z + l * f.lstride;
-    const T* cb_ = f.cm + l * f.lstride;
+    const T* cb_ = f.cm != nullptr ? f.cm + l * f.lstride : nullptr;
     for (int u = lane; u < f.H; u += kWarpSize) {
       const int64_t r = u * f.ld;
       acc += static_cast<double>(zb[r + ca]) * static_cast<double>(zb[r + cb]);
-      acc += static_cast<double>(cb_[r + ca]) * static_cast<double>(cb_[r + cb]);
+      if (f.cm != nullptr) acc += static_cast<double>(cb_[r + ca]) * static_cast<double>(cb_[r + cb]);
     }
   }
   return warp_sum<T>(acc);
@@ -130,11 +69,11 @@ __device__ void frame_axpy(const FrameView<T>& f, T alpha, int64_t cx, int64_t c
   const int lane = threadIdx.x % kWarpSize;
   for (int l = 0; l < f.L; ++l) {
     T* zb = f.z + l * f.lstride;
-    T* cb = f.cm + l * f.lstride;
+    T* cb = f.cm != nullptr ? f.cm + l * f.lstride : nullptr;
     for (int u = lane; u < f.H; u += kWarpSize) {
       const int64_t r = u * f.ld;
       zb[r + cy] -= alpha * zb[r + cx];
-      cb[r + cy] -= alpha * cb[r + cx];
+      if (f.cm != nullptr) cb[r + cy] -= alpha * cb[r + cx];
     }
   }
 }
@@ -145,11 +84,11 @@ __device__ void frame_scale(const FrameView<T>& f, T alpha, int64_t cy) {
   const int lane = threadIdx.x % kWarpSize;
   for (int l = 0; l < f.L; ++l) {
     T* zb = f.z + l * f.lstride;
-    T* cb = f.cm + l * f.lstride;
+    T* cb = f.cm != nullptr ? f.cm + l * f.lstride : nullptr;
     for (int u = lane; u < f.H; u += kWarpSize) {
       const int64_t r = u * f.ld;
       zb[r + cy] *= alpha;
-      cb[r + cy] *= alpha;
+      if (f.cm != nullptr) cb[r + cy] *= alpha;
     }
   }
 }
@@ -218,6 +157,29 @@ __device__ void block_mgs(const FrameView<T>& f, int nslots, int nseq, int64_t t
       __syncthreads();
     }
   }
+}
+
+constexpr int kQrThreads = 128;
+
+// Grid (ceil(B / nslots), cc): block (x, y) re-orthonormalises the frames of sequences
+// [x*nslots, x*nslots + nslots) of local checkpoint y.
+//   z, cm      [L, cc, H, N]  h- and c-matrices (cm nullptr: no c state), N = B * (1 + k);
+//                             tangent j of sequence b is column B + b*k + j
+//   cc         checkpoints in this launch; c_begin: global index of the first
+//   H, L, B, k sizes; nslots: sequences per block (kQrThreads / 32 warps are shared among them)
+//   logs       [C, B, nblocks, k]  log R_jj written at counted block blk when blk >= 0
+//                                  (blk = -1: warm-up, logs discarded)
+template <typename T>
+__global__ void __launch_bounds__(kQrThreads)
+    stepwise_qr_kernel(T* z, T* cm, int64_t cc, int H, int L, int64_t B, int k, int64_t N, int nslots, double* logs,
+                       int64_t c_begin, int64_t nblocks, int64_t blk) {
+  const int64_t cl = blockIdx.y;
+  const int64_t b0 = static_cast<int64_t>(blockIdx.x) * nslots;
+  const int nb = static_cast<int>(std::min<int64_t>(nslots, B - b0));
+  const int64_t HN = static_cast<int64_t>(H) * N;
+  const FrameView<T> f{z + cl * HN, cm != nullptr ? cm + cl * HN : nullptr, N, cc * HN, H, L};
+  double* out = blk >= 0 ? logs + (((c_begin + cl) * B + b0) * nblocks + blk) * k : nullptr;
+  block_mgs(f, nslots, nb, B + b0 * k, k, out, nblocks * k);
 }
 
 }  // namespace mdesc::cuda_impl

@@ -1,15 +1,17 @@
-// Host-side orchestration of the two CUDA paths of mdesc::lstm_tangent_run, written once and
-// parameterised by a launcher so the same code drives the GPU (lstm_tangent_run.cu) and the CPU
+// Host-side orchestration of the two CUDA paths of mdesc::tangent_run, written once and
+// parameterised by a launcher so the same code drives the GPU (tangent_run.cu) and the CPU
 // emulation used by the tests (emulation/emulate.cpp):
 //
-//   fused     all S steps in one kernel (lstm_tangent_fused_kernel.cuh); weights, states,
-//             tangent frames and the Gram-Schmidt in shared memory
+//   fused     all S steps in one kernel (fused_kernel.cuh); weights, states, tangent frames and
+//             the Gram-Schmidt in shared memory
 //   stepwise  per step: batched GEMMs over checkpoints (at::bmm_out -> cuBLAS) into a preallocated
-//             buffer + one fused pointwise kernel per layer, and a QR kernel every qr_every steps
-//             (lstm_tangent_stepwise_kernel.cuh); any size
+//             buffer + one pointwise kernel per layer (pointwise.cuh), and a QR kernel every
+//             qr_every steps (qr.cuh); any size
+//
+// Both are templated on the cell (common/cell_math.h); callers pick it with dispatch_cell.
 //
 // A launcher is callable as launch(kernel, grid_x, grid_y, threads, shared_bytes, args...).
-// Both paths receive contiguous tensors that passed check_run_inputs (csrc/run_checks.h), write
+// Both paths receive contiguous tensors that passed check_run_inputs (common/run_checks.h), write
 // into preallocated outputs, and process checkpoints [c_begin, c_begin + cc) so the caller can
 // bound the memory of the layer-0 input projection.
 #pragma once
@@ -19,9 +21,10 @@
 #include <algorithm>
 #include <vector>
 
-#include "cuda/lstm_tangent_fused_kernel.cuh"
-#include "cuda/lstm_tangent_stepwise_kernel.cuh"
-#include "run_checks.h"
+#include "common/run_checks.h"
+#include "cuda/fused_kernel.cuh"
+#include "cuda/pointwise.cuh"
+#include "cuda/qr.cuh"
 
 namespace mdesc::cuda_impl {
 
@@ -29,16 +32,16 @@ namespace mdesc::cuda_impl {
 struct RunTensors {
   at::Tensor x;                 // [C|1, T, B, I]
   at::Tensor lengths;           // [B] int64, on the device, each in [1, T]
-  std::vector<at::Tensor> w_ih; // per layer [C, 4H, I_l]
-  std::vector<at::Tensor> w_hh; // per layer [C, 4H, H]
-  std::vector<at::Tensor> bias; // per layer [C, 4H]
-  at::Tensor h0, c0;            // [C|1, L, B, H]
+  std::vector<at::Tensor> w_ih; // per layer [C, G, I_l]
+  std::vector<at::Tensor> w_hh; // per layer [C, G, H]
+  std::vector<at::Tensor> bias; // per layer [C, G]
+  at::Tensor h0, c0;            // [C|1, L, B, H] and [C|1, L, B, Hc]
   at::Tensor q0;                // [C|1, B|1, n, k]
   at::Tensor logs;              // out: [C, B, nblocks, k] float64
-  at::Tensor hT, cT;            // out: [C, L, B, H]
+  at::Tensor hT, cT;            // out: [C, L, B, H] and [C, L, B, Hc]
 };
 
-// The properties of the device the launch geometry depends on. the launch geometry depends on.
+// The properties of the device the launch geometry depends on.
 struct DeviceLimits {
   int sms = 0;                  // multiprocessors
   size_t smem_block_optin = 0;  // opt-in shared memory per block (bytes)
@@ -56,7 +59,7 @@ struct FusedConfig {
 };
 
 inline size_t fused_smem_bytes(const RunDims& d, int BT, int GC, size_t elem) {
-  return static_cast<size_t>(fused_layout(d.H, d.L, d.k, BT, GC, static_cast<int64_t>(elem)).total);
+  return static_cast<size_t>(fused_layout(cell_shape(d.cell), d.H, d.L, d.k, BT, GC, static_cast<int64_t>(elem)).total);
 }
 
 // Picks BT and GC for the fused path on a device with these limits, or BT = 0 if even BT = 1 does
@@ -112,49 +115,50 @@ inline at::Tensor pack_fused_weights(const RunDims& d, const RunTensors& t) {
   }
   for (int64_t l = 0; l < d.L; ++l) parts.push_back(t.bias[l]);
   at::Tensor packed = at::cat(parts, 1).contiguous();
-  TORCH_INTERNAL_ASSERT(packed.size(1) == fused_layout(d.H, d.L, d.k, 1, 1, 1).nW);
+  TORCH_INTERNAL_ASSERT(packed.size(1) == fused_layout(cell_shape(d.cell), d.H, d.L, d.k, 1, 1, 1).nW);
   return packed;
 }
 
 // Device memory one checkpoint needs beyond inputs and outputs (bytes): the layer-0 projection.
 inline int64_t fused_bytes_per_checkpoint(const RunDims& d, size_t elem) {
-  return d.T * d.B * 4 * d.H * static_cast<int64_t>(elem);
+  return d.T * d.B * d.G * static_cast<int64_t>(elem);
 }
 
 // ... and for the stepwise path: projection + G + the Z/Cm matrices.
 inline int64_t stepwise_bytes_per_checkpoint(const RunDims& d, size_t elem) {
   const int64_t N = d.B * (1 + d.k);
-  return (4 * d.H * d.T * d.B + 4 * d.H * N + 2 * d.L * d.H * N) * static_cast<int64_t>(elem);
+  return (d.G * d.T * d.B + d.G * N + d.halves * d.L * d.H * N) * static_cast<int64_t>(elem);
 }
 
 // Layer-0 input projection incl. bias for checkpoints [c_begin, c_begin + cc), laid out so that a
-// (t, b) row of 4H values is contiguous.  Returns the tensor and its (checkpoint, t, b) strides.
+// (t, b) row of G values is contiguous.  Returns the tensor and its (checkpoint, t, b) strides.
 struct Projection {
   at::Tensor xp;
   int64_t sc, st, sb;
 };
 
 inline Projection project_inputs(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_t cc) {
-  const int64_t H4 = 4 * d.H;
-  const at::Tensor w = t.w_ih[0].narrow(0, c_begin, cc);   // [cc, 4H, I]
-  const at::Tensor bias = t.bias[0].narrow(0, c_begin, cc); // [cc, 4H]
+  const int64_t GH = d.G;
+  const at::Tensor w = t.w_ih[0].narrow(0, c_begin, cc);   // [cc, G, I]
+  const at::Tensor bias = t.bias[0].narrow(0, c_begin, cc); // [cc, G]
   if (!d.x_per_ckpt) {
-    // One GEMM for all checkpoints: [T*B, I] x [I, cc*4H] -> [T*B, cc*4H]
+    // One GEMM for all checkpoints: [T*B, I] x [I, cc*G] -> [T*B, cc*G]
     const at::Tensor x2 = t.x.reshape({d.T * d.B, d.I});
-    at::Tensor xp = at::addmm(bias.reshape({cc * H4}), x2, w.reshape({cc * H4, d.I}).t());
-    return {xp, H4, d.B * cc * H4, cc * H4};
+    at::Tensor xp = at::addmm(bias.reshape({cc * GH}), x2, w.reshape({cc * GH, d.I}).t());
+    return {xp, GH, d.B * cc * GH, cc * GH};
   }
-  // Per-checkpoint inputs: [cc, T*B, I] x [cc, I, 4H] -> [cc, T*B, 4H]
+  // Per-checkpoint inputs: [cc, T*B, I] x [cc, I, G] -> [cc, T*B, G]
   const at::Tensor x3 = t.x.narrow(0, c_begin, cc).reshape({cc, d.T * d.B, d.I});
-  at::Tensor xp = at::baddbmm(bias.unsqueeze(1).expand({cc, d.T * d.B, H4}), x3, w.transpose(1, 2));
-  return {xp, d.T * d.B * H4, d.B * H4, H4};
+  at::Tensor xp = at::baddbmm(bias.unsqueeze(1).expand({cc, d.T * d.B, GH}), x3, w.transpose(1, 2));
+  return {xp, d.T * d.B * GH, d.B * GH, GH};
 }
 
-template <typename Launch>
+template <class Cell, typename Launch>
 void run_fused(const RunDims& d, const RunTensors& t, const at::Tensor& wpack, const FusedConfig& cfg,
                int64_t c_begin, int64_t cc, const Launch& launch) {
   const Projection p = project_inputs(d, t, c_begin, cc);
-  AT_DISPATCH_FLOATING_TYPES(t.x.scalar_type(), "lstm_tangent_run_cuda_fused", [&] {
+  constexpr bool kHasC = Cell::kHalves == 2;
+  AT_DISPATCH_FLOATING_TYPES(t.x.scalar_type(), "tangent_run_cuda_fused", [&] {
     FusedArgs<scalar_t> a{};
     a.wpack = wpack.data_ptr<scalar_t>();
     a.xproj = p.xp.data_ptr<scalar_t>();
@@ -163,14 +167,14 @@ void run_fused(const RunDims& d, const RunTensors& t, const at::Tensor& wpack, c
     a.xp_sb = p.sb;
     a.lengths = t.lengths.data_ptr<int64_t>();
     a.h0 = t.h0.data_ptr<scalar_t>();
-    a.c0 = t.c0.data_ptr<scalar_t>();
+    a.c0 = kHasC ? t.c0.data_ptr<scalar_t>() : nullptr;
     a.state_sc = d.state_per_ckpt ? d.L * d.B * d.H : 0;
     a.q0 = t.q0.data_ptr<scalar_t>();
     a.q_sc = d.q_per_ckpt ? (d.q_per_seq ? d.B : 1) * d.n * d.k : 0;
     a.q_sb = d.q_per_seq ? d.n * d.k : 0;
     a.logs = d.k > 0 ? t.logs.data_ptr<double>() : nullptr;
     a.hT = t.hT.data_ptr<scalar_t>();
-    a.cT = t.cT.data_ptr<scalar_t>();
+    a.cT = kHasC ? t.cT.data_ptr<scalar_t>() : nullptr;
     a.c_begin = c_begin;
     a.B = static_cast<int>(d.B);
     a.Tdrive = static_cast<int>(d.T);
@@ -184,45 +188,48 @@ void run_fused(const RunDims& d, const RunTensors& t, const at::Tensor& wpack, c
     a.qr_every = d.qr_every;
     a.nblocks = d.nblocks;
     const size_t smem = fused_smem_bytes(d, a.BT, a.GC, sizeof(scalar_t));
-    launch(lstm_tangent_fused_kernel<scalar_t>, static_cast<unsigned>(ceil_div(d.B, a.BT)), static_cast<unsigned>(cc),
-           kFusedThreads, smem, a);
+    launch(fused_tangent_kernel<Cell, scalar_t>, static_cast<unsigned>(ceil_div(d.B, a.BT)),
+           static_cast<unsigned>(cc), kFusedThreads, smem, a);
   });
 }
 
-template <typename Launch>
+template <class Cell, typename Launch>
 void run_stepwise(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_t cc, const DeviceLimits& dev,
                   const Launch& launch) {
-  const int64_t H = d.H, H4 = 4 * d.H, B = d.B, k = d.k, L = d.L, N = d.B * (1 + d.k);
+  constexpr bool kHasC = Cell::kHalves == 2;
+  const int64_t H = d.H, GH = d.G, B = d.B, k = d.k, L = d.L, N = d.B * (1 + d.k), rows = d.halves * H;
   const auto opts = t.x.options();
 
-  // Layer-0 input projection incl. bias: [cc, 4H, T*B], one GEMM.
+  // Layer-0 input projection incl. bias: [cc, G, T*B], one GEMM.
   const at::Tensor w0 = t.w_ih[0].narrow(0, c_begin, cc);
   const at::Tensor b0 = t.bias[0].narrow(0, c_begin, cc);
   at::Tensor xp;
   if (!d.x_per_ckpt) {
     const at::Tensor x2 = t.x.reshape({d.T * B, d.I});
-    xp = at::addmm(b0.reshape({cc * H4, 1}), w0.reshape({cc * H4, d.I}), x2.t()).view({cc, H4, d.T * B});
+    xp = at::addmm(b0.reshape({cc * GH, 1}), w0.reshape({cc * GH, d.I}), x2.t()).view({cc, GH, d.T * B});
   } else {
     const at::Tensor x3 = t.x.narrow(0, c_begin, cc).reshape({cc, d.T * B, d.I});
-    xp = at::baddbmm(b0.unsqueeze(2).expand({cc, H4, d.T * B}), w0, x3.transpose(1, 2));
+    xp = at::baddbmm(b0.unsqueeze(2).expand({cc, GH, d.T * B}), w0, x3.transpose(1, 2));
   }
 
   // Initial states and frames.
   at::Tensor Z = at::empty({L, cc, H, N}, opts);
-  at::Tensor Cm = at::empty({L, cc, H, N}, opts);
+  at::Tensor Cm = at::empty({L, cc, kHasC ? H : 0, N}, opts);
   auto ckpt = [&](const at::Tensor& v, bool per_ckpt) { return per_ckpt ? v.narrow(0, c_begin, cc) : v; };
   const at::Tensor h0 = ckpt(t.h0, d.state_per_ckpt), c0 = ckpt(t.c0, d.state_per_ckpt);
   const at::Tensor q0 = ckpt(t.q0, d.q_per_ckpt);
   for (int64_t l = 0; l < L; ++l) {
     Z[l].narrow(2, 0, B).copy_(h0.select(1, l).transpose(1, 2));   // [cc|1, H, B]
-    Cm[l].narrow(2, 0, B).copy_(c0.select(1, l).transpose(1, 2));
+    if (kHasC) Cm[l].narrow(2, 0, B).copy_(c0.select(1, l).transpose(1, 2));
     if (k > 0) {
-      // q0 rows [2lH, 2lH + H) are layer l's h block, [2lH + H, 2lH + 2H) its c block.
-      Z[l].narrow(2, B, B * k).view({cc, H, B, k}).copy_(q0.narrow(2, 2 * l * H, H).permute({0, 2, 1, 3}));
-      Cm[l].narrow(2, B, B * k).view({cc, H, B, k}).copy_(q0.narrow(2, 2 * l * H + H, H).permute({0, 2, 1, 3}));
+      // q0 rows [l*rows, l*rows + H) are layer l's h block, [l*rows + H, l*rows + 2H) its c block.
+      Z[l].narrow(2, B, B * k).view({cc, H, B, k}).copy_(q0.narrow(2, l * rows, H).permute({0, 2, 1, 3}));
+      if (kHasC) {
+        Cm[l].narrow(2, B, B * k).view({cc, H, B, k}).copy_(q0.narrow(2, l * rows + H, H).permute({0, 2, 1, 3}));
+      }
     }
   }
-  at::Tensor G = at::empty({cc, H4, N}, opts);
+  at::Tensor G = at::empty({cc, GH, N}, opts);
 
   const int64_t pw_total = cc * H * B;
   const unsigned pw_blocks = static_cast<unsigned>(std::min<int64_t>(
@@ -230,15 +237,15 @@ void run_stepwise(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_
   const int nslots = k <= 2 ? kQrThreads / kWarpSize : 1;  // one warp per sequence, or all warps on one
   const unsigned qr_blocks = static_cast<unsigned>(ceil_div(B, nslots));
 
-  AT_DISPATCH_FLOATING_TYPES(t.x.scalar_type(), "lstm_tangent_run_cuda_stepwise", [&] {
+  AT_DISPATCH_FLOATING_TYPES(t.x.scalar_type(), "tangent_run_cuda_stepwise", [&] {
     std::vector<PointwiseArgs<scalar_t>> pw(L);
     for (int64_t l = 0; l < L; ++l) {
       PointwiseArgs<scalar_t>& a = pw[l];
       a.z = Z[l].data_ptr<scalar_t>();
-      a.cm = Cm[l].data_ptr<scalar_t>();
+      a.cm = kHasC ? Cm[l].data_ptr<scalar_t>() : nullptr;
       a.g = G.data_ptr<scalar_t>();
       a.xproj = xp.data_ptr<scalar_t>();
-      a.bias = t.bias[l].data_ptr<scalar_t>() + c_begin * H4;
+      a.bias = t.bias[l].data_ptr<scalar_t>() + c_begin * GH;
       a.lengths = t.lengths.data_ptr<int64_t>();
       a.cc = cc;
       a.B = B;
@@ -258,13 +265,13 @@ void run_stepwise(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_
       for (int64_t l = 0; l < L; ++l) {
         at::bmm_out(G, whh[l], zl[l]);
         if (l > 0) G.baddbmm_(wih[l], zl[l - 1]);
-        launch(stepwise_pointwise_kernel<scalar_t>, pw_blocks, 1u, kPointwiseThreads, size_t(0), pw[l], step);
+        launch(stepwise_pointwise_kernel<Cell, scalar_t>, pw_blocks, 1u, kPointwiseThreads, size_t(0), pw[l], step);
       }
       if (k > 0) {
         const int64_t blk = qr_block_after_step(d, step + 1);
         if (blk != -2) {
           launch(stepwise_qr_kernel<scalar_t>, qr_blocks, static_cast<unsigned>(cc), kQrThreads, size_t(0),
-                 Z.data_ptr<scalar_t>(), Cm.data_ptr<scalar_t>(), cc, static_cast<int>(H), static_cast<int>(L), B,
+                 Z.data_ptr<scalar_t>(), kHasC ? Cm.data_ptr<scalar_t>() : nullptr, cc, static_cast<int>(H), static_cast<int>(L), B,
                  static_cast<int>(k), N, nslots, t.logs.data_ptr<double>(), c_begin, d.nblocks, blk);
         }
       }
@@ -273,7 +280,7 @@ void run_stepwise(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_
 
   for (int64_t l = 0; l < L; ++l) {
     t.hT.narrow(0, c_begin, cc).select(1, l).copy_(Z[l].narrow(2, 0, B).transpose(1, 2));
-    t.cT.narrow(0, c_begin, cc).select(1, l).copy_(Cm[l].narrow(2, 0, B).transpose(1, 2));
+    if (kHasC) t.cT.narrow(0, c_begin, cc).select(1, l).copy_(Cm[l].narrow(2, 0, B).transpose(1, 2));
   }
 }
 

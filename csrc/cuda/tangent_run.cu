@@ -1,9 +1,10 @@
-// CUDA implementation of mdesc::lstm_tangent_run (schema and shapes: csrc/mdesc.cpp; the CPU
-// kernel csrc/cpu/lstm_tangent_cpu.cpp defines the semantics this must reproduce).
+// CUDA implementation of mdesc::tangent_run (schema and shapes: csrc/mdesc.cpp; the CPU kernel
+// csrc/cpu/tangent_run.cpp defines the semantics this must reproduce; the cells:
+// csrc/common/cell_math.h).
 //
 // This file (the only CUDA translation unit) validates the inputs, allocates the outputs, splits
 // the checkpoints into launches that bound the memory of the layer-0 input projection, picks one
-// of the two paths of lstm_tangent_host.h and launches its kernels on the current stream:
+// of the two paths of tangent_host.h and launches its kernels on the current stream:
 //
 //   fused     all S steps in one kernel; weights, states, tangent frames and the Gram-Schmidt
 //             in shared memory.  Used whenever one checkpoint's weights plus a one-sequence tile
@@ -11,11 +12,11 @@
 //             float32 / 80 in float64, two layers up to 67 / 47, three up to 52 / 36).
 //   stepwise  per step cuBLAS batched GEMMs + one fused pointwise kernel per layer; any size.
 //
-// Environment switches (for tests and benchmarks):
-//   MDESC_CUDA_PATH=auto|fused|stepwise    force a path (fused errors if it does not fit)
-//   MDESC_CUDA_MAX_CHECKPOINTS=n           at most n checkpoints per launch
-//   MDESC_CUDA_POISON=1                    fill the outputs with NaN before running, so a test can
-//                                          see that every element is written
+// Tuning arguments of the op (no environment variables; defaults in csrc/mdesc.cpp):
+//   cuda_path = auto|fused|stepwise    force a path (fused errors if it does not fit)
+//   cuda_max_checkpoints = n           at most n checkpoints per launch (0: as memory allows)
+//   poison_outputs = true              fill the outputs with NaN before running, so a test can
+//                                      see that every element is written
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -24,14 +25,13 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <limits>
 #include <string>
 
 #include <cuda_pipeline.h>
 
-#include "cuda/lstm_tangent_host.h"
-#include "run_checks.h"
+#include "common/run_checks.h"
+#include "cuda/tangent_host.h"
 
 namespace mdesc::cuda_impl {
 namespace {
@@ -52,7 +52,7 @@ DeviceLimits current_device_limits() {
   return d;
 }
 
-// Launches a kernel on the current stream (the launcher of lstm_tangent_host.h).
+// Launches a kernel on the current stream (the launcher of tangent_host.h).
 struct CudaLaunch {
   template <typename... KArgs, typename... Args>
   void operator()(void (*kernel)(KArgs...), unsigned grid_x, unsigned grid_y, unsigned threads, size_t smem,
@@ -65,33 +65,31 @@ struct CudaLaunch {
   }
 };
 
-std::string env_or(const char* name, const char* fallback) {
-  const char* v = std::getenv(name);
-  return v != nullptr && *v != '\0' ? std::string(v) : std::string(fallback);
-}
-
 // Checkpoints per launch: the scratch memory of one launch (mostly the layer-0 projection, T*B*4H
 // per checkpoint) is kept under a quarter of the free device memory, at most 4 GiB.
-int64_t checkpoints_per_launch(const RunDims& d, int64_t bytes_per_ckpt) {
+int64_t checkpoints_per_launch(const RunDims& d, int64_t bytes_per_ckpt, int64_t max_checkpoints) {
   size_t free_bytes = 0, total_bytes = 0;
   C10_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   const int64_t budget = std::clamp<int64_t>(static_cast<int64_t>(free_bytes / 4), int64_t(64) << 20,
                                              int64_t(4) << 30);
   int64_t cc = std::max<int64_t>(1, budget / std::max<int64_t>(1, bytes_per_ckpt));
   cc = std::min<int64_t>({cc, d.C, 65535});  // 65535: grid y limit
-  const std::string forced = env_or("MDESC_CUDA_MAX_CHECKPOINTS", "");
-  if (!forced.empty()) cc = std::max<int64_t>(1, std::min<int64_t>(cc, std::stoll(forced)));
+  if (max_checkpoints > 0) cc = std::min<int64_t>(cc, max_checkpoints);
   return cc;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_tangent_run_cuda(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> tangent_run_cuda(
     const at::Tensor& x_in, const at::Tensor& lengths_in, at::TensorList w_ih, at::TensorList w_hh,
     at::TensorList bias, const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& q0_in,
-    int64_t zero_input_steps, int64_t warmup, int64_t qr_every) {
-  const RunDims d = check_run_inputs(x_in, lengths_in, w_ih, w_hh, bias, h0_in, c0_in, q0_in,
-                                     zero_input_steps, warmup, qr_every);
-  TORCH_CHECK(x_in.is_cuda(), "lstm_tangent_run (CUDA): tensors must be on a CUDA device, x is on ",
+    int64_t zero_input_steps, int64_t warmup, int64_t qr_every, c10::string_view cell,
+    int64_t /*cpu_tile_columns*/, bool /*portable_gemm*/, c10::string_view cuda_path,
+    int64_t cuda_max_checkpoints, bool poison_outputs) {
+  const RunDims d = check_run_inputs(std::string(cell), x_in, lengths_in, w_ih, w_hh, bias, h0_in, c0_in,
+                                     q0_in, zero_input_steps, warmup, qr_every);
+  TORCH_CHECK(x_in.is_cuda(), "tangent_run (CUDA): tensors must be on a CUDA device, x is on ",
               x_in.device());
+  TORCH_CHECK(cuda_max_checkpoints >= 0, "tangent_run: cuda_max_checkpoints must be >= 0, got ",
+              cuda_max_checkpoints);
   const c10::cuda::CUDAGuard guard(x_in.device());
 
   // Lengths are checked on the host (one small copy), then used on the device.
@@ -99,7 +97,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_tangent_run_cuda(
   check_lengths(d, len_host.data_ptr<int64_t>());
   TORCH_CHECK(d.C <= std::numeric_limits<int>::max() && d.B <= std::numeric_limits<int>::max() &&
                   d.T <= std::numeric_limits<int>::max(),
-              "lstm_tangent_run (CUDA): C, B and T must each be below 2^31");
+              "tangent_run (CUDA): C, B and T must each be below 2^31");
 
   RunTensors t;
   t.x = x_in.contiguous();
@@ -115,47 +113,50 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lstm_tangent_run_cuda(
   const auto opts = x_in.options();
   t.logs = at::empty({d.C, d.B, d.nblocks, d.k}, opts.dtype(at::kDouble));
   t.hT = at::empty({d.C, d.L, d.B, d.H}, opts);
-  t.cT = at::empty({d.C, d.L, d.B, d.H}, opts);
-  if (env_or("MDESC_CUDA_POISON", "0") == "1") {
+  t.cT = at::empty({d.C, d.L, d.B, d.Hc}, opts);
+  if (poison_outputs) {
     t.logs.fill_(std::numeric_limits<double>::quiet_NaN());
     t.hT.fill_(std::numeric_limits<double>::quiet_NaN());
     t.cT.fill_(std::numeric_limits<double>::quiet_NaN());
   }
 
-  const std::string path = env_or("MDESC_CUDA_PATH", "auto");
+  const std::string path(cuda_path);
   TORCH_CHECK(path == "auto" || path == "fused" || path == "stepwise",
-              "lstm_tangent_run (CUDA): MDESC_CUDA_PATH must be auto, fused or stepwise, got '", path, "'");
+              "tangent_run (CUDA): cuda_path must be auto, fused or stepwise, got '", path, "'");
   const size_t elem = t.x.element_size();
 
   bool fused = path != "stepwise";
-  int64_t cc = checkpoints_per_launch(d, fused ? fused_bytes_per_checkpoint(d, elem)
-                                               : stepwise_bytes_per_checkpoint(d, elem));
+  int64_t cc = checkpoints_per_launch(
+      d, fused ? fused_bytes_per_checkpoint(d, elem) : stepwise_bytes_per_checkpoint(d, elem), cuda_max_checkpoints);
   const DeviceLimits dev = current_device_limits();
   FusedConfig cfg;
   if (fused) {
     cfg = choose_fused_config(d, cc, elem, dev);
     if (cfg.BT == 0) {
-      TORCH_CHECK(path != "fused", "lstm_tangent_run (CUDA): MDESC_CUDA_PATH=fused but the weights of one ",
+      TORCH_CHECK(path != "fused", "tangent_run (CUDA): cuda_path='fused' but the weights of one ",
                   "checkpoint (L = ", d.L, ", H = ", d.H, ", ", t.x.scalar_type(), ") and one sequence with k = ",
                   d.k, " need ", fused_smem_bytes(d, 1, 4, elem), " bytes of shared memory, more than this ",
-                  "device's per-block limit; unset MDESC_CUDA_PATH to use the stepwise path");
+                  "device's per-block limit; use cuda_path='auto' or 'stepwise'");
       fused = false;
-      cc = checkpoints_per_launch(d, stepwise_bytes_per_checkpoint(d, elem));
+      cc = checkpoints_per_launch(d, stepwise_bytes_per_checkpoint(d, elem), cuda_max_checkpoints);
     }
   }
   const at::Tensor wpack = fused ? pack_fused_weights(d, t) : at::Tensor();
-  for (int64_t c0 = 0; c0 < d.C; c0 += cc) {
-    const int64_t n = std::min(cc, d.C - c0);
-    if (fused) {
-      run_fused(d, t, wpack, cfg, c0, n, CudaLaunch{});
-    } else {
-      run_stepwise(d, t, c0, n, dev, CudaLaunch{});
+  dispatch_cell(d.cell, [&](auto c) {
+    using Cell = decltype(c);
+    for (int64_t c0 = 0; c0 < d.C; c0 += cc) {
+      const int64_t n = std::min(cc, d.C - c0);
+      if (fused) {
+        run_fused<Cell>(d, t, wpack, cfg, c0, n, CudaLaunch{});
+      } else {
+        run_stepwise<Cell>(d, t, c0, n, dev, CudaLaunch{});
+      }
     }
-  }
+  });
   return {t.logs, t.hT, t.cT};
 }
 
 }  // namespace
 }  // namespace mdesc::cuda_impl
 
-TORCH_LIBRARY_IMPL(mdesc, CUDA, m) { m.impl("lstm_tangent_run", &mdesc::cuda_impl::lstm_tangent_run_cuda); }
+TORCH_LIBRARY_IMPL(mdesc, CUDA, m) { m.impl("tangent_run", &mdesc::cuda_impl::tangent_run_cuda); }

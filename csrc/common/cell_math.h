@@ -1,0 +1,189 @@
+// The math of mdesc::tangent_run, written once for every backend (docs/conventions.md):
+// the recurrent cells, their tangent (Jacobian-vector) updates, the re-orthonormalisation
+// schedule and the block count.  Compiled by the CPU kernel (csrc/cpu/), by nvcc for the CUDA
+// kernels (csrc/cuda/), and by the CUDA-on-CPU emulation (csrc/cuda/emulation/), so the three
+// cannot drift apart.  No tensors, no allocation: plain functions of scalars.
+//
+// Every cell sees one hidden unit u of one layer at a time.  The kernels compute, for the state
+// column and every tangent column alike, the GEMM  G = W_hh h_l + W_ih h_{l-1}  (layer 0: W_hh h
+// only; its input projection W_ih x is added to the state column), with kGates rows per unit:
+// row g*H + u of G is gate g of unit u.  Bias (or, on driven layer-0 steps, input projection
+// plus bias) is added to the state column only.  So a cell receives
+//   a[kGates]   the state column's pre-activations of unit u
+//   da[kGates]  one tangent column's pre-activations of unit u (the Jacobian applied to it)
+// and keeps, per unit, kCoefs coefficients so the tangent update is a few multiply-adds.
+//
+// Gate rows of each cell (the Python side, mdesc/core/cells.py, lays the weights out so):
+//   lstm      4: i, f, g, o                          (PyTorch's order; bias = b_ih + b_hh)
+//   gru       4: r, z, n_x, n_h  where r, z rows hold W_i* and W_h* (bias b_i* + b_h*),
+//                n_x = W_in x + b_in (W_hh's rows zero) and n_h = W_hn h + b_hn (W_ih's rows
+//                zero).  Padding to 4 keeps r's product with (W_hn h + b_hn) computable.
+//   rnn_tanh  1: a = W_ih x + b_ih + W_hh h + b_hh;  h' = tanh(a)
+//   rnn_relu  1: the same with h' = relu(a)
+// Tangent rows per unit (kHalves): 2 for the LSTM (h and c), 1 for the others (h only); the
+// tangent space of L layers is [h_1, c_1, ..., h_L, c_L] or [h_1, ..., h_L] (n = kHalves*H*L).
+//
+// Activations come from a policy M (M::sigmoid, M::tanh) so the CPU can use its vectorisable
+// approximations and CUDA its intrinsics while the cell algebra stays here.
+#pragma once
+
+#include <cstdint>
+
+// Always inlined: on the CPU these must melt into the vectorised loops of every instruction-set
+// clone of csrc/cpu/pointwise.cpp.
+#if defined(__CUDACC__)
+#define MDESC_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define MDESC_HD inline __attribute__((always_inline))
+#else
+#define MDESC_HD inline
+#endif
+
+namespace mdesc {
+
+// ------------------------------------------------------------------------------------------
+// cells
+
+struct LstmCell {
+  static constexpr int kGates = 4;
+  static constexpr int kCoefs = 6;
+  static constexpr int kHalves = 2;
+
+  // c' = f c + i g,  h' = o tanh(c').  k: the coefficients of the linearised update
+  //   dc' = k1 da_f + k3 dc + k0 da_i + k2 da_g,   dh' = k4 da_o + k5 dc'
+  template <class M, typename T>
+  static MDESC_HD void state(const T* a, T& h, T& c, T* k) {
+    const T i = M::sigmoid(a[0]);
+    const T f = M::sigmoid(a[1]);
+    const T g = M::tanh(a[2]);
+    const T o = M::sigmoid(a[3]);
+    const T c_new = f * c + i * g;
+    const T tc = M::tanh(c_new);
+    k[0] = i * (T(1) - i) * g;      // d c' / d a_i
+    k[1] = f * (T(1) - f) * c;      // d c' / d a_f   (old c)
+    k[2] = i * (T(1) - g * g);      // d c' / d a_g
+    k[3] = f;                       // d c' / d c
+    k[4] = o * (T(1) - o) * tc;     // d h' / d a_o
+    k[5] = o * (T(1) - tc * tc);    // d h' / d c'
+    c = c_new;
+    h = o * tc;
+  }
+
+  template <typename T>
+  static MDESC_HD void tangent(const T* k, const T* da, T& dh, T& dc) {
+    const T dcn = k[1] * da[1] + k[3] * dc + k[0] * da[0] + k[2] * da[2];
+    dc = dcn;
+    dh = k[4] * da[3] + k[5] * dcn;
+  }
+};
+
+struct GruCell {
+  static constexpr int kGates = 4;
+  static constexpr int kCoefs = 5;
+  static constexpr int kHalves = 1;
+
+  // r = sig(a_r), z = sig(a_z), n = tanh(a_nx + r a_nh), h' = (1 - z) n + z h.  Linearised:
+  //   dh' = k0 da_r + k1 da_z + k2 da_nx + k3 da_nh + k4 dh
+  template <class M, typename T>
+  static MDESC_HD void state(const T* a, T& h, T& /*c*/, T* k) {
+    const T r = M::sigmoid(a[0]);
+    const T z = M::sigmoid(a[1]);
+    const T n = M::tanh(a[2] + r * a[3]);
+    const T dn = (T(1) - z) * (T(1) - n * n);  // d h' / d (a_nx + r a_nh)
+    k[0] = dn * a[3] * r * (T(1) - r);         // through r
+    k[1] = z * (T(1) - z) * (h - n);           // through z   (old h)
+    k[2] = dn;
+    k[3] = dn * r;
+    k[4] = z;                                  // d h' / d h, directly
+    h = (T(1) - z) * n + z * h;
+  }
+
+  template <typename T>
+  static MDESC_HD void tangent(const T* k, const T* da, T& dh, T& /*dc*/) {
+    dh = k[0] * da[0] + k[1] * da[1] + k[2] * da[2] + k[3] * da[3] + k[4] * dh;
+  }
+};
+
+// h' = act(a) with act = tanh (kRelu false) or relu; dh' = act'(a) da.  relu'(0) = 0, as in
+// PyTorch's autograd.
+template <bool kRelu>
+struct RnnCell {
+  static constexpr int kGates = 1;
+  static constexpr int kCoefs = 1;
+  static constexpr int kHalves = 1;
+
+  template <class M, typename T>
+  static MDESC_HD void state(const T* a, T& h, T& /*c*/, T* k) {
+    if constexpr (kRelu) {
+      const bool on = a[0] > T(0);
+      h = on ? a[0] : T(0);
+      k[0] = on ? T(1) : T(0);
+    } else {
+      h = M::tanh(a[0]);
+      k[0] = T(1) - h * h;
+    }
+  }
+
+  template <typename T>
+  static MDESC_HD void tangent(const T* k, const T* da, T& dh, T& /*dc*/) {
+    dh = k[0] * da[0];
+  }
+};
+using RnnTanhCell = RnnCell<false>;
+using RnnReluCell = RnnCell<true>;
+
+// ------------------------------------------------------------------------------------------
+// the re-orthonormalisation schedule
+
+// Counted blocks of a run of S steps: ceil((S - warmup) / qr_every).  Python's copy of this rule
+// is mdesc/core/schedule.py::counted_blocks; tests/test_cuda.py checks the two agree.
+MDESC_HD int64_t counted_blocks(int64_t S, int64_t warmup, int64_t qr_every) {
+  return (S - warmup + qr_every - 1) / qr_every;
+}
+
+// What happens after step s (1-based) of S: -2 no QR; -1 QR with logs discarded (during warm-up:
+// every qr_every steps counted from step 0, and at the end of warm-up); b >= 0 QR whose logs
+// belong to counted block b (every qr_every steps counted from `warmup`, and after the last step,
+// so the last block may be shorter).
+MDESC_HD int64_t qr_block_after_step(int64_t s, int64_t warmup, int64_t qr_every, int64_t S) {
+  if (s <= warmup) return (s % qr_every == 0 || s == warmup) ? -1 : -2;
+  const int64_t counted = s - warmup;
+  if (counted % qr_every == 0 || s == S) return (counted - 1) / qr_every;
+  return -2;
+}
+
+// ------------------------------------------------------------------------------------------
+// choosing a cell at run time (host code)
+
+enum class CellKind : int { kLstm = 0, kGru = 1, kRnnTanh = 2, kRnnRelu = 3 };
+
+// The schema's names of the cells ("lstm", "gru", "rnn_tanh", "rnn_relu"), index = CellKind.
+inline const char* const kCellNames[] = {"lstm", "gru", "rnn_tanh", "rnn_relu"};
+
+// Calls f(Cell{}) for the cell of `kind`; every backend dispatches through this one switch.
+template <class F>
+inline void dispatch_cell(CellKind kind, F&& f) {
+  switch (kind) {
+    case CellKind::kLstm: f(LstmCell{}); return;
+    case CellKind::kGru: f(GruCell{}); return;
+    case CellKind::kRnnTanh: f(RnnTanhCell{}); return;
+    case CellKind::kRnnRelu: f(RnnReluCell{}); return;
+  }
+}
+
+// A cell's sizes as run-time values, for host code that lays out buffers.
+struct CellShape {
+  int gates;   // Cell::kGates
+  int coefs;   // Cell::kCoefs
+  int halves;  // Cell::kHalves
+};
+
+inline CellShape cell_shape(CellKind kind) {
+  CellShape s{};
+  dispatch_cell(kind, [&s](auto c) { s = {decltype(c)::kGates, decltype(c)::kCoefs, decltype(c)::kHalves}; });
+  return s;
+}
+inline int cell_gates(CellKind kind) { return cell_shape(kind).gates; }
+inline int cell_halves(CellKind kind) { return cell_shape(kind).halves; }
+
+}  // namespace mdesc
