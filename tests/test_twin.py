@@ -7,6 +7,7 @@ the twin.  Every test is seeded and deterministic.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -265,3 +266,77 @@ def test_refusals():
     gru = torch.nn.GRU(3, 4)
     with pytest.raises((ValueError, TypeError), match="(?i)lstm"):
         mdesc.asymptotic_distance(gru, seq, method="delta")
+
+
+# --------------------------------------------------------------------------------------------
+# the CUDA path (csrc/cuda/twin_host.h), compiled for the CPU by the emulation, and on a GPU
+
+
+@functools.lru_cache(maxsize=1)
+def _emulator():
+    import os
+
+    from torch.utils.cpp_extension import is_ninja_available, load
+
+    csrc = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
+    source = os.path.join(csrc, "cuda", "emulation", "emulate_twin.cpp")
+    if not os.path.exists(source):
+        pytest.skip("the CUDA sources (csrc/cuda) are not in this tree, e.g. testing an installed wheel")
+    if not is_ninja_available():
+        pytest.skip("building the CUDA emulation needs ninja (pip install ninja)")
+    return load(name="mdesc_cuda_twin_emulation", sources=[source], extra_include_paths=[csrc],
+                extra_cflags=["-O1", "-std=c++20", "-pthread"], extra_ldflags=["-pthread"], verbose=False)
+
+
+def _emulated_case(dtype):
+    import dataclasses
+
+    ms = [make_lstm(3, 5, 2, gain=g, seed=3) for g in (1.0, 4.0, 6.0)]
+    prep = lyapunov.prepare(ms, _seq(9, 5, 3, 4), k=2, lengths=[9, 2, 6, 9, 5], zero_input_steps=7, warmup=3,
+                            qr_every=4, dtype=dtype, checkpoint_axis=True)
+    g = torch.Generator().manual_seed(5)
+    dh0 = (1e-9 * torch.randn(3, *prep.h0.shape[1:], generator=g, dtype=F64)).to(dtype)
+    dc0 = (1e-9 * torch.randn(3, *prep.h0.shape[1:], generator=g, dtype=F64)).to(dtype)
+    return dataclasses.replace(prep, q0=prep.q0.expand(3, 5, -1, -1).contiguous()), dh0, dc0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [F64, F32])
+@pytest.mark.parametrize("max_ckpt,sms", [(0, 4), (2, 1)])
+def test_emulated_cuda_twin_matches_cpu(dtype, max_ckpt, sms):
+    """Per-checkpoint deltas and frames, padded lengths, two layers, k = 2, launches of 2
+    checkpoints and a one-SM grid: the emulated CUDA path (outputs start as NaN) equals the CPU
+    kernel, the delta to relative precision."""
+    prep, dh0, dc0 = _emulated_case(dtype)
+    want = _op(prep, dh0, dc0)
+    w = prep.weights
+    got = _emulator().emulate_twin(prep.x, prep.lengths, w.w_ih, w.w_hh, w.bias, prep.h0, prep.c0, dh0, dc0, prep.q0,
+                                   prep.zero_input_steps, prep.warmup, prep.qr_every, max_ckpt, sms)
+    tol = 1e-11 if dtype == F64 else 2e-4
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=tol)
+    for a, b in zip(got[1:3], want[1:3]):
+        torch.testing.assert_close(a, b, rtol=0, atol=tol)
+    for a, b in zip(got[3:], want[3:]):  # delta: relative to its own size
+        scale = b.abs().amax()
+        assert float(scale) > 0
+        torch.testing.assert_close(a / scale, b / scale, rtol=0, atol=tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [F64, F32])
+def test_cuda_twin_matches_cpu(dtype):
+    from mdesc.core import _twin_ops
+
+    if not _twin_ops.has_kernel("cuda"):
+        pytest.skip("this build of mdesc has no CUDA kernels")
+    prep, dh0, dc0 = _emulated_case(dtype)
+    want = _op(prep, dh0, dc0)
+    w = prep.weights
+    cu = lambda ts: [t.cuda() for t in ts]  # noqa: E731
+    got = _twin_ops.lstm_twin_run(prep.x.cuda(), prep.lengths.cuda(), cu(w.w_ih), cu(w.w_hh), cu(w.bias),
+                                  prep.h0.cuda(), prep.c0.cuda(), dh0.cuda(), dc0.cuda(), prep.q0.cuda(),
+                                  prep.zero_input_steps, prep.warmup, prep.qr_every)
+    tol = 1e-10 if dtype == F64 else 1e-3
+    for a, b in zip(got, want):
+        scale = max(float(b.abs().amax()), 1e-300)
+        torch.testing.assert_close(a.cpu() / scale, b / scale, rtol=0, atol=tol)

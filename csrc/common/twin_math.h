@@ -30,7 +30,8 @@
 // tiny).  exp and expm1 of non-positive arguments share one range reduction x = n ln2 + r,
 // |r| <= ln2/2: e^r - 1 by its Taylor polynomial (degree 8 in float32, 13 in float64: below half
 // an ulp on that interval), exp(x) = 2^n (1 + (e^r - 1)), expm1(x) = 2^n (e^r - 1) + (2^n - 1);
-// branch-free, so the CPU's loops vectorise.
+// branch-free, so the CPU's loops vectorise (csrc/cpu/twin_run.cpp compiles it with
+// -fno-trapping-math: with trapping math GCC 12 will not if-convert the clamp of exp's argument).
 #pragma once
 
 #include <cstdint>
@@ -46,9 +47,17 @@
 
 namespace mdesc::twin {
 
-// 2^n for an integral-valued n in the normal range, through the exponent bits.
-MDESC_TWIN_HD float pow2(float n) {
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+// 2^n from t = n + 1.5 * 2^(mantissa bits) (the rounding trick of exp_expm1), through the
+// exponent bits: the low mantissa bits of t hold n in two's complement, so no float-to-int
+// conversion is needed (none that could be undefined for a NaN, none that blocks vectorisation).
+MDESC_TWIN_HD float pow2_shifted(float t) {
+#if defined(__CUDA_ARCH__)
+  const int32_t ti = __float_as_int(t);
+#else
+  int32_t ti;
+  std::memcpy(&ti, &t, sizeof(ti));
+#endif
+  const int32_t bits = static_cast<int32_t>(static_cast<uint32_t>(ti - 0x4B400000 + 127) << 23);
 #if defined(__CUDA_ARCH__)
   return __int_as_float(bits);
 #else
@@ -57,8 +66,14 @@ MDESC_TWIN_HD float pow2(float n) {
   return s;
 #endif
 }
-MDESC_TWIN_HD double pow2(double n) {
-  const int64_t bits = (static_cast<int64_t>(n) + 1023) << 52;
+MDESC_TWIN_HD double pow2_shifted(double t) {
+#if defined(__CUDA_ARCH__)
+  const int64_t ti = __double_as_longlong(t);
+#else
+  int64_t ti;
+  std::memcpy(&ti, &t, sizeof(ti));
+#endif
+  const int64_t bits = static_cast<int64_t>(static_cast<uint64_t>(ti - 0x4338000000000000LL + 1023) << 52);
 #if defined(__CUDA_ARCH__)
   return __longlong_as_double(static_cast<long long>(bits));
 #else
@@ -114,20 +129,20 @@ struct Limits<double> {
   static constexpr double inv_ln2 = 1.4426950408889634073599;
 };
 
-// e = exp(x) and m = expm1(x) for x <= 0 (NaN in, NaN out), both with relative precision.
+// e = exp(x) and m = expm1(x) for x <= 0, both with relative precision.  NaN in, NaN out (the
+// scale 2^n is then some finite number or zero, and multiplies a NaN polynomial).
 template <typename T>
 MDESC_TWIN_HD void exp_expm1(T x, T& e, T& m) {
   using Lm = Limits<T>;
-  const bool nan = !(x == x);
   x = x < Lm::lowest_arg ? Lm::lowest_arg : x;
-  const T n = (x * Lm::inv_ln2 + Lm::shifter) - Lm::shifter;  // round to nearest
+  const T t = x * Lm::inv_ln2 + Lm::shifter;  // n + shifter, n = round(x / ln2)
+  const T n = t - Lm::shifter;
   T r = x - n * Lm::ln2_hi;
   r = r - n * Lm::ln2_lo;
   const T p = em1_reduced(r);
-  const T s = pow2(nan ? T(0) : n);
+  const T s = pow2_shifted(t);
   e = s * (T(1) + p);
   m = s * p + (s - T(1));
-  if (nan) e = m = x;
 }
 
 // sigma(a) and 1 - sigma(a), both with relative precision.
@@ -177,48 +192,52 @@ MDESC_TWIN_HD T tanh_diff(T tp, T tm, T d) {
   return up ? mag : -mag;
 }
 
-// One LSTM unit (docs/conventions.md §1; gates i, f, g, o).
-//   a[4]   the state column's pre-activations (bias / input projection included)
-//   da[4]  the delta column's: W applied to the delta (no bias: it cancels)
+// One LSTM unit (docs/conventions.md §1; gates i, f, g, o).  Scalars only (no arrays), so the
+// CPU's `omp simd` loops vectorise it once inlined.
+//   a_*    the state column's pre-activations (bias / input projection included)
+//   d_*    the delta column's: W applied to the delta (no bias: it cancels)
 //   h, c   in: the unit's old state; out: the new one
 //   dh, dc in: the old delta; out: the new delta (h'_twin - h', c'_twin - c')
-//   k[6]   out: the coefficients of the linearised update of the tangent columns, as in
+//   k0..k5 out: the coefficients of the linearised update of the tangent columns, as in
 //          csrc/common/cell_math.h's LstmCell:  dc' = k1 da_f + k3 dc + k0 da_i + k2 da_g,
 //          dh' = k4 da_o + k5 dc'
 template <typename T>
-MDESC_TWIN_HD void lstm_twin_unit(const T* a, const T* da, T& h, T& c, T& dh, T& dc, T* k) {
+MDESC_TWIN_HD void lstm_twin_unit(T a_i, T a_f, T a_g, T a_o, T d_i, T d_f, T d_g, T d_o, T& h, T& c, T& dh, T& dc,
+                                  T& k0, T& k1, T& k2, T& k3, T& k4, T& k5) {
   T i, ib, f, fb, o, ob, g, gp, gm;
-  sigmoid_parts(a[0], i, ib);
-  sigmoid_parts(a[1], f, fb);
-  tanh_parts(a[2], g, gp, gm);
-  sigmoid_parts(a[3], o, ob);
-  const T di = sigmoid_diff(i, ib, da[0]);
-  const T df = sigmoid_diff(f, fb, da[1]);
-  const T dg = tanh_diff(gp, gm, da[2]);
-  const T dO = sigmoid_diff(o, ob, da[3]);
+  sigmoid_parts(a_i, i, ib);
+  sigmoid_parts(a_f, f, fb);
+  tanh_parts(a_g, g, gp, gm);
+  sigmoid_parts(a_o, o, ob);
+  const T di = sigmoid_diff(i, ib, d_i);
+  const T df = sigmoid_diff(f, fb, d_f);
+  const T dg = tanh_diff(gp, gm, d_g);
+  const T dO = sigmoid_diff(o, ob, d_o);
   const T c_old = c, dc_old = dc;
   const T c_new = f * c_old + i * g;
   const T dc_new = df * (c_old + dc_old) + f * dc_old + di * (g + dg) + i * dg;
   T tc, tcp, tcm;
   tanh_parts(c_new, tc, tcp, tcm);
   const T dtc = tanh_diff(tcp, tcm, dc_new);
-  k[0] = i * ib * g;
-  k[1] = f * fb * c_old;
-  k[2] = i * (gp * gm);
-  k[3] = f;
-  k[4] = o * ob * tc;
-  k[5] = o * (tcp * tcm);
+  k0 = i * ib * g;
+  k1 = f * fb * c_old;
+  k2 = i * (gp * gm);
+  k3 = f;
+  k4 = o * ob * tc;
+  k5 = o * (tcp * tcm);
   c = c_new;
   h = o * tc;
   dc = dc_new;
   dh = dO * (tc + dtc) + o * dtc;
 }
 
+// One tangent column of the unit, from the coefficients of lstm_twin_unit.
 template <typename T>
-MDESC_TWIN_HD void lstm_tangent_unit(const T* k, const T* da, T& dh, T& dc) {
-  const T dcn = k[1] * da[1] + k[3] * dc + k[0] * da[0] + k[2] * da[2];
+MDESC_TWIN_HD void lstm_tangent_unit(T k0, T k1, T k2, T k3, T k4, T k5, T da_i, T da_f, T da_g, T da_o, T& dh,
+                                     T& dc) {
+  const T dcn = k1 * da_f + k3 * dc + k0 * da_i + k2 * da_g;
   dc = dcn;
-  dh = k[4] * da[3] + k[5] * dcn;
+  dh = k4 * da_o + k5 * dcn;
 }
 
 }  // namespace mdesc::twin

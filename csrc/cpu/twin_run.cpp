@@ -29,6 +29,12 @@
 #include "cpu/gemm.h"
 #include "common/twin_checks.h"
 #include "common/cell_math.h"  // qr_block_after_step
+
+// Everything below, the math of twin_math.h included, without trapping math: GCC 12 will not
+// if-convert (so not vectorise) the clamps of twin_math.h's exp otherwise.  Nothing here uses
+// floating-point exceptions.
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
 #include "common/twin_math.h"
 
 #if defined(__x86_64__) || defined(__SSE__)
@@ -47,36 +53,34 @@ using twin::TwinDims;
 #define MDESC_TWIN_MULTIVERSION
 #endif
 
-// Unit r of the state and delta columns; kept as a function so its small arrays are scalarised
-// locals once inlined into the `omp simd` loop.
+// Unit r of the state and delta columns, and of one tangent column: scalars only, so they
+// vectorise once inlined into the `omp simd` loops.
 template <typename T>
 inline __attribute__((always_inline)) void twin_unit(int64_t r, int64_t H, const T* __restrict g,
                                                      const T* __restrict gd, const T* __restrict in,
                                                      T* __restrict z, T* __restrict zd, T* __restrict coef) {
-  T a[4], da[4], k[6];
-  for (int q = 0; q < 4; ++q) a[q] = g[q * H + r] + in[q * H + r];
-  for (int q = 0; q < 4; ++q) da[q] = gd[q * H + r];
   T h = z[r], c = z[H + r], dh = zd[r], dc = zd[H + r];
-  twin::lstm_twin_unit(a, da, h, c, dh, dc, k);
+  T k0, k1, k2, k3, k4, k5;
+  twin::lstm_twin_unit(g[r] + in[r], g[H + r] + in[H + r], g[2 * H + r] + in[2 * H + r], g[3 * H + r] + in[3 * H + r],
+                       gd[r], gd[H + r], gd[2 * H + r], gd[3 * H + r], h, c, dh, dc, k0, k1, k2, k3, k4, k5);
   z[r] = h, z[H + r] = c, zd[r] = dh, zd[H + r] = dc;
-  for (int q = 0; q < 6; ++q) coef[q * H + r] = k[q];
+  coef[r] = k0, coef[H + r] = k1, coef[2 * H + r] = k2, coef[3 * H + r] = k3, coef[4 * H + r] = k4,
+  coef[5 * H + r] = k5;
 }
 
 template <typename T>
 inline __attribute__((always_inline)) void tangent_unit(int64_t r, int64_t H, const T* __restrict ga,
                                                         const T* __restrict coef, T* __restrict zt) {
-  T da[4], k[6];
-  for (int q = 0; q < 4; ++q) da[q] = ga[q * H + r];
-  for (int q = 0; q < 6; ++q) k[q] = coef[q * H + r];
   T dh = zt[r], dc = zt[H + r];
-  twin::lstm_tangent_unit(k, da, dh, dc);
+  twin::lstm_tangent_unit(coef[r], coef[H + r], coef[2 * H + r], coef[3 * H + r], coef[4 * H + r], coef[5 * H + r],
+                          ga[r], ga[H + r], ga[2 * H + r], ga[3 * H + r], dh, dc);
   zt[r] = dh, zt[H + r] = dc;
 }
 
 // One layer's pointwise pass over a tile: g [4H, nb*cols], z [n, nb*cols] at the layer's first
 // h row; sequence s owns columns s*cols .. (state, delta, k tangents); in[s] is added to its state.
 template <typename T>
-inline void twin_tile_impl(int64_t H, int64_t nb, int64_t cols, int64_t n, const T* g, const T* const* in, T* z,
+inline __attribute__((always_inline)) void twin_tile_impl(int64_t H, int64_t nb, int64_t cols, int64_t n, const T* g, const T* const* in, T* z,
                            T* coef) {
   const int64_t H4 = 4 * H;
   for (int64_t s = 0; s < nb; ++s) {
@@ -362,3 +366,5 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_twin
 TORCH_LIBRARY_IMPL(mdesc, CPU, m) { m.impl("lstm_twin_run", &lstm_twin_run_cpu); }
 
 }  // namespace mdesc::cpu
+
+#pragma GCC pop_options
