@@ -108,8 +108,8 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
         method: ``"plain"`` (a second trajectory, subtracted at the end) or ``"delta"`` (the
             twin's difference carried beside the state without cancellation, mdesc.core.twin:
             relative precision on the distance, so float32 resolves D~ far below the floor; LSTM
-            only).  None (default): "delta" for float32, "plain" otherwise.  Recorded in
-            ``settings["method"]``.
+            only).  None (default): "delta" for float32 LSTMs with the fused backend, "plain"
+            otherwise.  Recorded in ``settings["method"]``.
     """
     from mdesc.core import windows
 
@@ -120,17 +120,18 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
                          f"'start' (perturb h0 at t = 0), got {perturb_at!r}")
     from mdesc.core import twin
 
-    if method is None:
-        method = "delta" if dtype == torch.float32 else "plain"
-    if method not in twin.METHODS:
+    if method is not None and method not in twin.METHODS:
         raise ValueError(f"method must be 'plain' (subtract two runs) or 'delta' (carry their difference "
                          f"without cancellation), got {method!r}")
-    if method == "delta":
-        return twin.asymptotic_distance_delta(
+    if method == "delta" or (method is None and dtype == torch.float32 and backend == "fused"):
+        result = twin.asymptotic_distance_delta(
             model, seq, lengths=lengths, zero_input_steps=zero_input_steps, perturbation=perturbation,
             perturb_at=perturb_at, seed=seed, floor=floor, h0=h0, c0=c0,
             dtype=torch.float64 if dtype is None else dtype, template=template, backend=backend,
-            dtype_source="default" if dtype is None else "explicit", kernel_options=kernel_options)
+            dtype_source="default" if dtype is None else "explicit", kernel_options=kernel_options,
+            lstm_only=method is None)
+        if result is not None:
+            return result  # (None: method=None on a cell without the delta kernel -> plain twin)
     checkpoint_axis = not isinstance(model, nn.Module)
     prep = _lyapunov.prepare(model, seq, k=0, lengths=lengths, zero_input_steps=zero_input_steps,
                              h0=h0, c0=c0, dtype=torch.float64 if dtype is None else dtype,

@@ -73,12 +73,14 @@ def asymptotic_distance_delta(model, seq, *, lengths=None, zero_input_steps: int
                               perturbation: float = 1e-6, perturb_at: str = "drive_end", seed: int = 0,
                               floor: float = -15.0, h0=None, c0=None, dtype: torch.dtype | None = None,
                               template=None, backend: str = "fused", dtype_source: str | None = None,
-                              kernel_options: dict | None = None):
+                              kernel_options: dict | None = None, lstm_only: bool = False):
     """:func:`mdesc.asymptotic_distance` with ``method="delta"`` (arguments and result as there).
 
     ``dtype`` defaults to float32 here: the delta keeps relative precision, so float32 resolves
     D~ far below the floor.  ``collapsed`` (``perturb_at="start"``) marks twins whose delta the
-    drive shrank below the dtype's smallest normal number (flushed to exactly 0).
+    drive shrank below the dtype's smallest normal number (flushed to exactly 0).  A model whose
+    cell has no delta kernel (GRU, RNN) is refused, or with ``lstm_only`` returns None (the
+    caller then runs the plain twin).
     """
     from mdesc.core import windows
     from mdesc.core.stability import DistanceResult
@@ -90,6 +92,8 @@ def asymptotic_distance_delta(model, seq, *, lengths=None, zero_input_steps: int
     prep = _lyapunov.prepare(model, seq, k=0, lengths=lengths, zero_input_steps=zero_input_steps, h0=h0, c0=c0,
                              dtype=torch.float32 if dtype is None else dtype, template=template,
                              checkpoint_axis=checkpoint_axis, kernel_options=kernel_options)
+    if lstm_only and getattr(prep.weights, "cell", "lstm") != "lstm":
+        return None
     _check_lstm(prep)
     C, B = prep.weights.checkpoints, prep.x.shape[2]
     noise = _noise(prep, perturbation, seed)
