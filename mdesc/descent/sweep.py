@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -376,16 +377,20 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
                 continue
             C = len(epochs)
             dist = {}
-            for twin in twins:
-                dist[twin] = mdesc.asymptotic_distance(
-                    states, ids, lengths=lengths, zero_input_steps=zero_steps,
-                    perturbation=settings.perturbation, perturb_at=twin, seed=settings.seed,
-                    template=template, dtype=getattr(torch, settings.distance_dtype))
-            lyap = mdesc.lyapunov_checkpoints(
-                states, ids, k=settings.k, template=template, lengths=lengths,
-                zero_input_steps=zero_steps, qr_every=settings.qr_every, seed=settings.seed,
-                warmup=settings.lyapunov_warmup, window=window,
-                dtype=getattr(torch, settings.lyapunov_dtype))
+            with warnings.catch_warnings(record=True) as seen:  # shown below, one line each
+                warnings.simplefilter("always")
+                for twin in twins:
+                    dist[twin] = mdesc.asymptotic_distance(
+                        states, ids, lengths=lengths, zero_input_steps=zero_steps,
+                        perturbation=settings.perturbation, perturb_at=twin, seed=settings.seed,
+                        template=template, dtype=getattr(torch, settings.distance_dtype))
+                lyap = mdesc.lyapunov_checkpoints(
+                    states, ids, k=settings.k, template=template, lengths=lengths,
+                    zero_input_steps=zero_steps, qr_every=settings.qr_every, seed=settings.seed,
+                    warmup=settings.lyapunov_warmup, window=window,
+                    dtype=getattr(torch, settings.lyapunov_dtype))
+            for w in {str(w.message).splitlines()[0] for w in seen}:
+                notice(f"warning (epochs {epochs[0]}-{epochs[-1]}): {w}")  # one line each
             expo = lyap.exponents.detach().double().cpu().numpy().reshape(C, S, settings.k)
             mean, stderr = _finite_mean_stderr(expo)
             driven = getattr(lyap, "driven_exponents", None)
