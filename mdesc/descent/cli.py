@@ -431,7 +431,8 @@ _CLI_HELP = {
                            "vary: claims on them are refused",
     "event_sigmas": "a lambda_1 event needs a change beyond this many combined standard errors",
     "event_jump": "an event (lambda_1 or attractor structure) or a test-loss drop needs a "
-                  "change this many times the run's median change",
+                  "change this many times the local typical change (median over 10 gaps "
+                  "either side)",
     "event_tolerance": "a test-loss minimum or drop sits at an event within this many "
                        "checkpoints",
     "permutations": "draws of the permutation test",
