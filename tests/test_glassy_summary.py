@@ -100,3 +100,22 @@ def test_collapse_scores_a_planted_tau_only_family_poorly():
                       seed=4)
     assert glassy.aging_collapse(stationary).ratio > 20
     assert glassy.aging_collapse(scaling).ratio < 0.05
+
+
+def test_loss_spikes_are_flagged_and_smooth_decay_is_not():
+    from mdesc.glassy.sweep import NetRecord
+
+    times = np.concatenate([[0], glassy.log_spaced_times(10**4, 30)])
+    smooth = 0.5 + 3.0 * np.maximum(times, 1.0) ** -0.5
+    bumped = smooth.copy()
+    bumped[-5] *= 1.3                                   # a spike caught by one record
+    tws = np.array([10, 100])
+    lags = [np.arange(1, 50), np.arange(1, 50)]
+    curves = glassy.AgingCurves(tws, lags, [np.log1p(l / tw) for l, tw in zip(lags, tws)])
+    batch_mean = smooth * 1.01
+    rows = []
+    for loss, bmax in ((smooth, smooth * 1.3), (bumped, smooth * 4.0)):
+        net = NetRecord(1, 8, 0, 100, times, loss, loss, batch_mean, bmax, curves, 10**4, 10**4)
+        rows.append(summary.summarize_net(net, [1.0], 0.05))
+    assert rows[0]["max_loss_rise"] == 0.0 and rows[0]["max_spike_ratio"] == pytest.approx(1.3 / 1.01)
+    assert rows[1]["max_loss_rise"] > 0.2 and rows[1]["max_spike_ratio"] == pytest.approx(4 / 1.01)

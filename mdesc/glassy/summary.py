@@ -93,17 +93,29 @@ def _max_spike(net, t_from: float = 10.0) -> float:
     return float(np.max(net.batch_max[ok] / net.batch_mean[ok]))
 
 
+def _max_rise(t, loss, t_from: float = 100.0) -> float:
+    """Largest relative rise of the full training loss between consecutive records after
+    ``t_from`` (0 for a monotone decay): a loss spike that the record caught."""
+    keep = t >= t_from
+    t, loss = t[keep], loss[keep]
+    if loss.size < 2:
+        return math.nan
+    return float(max(0.0, np.max(loss[1:] / loss[:-1] - 1.0)))
+
+
 def summarize_net(net, thresholds: Sequence[float], fit_from: float) -> dict[str, Any]:
     """One net's row: final losses, power-law fit (from ``t >= fit_from * steps reached``),
     ``t_star@L`` per threshold, aging collapse (all lags, ``tau <= tau_w``, ``tau >= tau_w``),
-    and the largest minibatch-loss spike ratio."""
+    the largest minibatch-loss spike ratio (a bin's maximum over its mean) and the largest
+    relative rise of the full training loss between records (``max_loss_rise``)."""
     reached = np.isfinite(net.train_loss)
     t, loss = net.times[reached], net.train_loss[reached]
     row: dict[str, Any] = {"depth": net.depth, "width": net.width, "seed": net.seed,
                            "n_parameters": net.n_parameters, "step": net.step,
                            "steps": net.steps, "final_train_loss": float(loss[-1]),
                            "final_test_loss": float(net.test_loss[reached][-1]),
-                           "max_spike_ratio": _max_spike(net)}
+                           "max_spike_ratio": _max_spike(net),
+                           "max_loss_rise": _max_rise(t, loss)}
     try:
         fit = fit_power_law(t, loss, t_min=max(1.0, fit_from * net.step))
         row.update({"l_inf": fit.l_inf, "l_inf_err": fit.l_inf_err,
@@ -197,7 +209,7 @@ def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
         e: dict[str, Any] = {"depth": d, "width": w, "n_seeds": len(grp),
                              "n_parameters": grp[0]["n_parameters"]}
         for key in ("final_train_loss", "final_test_loss", "l_inf", "alpha", "aging_ratio",
-                    "aging_ratio_short", "aging_ratio_long", "max_spike_ratio"):
+                    "aging_ratio_short", "aging_ratio_long", "max_spike_ratio", "max_loss_rise"):
             e[key] = seed_interval([r.get(key, math.nan) for r in grp])
         e["fraction_l_inf_positive"] = float(np.mean([bool(r.get("l_inf_positive")) for r in grp]))
         for thr in thresholds:
