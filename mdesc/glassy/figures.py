@@ -141,19 +141,27 @@ def plot_aging(path, nets, result) -> None:
     plt = _plt()
     from mdesc.glassy.analysis import aging_collapse
 
+    from mdesc.glassy.summary import late_waiting_times
+
     shown = _pick_nets(nets, result)
+    min_tw = result.get("aging_min_tw")
     fig, axes = plt.subplots(len(shown), 2, figsize=(10, 2.7 * len(shown)), squeeze=False)
     for row, (net, phase, wc) in enumerate(shown):
         cur = net.aging
         cols = _colors(len(cur.lags))
-        col = aging_collapse(cur)
+        late = late_waiting_times(cur, min_tw)
+        col = aging_collapse(late) if len(late.lags) >= 2 else None
         for i, (tw, lag, delta) in enumerate(zip(cur.waiting_times, cur.lags, cur.delta)):
             ok = delta > 0
-            axes[row][0].loglog(lag[ok], delta[ok], "-", lw=1, color=cols[i], label=f"τ_w={tw}")
-            axes[row][1].loglog(lag[ok] / tw, delta[ok], "-", lw=1, color=cols[i])
+            used = min_tw is None or tw >= min_tw
+            style = dict(lw=1.3 if used else 0.7, ls="-" if used else ":", color=cols[i])
+            axes[row][0].loglog(lag[ok], delta[ok], label=f"τ_w={tw}", **style)
+            axes[row][1].loglog(lag[ok] / tw, delta[ok], **style)
         tag = f" ({phase}-parametrised, w_c={wc:.3g})" if phase else ""
         axes[row][0].set_title(f"d={net.depth}, w={net.width}{tag}: Δ vs τ", fontsize=8.5)
-        axes[row][1].set_title(f"vs τ/τ_w: collapse ratio {col.ratio:.3g} "
+        used = "all τ_w" if min_tw is None else f"τ_w ≥ {min_tw:g} (solid)"
+        ratio = math.nan if col is None else col.ratio
+        axes[row][1].set_title(f"vs τ/τ_w: collapse ratio {ratio:.3g} over {used} "
                                "(<1: collapses under τ/τ_w)", fontsize=8.5)
         axes[row][0].set_ylabel("Δ(τ_w, τ)")
         for ax in axes[row]:
