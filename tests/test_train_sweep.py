@@ -325,3 +325,13 @@ def test_core_warnings_during_a_sweep_print_as_one_line(trained, tmp_path, monke
         SW.sweep_run(run, SW.SweepSettings(**{**SWEEP.__dict__, "every": 4}), progress=False,
                      say=said.append)
     assert said == ["warning (epochs 0-4): a core warning"]
+
+
+def test_time_boxed_sweep_with_a_limit_continues_later(trained, tmp_path):
+    _, full = trained
+    run = _copy(full, tmp_path)
+    assert SW.sweep_run(run, SWEEP, progress=False, limit=2)["computed"] == [0, 1]
+    assert SW.sweep_run(run, SWEEP, progress=False, limit=2)["computed"] == [2, 3]
+    assert SW.sweep_run(run, SWEEP, progress=False)["computed"] == [4]
+    with pytest.raises(SW.SweepSettingsError, match="--limit"):
+        SW.sweep_run(run, SWEEP, progress=False, limit=0)

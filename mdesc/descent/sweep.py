@@ -296,7 +296,8 @@ def check_sweep_settings(run_dir: str | os.PathLike | None, settings: SweepSetti
 
 def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
               device: str = "cpu", on_record: Callable[[int, dict], None] | None = None,
-              progress: bool = True, say: Callable[[str], None] | None = print) -> dict:
+              progress: bool = True, say: Callable[[str], None] | None = print,
+              limit: int | None = None) -> dict:
     """Analyse every checkpoint of a training run that has no sweep record yet.
 
     Per chunk of ``settings.chunk`` checkpoints: one call of :func:`mdesc.lyapunov_checkpoints`
@@ -307,7 +308,9 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
 
     Unreadable checkpoints (not safetensors, truncated, or weights of another shape) are
     skipped: one readable line each through ``say`` (never a raw warning inside the progress
-    bar), and listed in ``sweep/skipped.json``.  Returns ``{"computed": [epochs], "skipped":
+    bar), and listed in ``sweep/skipped.json``.  ``limit``: analyse at most this many
+    checkpoints in this call (newest-first priority is not implied: epochs in order), so a
+    long sweep can be time-boxed and resumed.  Returns ``{"computed": [epochs], "skipped":
     [paths], "existing": n}``.
     """
     import torch
@@ -345,6 +348,10 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
             existing += 1
         else:
             todo.append((epoch, path))
+    if limit is not None:
+        if limit < 1:
+            raise SweepSettingsError(f"--limit must be at least 1, got {limit}")
+        todo = todo[:limit]
 
     computed, skipped = [], []
     from tqdm.auto import tqdm
