@@ -5,10 +5,13 @@
 
 Each row: time of the fused path (best of --repeat), time of the autograd baseline, their ratio,
 and the achieved rate of the matrix work against the float32 matrix-product rate measured on the
-same device in the same run.  FLOPs counted per step and sequence: 2*4H*H*(1+k) for W_hh of every
-layer, the same for W_ih of layers above the first, 2*4H*I for the first layer's input
-projection of each driven step, and 2*n*k^2 per re-orthonormalisation (Householder's count).
-Pointwise work is not counted (it is not matrix work), so the rate is a floor-relative measure.
+same device in the same run.  FLOPs counted per step and sequence, with G = 4H gate rows for an
+LSTM, 3H for a GRU, H for an RNN: 2*G*H*(1+k) for W_hh of every layer, the same for W_ih of layers
+above the first, 2*G*I for the first layer's input projection of each driven step, and 2*n*k^2
+per re-orthonormalisation (Householder's count; n = 2HL for an LSTM, HL otherwise).  Only the
+useful products are counted: the kernels run a GRU's products with 4H rows (W_in x and W_hn h
+kept apart, csrc/common/cell_math.h), a quarter more than counted.  Pointwise work is not counted
+(it is not matrix work), so the rate is a floor-relative measure.
 
 The baseline's cost per step is constant, so for long cases it is timed on --baseline-steps
 steps and scaled to the full run; the table says so in its `baseline` column.
@@ -46,15 +49,17 @@ class Case:
     C: int = 1          # checkpoints
     qr_every: int = 10
     devices: tuple = ("cpu", "cuda")
+    cell: str = "lstm"  # lstm, gru, rnn_tanh, rnn_relu
 
     @property
     def steps(self) -> int:
         return self.T + self.zero
 
     def flops(self) -> float:
-        n = 2 * self.H * self.L
-        per_seq_step = 2 * 4 * self.H * self.H * (1 + self.k) * (2 * self.L - 1)
-        per_seq = per_seq_step * self.steps + 2 * 4 * self.H * self.I * self.T
+        n = (2 if self.cell == "lstm" else 1) * self.H * self.L
+        G = {"lstm": 4, "gru": 3}.get(self.cell, 1) * self.H
+        per_seq_step = 2 * G * self.H * (1 + self.k) * (2 * self.L - 1)
+        per_seq = per_seq_step * self.steps + 2 * G * self.I * self.T
         per_seq += (2 * n * self.k ** 2) * (self.steps / self.qr_every) if self.k > 1 else 0
         return float(per_seq * self.B * self.C)
 
@@ -68,7 +73,23 @@ CASES = [
          C=1000, devices=("cuda",)),
     Case("f: large (H=256, 2 layers, k=32, 64 seq, 500+1100 steps)", 256, 32, 2, 64, 500, 1100, 32,
          qr_every=5, devices=("cuda",)),
+    Case("g: GRU paper-size workload (H=60, 500 seq, 500+1100 steps, k=1)", 60, 32, 1, 500, 500, 1100, 1,
+         cell="gru"),
+    Case("h: tanh RNN paper-size workload (H=60, 500 seq, 500+1100 steps, k=1)", 60, 32, 1, 500, 500, 1100,
+         1, cell="rnn_tanh"),
+    Case("i: GRU full spectrum (H=60, k=60, 16 seq, 500+1100 steps)", 60, 32, 1, 16, 500, 1100, 60,
+         qr_every=5, cell="gru"),
+    Case("j: tanh RNN, 2 layers, full spectrum (H=60, k=120, 16 seq, 500+1100 steps)", 60, 32, 2, 16, 500,
+         1100, 120, qr_every=5, cell="rnn_tanh"),
 ]
+
+
+def _module(case: Case) -> torch.nn.RNNBase:
+    if case.cell == "lstm":
+        return torch.nn.LSTM(case.I, case.H, num_layers=case.L)
+    if case.cell == "gru":
+        return torch.nn.GRU(case.I, case.H, num_layers=case.L)
+    return torch.nn.RNN(case.I, case.H, num_layers=case.L, nonlinearity=case.cell.split("_")[1])
 
 
 def _sync(device):
@@ -96,7 +117,7 @@ def _models(case: Case, device, seed=0):
     g = torch.Generator().manual_seed(seed)
     models = []
     for _ in range(case.C):
-        m = torch.nn.LSTM(case.I, case.H, num_layers=case.L)
+        m = _module(case)
         with torch.no_grad():
             for p in m.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 1.5 / case.H ** 0.5)

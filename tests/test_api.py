@@ -189,7 +189,7 @@ def test_nonfinite_runs_are_flagged_not_silent():
 @pytest.mark.parametrize(
     "model, match",
     [
-        (nn.GRU(3, 4), "GRU"),
+        (nn.GRU(3, 4, bidirectional=True), "bidirectional nn.GRU"),
         (nn.LSTM(3, 4, bidirectional=True), "bidirectional"),
         (nn.LSTM(3, 4, proj_size=2), "proj_size"),
         (nn.Sequential(nn.LSTM(3, 4), nn.LSTM(4, 4)), "2 nn.LSTM"),

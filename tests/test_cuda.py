@@ -17,13 +17,12 @@ before the run.
 Tolerances.  Two correct orthonormalisations (the CPU's Gram-Schmidt, the CUDA kernels' two-pass
 MGS, LAPACK's Householder) agree on log R_jj only to about eps * e^(c_j), where c_j is the
 conditioning of column j: the largest log-growth gap between it and an earlier column over one
-block, over every block of the run, warm-up included (:func:`_column_tolerance`).  Comparisons use
+block, over every block of the run, warm-up included (cell_cases.column_tolerance).  Comparisons use
 that per-column tolerance, measured on the run compared, so no draw can fall off a cliff; columns
 whose tolerance exceeds 1e-3 carry no digits and are not compared.
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
 
@@ -35,72 +34,19 @@ from hypothesis import strategies as st
 import mdesc
 from mdesc.core import _ops, reference, schedule
 from mdesc.core.lyapunov import prepare
+from cell_cases import DETERMINISTIC, column_tolerance
+from emulation import assert_same_run as _assert_same_run
+from emulation import emulate as _emulate
+from emulation import emulator as _emulator
+from emulation import op_args as _op_args
 from lstm_cases import make_lstm, problems
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 F64 = torch.float64
-
-
-EPS64 = torch.finfo(torch.float64).eps
-# derandomised and with no example database: every run draws the same examples
-DETERMINISTIC = dict(derandomize=True, database=None)
-
-
-def _op_args(prep, device="cpu"):
-    """Positional arguments of torch.ops.mdesc.tangent_run for a PreparedRun, on ``device``."""
-    w = prep.weights
-    mv = lambda ts: [t.to(device) for t in ts]  # noqa: E731
-    return (prep.x.to(device), prep.lengths.to(device), mv(w.w_ih), mv(w.w_hh), mv(w.bias),
-            prep.h0.to(device), prep.c0.to(device), prep.q0.to(device), prep.zero_input_steps,
-            prep.warmup, prep.qr_every)
 
 
 def _prep(p, dtype=F64, k=None):
     kw = dict(p["kwargs"])
     return prepare(p["lstm"].to(dtype), p["seq"].to(dtype), k=p["k"] if k is None else k, dtype=dtype, **kw)
-
-
-def _column_tolerance(prep, floor: float = 1e-12) -> torch.Tensor:
-    """Per-column tolerance [k] on block logs for two correct float64 implementations of ``prep``.
-
-    c_j = the largest log-growth gap max_{i <= j} g_i - g_j between column j and an earlier one
-    over one block, over every re-orthonormalisation of the run, warm-up included (measured with
-    the float64 reference), and the tolerance is floor + 64 * eps * e^(c_j): Gram-Schmidt and
-    Householder agree on column j to ~eps * e^(c_j).  (Measured on random problems: the difference
-    between the CPU and the emulated CUDA kernels stays below 6 * eps * e^(c_j).)  Columns from
-    the first non-finite one on, and columns whose tolerance exceeds 1e-3 (no digits left), get
-    inf: they are not compared.
-    """
-    g = reference.run_prepared(prep, every_qr=True)[0].reshape(-1, prep.k)
-    lost = torch.cumsum((~torch.isfinite(g)).to(torch.int64), dim=-1) > 0
-    g = g.masked_fill(lost, 0.0)
-    gap = (torch.cummax(g, dim=-1).values - g).masked_fill(lost, math.inf)
-    tol = floor + 64 * EPS64 * torch.exp(gap.amax(dim=0) if gap.numel() else torch.zeros(prep.k, dtype=F64))
-    return tol.masked_fill(tol > 1e-3, math.inf)
-
-
-def _assert_same_run(got, want, *, tol_state, tol_logs):
-    """(block_logs, h_T, c_T) equal within tolerances, with non-finite entries in the same places.
-
-    ``tol_logs`` is a number or one tolerance per column (:func:`_column_tolerance`; columns with an
-    infinite tolerance are skipped).  Non-finite entries need not be the same non-finite value: a
-    zero norm gives log 0 = -inf on the CPU, while the CUDA kernels' second Gram-Schmidt pass adds a
-    NaN to it; the public API reports both as NaN."""
-    for name, a, b, tol in (("h_T", got[1], want[1], tol_state), ("c_T", got[2], want[2], tol_state)):
-        a = a.cpu()
-        fin = torch.isfinite(b)
-        assert torch.equal(torch.isfinite(a), fin), f"{name}: non-finite entries differ"
-        torch.testing.assert_close(a[fin], b[fin], rtol=tol, atol=tol, msg=lambda m: f"{name}: {m}")
-    a, b = got[0].cpu(), want[0]
-    tol = torch.as_tensor(tol_logs, dtype=F64).expand(b.shape[-1])
-    for j in range(b.shape[-1]):
-        if not math.isfinite(float(tol[j])):
-            continue
-        aj, bj = a[..., j], b[..., j]
-        fin = torch.isfinite(bj)
-        assert torch.equal(torch.isfinite(aj), fin), f"block_logs column {j}: non-finite entries differ"
-        err = float((aj[fin] - bj[fin]).abs().max()) if fin.any() else 0.0
-        assert err <= float(tol[j]), f"block_logs column {j}: difference {err:.3g} > tolerance {float(tol[j]):.3g}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -141,27 +87,6 @@ def test_block_count_and_sizes_are_the_kernels_rule():
 # emulated: the CUDA kernels compiled for the CPU
 
 
-@functools.lru_cache(maxsize=1)
-def _emulator():
-    from torch.utils.cpp_extension import is_ninja_available, load
-
-    csrc = os.path.join(ROOT, "csrc")
-    if not os.path.exists(os.path.join(csrc, "cuda", "emulation", "emulate.cpp")):
-        pytest.skip("the CUDA sources (csrc/cuda) are not in this tree, e.g. testing an installed wheel")
-    if not is_ninja_available():
-        pytest.skip("building the CUDA emulation needs ninja (pip install ninja)")
-    return load(name="mdesc_cuda_emulation", sources=[os.path.join(csrc, "cuda", "emulation", "emulate.cpp")],
-                extra_include_paths=[csrc], extra_cflags=["-O1", "-std=c++20", "-pthread"],
-                extra_ldflags=["-pthread"], verbose=False)
-
-
-def _emulate(args, path, bt=0, gc=0, max_ckpt=0, threads=0, cell="lstm"):
-    """Outputs (block_logs, h_T, c_T) of the emulated CUDA path; they start as NaN, so an element
-    the kernels never write shows up as a mismatch."""
-    out = _emulator().emulate(*args, cell, path, bt, gc, max_ckpt, threads)
-    return tuple(out[:3])
-
-
 emulated = pytest.mark.slow
 
 
@@ -174,7 +99,7 @@ def test_emulated_cuda_matches_cpu_float64(p, path, bt, gc, threads):
     args = _op_args(prep)
     want = _ops.tangent_run(*args)
     got = _emulate(args, path, bt=bt, gc=gc, threads=threads)
-    _assert_same_run(got, want, tol_state=1e-12, tol_logs=_column_tolerance(prep))
+    _assert_same_run(got, want, tol_state=1e-12, tol_logs=column_tolerance(prep))
 
 
 @emulated
@@ -189,7 +114,7 @@ def test_emulated_full_spectrum_three_layers_in_chunks(path):
     prep = prepare(lstm, seq, k=18, zero_input_steps=3, warmup=2, qr_every=1, lengths=[6, 3], dtype=F64)
     args = _op_args(prep)
     want = _ops.tangent_run(*args)
-    tol = _column_tolerance(prep)
+    tol = column_tolerance(prep)
     assert torch.isfinite(tol).all() and float(tol.max()) < 1e-7
     got = _emulate(args, path, bt=1, gc=5, threads=64)
     _assert_same_run(got, want, tol_state=1e-12, tol_logs=tol)
@@ -283,7 +208,7 @@ def test_cuda_matches_cpu_float64(path, p, poison):
     args = _op_args(prep)
     want = _ops.tangent_run(*args)
     got = _ops.tangent_run(*_op_args(prep, "cuda"), cuda_path=path, poison_outputs=poison)
-    _assert_same_run(got, want, tol_state=1e-12, tol_logs=_column_tolerance(prep))
+    _assert_same_run(got, want, tol_state=1e-12, tol_logs=column_tolerance(prep))
 
 
 @gpu
@@ -295,7 +220,7 @@ def test_cuda_matches_autograd_reference(p):
     got = mdesc.lyapunov_spectrum(lstm.cuda(), seq.cuda(), p["k"], **kw)
     ref = reference.lyapunov_spectrum(lstm.cpu(), seq, p["k"], **kw)
     torch.testing.assert_close(got.h_T.cpu(), ref.h_T, rtol=1e-12, atol=1e-12)
-    tol = _column_tolerance(_prep(p))  # exponents are step-weighted means of the block logs
+    tol = column_tolerance(_prep(p))  # exponents are step-weighted means of the block logs
     for j in range(p["k"]):
         if math.isfinite(float(tol[j])):
             torch.testing.assert_close(got.exponents[:, j], ref.exponents[:, j], rtol=0, atol=float(tol[j]))

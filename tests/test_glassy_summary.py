@@ -100,3 +100,34 @@ def test_collapse_scores_a_planted_tau_only_family_poorly():
                       seed=4)
     assert glassy.aging_collapse(stationary).ratio > 20
     assert glassy.aging_collapse(scaling).ratio < 0.05
+
+
+def test_loss_spikes_are_flagged_and_smooth_decay_is_not():
+    from mdesc.glassy.sweep import NetRecord
+
+    times = np.concatenate([[0], glassy.log_spaced_times(10**4, 30)])
+    smooth = 0.5 + 3.0 * np.maximum(times, 1.0) ** -0.5
+    bumped = smooth.copy()
+    bumped[-5] *= 1.3                                   # a spike caught by one record
+    tws = np.array([10, 100])
+    lags = [np.arange(1, 50), np.arange(1, 50)]
+    curves = glassy.AgingCurves(tws, lags, [np.log1p(l / tw) for l, tw in zip(lags, tws)])
+    batch_mean = smooth * 1.01
+    rows = []
+    for loss, bmax in ((smooth, smooth * 1.3), (bumped, smooth * 4.0)):
+        net = NetRecord(1, 8, 0, 100, times, loss, loss, batch_mean, bmax, curves, 10**4, 10**4)
+        rows.append(summary.summarize_net(net, [1.0], 0.05))
+    assert rows[0]["max_loss_rise"] == 0.0 and rows[0]["max_spike_ratio"] == pytest.approx(1.3 / 1.01)
+    assert rows[1]["max_loss_rise"] > 0.2 and rows[1]["max_spike_ratio"] == pytest.approx(4 / 1.01)
+
+
+def test_late_waiting_times_isolate_aging_after_a_transient():
+    tws = [10, 30, 1000, 3000, 10000]
+    # early waiting times: stationary (tau only); late ones: a function of tau/tau_w
+    law = lambda lag, tw: (lag / 50.0) ** 2 if tw < 100 else np.log1p(lag / tw) ** 2  # noqa: E731
+    curves = _family(tws, law, t_max=40000, noise=0.01, seed=5)
+    late = summary.late_waiting_times(curves, 1000)
+    assert list(late.waiting_times) == [1000, 3000, 10000]
+    assert summary.late_waiting_times(curves, None) is curves
+    late_ratio, all_ratio = glassy.aging_collapse(late).ratio, glassy.aging_collapse(curves).ratio
+    assert late_ratio < 1e-3 and late_ratio < 0.01 * all_ratio  # the transient spoils the rest

@@ -305,3 +305,33 @@ def test_cuda_request_without_cuda_says_so(trained):
     _, full = trained
     with pytest.raises(TR.RunError, match="no usable CUDA; use --device cpu"):
         SW.sweep_run(full, SWEEP, device="cuda", progress=False)
+
+
+def test_core_warnings_during_a_sweep_print_as_one_line(trained, tmp_path, monkeypatch):
+    import warnings
+
+    _, full = trained
+    run = _copy(full, tmp_path)
+    real = mdesc.asymptotic_distance
+
+    def noisy(*a, **k):
+        warnings.warn("a core warning\n  File /some/source.py, line 3", UserWarning)
+        return real(*a, **k)
+
+    monkeypatch.setattr(mdesc, "asymptotic_distance", noisy)
+    said = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # a raw warning escaping the sweep would fail here
+        SW.sweep_run(run, SW.SweepSettings(**{**SWEEP.__dict__, "every": 4}), progress=False,
+                     say=said.append)
+    assert said == ["warning (epochs 0-4): a core warning"]
+
+
+def test_time_boxed_sweep_with_a_limit_continues_later(trained, tmp_path):
+    _, full = trained
+    run = _copy(full, tmp_path)
+    assert SW.sweep_run(run, SWEEP, progress=False, limit=2)["computed"] == [0, 1]
+    assert SW.sweep_run(run, SWEEP, progress=False, limit=2)["computed"] == [2, 3]
+    assert SW.sweep_run(run, SWEEP, progress=False)["computed"] == [4]
+    with pytest.raises(SW.SweepSettingsError, match="--limit"):
+        SW.sweep_run(run, SWEEP, progress=False, limit=0)

@@ -248,6 +248,8 @@ def test_regimes_of_the_logistic_map(r, label, period):
 def test_regimes_of_constructed_series():
     t = np.arange(4000)
     assert tr.loss_regime(2 * np.exp(-t / 300) + 0.01).label == "converging"
+    frozen = np.r_[np.linspace(2.0, 1.2, 200), math.log(3) - 1e-9 * np.arange(3800)]
+    assert tr.loss_regime(frozen).label == "stalled"  # saturated net predicting chance
     phi = (1 + 5 ** 0.5) / 2
     qp = np.exp(0.3 * np.sin(2 * np.pi * t / 17.3) + 0.2 * np.sin(2 * np.pi * t / (17.3 * phi)))
     assert tr.loss_regime(qp).label == "quasi-periodic"

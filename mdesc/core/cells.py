@@ -1,52 +1,102 @@
 """Turn models into the flat weights the kernels take.
 
-Supported: ``nn.LSTM`` of any depth, ``batch_first`` either way, with or without bias, and any
-module that holds exactly one ``nn.LSTM`` (plus, optionally, exactly one ``nn.Embedding`` that
-maps integer token ids to the LSTM's input).  Everything else is refused with a message that
-says what is supported.
+Supported: ``nn.LSTM``, ``nn.GRU`` and ``nn.RNN`` (tanh or relu) of any depth, ``batch_first``
+either way, with or without bias, and any module that holds exactly one of them (plus,
+optionally, exactly one ``nn.Embedding`` that maps integer token ids to its input).  Everything
+else is refused with a message that says what is supported.
+
+The tangent space of a stacked model is the state of every layer (docs/conventions.md):
+``[h_1, c_1, ..., h_L, c_L]`` for an LSTM (n = 2*H*L), ``[h_1, ..., h_L]`` for a GRU or RNN
+(n = H*L).
 """
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
 
 SUPPORTED = (
-    "mdesc analyses nn.LSTM (any depth, batch_first either way, with or without bias; no "
-    "proj_size, not bidirectional) or a module holding exactly one such nn.LSTM, optionally fed "
-    "by exactly one nn.Embedding when the sequence holds integer token ids"
+    "mdesc analyses nn.LSTM, nn.GRU and nn.RNN (tanh or relu), any depth, batch_first either way, "
+    "with or without bias, not bidirectional, no LSTM proj_size; or a module holding exactly one "
+    "such recurrent module, optionally fed by exactly one nn.Embedding when the sequence holds "
+    "integer token ids"
 )
+
+#: The kernels' cell names (``cell=`` of :func:`mdesc.core._ops.tangent_run`).
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+# Gate rows per layer in the kernels' layout, in units of H (csrc/common/cell_math.h).
+_GATES = {"lstm": 4, "gru": 4, "rnn_tanh": 1, "rnn_relu": 1}
+
+
+def cell_kind(module: nn.RNNBase) -> str:
+    """The kernels' name of a recurrent module's cell ("lstm", "gru", "rnn_tanh", "rnn_relu")."""
+    if isinstance(module, nn.LSTM):
+        return "lstm"
+    if isinstance(module, nn.GRU):
+        return "gru"
+    if isinstance(module, nn.RNN):
+        return "rnn_relu" if module.nonlinearity == "relu" else "rnn_tanh"
+    raise ValueError(f"{type(module).__name__} is not supported. {SUPPORTED}.")
 
 
 @dataclass(frozen=True)
-class LSTMShape:
-    """What fixes the size of the tangent space: ``n = 2 * hidden_size * num_layers``."""
+class RecurrentShape:
+    """What fixes the size of the tangent space: ``n = halves * hidden_size * num_layers``."""
 
     input_size: int
     hidden_size: int
     num_layers: int
     batch_first: bool
+    cell: str = "lstm"
+
+    @property
+    def halves(self) -> int:
+        """State vectors per layer: 2 (h and c) for the LSTM, 1 (h) otherwise."""
+        return 2 if self.cell == "lstm" else 1
 
     @property
     def state_dim(self) -> int:
-        return 2 * self.hidden_size * self.num_layers
+        return self.halves * self.hidden_size * self.num_layers
+
+    @property
+    def c_size(self) -> int:
+        """Width of the c state the kernels take (H for the LSTM, 0 for cells without one)."""
+        return self.hidden_size if self.cell == "lstm" else 0
+
+    @property
+    def name(self) -> str:
+        """The module's class name, for messages."""
+        return {"lstm": "LSTM", "gru": "GRU"}.get(self.cell, "RNN")
+
+
+LSTMShape = RecurrentShape  # the name from when only LSTMs were supported
 
 
 @dataclass
 class FlatWeights:
     """Stacked weights of C checkpoints, in the layout of ``torch.ops.mdesc.tangent_run``.
 
-    w_ih[l]: [C, 4H, I_l];  w_hh[l]: [C, 4H, H];  bias[l]: [C, 4H] (= b_ih + b_hh, zeros if the
-    LSTM has no bias).  Gates in PyTorch's order i, f, g, o.
+    w_ih[l]: [C, G, I_l];  w_hh[l]: [C, G, H];  bias[l]: [C, G], with G = 4H (LSTM, GRU) or H (RNN):
+
+    - LSTM: gates i, f, g, o; bias = b_ih + b_hh (zeros if the module has no bias).
+    - GRU: rows r, z, n_x, n_h: W_ih's n_h rows and W_hh's n_x rows are zero, so the kernels'
+      sum W_ih x + W_hh h keeps W_in x (+ b_in) and W_hn h (+ b_hn) apart;
+      bias = [b_ir + b_hr, b_iz + b_hz, b_in, b_hn].
+    - RNN: one block; bias = b_ih + b_hh.
+
+    ``modules`` are the recurrent modules themselves (one per checkpoint), which the autograd
+    reference reads instead of this layout.
     """
 
-    shape: LSTMShape
+    shape: RecurrentShape
     w_ih: list[torch.Tensor]
     w_hh: list[torch.Tensor]
     bias: list[torch.Tensor]
+    modules: list[nn.RNNBase] = field(default_factory=list)
 
     @property
     def checkpoints(self) -> int:
@@ -55,71 +105,101 @@ class FlatWeights:
     @property
     def cell(self) -> str:
         """The kernels' name of the cell (``cell=`` of :func:`mdesc.core._ops.tangent_run`)."""
-        return "lstm"
+        return self.shape.cell
 
 
-def find_lstm(model: nn.Module) -> tuple[nn.LSTM, nn.Embedding | None]:
-    """The single ``nn.LSTM`` of ``model`` and its single ``nn.Embedding`` (or None)."""
+def find_recurrent(model: nn.Module) -> tuple[nn.RNNBase, nn.Embedding | None]:
+    """The single recurrent module of ``model`` and its single ``nn.Embedding`` (or None)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}. {SUPPORTED}.")
-    if isinstance(model, nn.LSTM):
-        lstm, embeddings = model, []
+    if isinstance(model, nn.RNNBase):
+        rnn, embeddings = model, []
     else:
         recurrent = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
-        lstms = [m for m in recurrent if isinstance(m, nn.LSTM)]
-        others = [type(m).__name__ for m in recurrent if not isinstance(m, nn.LSTM)]
-        if others:
-            raise ValueError(f"{type(model).__name__} holds {', '.join(others)}, which mdesc "
-                             f"cannot analyse yet. {SUPPORTED}.")
-        if len(lstms) != 1:
-            raise ValueError(f"{type(model).__name__} holds {len(lstms)} nn.LSTM modules; "
-                             f"{SUPPORTED}. Pass the LSTM you want analysed.")
-        lstm = lstms[0]
+        if len(recurrent) != 1:
+            kinds = sorted({type(m).__name__ for m in recurrent})
+            counts = ", ".join(f"{sum(type(m).__name__ == t for m in recurrent)} nn.{t}" for t in kinds)
+            raise ValueError(f"{type(model).__name__} holds {len(recurrent)} recurrent modules "
+                             f"({counts or '0 nn.LSTM, nn.GRU or nn.RNN'}); mdesc needs exactly one. "
+                             f"{SUPPORTED}. Pass the recurrent module you want analysed.")
+        rnn = recurrent[0]
         embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
-    if lstm.proj_size:
-        raise ValueError(f"nn.LSTM with proj_size={lstm.proj_size} is not supported. {SUPPORTED}.")
-    if lstm.bidirectional:
-        raise ValueError(f"bidirectional nn.LSTM is not supported (it has no forward-in-time "
-                         f"dynamics to take exponents of). {SUPPORTED}.")
+    if type(rnn) not in (nn.LSTM, nn.GRU, nn.RNN):
+        raise ValueError(f"{type(rnn).__name__} is not supported. {SUPPORTED}.")
+    if isinstance(rnn, nn.LSTM) and rnn.proj_size:
+        raise ValueError(f"nn.LSTM with proj_size={rnn.proj_size} is not supported. {SUPPORTED}.")
+    if rnn.bidirectional:
+        raise ValueError(f"bidirectional nn.{type(rnn).__name__} is not supported (it has no "
+                         f"forward-in-time dynamics to take exponents of). {SUPPORTED}.")
     if len(embeddings) > 1:
         raise ValueError(f"{type(model).__name__} holds {len(embeddings)} nn.Embedding modules; "
-                         "mdesc needs at most one to map token ids to the LSTM's input.")
-    return lstm, (embeddings[0] if embeddings else None)
+                         "mdesc needs at most one to map token ids to the recurrent module's input.")
+    return rnn, (embeddings[0] if embeddings else None)
 
 
-def lstm_shape(lstm: nn.LSTM) -> LSTMShape:
-    return LSTMShape(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.batch_first)
+find_lstm = find_recurrent  # the name from when only LSTMs were supported
 
 
-def _layer_params(lstm: nn.LSTM, layer: int):
-    w_ih = getattr(lstm, f"weight_ih_l{layer}").detach()
-    w_hh = getattr(lstm, f"weight_hh_l{layer}").detach()
-    if lstm.bias:
-        b = getattr(lstm, f"bias_ih_l{layer}").detach() + getattr(lstm, f"bias_hh_l{layer}").detach()
-    else:
-        b = torch.zeros(w_ih.shape[0], dtype=w_ih.dtype, device=w_ih.device)
-    return w_ih, w_hh, b
+def recurrent_shape(rnn: nn.RNNBase) -> RecurrentShape:
+    return RecurrentShape(rnn.input_size, rnn.hidden_size, rnn.num_layers, rnn.batch_first, cell_kind(rnn))
 
 
-def flatten(lstms: Sequence[nn.LSTM], dtype: torch.dtype, device: torch.device) -> FlatWeights:
-    """Stack the weights of LSTMs of one shape into the kernels' layout (checkpoint axis first)."""
-    shape = lstm_shape(lstms[0])
-    for i, m in enumerate(lstms[1:], start=1):
-        if lstm_shape(m) != shape or m.bias != lstms[0].bias:
-            raise ValueError(f"checkpoint {i} has LSTM shape {lstm_shape(m)} but checkpoint 0 has "
+lstm_shape = recurrent_shape  # the name from when only LSTMs were supported
+
+
+def layer_parameters(rnn: nn.RNNBase, layer: int):
+    """PyTorch's own (w_ih, w_hh, b_ih, b_hh) of one layer, detached; biases None without bias."""
+    w_ih = getattr(rnn, f"weight_ih_l{layer}").detach()
+    w_hh = getattr(rnn, f"weight_hh_l{layer}").detach()
+    if not rnn.bias:
+        return w_ih, w_hh, None, None
+    return w_ih, w_hh, getattr(rnn, f"bias_ih_l{layer}").detach(), getattr(rnn, f"bias_hh_l{layer}").detach()
+
+
+def _kernel_layout(cell: str, w_ih, w_hh, b_ih, b_hh):
+    """One layer's (w_ih [G, I_l], w_hh [G, H], bias [G]) in the kernels' layout (see FlatWeights)."""
+    G = w_hh.shape[0]
+    if b_ih is None:
+        b_ih = b_hh = torch.zeros(G, dtype=w_ih.dtype, device=w_ih.device)
+    if cell != "gru":
+        return w_ih, w_hh, b_ih + b_hh
+    H = w_hh.shape[1]
+    zi = torch.zeros(H, w_ih.shape[1], dtype=w_ih.dtype, device=w_ih.device)
+    zh = torch.zeros(H, H, dtype=w_hh.dtype, device=w_hh.device)
+    w_ih4 = torch.cat([w_ih, zi])                                 # r, z, n_x, (n_h: 0)
+    w_hh4 = torch.cat([w_hh[:2 * H], zh, w_hh[2 * H:]])           # r, z, (n_x: 0), n_h
+    bias4 = torch.cat([b_ih[:2 * H] + b_hh[:2 * H], b_ih[2 * H:], b_hh[2 * H:]])
+    return w_ih4, w_hh4, bias4
+
+
+def flatten(rnns: Sequence[nn.RNNBase], dtype: torch.dtype, device: torch.device) -> FlatWeights:
+    """Stack the weights of recurrent modules of one shape into the kernels' layout (checkpoint
+    axis first)."""
+    shape = recurrent_shape(rnns[0])
+    for i, m in enumerate(rnns[1:], start=1):
+        if recurrent_shape(m) != shape or m.bias != rnns[0].bias:
+            raise ValueError(f"checkpoint {i} has shape {recurrent_shape(m)} but checkpoint 0 has "
                              f"{shape}; all checkpoints must have the same architecture")
     w_ih, w_hh, bias = [], [], []
     for layer in range(shape.num_layers):
-        params = [_layer_params(m, layer) for m in lstms]
+        params = [_kernel_layout(shape.cell, *layer_parameters(m, layer)) for m in rnns]
         for out, j in ((w_ih, 0), (w_hh, 1), (bias, 2)):
             out.append(torch.stack([p[j] for p in params]).to(device=device, dtype=dtype).contiguous())
     for name, group in (("w_ih", w_ih), ("w_hh", w_hh), ("bias", bias)):
         for layer, t in enumerate(group):
             if not torch.isfinite(t).all():
                 bad = [c for c in range(t.shape[0]) if not torch.isfinite(t[c]).all()]
-                raise ValueError(f"non-finite values in LSTM {name} of layer {layer} "
+                raise ValueError(f"non-finite values in {shape.name} {name} of layer {layer} "
                                  f"(checkpoints {bad[:10]}); the model's weights are NaN or inf")
-    return FlatWeights(shape, w_ih, w_hh, bias)
+    return FlatWeights(shape, w_ih, w_hh, bias, list(rnns))
+
+
+def no_cell_state(c0, shape: RecurrentShape, B: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The kernels' empty c state [1, L, B, 0] of a cell without one; refuses a given c0."""
+    if c0 is not None:
+        raise ValueError(f"c0 was given, but nn.{shape.name} has no cell state (only nn.LSTM has one); "
+                         f"pass h0 only")
+    return torch.zeros(1, shape.num_layers, B, 0, dtype=dtype, device=device)
 
 
 def resolve_checkpoints(checkpoints: Sequence[Any], template: nn.Module | None) -> list[nn.Module]:

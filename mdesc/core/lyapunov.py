@@ -1,13 +1,15 @@
-"""Lyapunov exponents of LSTMs driven by input sequences: the public front door.
+"""Lyapunov exponents of recurrent models (LSTM, GRU, RNN) driven by input sequences: the public
+front door.
 
 Algorithm (Benettin et al. 1980; Shimada & Nagashima 1979): propagate the state of every layer
 together with k tangent vectors through the exact Jacobian of each step, re-orthonormalise the
 tangent frame by QR every ``qr_every`` steps and accumulate log|R_ii| in float64.  After
 ``warmup`` uncounted steps, the i-th exponent is the mean over counted steps of that log growth,
-in natural-log units per step.  The tangent space is the full (h, c) space of every layer,
-ordered ``[h_1, c_1, ..., h_L, c_L]`` (n = 2*H*L).  Conventions: docs/conventions.md.
+in natural-log units per step.  The tangent space is the full state of every layer: for an
+LSTM (h, c), ordered ``[h_1, c_1, ..., h_L, c_L]`` (n = 2*H*L); for a GRU or RNN h, ordered
+``[h_1, ..., h_L]`` (n = H*L).  Conventions: docs/conventions.md.
 
-Every run goes through one call of ``torch.ops.mdesc.lstm_tangent_run`` (csrc/), batched over
+Every run goes through one call of ``torch.ops.mdesc.tangent_run`` (csrc/), batched over
 sequences and checkpoints; ``backend="reference"`` runs the same prepared problem through the
 pure-PyTorch autograd implementation in :mod:`mdesc.reference` instead.
 """
@@ -202,7 +204,7 @@ def _as_time_major(seq: torch.Tensor, shape: cells.LSTMShape, ids: bool) -> torc
         if shape.batch_first:
             want = "(B, T)" if ids else "(B, T, I)"
         raise ValueError(f"seq must have shape {want} for this {'batch_first ' if shape.batch_first else ''}"
-                         f"LSTM{' (token ids)' if ids else ''}, got {tuple(seq.shape)}")
+                         f"{shape.name}{' (token ids)' if ids else ''}, got {tuple(seq.shape)}")
     return seq.transpose(0, 1) if shape.batch_first else seq
 
 
@@ -266,7 +268,7 @@ def _initial_state(value, name: str, C: int, shape: cells.LSTMShape, B: int, dty
     elif value.shape == (L, H):
         value = value[None, :, None, :].expand(1, L, B, H)
     if value.dim() != 4 or value.shape[0] not in (1, C) or value.shape[1:] != (L, B, H):
-        raise ValueError(f"{name} must have shape (L, B, H) = ({L}, {B}, {H}) like nn.LSTM's, "
+        raise ValueError(f"{name} must have shape (L, B, H) = ({L}, {B}, {H}) like nn.{shape.name}'s, "
                          f"or (C, L, B, H) for C checkpoints, got {tuple(value.shape)}")
     if not torch.isfinite(value).all():
         raise ValueError(f"{name} contains NaN or inf")
@@ -291,7 +293,8 @@ def _frame(q0, n: int, k: int | None, B: int, C: int, seed: int, dtype, device) 
     elif q0.dim() == 3:
         q0 = q0[None]
     if q0.dim() != 4 or q0.shape[0] not in (1, C) or q0.shape[1] not in (1, B) or q0.shape[2] != n:
-        raise ValueError(f"q0 must have shape (n, k), (B, n, k) or (C, B, n, k) with n = 2*H*L = {n}, "
+        raise ValueError(f"q0 must have shape (n, k), (B, n, k) or (C, B, n, k) with n = {n} (the "
+                         f"tangent-space dimension: 2*H*L for an LSTM, H*L otherwise), "
                          f"got {tuple(q0.shape)}")
     if k is not None and q0.shape[-1] != k:
         raise ValueError(f"q0 has {q0.shape[-1]} columns but k={k}")
@@ -311,7 +314,8 @@ def _check_k(k: int | None, n: int) -> None:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if k > n:
-        raise ValueError(f"k={k} exceeds the tangent-space dimension 2*H*L = {n}")
+        raise ValueError(f"k={k} exceeds the tangent-space dimension {n} (2*H*L for an LSTM, H*L "
+                         f"for a GRU or RNN)")
 
 
 def _nonneg_int(value, name: str, minimum: int = 0) -> int:
@@ -365,7 +369,8 @@ def prepare(models, seq, *, k: int | None, lengths=None, zero_input_steps: int =
     return PreparedRun(
         x=x, lengths=_lengths(lengths, T, B, device), weights=weights,
         h0=_initial_state(h0, "h0", C, shape, B, dtype, device),
-        c0=_initial_state(c0, "c0", C, shape, B, dtype, device),
+        c0=(_initial_state(c0, "c0", C, shape, B, dtype, device) if shape.c_size
+            else cells.no_cell_state(c0, shape, B, dtype, device)),
         q0=frame, zero_input_steps=zero_input_steps, warmup=warmup, qr_every=qr_every,
         checkpoint_axis=checkpoint_axis, settings=settings, kernel_options=dict(kernel_options or {}),
     )
@@ -448,21 +453,23 @@ def lyapunov_spectrum(model: nn.Module, seq: torch.Tensor, k: int | None = None,
                       h0=None, c0=None, q0=None, seed: int = 0, dtype: torch.dtype | None = None,
                       kernel_options: dict | None = None,
                       window: str = "all", backend: str = "fused") -> LyapunovResult:
-    """The k largest Lyapunov exponents of an LSTM driven by each sequence of a batch.
+    """The k largest Lyapunov exponents of a recurrent model driven by each sequence of a batch.
 
     Args:
-        model: ``nn.LSTM`` or a module holding exactly one (see :mod:`mdesc.cells`).
+        model: ``nn.LSTM``, ``nn.GRU`` or ``nn.RNN`` (tanh or relu), or a module holding exactly
+            one of them (see :mod:`mdesc.core.cells`).
         seq: inputs ``(T, B, I)`` (``(B, T, I)`` if the LSTM is batch_first; ``(T, I)`` for one
             sequence), or integer token ids ``(T, B)`` / ``(B, T)`` for a model whose single
             ``nn.Embedding`` maps them to the LSTM's input.  Must be on the model's device.
-        k: number of exponents (default: all ``n = 2*H*L``).
+        k: number of exponents (default: all ``n``: 2*H*L for an LSTM, H*L for a GRU or RNN).
         lengths: drive length of each sequence of a padded batch ``(B,)``, in [1, T]; after it the
             sequence gets zero input.
         zero_input_steps: steps of zero input appended to every sequence (run length T + this).
         warmup: leading steps of the counted window that move state and frame but are not counted.
         qr_every: re-orthonormalisation interval (default 10 for k = 1, else 5).
-        h0, c0: initial state ``(L, B, H)`` (default zeros).
-        q0: initial frame ``(n, k)`` or ``(B, n, k)``, rows ``[h_1, c_1, ..., h_L, c_L]``; it is
+        h0, c0: initial state ``(L, B, H)`` (default zeros); c0 for an LSTM only.
+        q0: initial frame ``(n, k)`` or ``(B, n, k)``, rows ``[h_1, c_1, ..., h_L, c_L]`` (LSTM)
+            or ``[h_1, ..., h_L]`` (GRU, RNN); it is
             orthonormalised first.  Default: seeded random orthonormal frame.
         seed: seed of the default frame.
         dtype: float32 or float64 propagation; default (None): the model's parameter dtype, so a

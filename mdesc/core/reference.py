@@ -20,14 +20,18 @@ import functools
 import torch
 from torch.func import jvp, vmap
 
+from mdesc.core import cells
 from mdesc.core import lyapunov as _lyapunov
 from mdesc.core import schedule
 from mdesc.core import stability as _stability
 
 
-def _cell_params(weights, c: int, layer: int):
-    """(cell, w_ih, w_hh, b_ih, b_hh) of one layer of checkpoint c, for PyTorch's cell functions."""
-    return "lstm", weights.w_ih[layer][c], weights.w_hh[layer][c], weights.bias[layer][c], None
+def _cell_params(weights, c: int, layer: int, like: torch.Tensor):
+    """(cell, w_ih, w_hh, b_ih, b_hh) of one layer of checkpoint c for PyTorch's cell functions,
+    read from the recurrent module itself (not from the kernels' layout), in ``like``'s dtype and
+    device."""
+    params = cells.layer_parameters(weights.modules[c], layer)
+    return (weights.cell,) + tuple(None if p is None else p.to(like) for p in params)
 
 
 def _step(params, halves: int, H: int, s, x_t):
@@ -74,7 +78,7 @@ def run_prepared(prep: _lyapunov.PreparedRun, *, every_qr: bool = False):
     h_out, c_out = [], []
     t_idx = torch.arange(T, device=prep.x.device)
     for c in range(C):
-        params = [_cell_params(w, c, layer) for layer in range(L)]
+        params = [_cell_params(w, c, layer, prep.x) for layer in range(L)]
         x = prep.x[c if prep.x.shape[0] > 1 else 0]
         # zero input after each sequence's own drive length
         x = x * (t_idx[:, None] < prep.lengths[None, :]).to(x.dtype)[..., None]

@@ -145,7 +145,8 @@ class PhaseSettings:
         distance_resolution: D~ values within this of each other (or of the floor) do not vary
             beyond numerical resolution: claims on them are refused (mdesc.descent.claims).
         event_sigmas, event_jump: a stability event needs a change beyond event_sigmas combined
-            standard errors and event_jump times the run's median change (mdesc.descent.events).
+            standard errors and event_jump times the local typical change (the median over the
+            10 gaps on either side; mdesc.descent.events).
         event_tolerance: a test-loss minimum or drop sits at an event within this many
             checkpoints.
         permutations, permutation_seed: the permutation test's draws and seed.
@@ -164,8 +165,8 @@ class PhaseSettings:
     recommend: str = "first_transition"
     distance_resolution: float = 1e-6
     event_sigmas: float = 3.0
-    event_jump: float = 3.0
-    event_tolerance: int = 1
+    event_jump: float = 5.0
+    event_tolerance: int = 0
     permutations: int = 10000
     permutation_seed: int = 0
 

@@ -159,6 +159,9 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     g.add_argument("--every", type=int, default=1,
                    help="analyse only epochs divisible by EVERY (a coarse first pass; a later "
                         "sweep with a smaller value fills in the rest)")
+    g.add_argument("--limit", type=int, default=None,
+                   help="analyse at most this many checkpoints in this call (a time-boxed "
+                        "sweep; re-run to continue)")
     g.add_argument("--distance-dtype", choices=("float32", "float64"), default="float64",
                    help="precision of the runs behind D~ (float32 rounding noise lifts an "
                         "ordered D~ from -15 to about -14.5; float32 is ~5x faster)")
@@ -348,7 +351,8 @@ def cmd_sweep(args) -> int:
 
     settings = _sweep_settings(args)
     try:
-        out = sweep_run(args.run_dir, settings, device=args.device, progress=not args.quiet)
+        out = sweep_run(args.run_dir, settings, device=args.device, progress=not args.quiet,
+                        limit=getattr(args, "limit", None))
     except (RunError, SweepSettingsError, StoreError, ValueError) as e:
         raise _user_error(e) from None
     table = load_table(args.run_dir, say=print)
@@ -431,7 +435,8 @@ _CLI_HELP = {
                            "vary: claims on them are refused",
     "event_sigmas": "a lambda_1 event needs a change beyond this many combined standard errors",
     "event_jump": "an event (lambda_1 or attractor structure) or a test-loss drop needs a "
-                  "change this many times the run's median change",
+                  "change this many times the local typical change (median over 10 gaps "
+                  "either side)",
     "event_tolerance": "a test-loss minimum or drop sits at an event within this many "
                        "checkpoints",
     "permutations": "draws of the permutation test",

@@ -6,15 +6,16 @@ Pure numpy on run-table arrays (no torch, no files, no matplotlib).
 c + 1 (sorted by epoch; the event sits in the *gap* c):
 
 - a **lyapunov** event: ``|lambda_1[c+1] - lambda_1[c]| > sigmas * sqrt(se[c]^2 + se[c+1]^2)``
-  (beyond the two standard errors) **and** ``> jump * median_c |delta lambda_1|`` (abrupt: much
-  larger than the run's typical change between neighbours);
+  (beyond the two standard errors) **and** ``> jump`` times the *local* typical change, the
+  median of ``|delta lambda_1|`` over the ``window`` gaps on either side (abrupt: much larger
+  than the changes around it; a global median would flag every gap of the fast early epochs);
 - a **structure** event (the attractors of the zero-input dynamics rearrange): the mean over
   reviews of ``|r[c+1, i] - r[c, i]|`` (r = reduced sum sum_j h_T,j of review i) exceeds
-  ``jump`` times its median over the run and the numerical resolution ``resolution``.
+  ``jump`` times its local typical value and the numerical resolution ``resolution``.
 
 *Targets* are what the paper says sits at transitions: the local minima of the test loss
 (checkpoint indices) and its sharp **drops** (gaps where the test loss falls by more than
-``jump`` times the median absolute change).  A target sits *at* an event when it is within
+``jump`` times its local typical absolute change).  A target sits *at* an event when it is within
 ``tolerance`` checkpoints of it (a minimum at checkpoint m and an event in gap g: |m - (g + 1/2)|
 <= tolerance + 1/2; a drop in gap g: |g - g_event| <= tolerance).
 
@@ -44,12 +45,24 @@ class Event:
     significance: float     # size / combined standard error (lyapunov) or / median (structure)
 
 
-def _typical(x: np.ndarray) -> float:
-    x = x[np.isfinite(x)]
-    return float(np.median(x)) if x.size else math.nan
+WINDOW = 10   # gaps on either side that define the local typical change
 
 
-def lyapunov_events(epoch, lam, stderr, sigmas: float = 3.0, jump: float = 3.0) -> list[Event]:
+def local_typical(x: np.ndarray, window: int = WINDOW) -> np.ndarray:
+    """Per gap: the median of the finite |changes| of the ``window`` gaps on either side
+    (itself excluded); NaN where there are none."""
+    x = np.asarray(x, float)
+    out = np.full(x.size, np.nan)
+    for g in range(x.size):
+        nb = np.r_[x[max(0, g - window):g], x[g + 1:g + 1 + window]]
+        nb = nb[np.isfinite(nb)]
+        if nb.size:
+            out[g] = float(np.median(nb))
+    return out
+
+
+def lyapunov_events(epoch, lam, stderr, sigmas: float = 3.0, jump: float = 5.0,
+                    window: int = WINDOW) -> list[Event]:
     """Abrupt changes of lambda_1 between neighbours, beyond their errors (module doc)."""
     epoch, lam = np.asarray(epoch, float), np.asarray(lam, float)
     se = np.nan_to_num(np.asarray(stderr, float), nan=0.0)
@@ -57,10 +70,10 @@ def lyapunov_events(epoch, lam, stderr, sigmas: float = 3.0, jump: float = 3.0) 
         return []
     d = np.abs(np.diff(lam))
     err = np.sqrt(se[:-1] ** 2 + se[1:] ** 2)
-    typical = _typical(d)
+    typical = local_typical(d, window)
     out = []
-    for g in np.flatnonzero(np.isfinite(d)):
-        if d[g] > sigmas * err[g] and d[g] > jump * typical and d[g] > 0:
+    for g in np.flatnonzero(np.isfinite(d) & np.isfinite(typical)):
+        if d[g] > sigmas * err[g] and d[g] > jump * typical[g] and d[g] > 0:
             out.append(Event("lyapunov", int(g), float(epoch[g]), float(epoch[g + 1]),
                              float(d[g]), float(d[g] / err[g]) if err[g] > 0 else math.inf))
     return out
@@ -78,17 +91,18 @@ def structure_change(reduced_sum) -> np.ndarray:
         return np.where(n > 0, np.where(ok, d, 0.0).sum(axis=1) / np.maximum(n, 1), np.nan)
 
 
-def structure_events(epoch, reduced_sum, jump: float = 3.0, resolution: float = 1e-6
-                     ) -> list[Event]:
+def structure_events(epoch, reduced_sum, jump: float = 5.0, resolution: float = 1e-6,
+                     window: int = WINDOW) -> list[Event]:
     """Rearrangements of the zero-input attractors (reduced sums) between neighbours."""
     epoch = np.asarray(epoch, float)
     s = structure_change(reduced_sum)
-    typical = _typical(s)
+    typical = local_typical(s, window)
     out = []
-    for g in np.flatnonzero(np.isfinite(s)):
-        if s[g] > resolution and s[g] > jump * typical:
+    for g in np.flatnonzero(np.isfinite(s) & np.isfinite(typical)):
+        if s[g] > resolution and s[g] > jump * typical[g]:
             out.append(Event("structure", int(g), float(epoch[g]), float(epoch[g + 1]),
-                             float(s[g]), float(s[g] / typical) if typical > 0 else math.inf))
+                             float(s[g]),
+                             float(s[g] / typical[g]) if typical[g] > 0 else math.inf))
     return out
 
 
@@ -101,16 +115,15 @@ def attractor_count(reduced_sum_row, tol: float = 1e-3) -> int:
     return int(1 + np.sum(np.diff(r) > tol))
 
 
-def loss_drops(test_loss, jump: float = 3.0) -> list[int]:
-    """Gaps where the test loss falls by more than ``jump`` x its median absolute change."""
+def loss_drops(test_loss, jump: float = 5.0, window: int = WINDOW) -> list[int]:
+    """Gaps where the test loss falls by more than ``jump`` x its local typical |change|."""
     y = np.asarray(test_loss, float)
     if y.size < 2:
         return []
     d = np.diff(y)
-    typical = _typical(np.abs(d))
-    if not typical > 0:
-        return []
-    return [int(g) for g in np.flatnonzero(np.isfinite(d)) if d[g] < -jump * typical]
+    typical = local_typical(np.abs(d), window)
+    ok = np.isfinite(d) & np.isfinite(typical) & (typical > 0)
+    return [int(g) for g in np.flatnonzero(ok) if d[g] < -jump * typical[g]]
 
 
 def _hits(event_gaps: np.ndarray, target_pos: np.ndarray, reach: float) -> int:

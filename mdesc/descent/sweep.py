@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -295,7 +296,8 @@ def check_sweep_settings(run_dir: str | os.PathLike | None, settings: SweepSetti
 
 def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
               device: str = "cpu", on_record: Callable[[int, dict], None] | None = None,
-              progress: bool = True, say: Callable[[str], None] | None = print) -> dict:
+              progress: bool = True, say: Callable[[str], None] | None = print,
+              limit: int | None = None) -> dict:
     """Analyse every checkpoint of a training run that has no sweep record yet.
 
     Per chunk of ``settings.chunk`` checkpoints: one call of :func:`mdesc.lyapunov_checkpoints`
@@ -306,7 +308,9 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
 
     Unreadable checkpoints (not safetensors, truncated, or weights of another shape) are
     skipped: one readable line each through ``say`` (never a raw warning inside the progress
-    bar), and listed in ``sweep/skipped.json``.  Returns ``{"computed": [epochs], "skipped":
+    bar), and listed in ``sweep/skipped.json``.  ``limit``: analyse at most this many
+    checkpoints in this call (newest-first priority is not implied: epochs in order), so a
+    long sweep can be time-boxed and resumed.  Returns ``{"computed": [epochs], "skipped":
     [paths], "existing": n}``.
     """
     import torch
@@ -344,6 +348,10 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
             existing += 1
         else:
             todo.append((epoch, path))
+    if limit is not None:
+        if limit < 1:
+            raise SweepSettingsError(f"--limit must be at least 1, got {limit}")
+        todo = todo[:limit]
 
     computed, skipped = [], []
     from tqdm.auto import tqdm
@@ -376,16 +384,20 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
                 continue
             C = len(epochs)
             dist = {}
-            for twin in twins:
-                dist[twin] = mdesc.asymptotic_distance(
-                    states, ids, lengths=lengths, zero_input_steps=zero_steps,
-                    perturbation=settings.perturbation, perturb_at=twin, seed=settings.seed,
-                    template=template, dtype=getattr(torch, settings.distance_dtype))
-            lyap = mdesc.lyapunov_checkpoints(
-                states, ids, k=settings.k, template=template, lengths=lengths,
-                zero_input_steps=zero_steps, qr_every=settings.qr_every, seed=settings.seed,
-                warmup=settings.lyapunov_warmup, window=window,
-                dtype=getattr(torch, settings.lyapunov_dtype))
+            with warnings.catch_warnings(record=True) as seen:  # shown below, one line each
+                warnings.simplefilter("always")
+                for twin in twins:
+                    dist[twin] = mdesc.asymptotic_distance(
+                        states, ids, lengths=lengths, zero_input_steps=zero_steps,
+                        perturbation=settings.perturbation, perturb_at=twin, seed=settings.seed,
+                        template=template, dtype=getattr(torch, settings.distance_dtype))
+                lyap = mdesc.lyapunov_checkpoints(
+                    states, ids, k=settings.k, template=template, lengths=lengths,
+                    zero_input_steps=zero_steps, qr_every=settings.qr_every, seed=settings.seed,
+                    warmup=settings.lyapunov_warmup, window=window,
+                    dtype=getattr(torch, settings.lyapunov_dtype))
+            for w in {str(w.message).splitlines()[0] for w in seen}:
+                notice(f"warning (epochs {epochs[0]}-{epochs[-1]}): {w}")  # one line each
             expo = lyap.exponents.detach().double().cpu().numpy().reshape(C, S, settings.k)
             mean, stderr = _finite_mean_stderr(expo)
             driven = getattr(lyap, "driven_exponents", None)

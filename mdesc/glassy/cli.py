@@ -73,6 +73,9 @@ def register(subparsers) -> None:
                     help="training-loss thresholds (nats per voice and step) for t*")
     sw.add_argument("--fit-from", type=float, default=0.05,
                     help="fit the power law from t >= FIT_FROM * steps")
+    sw.add_argument("--aging-min-tw", type=float, default=None,
+                    help="measure the aging collapse on waiting times >= this only (e.g. past "
+                    "the initial transient; default: all)")
     sw.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     sw.add_argument("--no-analysis", action="store_true", help="train only")
     sw.add_argument("--no-progress", action="store_true", help="no progress lines")
@@ -87,6 +90,8 @@ def register(subparsers) -> None:
                     help="loss thresholds for t* (default: those of the sweep command)")
     an.add_argument("--fit-from", type=float, default=None,
                     help="power-law fit start as a fraction of the steps (default: the sweep's)")
+    an.add_argument("--aging-min-tw", type=float, default=None,
+                    help="aging collapse on waiting times >= this only (default: the sweep's)")
     an.add_argument("--partial", action="store_true",
                     help="analyse unfinished groups with their records so far")
     an.set_defaults(func=cmd_analyze)
@@ -150,7 +155,7 @@ def cmd_sweep(args) -> int:
     if args.no_analysis:
         return 0
     return _analyze(Path(args.out), Path(args.results or args.out), args.thresholds,
-                    args.fit_from, partial=False)
+                    args.fit_from, partial=False, aging_min_tw=args.aging_min_tw)
 
 
 def cmd_analyze(args) -> int:
@@ -166,10 +171,12 @@ def cmd_analyze(args) -> int:
         else {}
     thresholds = args.thresholds or analysis.get("thresholds") or [1.4, 1.2, 1.0]
     fit_from = args.fit_from if args.fit_from is not None else analysis.get("fit_from", 0.05)
-    return _analyze(out, Path(args.results or out), thresholds, fit_from, args.partial)
+    min_tw = args.aging_min_tw if args.aging_min_tw is not None else analysis.get("aging_min_tw")
+    return _analyze(out, Path(args.results or out), thresholds, fit_from, args.partial, min_tw)
 
 
-def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool) -> int:
+def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool,
+             aging_min_tw: float | None = None) -> int:
     import numpy as np
 
     from mdesc import store
@@ -184,9 +191,10 @@ def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool) -> i
         raise UserError(str(e))
     if not nets:
         raise UserError(f"{out} has no trained nets yet; run the sweep command first")
-    result = analyze_sweep(nets, thresholds, fit_from)
+    result = analyze_sweep(nets, thresholds, fit_from, aging_min_tw=aging_min_tw)
     result["settings"] = settings.to_dict()
     result["analysis"] = {"thresholds": list(thresholds), "fit_from": fit_from,
+                          "aging_min_tw": aging_min_tw,
                           "partial": partial,
                           "steps_reached": {f"d{d}": min(n.step for n in nets if n.depth == d)
                                             for d in sorted({n.depth for n in nets})},

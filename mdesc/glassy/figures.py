@@ -67,55 +67,73 @@ def plot_losses(path, nets, result) -> None:
 
 
 def plot_learning_time(path, result) -> None:
-    """t* against width per depth and threshold (seed mean with its interval, each seed as a
-    dot) with the pooled fit ``C / (w - w_c)``; right: 1/t*, linear in w under the model."""
+    """Per depth: t* against width for every threshold (seed mean with its 95% interval) with
+    the pooled fit ``C / (w - w_c)``; last panel: w_c against depth per threshold (pooled fit
+    with its error, and the interval over seeds), which answers whether w_c falls with depth."""
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
-    k = 0
-    plotted = False
-    for c in result["critical_width"]:
-        color = f"C{k % 10}"
-        k += 1
-        d, thr = c["depth"], c["threshold"]
+    depths = sorted({c["depth"] for c in result["critical_width"]})
+    thresholds = sorted({c["threshold"] for c in result["critical_width"]}, reverse=True)
+    color = {thr: f"C{i % 10}" for i, thr in enumerate(thresholds)}
+    fig, axes = plt.subplots(1, len(depths) + 1, figsize=(4.3 * (len(depths) + 1), 4.2),
+                             squeeze=False)
+    axes = axes[0]
+    for ax, d in zip(axes, depths):
         rows = [r for r in result["widths"] if r["depth"] == d]
         ws = np.array([r["width"] for r in rows], dtype=float)
-        stats = [r[f"t_star@{thr:g}"] for r in rows]
-        mean = np.array([s["mean"] for s in stats], dtype=float)
-        lo = np.array([s["lo"] for s in stats], dtype=float)
-        hi = np.array([s["hi"] for s in stats], dtype=float)
-        pooled = c["pooled"]
-        label = f"d={d}, L*={thr:g}"
-        ci = c["w_c_seeds"]
-        if "w_c" in pooled and not pooled["at_bound"]:
-            label += f": w_c={pooled['w_c']:.3g}±{pooled['w_c_err']:.2g}"
-            if ci["n"] > 1:
-                label += f" (seeds {ci['lo']:.3g}..{ci['hi']:.3g})"
-        fin = np.isfinite(mean) & (mean > 0)
-        plotted |= bool(fin.any())
-        yerr = np.vstack([np.where(np.isfinite(lo), mean - lo, 0), np.where(np.isfinite(hi), hi - mean, 0)])
-        axes[0].errorbar(ws[fin], mean[fin], yerr=yerr[:, fin], fmt="o", color=color, ms=4,
-                         capsize=2, label=label)
-        axes[1].plot(ws[fin], 1.0 / mean[fin], "o", color=color, ms=4)
-        if "w_c" in pooled and not pooled["at_bound"]:
-            wg = np.linspace(pooled["w_c"] + 1e-3, ws.max() * 1.05, 200)
-            axes[0].plot(wg, pooled["C"] / (wg - pooled["w_c"]), "-", color=color, lw=0.8)
-            axes[1].plot(wg, (wg - pooled["w_c"]) / pooled["C"], "-", color=color, lw=0.8)
-    if plotted:
-        axes[0].set_yscale("log")
-        axes[0].set_xscale("log")
-    else:
-        axes[0].text(0.5, 0.5, "no width reached a threshold", ha="center",
-                     transform=axes[0].transAxes)
-    axes[0].set_xlabel("width w")
-    axes[0].set_ylabel("learning time t* (SGD steps; mean over seeds, 95% interval)")
-    axes[0].set_title("t* to reach the loss threshold; line: C/(w - w_c) fit", fontsize=9)
-    axes[1].set_xlabel("width w")
-    axes[1].set_ylabel("1 / t*")
-    axes[1].set_title("1/t* is linear in w and zero at w_c under the model", fontsize=9)
-    axes[1].axhline(0, color="0.5", lw=0.6)
-    for ax in axes:
+        plotted = False
+        for thr in thresholds:
+            c = next(c for c in result["critical_width"] if c["depth"] == d and c["threshold"] == thr)
+            stats = [r[f"t_star@{thr:g}"] for r in rows]
+            mean = np.array([np.nan if s["mean"] is None else s["mean"] for s in stats], float)
+            lo = np.array([np.nan if s["lo"] is None else s["lo"] for s in stats], float)
+            hi = np.array([np.nan if s["hi"] is None else s["hi"] for s in stats], float)
+            fin = np.isfinite(mean) & (mean > 0)
+            if not fin.any():
+                continue
+            plotted = True
+            yerr = np.vstack([np.where(np.isfinite(lo), mean - lo, 0),
+                              np.where(np.isfinite(hi), hi - mean, 0)])
+            pooled = c["pooled"]
+            label = f"L*={thr:g}"
+            if pooled.get("w_c") is not None and not pooled["at_bound"]:
+                label += f": w_c={pooled['w_c']:.3g}±{pooled['w_c_err']:.2g}"
+                wg = np.linspace(max(pooled["w_c"], 0) + 0.05 * (ws.max() - ws.min()) / 8,
+                                 ws.max() * 1.05, 200)
+                wg = wg[wg > pooled["w_c"]]
+                ax.plot(wg, pooled["C"] / (wg - pooled["w_c"]), "-", color=color[thr], lw=0.9)
+            ax.errorbar(ws[fin], mean[fin], yerr=yerr[:, fin], fmt="o", color=color[thr], ms=4,
+                        capsize=2, label=label)
+        if plotted:
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+        ax.set_xlabel("width w")
+        ax.set_title(f"depth {d}: t* (mean over seeds, 95% interval); line C/(w − w_c)",
+                     fontsize=8)
         ax.grid(True, which="both", alpha=0.25)
-    axes[0].legend(fontsize=6.5)
+    axes[0].set_ylabel("learning time t* (SGD steps)")
+    ax = axes[-1]
+    for k, thr in enumerate(thresholds):
+        xs, ys, es, los, his = [], [], [], [], []
+        for d in depths:
+            c = next(c for c in result["critical_width"] if c["depth"] == d and c["threshold"] == thr)
+            p, s = c["pooled"], c["w_c_seeds"]
+            if p.get("w_c") is None or p["at_bound"]:
+                continue
+            xs.append(d + 0.06 * (k - len(thresholds) / 2))
+            ys.append(p["w_c"])
+            es.append(p["w_c_err"] or 0.0)
+            los.append(s["lo"] if s.get("lo") is not None else np.nan)
+            his.append(s["hi"] if s.get("hi") is not None else np.nan)
+        if xs:
+            ax.errorbar(xs, ys, yerr=es, fmt="o-", color=color[thr], ms=4, capsize=3,
+                        label=f"L*={thr:g} (pooled ± err)")
+            ax.vlines(np.array(xs) + 0.025, los, his, color=color[thr], lw=3, alpha=0.35)
+    ax.set_xticks(depths)
+    ax.set_xlabel("depth d")
+    ax.set_ylabel("critical width w_c")
+    ax.set_title("w_c against depth (bars: 95% interval over seeds)", fontsize=8)
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
 
@@ -141,19 +159,27 @@ def plot_aging(path, nets, result) -> None:
     plt = _plt()
     from mdesc.glassy.analysis import aging_collapse
 
+    from mdesc.glassy.summary import late_waiting_times
+
     shown = _pick_nets(nets, result)
+    min_tw = result.get("aging_min_tw")
     fig, axes = plt.subplots(len(shown), 2, figsize=(10, 2.7 * len(shown)), squeeze=False)
     for row, (net, phase, wc) in enumerate(shown):
         cur = net.aging
         cols = _colors(len(cur.lags))
-        col = aging_collapse(cur)
+        late = late_waiting_times(cur, min_tw)
+        col = aging_collapse(late) if len(late.lags) >= 2 else None
         for i, (tw, lag, delta) in enumerate(zip(cur.waiting_times, cur.lags, cur.delta)):
             ok = delta > 0
-            axes[row][0].loglog(lag[ok], delta[ok], "-", lw=1, color=cols[i], label=f"τ_w={tw}")
-            axes[row][1].loglog(lag[ok] / tw, delta[ok], "-", lw=1, color=cols[i])
+            used = min_tw is None or tw >= min_tw
+            style = dict(lw=1.3 if used else 0.7, ls="-" if used else ":", color=cols[i])
+            axes[row][0].loglog(lag[ok], delta[ok], label=f"τ_w={tw}", **style)
+            axes[row][1].loglog(lag[ok] / tw, delta[ok], **style)
         tag = f" ({phase}-parametrised, w_c={wc:.3g})" if phase else ""
         axes[row][0].set_title(f"d={net.depth}, w={net.width}{tag}: Δ vs τ", fontsize=8.5)
-        axes[row][1].set_title(f"vs τ/τ_w: collapse ratio {col.ratio:.3g} "
+        used = "all τ_w" if min_tw is None else f"τ_w ≥ {min_tw:g} (solid)"
+        ratio = math.nan if col is None else col.ratio
+        axes[row][1].set_title(f"vs τ/τ_w: collapse ratio {ratio:.3g} over {used} "
                                "(<1: collapses under τ/τ_w)", fontsize=8.5)
         axes[row][0].set_ylabel("Δ(τ_w, τ)")
         for ax in axes[row]:

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mdesc.glassy.analysis import aging_collapse, fit_critical_width, fit_power_law, learning_time
+from mdesc.glassy.analysis import (AgingCurves, aging_collapse, fit_critical_width, fit_power_law,
+                                   learning_time)
 
 __all__ = ["seed_interval", "critical_width_over_seeds", "summarize_net", "analyze_sweep",
            "phase_aging", "depth_trend"]
@@ -93,17 +94,41 @@ def _max_spike(net, t_from: float = 10.0) -> float:
     return float(np.max(net.batch_max[ok] / net.batch_mean[ok]))
 
 
-def summarize_net(net, thresholds: Sequence[float], fit_from: float) -> dict[str, Any]:
+def _max_rise(t, loss, t_from: float = 100.0) -> float:
+    """Largest relative rise of the full training loss between consecutive records after
+    ``t_from`` (0 for a monotone decay): a loss spike that the record caught."""
+    keep = t >= t_from
+    t, loss = t[keep], loss[keep]
+    if loss.size < 2:
+        return math.nan
+    return float(max(0.0, np.max(loss[1:] / loss[:-1] - 1.0)))
+
+
+def late_waiting_times(curves: AgingCurves, min_waiting_time: float | None) -> AgingCurves:
+    """The aging curves whose ``tau_w >= min_waiting_time`` (all of them for None)."""
+    if min_waiting_time is None:
+        return curves
+    keep = [k for k, tw in enumerate(curves.waiting_times) if tw >= min_waiting_time]
+    return AgingCurves(np.asarray(curves.waiting_times)[keep], [curves.lags[k] for k in keep],
+                       [curves.delta[k] for k in keep])
+
+
+def summarize_net(net, thresholds: Sequence[float], fit_from: float,
+                  aging_min_tw: float | None = None) -> dict[str, Any]:
     """One net's row: final losses, power-law fit (from ``t >= fit_from * steps reached``),
     ``t_star@L`` per threshold, aging collapse (all lags, ``tau <= tau_w``, ``tau >= tau_w``),
-    and the largest minibatch-loss spike ratio."""
+    the largest minibatch-loss spike ratio (a bin's maximum over its mean) and the largest
+    relative rise of the full training loss between records (``max_loss_rise``).
+    aging_min_tw: compare only the curves with ``tau_w >= aging_min_tw`` (e.g. waiting times
+    past the initial transient); ``aging_ratio_all_tw`` keeps the ratio over all of them."""
     reached = np.isfinite(net.train_loss)
     t, loss = net.times[reached], net.train_loss[reached]
     row: dict[str, Any] = {"depth": net.depth, "width": net.width, "seed": net.seed,
                            "n_parameters": net.n_parameters, "step": net.step,
                            "steps": net.steps, "final_train_loss": float(loss[-1]),
                            "final_test_loss": float(net.test_loss[reached][-1]),
-                           "max_spike_ratio": _max_spike(net)}
+                           "max_spike_ratio": _max_spike(net),
+                           "max_loss_rise": _max_rise(t, loss)}
     try:
         fit = fit_power_law(t, loss, t_min=max(1.0, fit_from * net.step))
         row.update({"l_inf": fit.l_inf, "l_inf_err": fit.l_inf_err,
@@ -115,8 +140,15 @@ def summarize_net(net, thresholds: Sequence[float], fit_from: float) -> dict[str
         row["power_law_error"] = str(e)
     for thr in thresholds:
         row[f"t_star@{thr:g}"] = learning_time(t, loss, thr)
+    late = late_waiting_times(net.aging, aging_min_tw)
+    row["aging_waiting_times"] = [int(x) for x in late.waiting_times]
+    row["aging_ratio_all_tw"] = aging_collapse(net.aging).ratio
     for tag, kw in (("", {}), ("_short", {"max_ratio": 1.0}), ("_long", {"min_ratio": 1.0})):
-        col = aging_collapse(net.aging, **kw)
+        col = aging_collapse(late, **kw) if len(late.lags) >= 2 else None
+        if col is None:
+            row[f"aging_ratio{tag}"] = math.nan
+            row[f"aging_spread_rescaled{tag}"] = row[f"aging_spread_raw{tag}"] = math.nan
+            continue
         row[f"aging_ratio{tag}"] = col.ratio
         row[f"aging_spread_rescaled{tag}"] = col.spread_rescaled
         row[f"aging_spread_raw{tag}"] = col.spread_raw
@@ -181,7 +213,8 @@ def depth_trend(critical: list[dict]) -> list[dict[str, Any]]:
 
 
 def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
-                  phase_threshold: float | None = None) -> dict[str, Any]:
+                  phase_threshold: float | None = None,
+                  aging_min_tw: float | None = None) -> dict[str, Any]:
     """All the analyses of a sweep.
 
     Returns ``nets`` (one :func:`summarize_net` row each), ``widths`` (per depth and width:
@@ -189,15 +222,17 @@ def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
     with L_inf > 0), ``critical_width`` (per depth and threshold:
     :func:`critical_width_over_seeds`), ``depth_trend`` (:func:`depth_trend`) and ``aging``
     (:func:`phase_aging` with the phases split at the pooled w_c of ``phase_threshold``,
-    default the lowest threshold with a pooled fit at every depth).
+    default the lowest threshold with a pooled fit at every depth); the aging collapse uses the
+    waiting times ``>= aging_min_tw`` (all for None).
     """
-    rows = [summarize_net(n, thresholds, fit_from) for n in nets]
+    rows = [summarize_net(n, thresholds, fit_from, aging_min_tw) for n in nets]
     widths = []
     for (d, w), grp in _group(rows, "depth", "width").items():
         e: dict[str, Any] = {"depth": d, "width": w, "n_seeds": len(grp),
                              "n_parameters": grp[0]["n_parameters"]}
         for key in ("final_train_loss", "final_test_loss", "l_inf", "alpha", "aging_ratio",
-                    "aging_ratio_short", "aging_ratio_long", "max_spike_ratio"):
+                    "aging_ratio_all_tw",
+                    "aging_ratio_short", "aging_ratio_long", "max_spike_ratio", "max_loss_rise"):
             e[key] = seed_interval([r.get(key, math.nan) for r in grp])
         e["fraction_l_inf_positive"] = float(np.mean([bool(r.get("l_inf_positive")) for r in grp]))
         for thr in thresholds:
@@ -227,4 +262,4 @@ def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
     return {"nets": rows, "widths": widths, "critical_width": critical,
             "depth_trend": depth_trend(critical), "phase_threshold": phase_threshold,
             "aging": phase_aging(rows, w_c), "thresholds": list(thresholds),
-            "fit_from": fit_from}
+            "fit_from": fit_from, "aging_min_tw": aging_min_tw}

@@ -270,8 +270,8 @@ def near_zero_count(exponents: np.ndarray, tol: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 #: Labels of :func:`loss_regime`.
-REGIME_LABELS: tuple[str, ...] = ("diverged", "converging", "periodic", "quasi-periodic",
-                                  "intermittent", "chaotic")
+REGIME_LABELS: tuple[str, ...] = ("diverged", "stalled", "converging", "periodic",
+                                  "quasi-periodic", "intermittent", "chaotic")
 
 
 def _true_runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -352,7 +352,8 @@ def spectral_concentration(x: np.ndarray, peaks: int = 3) -> tuple[float, float]
 
 
 def loss_regime(loss: np.ndarray, *, skip: float = 0.05, increase_rtol: float = 1e-9,
-                converging_max_increasing: float = 0.02, periodic_min_fraction: float = 0.5,
+                converging_max_increasing: float = 0.02, stall_max_change: float = 1e-3,
+                periodic_min_fraction: float = 0.5,
                 intermittent_min_phases: int = 3, intermittent_min_fraction: float = 0.2,
                 quasi_min_concentration: float = 0.5, **laminar_kw) -> LossCurveClass:
     """The regime of one loss series from measured statistics (thresholds are the keywords).
@@ -362,7 +363,10 @@ def loss_regime(loss: np.ndarray, *, skip: float = 0.05, increase_rtol: float = 
 
     1. ``diverged``: a non-finite loss anywhere.
     2. ``converging``: at most ``converging_max_increasing`` (2 %) of steps raise the loss by
-       more than ``increase_rtol`` x L (rounding at a converged loss does not count).
+       more than ``increase_rtol`` x L (rounding at a converged loss does not count);
+       ``stalled`` instead when, in addition, ln L changes by less than ``stall_max_change``
+       (1e-3) from the first to the last step of the window (a network frozen on a plateau,
+       e.g. saturated units predicting chance, L = ln 3 for Iris).
     3. :func:`laminar_phases` of y (near-returns of period <= 32 within 1 % of the range):
        ``periodic`` if at most 2 laminar phases cover at least ``periodic_min_fraction`` (50 %)
        of the steps; ``quasi-periodic`` instead when those phases do not repeat to rounding
@@ -389,8 +393,11 @@ def loss_regime(loss: np.ndarray, *, skip: float = 0.05, increase_rtol: float = 
         return LossCurveClass("diverged", stats)
     frac_up = float(np.mean(np.diff(w) > increase_rtol * np.abs(w[:-1])))
     stats["frac_increasing"] = frac_up
+    change = (abs(math.log(w[-1]) - math.log(w[0])) if w[0] > 0 and w[-1] > 0
+              else abs(w[-1] - w[0]) / max(abs(w[0]), 1e-300))
+    stats["log_change"] = float(change)
     if frac_up <= converging_max_increasing:
-        return LossCurveClass("converging", stats)
+        return LossCurveClass("stalled" if change < stall_max_change else "converging", stats)
     y = np.log(w) if np.all(w > 0) else w
     lam = laminar_phases(y, **laminar_kw)
     conc, period = spectral_concentration(y)

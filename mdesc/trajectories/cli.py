@@ -72,6 +72,8 @@ def register(subparsers) -> None:
     p.add_argument("--sweep-inits", type=int, default=20,
                    help="[paper] initialisations per rate of the sweep")
     p.add_argument("--sweep-steps", type=int, default=500, help="[paper] epochs per sweep rate")
+    p.add_argument("--long-001-steps", type=int, default=5000,
+                   help="[paper] epochs of the long eta=0.01 run (0: skip it)")
     p.add_argument("--no-reversed-check", action="store_true",
                    help="[paper] skip the eta=1 ensemble with the samples summed in reverse")
     p.add_argument("--only", default=None,
@@ -198,7 +200,8 @@ def run_paper(args: argparse.Namespace) -> int:
                          n_init_001=args.n_init_001, steps_001=args.steps_001,
                          sweep_rates=rates, sweep_inits=args.sweep_inits,
                          sweep_steps=args.sweep_steps,
-                         reversed_check=not args.no_reversed_check)
+                         reversed_check=not args.no_reversed_check,
+                         long_001_steps=args.long_001_steps)
     if args.only:
         wanted = {k.strip() for k in args.only.split(",") if k.strip()}
         unknown = wanted - {j.key for j in jobs}

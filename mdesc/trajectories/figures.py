@@ -163,7 +163,7 @@ def plot_learning_rate_sweep(sweep, path: str | os.PathLike, *,
 
 _ENSEMBLE_COLOURS = {"marginal": "#4c9be8", "contracting": "#9ad0f5", "chaotic": "#d04848",
                      "intermittent": "#f0a030", "diverged": "#888888"}
-_LABEL_COLOURS = {"converging": "#4c9be8", "periodic": "#6cc06c", "quasi-periodic": "#2e8b57",
+_LABEL_COLOURS = {"stalled": "#7a7a7a", "converging": "#4c9be8", "periodic": "#6cc06c", "quasi-periodic": "#2e8b57",
                   "intermittent": "#f0a030", "chaotic": "#d04848", "diverged": "#888888"}
 
 
@@ -282,7 +282,7 @@ def plot_rate_detail(summary: dict, arrays: dict, path) -> Path:
     ax_h.set_xlabel("λ per initialisation (nats / epoch)")
     ax_h.set_ylabel("initialisations")
     ax_h.set_title(f"(a) exponents of {job['n_init']} initialisations", fontsize=9)
-    ax_h.legend(fontsize=6.5)
+    ax_h.legend(fontsize=6.5, loc="best")
     ax_d = fig.add_subplot(grid[0, 1:3])
     if "dist_quantiles" in arrays:
         t = arrays["dist_t"]

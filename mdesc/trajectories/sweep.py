@@ -88,7 +88,7 @@ def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 20,
                sweep_eps: Sequence[float] = (1e-8,), eps_5: Sequence[float] = (1e-8,),
                spectrum_inits: int = 2, spectrum_steps: int = 500,
                sweep_spectrum_inits: int = 1, sweep_spectrum_steps: int = 200,
-               reversed_check: bool = True) -> list[RateJob]:
+               reversed_check: bool = True, long_001_steps: int = 5000) -> list[RateJob]:
     """The recorded run's jobs: the paper's three rates, then the sweep between them.
 
     * η = 1: 200 epochs, ``n_init_1`` (500) initialisations x 5 perturbations x the 14 sizes
@@ -99,6 +99,8 @@ def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 20,
       records only the loss; mdesc adds 5 replicas at each of ``eps_5``, a twin and a tangent);
     * η = 0.01 (the authors' default rate): ``steps_001`` epochs, ``n_init_001``
       initialisations, 5 perturbations x the 14 sizes;
+    * with ``long_001_steps`` (0: none): η = 0.01 for that many epochs, ``n_init_001``
+      initialisations, sizes 1e-12, 1e-8, 1e-4 (key ``lr=0.01+long``);
     * ``sweep_rates`` (default 13 rates log-spaced strictly between 0.01 and 5), each
       ``sweep_steps`` epochs, ``sweep_inits`` initialisations, 5 perturbations x ``sweep_eps``.
 
@@ -118,6 +120,10 @@ def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 20,
                      spectrum_steps=min(steps_001, spectrum_steps))]
     if sweep_rates is None:
         sweep_rates = [float(f"{x:.4g}") for x in np.geomspace(0.01, 5.0, 15)[1:-1]]
+    if long_001_steps:
+        jobs.append(RateJob(0.01, long_001_steps, n_init_001, [1e-12, 1e-8, 1e-4], 5,
+                            spectrum_inits=k, spectrum_steps=min(long_001_steps, 2000),
+                            tag="long"))
     # every other rate first, so that a sweep stopped early still spans the whole range
     order = list(range(0, len(sweep_rates), 2)) + list(range(1, len(sweep_rates), 2))
     jobs += [RateJob(sweep_rates[i], sweep_steps, sweep_inits, list(sweep_eps), 5,
