@@ -264,8 +264,21 @@ def test_refusals():
     with pytest.raises(ValueError, match="zero_input_steps > warmup"):
         twin.stability_record(m, seq, zero_input_steps=5, warmup=5)
     gru = torch.nn.GRU(3, 4)
-    with pytest.raises((ValueError, TypeError), match="(?i)lstm"):
+    with pytest.raises(ValueError, match="supports LSTM models only.*method='plain'"):
         mdesc.asymptotic_distance(gru, seq, method="delta")
+    with pytest.raises(ValueError, match="supports LSTM models only"):
+        twin.stability_record(gru, seq, zero_input_steps=10)
+
+
+def test_default_method_is_delta_only_for_float32_lstms():
+    seq = _seq(5, 2, 3, 0)
+    lstm = make_lstm(3, 4, 1, seed=0)
+    assert mdesc.asymptotic_distance(lstm, seq, zero_input_steps=3).settings["method"] == "plain"
+    assert mdesc.asymptotic_distance(lstm, seq, zero_input_steps=3, dtype=F32).settings["method"] == "delta"
+    ref = mdesc.asymptotic_distance(lstm, seq, zero_input_steps=3, dtype=F32, backend="reference")
+    assert ref.settings["method"] == "plain"
+    gru = torch.nn.GRU(3, 4)
+    assert mdesc.asymptotic_distance(gru, seq, zero_input_steps=3, dtype=F32).settings["method"] == "plain"
 
 
 # --------------------------------------------------------------------------------------------
