@@ -13,7 +13,8 @@
 //
 //   sigma(a + d) - sigma(a) = sgn(d) (-q) s sb / (A + B e)          q = expm1(-|d|), e = 1 + q
 //        with s = sigma(a), sb = 1 - sigma(a) (both computed without cancellation), and
-//        (A, B) = (s, sb) for d >= 0, (sb, s) for d < 0.  Derivation: for d < 0,
+//        (A, B) = (s, sb) for d >= 0, (sb, s) for d < 0 (sigmoid_with_diff evaluates it with the
+//        state's sigma in one division).  Derivation: for d < 0,
 //        sigma(a+d) - sigma(a) = s sb (e^d - 1) / (1 + s (e^d - 1)) = s sb q / (sb + s e^d), a sum
 //        of positive terms in the denominator; for d > 0 use sigma(x) = 1 - sigma(-x):
 //        sigma(a+d) - sigma(a) = -(sigma(-a-d) - sigma(-a)), the d < 0 case at -a.
@@ -145,51 +146,46 @@ MDESC_TWIN_HD void exp_expm1(T x, T& e, T& m) {
   m = s * p + (s - T(1));
 }
 
-// sigma(a) and 1 - sigma(a), both with relative precision.
+// sigma(a), 1 - sigma(a) and the difference ds = sigma(a + d) - sigma(a), with one division.
+// With u = e^{-|a|}, e = e^{-|d|}, q = e - 1 (expm1) and P = 1 + u e when a and d have the same
+// sign, u + e otherwise (a sum of positive terms either way), D = 1 / ((1 + u) P):
+//   sigma(|a|) = P D,  1 - sigma(|a|) = u P D,  ds = sgn(d) (-q) u D.
+// (For a, d >= 0: 1/(1 + u e) - 1/(1 + u) = u (1 - e) / ((1 + u)(1 + u e)); the other sign cases
+// follow from sigma(-x) = 1 - sigma(x).)
 template <typename T>
-MDESC_TWIN_HD void sigmoid_parts(T a, T& s, T& sb) {
-  const T neg = a < T(0) ? a : -a;  // -|a|
-  T u, unused;
-  exp_expm1(neg, u, unused);
-  const T inv = T(1) / (T(1) + u);
-  const T big = inv, small = u * inv;  // sigma(|a|), 1 - sigma(|a|)
+MDESC_TWIN_HD void sigmoid_with_diff(T a, T d, T& s, T& sb, T& ds) {
+  T u, e, q, unused;
+  exp_expm1(a < T(0) ? a : -a, u, unused);
+  exp_expm1(d < T(0) ? d : -d, e, q);
+  const bool same = (a < T(0)) == (d < T(0));
+  const T P = same ? T(1) + u * e : u + e;
+  const T D = T(1) / ((T(1) + u) * P);
+  const T big = P * D, small = u * big;
   s = a < T(0) ? small : big;
   sb = a < T(0) ? big : small;
+  const T mag = -q * u * D;
+  ds = d < T(0) ? -mag : mag;
 }
 
-// tanh(a), 1 + tanh(a) and 1 - tanh(a), all with relative precision.
+// tanh(a), 1 + tanh(a), 1 - tanh(a) and dt = tanh(a + d) - tanh(a) = 2 (sigma(2a + 2d) -
+// sigma(2a)), with one division: u = e^{-2|a|}, qa = u - 1, e = e^{-2|d|}, q = e - 1, P as above,
+// D = 1 / ((1 + u) P):  |tanh a| = -qa P D,  1 + |tanh a| = 2 P D,  1 - |tanh a| = 2 u P D,
+// dt = 2 sgn(d) (-q) u D.  (Equal to (1 - tanh^2 a) tanh d / (1 + tanh a tanh d).)
 template <typename T>
-MDESC_TWIN_HD void tanh_parts(T a, T& t, T& tp, T& tm) {
-  const T neg = a < T(0) ? a : a == a ? -a : a;  // -|a| (NaN kept)
-  T e, q;
-  exp_expm1(T(2) * neg, e, q);  // e = e^{-2|a|}, q = e - 1
-  const T inv = T(1) / (T(2) + q);
-  const T mag = -q * inv, hi = T(2) * inv, lo = T(2) * e * inv;  // |t|, 1 + |t|, 1 - |t|
+MDESC_TWIN_HD void tanh_with_diff(T a, T d, T& t, T& tp, T& tm, T& dt) {
+  T u, qa, e, q;
+  exp_expm1(T(2) * (a < T(0) ? a : -a), u, qa);
+  exp_expm1(T(2) * (d < T(0) ? d : -d), e, q);
+  const bool same = (a < T(0)) == (d < T(0));
+  const T P = same ? T(1) + u * e : u + e;
+  const T D = T(1) / ((T(1) + u) * P);
+  const T PD = P * D;
+  const T mag = -qa * PD, hi = T(2) * PD, lo = hi * u;
   t = a < T(0) ? -mag : mag;
   tp = a < T(0) ? lo : hi;
   tm = a < T(0) ? hi : lo;
-}
-
-// sigma(a + d) - sigma(a) from s = sigma(a), sb = 1 - sigma(a) (see the header comment).
-template <typename T>
-MDESC_TWIN_HD T sigmoid_diff(T s, T sb, T d) {
-  const bool up = d >= T(0);
-  T e, q;
-  exp_expm1(up ? -d : d, e, q);
-  const T A = up ? s : sb, B = up ? sb : s;
-  const T mag = -q * (s * sb) / (A + B * e);
-  return up ? mag : -mag;
-}
-
-// tanh(a + d) - tanh(a) from tp = 1 + tanh(a), tm = 1 - tanh(a).
-template <typename T>
-MDESC_TWIN_HD T tanh_diff(T tp, T tm, T d) {
-  const bool up = d >= T(0);
-  T e, q;
-  exp_expm1(up ? T(-2) * d : T(2) * d, e, q);
-  const T A = up ? tp : tm, B = up ? tm : tp;
-  const T mag = -q * (tp * tm) / (A + B * e);
-  return up ? mag : -mag;
+  const T dmag = T(2) * (-q) * u * D;
+  dt = d < T(0) ? -dmag : dmag;
 }
 
 // One LSTM unit (docs/conventions.md §1; gates i, f, g, o).  Scalars only (no arrays), so the
@@ -204,21 +200,16 @@ MDESC_TWIN_HD T tanh_diff(T tp, T tm, T d) {
 template <typename T>
 MDESC_TWIN_HD void lstm_twin_unit(T a_i, T a_f, T a_g, T a_o, T d_i, T d_f, T d_g, T d_o, T& h, T& c, T& dh, T& dc,
                                   T& k0, T& k1, T& k2, T& k3, T& k4, T& k5) {
-  T i, ib, f, fb, o, ob, g, gp, gm;
-  sigmoid_parts(a_i, i, ib);
-  sigmoid_parts(a_f, f, fb);
-  tanh_parts(a_g, g, gp, gm);
-  sigmoid_parts(a_o, o, ob);
-  const T di = sigmoid_diff(i, ib, d_i);
-  const T df = sigmoid_diff(f, fb, d_f);
-  const T dg = tanh_diff(gp, gm, d_g);
-  const T dO = sigmoid_diff(o, ob, d_o);
+  T i, ib, f, fb, o, ob, g, gp, gm, di, df, dg, dO;
+  sigmoid_with_diff(a_i, d_i, i, ib, di);
+  sigmoid_with_diff(a_f, d_f, f, fb, df);
+  tanh_with_diff(a_g, d_g, g, gp, gm, dg);
+  sigmoid_with_diff(a_o, d_o, o, ob, dO);
   const T c_old = c, dc_old = dc;
   const T c_new = f * c_old + i * g;
   const T dc_new = df * (c_old + dc_old) + f * dc_old + di * (g + dg) + i * dg;
-  T tc, tcp, tcm;
-  tanh_parts(c_new, tc, tcp, tcm);
-  const T dtc = tanh_diff(tcp, tcm, dc_new);
+  T tc, tcp, tcm, dtc;
+  tanh_with_diff(c_new, dc_new, tc, tcp, tcm, dtc);
   k0 = i * ib * g;
   k1 = f * fb * c_old;
   k2 = i * (gp * gm);
