@@ -11,6 +11,7 @@ Rows (--repeat rounds, the runs interleaved round-robin in each, after one untim
   D~ plain, float64    mdesc.asymptotic_distance(dtype=float64)  -- today's default twin
   D~ delta, float32    mdesc.asymptotic_distance(dtype=float32)  -- method="delta"
   record, fused        mdesc.core.twin.stability_record: lambda_1 and the drive-end D~ from one run
+  bound                mdesc.lyapunov_spectrum(k=2): 3 GEMM columns with the linear update only
   record, today        lambda_1 alone + D~ plain float64 (two calls)
 
 and each one's ratio to lambda_1 alone.  The machine is named from `lscpu` and was shared with
@@ -92,10 +93,12 @@ def main(argv=None) -> int:
             lambda: mdesc.asymptotic_distance(model, seq, dtype=torch.float32, **kw),
         "full record, fused: stability_record (lambda_1 + drive-end D~, float32)":
             lambda: twin.stability_record(model, seq, **kw),
+        "bound: lambda_1..2 (k = 2, qr_every = 10): the record's 3 GEMM columns with a linear update":
+            lambda: mdesc.lyapunov_spectrum(model, seq, 2, window="zero_input", qr_every=10, **kw),
     }
     rounds = timed_rounds(runs, a.repeat)
     names = list(rounds)
-    lam, plain, delta, record = (rounds[n] for n in names)
+    lam, plain, delta, record, _ = (rounds[n] for n in names)
     rounds["full record, today: lambda_1 alone + D~ plain float64 (two calls)"] = [x + y for x, y in zip(lam, plain)]
     rounds["full record, two calls: lambda_1 alone + D~ delta float32"] = [x + y for x, y in zip(lam, delta)]
     times = {name: min(ts) for name, ts in rounds.items()}
@@ -135,6 +138,10 @@ def main(argv=None) -> int:
         *rows,
         "",
         "Target (issue 11): full record <= 1.3x lambda_1 alone (was about 3.9x with the float64 plain twin).",
+        "The `bound` row runs the tangent kernel with one more column than lambda_1 alone (the record's",
+        "zero-input phase has 3 GEMM columns per sequence: state, delta, tangent) but only the linear tangent",
+        "update: what the record would cost if the twin's nonlinear differences were free. Its drive has",
+        "3 columns too (the record's has 2), so it slightly overstates the bound.",
         "",
         f"Same run, numbers: lambda_1 = {check['lambda_1']:.5f} (record vs separate call: max |diff| "
         f"{check['max_abs_diff_lambda_1']:.1e}); D~ = {check['D_tilde_record']:.4f} (record), "
