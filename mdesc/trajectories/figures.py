@@ -179,7 +179,7 @@ def plot_ensemble_sweep(results: Sequence[tuple[dict, dict]], folder,
     from matplotlib.patches import Patch
 
     folder = Path(folder)
-    main = [(s, a) for s, a in results if s["job"]["sample_order"] == "identity"]
+    main = [(s, a) for s, a in results if not s["job"]["tag"]]  # one point per rate
     if not main:
         return []
     lrs = np.array([s["job"]["lr"] for s, _ in main])
