@@ -21,6 +21,8 @@ from cell_cases import (CELLS, DETERMINISTIC, F64, assert_columns_close, column_
 from emulation import assert_same_run, emulate, emulator, op_args
 
 EXAMPLES = 12  # per cell; every test below draws the same examples on every run
+# the LSTM's identities are tested in tests/test_lyapunov.py; here the cells added beside it
+NEW_CELLS = ("gru", "rnn_tanh", "rnn_relu")
 
 
 def _flat_step(rnn: nn.RNNBase, x_t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -65,7 +67,7 @@ def _tolerance(p, k: int, qr_every: int | None = None, q0=None) -> torch.Tensor:
 # ------------------------------------------------------------------------------- exactness
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", NEW_CELLS)
 @settings(max_examples=EXAMPLES, **DETERMINISTIC)
 @given(data=st.data())
 def test_fused_matches_float64_reference(cell, data):
@@ -83,7 +85,7 @@ def test_fused_matches_float64_reference(cell, data):
     assert_columns_close(fused.block_exponents, ref.block_exponents, tol, "block exponents")
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", NEW_CELLS)
 @settings(max_examples=EXAMPLES, **DETERMINISTIC)
 @given(data=st.data())
 def test_full_spectrum_sum_is_mean_log_det_jacobian(cell, data):
@@ -110,7 +112,7 @@ def test_full_spectrum_sum_is_mean_log_det_jacobian(cell, data):
         assert abs(float(res.exponents[b].sum()) - expected) <= bound
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", NEW_CELLS)
 @settings(max_examples=EXAMPLES, **DETERMINISTIC)
 @given(data=st.data(), other=st.integers(2, 9))
 def test_independent_of_qr_every(cell, data, other):
@@ -125,7 +127,7 @@ def test_independent_of_qr_every(cell, data, other):
     assert_columns_close(many.exponents[ok], one.exponents[ok], tol, "exponents")
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", NEW_CELLS)
 @settings(max_examples=EXAMPLES, **DETERMINISTIC)
 @given(data=st.data())
 def test_leading_k_equal_top_of_full_spectrum(cell, data):
