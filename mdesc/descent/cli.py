@@ -163,6 +163,9 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
     g.add_argument("--limit", type=int, default=None,
                    help="analyse at most this many checkpoints in this call (a time-boxed "
                         "sweep; re-run to continue)")
+    g.add_argument("--epoch-range", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"),
+                   help="analyse only checkpoints of epochs FIRST..LAST (e.g. around a "
+                        "transition first; a later sweep fills in the rest)")
     g.add_argument("--distance-dtype", choices=("float32", "float64"), default="float64",
                    help="precision of the runs behind D~ (float32 rounding noise lifts an "
                         "ordered D~ from -15 to about -14.5; float32 is ~5x faster)")
@@ -353,7 +356,9 @@ def cmd_sweep(args) -> int:
     settings = _sweep_settings(args)
     try:
         out = sweep_run(args.run_dir, settings, device=args.device, progress=not args.quiet,
-                        limit=getattr(args, "limit", None))
+                        limit=getattr(args, "limit", None),
+                        epochs=tuple(args.epoch_range) if getattr(args, "epoch_range", None)
+                        else None)
     except (RunError, SweepSettingsError, StoreError, ValueError) as e:
         raise _user_error(e) from None
     table = load_table(args.run_dir, say=print)
