@@ -21,6 +21,8 @@ from cell_cases import (CELLS, DETERMINISTIC, F64, assert_columns_close, column_
 from emulation import assert_same_run, emulate, emulator, op_args
 
 EXAMPLES = 12  # per cell; every test below draws the same examples on every run
+# the LSTM's identities are tested in tests/test_lyapunov.py; here the cells added beside it
+NEW_CELLS = ("gru", "rnn_tanh", "rnn_relu")
 
 
 def _flat_step(rnn: nn.RNNBase, x_t: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
@@ -65,7 +67,7 @@ def _tolerance(p, k: int, qr_every: int | None = None, q0=None) -> torch.Tensor:
 # ------------------------------------------------------------------------------- exactness
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", NEW_CELLS)
 @settings(max_examples=EXAMPLES, **DETERMINISTIC)
 @given(data=st.data())
 def test_fused_matches_float64_reference(cell, data):
@@ -83,7 +85,7 @@ def test_fused_matches_float64_reference(cell, data):
     assert_columns_close(fused.block_exponents, ref.block_exponents, tol, "block exponents")
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", NEW_CELLS)
 @settings(max_examples=EXAMPLES, **DETERMINISTIC)
 @given(data=st.data())
 def test_full_spectrum_sum_is_mean_log_det_jacobian(cell, data):
@@ -110,7 +112,7 @@ def test_full_spectrum_sum_is_mean_log_det_jacobian(cell, data):
         assert abs(float(res.exponents[b].sum()) - expected) <= bound
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", NEW_CELLS)
 @settings(max_examples=EXAMPLES, **DETERMINISTIC)
 @given(data=st.data(), other=st.integers(2, 9))
 def test_independent_of_qr_every(cell, data, other):
@@ -125,7 +127,7 @@ def test_independent_of_qr_every(cell, data, other):
     assert_columns_close(many.exponents[ok], one.exponents[ok], tol, "exponents")
 
 
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", NEW_CELLS)
 @settings(max_examples=EXAMPLES, **DETERMINISTIC)
 @given(data=st.data())
 def test_leading_k_equal_top_of_full_spectrum(cell, data):
@@ -235,9 +237,13 @@ def test_checkpoints_and_asymptotic_distance_take_every_cell(cell):
     for c, m in enumerate(models):
         single = mdesc.lyapunov_spectrum(m, seq, 2, zero_input_steps=5, dtype=F64)
         torch.testing.assert_close(batch.exponents[c], single.exponents, rtol=1e-13, atol=1e-13)
+    for at in ("drive_end", "start"):
+        d = mdesc.asymptotic_distance(models, seq, zero_input_steps=20, perturbation=1e-3, perturb_at=at,
+                                      lengths=[6, 2, 4])
+        r = reference.asymptotic_distance(models, seq, zero_input_steps=20, perturbation=1e-3, perturb_at=at,
+                                          lengths=[6, 2, 4])
+        torch.testing.assert_close(d.distance, r.distance, rtol=1e-9, atol=1e-15)
     d = mdesc.asymptotic_distance(models, seq, zero_input_steps=20, perturbation=1e-3, perturb_at="start")
-    r = reference.asymptotic_distance(models, seq, zero_input_steps=20, perturbation=1e-3, perturb_at="start")
-    torch.testing.assert_close(d.distance, r.distance, rtol=1e-9, atol=1e-15)
     # by hand with the module: the twin starts from h0 + noise (every layer's h)
     noise = 1e-3 * torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0), dtype=F64)
     x = torch.cat([seq, torch.zeros(20, 3, 3, dtype=F64)])
@@ -302,6 +308,46 @@ def test_kernel_options_change_nothing_but_rounding(cell, dtype):
         torch.testing.assert_close(other.exponents, base.exponents, rtol=tol, atol=tol)
     with pytest.raises(ValueError, match="unknown kernel_options"):
         mdesc.lyapunov_spectrum(rnn, seq, 3, kernel_options=dict(tile=4))
+
+
+# ------------------------------------------------------------------------------- CUDA
+
+
+gpu = pytest.mark.skipif(not (torch.cuda.is_available() and _ops.WITH_CUDA),
+                         reason="no CUDA device, or mdesc built without its CUDA kernels")
+
+
+@gpu
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("path", ["fused", "stepwise"])
+@settings(max_examples=EXAMPLES, **DETERMINISTIC)
+@given(data=st.data())
+def test_cuda_matches_cpu(cell, path, data):
+    p = data.draw(problems(cell, max_k=6))
+    prep = prepare(p["rnn"], p["seq"], k=p["k"], dtype=F64, **p["kwargs"])
+    want = _ops.tangent_run(*op_args(prep), cell=cell)
+    got = _ops.tangent_run(*op_args(prep, "cuda"), cell=cell, cuda_path=path, poison_outputs=True)
+    assert_same_run(got, want, tol_state=1e-12, tol_logs=column_tolerance(prep))
+
+
+@gpu
+@pytest.mark.parametrize("cell", CELLS)
+def test_cuda_gain_sweep_and_reference(cell):
+    """The public API on the device: float64 against the reference, and the order-chaos sweep."""
+    rnn = make_rnn(cell, 4, 16, 2, gain=2.0, seed=3)
+    seq = torch.randn(12, 3, 4, dtype=F64, generator=torch.Generator().manual_seed(3))
+    ref = reference.lyapunov_spectrum(rnn, seq, 3, zero_input_steps=10, dtype=F64)
+    tol = column_tolerance(prepare(rnn, seq, k=3, zero_input_steps=10, dtype=F64)).clamp_min(1e-9)
+    got = mdesc.lyapunov_spectrum(rnn.cuda(), seq.cuda(), 3, zero_input_steps=10, dtype=F64)
+    assert_columns_close(got.exponents, ref.exponents, tol, "exponents")
+    low, high = SWEEP[cell]
+    lams = [float(mdesc.max_lyapunov(make_rnn(cell, 4, 64, 1, gain=g, seed=5, bias=False).cuda(),
+                                     torch.zeros(1, 4, 4, dtype=F64, device="cuda"), zero_input_steps=400,
+                                     warmup=100, dtype=F64,
+                                     h0=0.1 * torch.randn(1, 4, 64, dtype=F64, device="cuda",
+                                                          generator=torch.Generator("cuda").manual_seed(5))))
+            for g in (low, high)]
+    assert lams[0] < -0.05 and lams[1] > 0.01, lams
 
 
 # ------------------------------------------------------------------------------- CUDA, emulated

@@ -51,11 +51,12 @@ def test_lyapunov_values_within_their_errors_are_refused():
 
 
 def test_one_verdict_from_two_measures_says_when_and_why_they_disagree():
-    v, why = claims.verdicts([0, 1, 1, 0, -1], [0, 1, 0, 1, 0],
-                             [-0.1, 0.05, -0.02, 0.001, -0.1], [-15, -10, -12, -15, np.nan],
-                             FLOOR)
-    assert v == ["ordered", "chaotic", "disagree", "disagree", "unknown"]
+    v, why = claims.verdicts([0, 1, 1, 0, -1, 1], [0, 1, 0, 1, 0, 0],
+                             [-0.1, 0.05, -0.02, 0.001, -0.1, -0.002],
+                             [-15, -10, -12, -15, np.nan, -8], FLOOR)
+    assert v == ["ordered", "chaotic", "disagree", "disagree", "unknown", "disagree"]
     assert "left the basin" in why[2] and "had not separated" in why[3]
+    assert "limit cycle" in why[5]
     a = analysis.analyse(table(6, d_excess=[0, 0, 5, 5, 0, 0], lam=[-.1, -.1, -.1, .1, .1, -.1]),
                          distance_margin=1.0, distance_ordered_tol=0.1)
     assert a.verdicts == ["ordered", "ordered", "disagree", "chaotic", "disagree", "ordered"]

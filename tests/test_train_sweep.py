@@ -335,3 +335,10 @@ def test_time_boxed_sweep_with_a_limit_continues_later(trained, tmp_path):
     assert SW.sweep_run(run, SWEEP, progress=False)["computed"] == [4]
     with pytest.raises(SW.SweepSettingsError, match="--limit"):
         SW.sweep_run(run, SWEEP, progress=False, limit=0)
+
+
+def test_sweep_of_an_epoch_range_first(trained, tmp_path):
+    _, full = trained
+    run = _copy(full, tmp_path)
+    assert SW.sweep_run(run, SWEEP, progress=False, epochs=(2, 3))["computed"] == [2, 3]
+    assert SW.sweep_run(run, SWEEP, progress=False)["computed"] == [0, 1, 4]

@@ -334,6 +334,13 @@ def test_ensemble_sweep_resumes_and_refuses_other_settings(tmp_path, monkeypatch
     for m in range(2):  # the labels the figures print are those of the series they show
         assert tr.loss_regime(arrays["loss_kept"][:, m]).label == summary["loss_labels"][m]
     assert arrays["spectrum"].shape == (1, 83)
+    # a later job on initialisations 1 and 2 trains the same networks again
+    monkeypatch.undo()
+    later = tr.RateJob(1.0, 40, 2, [1e-8], 2, spectrum_inits=0, init_start=1, tag="more")
+    assert tr.ensemble_sweep(out, jobs + [later], log=lambda m: None)[1]["n_init"] == 2
+    (_, arr_a), (more, arr_b) = tr.load_sweep(out)
+    assert more["key"] == "lr=1+more"
+    np.testing.assert_allclose(arr_b["lam_tangent"], arr_a["lam_tangent"][1:3], rtol=1e-9)
 
 
 def test_cli_paper_preset_writes_under_runs_and_refuses_other_settings(tmp_path, monkeypatch,

@@ -112,3 +112,24 @@ def test_checkpoints_and_reference_in_the_zero_input_window(device, dtype):
 def test_bad_window_settings_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         mdesc.lyapunov_spectrum(torch.nn.LSTM(3, 4), torch.randn(5, 2, 3), 2, **kwargs)
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn_tanh"])
+def test_zero_input_window_for_cells_without_a_cell_state(cell):
+    """GRU / RNN: c is empty ([.., 0]); the window still equals the run from the drive-end h."""
+    torch.manual_seed(5)
+    if cell == "gru":
+        rnn = torch.nn.GRU(3, 5, num_layers=2).double()
+    else:
+        rnn = torch.nn.RNN(3, 5, num_layers=2, nonlinearity="tanh").double()
+    seq = torch.randn(9, 3, 3, dtype=torch.float64)
+    lengths = [9, 4, 6]
+    q0 = mdesc.random_frame(10, 2, seed=1)
+    r = mdesc.lyapunov_spectrum(rnn, seq, 2, lengths=lengths, zero_input_steps=8, qr_every=3,
+                                q0=q0, window="zero_input")
+    assert r.c_T.shape[-1] == 0 and r.h_T.shape == (2, 3, 5)
+    for b, l in enumerate(lengths):
+        _, h = rnn(seq[:l, b:b + 1])
+        rest = mdesc.lyapunov_spectrum(rnn, torch.zeros(1, 1, 3, dtype=torch.float64), 2, h0=h,
+                                       zero_input_steps=9 + 8 - l - 1, qr_every=3, q0=q0)
+        torch.testing.assert_close(r.exponents[b], rest.exponents[0], rtol=1e-10, atol=1e-12)

@@ -31,12 +31,18 @@
 
 // Always inlined: on the CPU these must melt into the vectorised loops of every instruction-set
 // clone of csrc/cpu/pointwise.cpp.
+// MDESC_HD_POLICY before a template that calls its activation policy M: with CUDA's device-only
+// policy, nvcc would otherwise warn that a __host__ __device__ function calls __device__ code.
 #if defined(__CUDACC__)
 #define MDESC_HD __host__ __device__ __forceinline__
+#define MDESC_HD_POLICY _Pragma("nv_exec_check_disable")
 #elif defined(__GNUC__)
 #define MDESC_HD inline __attribute__((always_inline))
 #else
 #define MDESC_HD inline
+#endif
+#ifndef MDESC_HD_POLICY
+#define MDESC_HD_POLICY
 #endif
 
 namespace mdesc {
@@ -51,6 +57,7 @@ struct LstmCell {
 
   // c' = f c + i g,  h' = o tanh(c').  k: the coefficients of the linearised update
   //   dc' = k1 da_f + k3 dc + k0 da_i + k2 da_g,   dh' = k4 da_o + k5 dc'
+  MDESC_HD_POLICY
   template <class M, typename T>
   static MDESC_HD void state(const T* a, T& h, T& c, T* k) {
     const T i = M::sigmoid(a[0]);
@@ -84,6 +91,7 @@ struct GruCell {
 
   // r = sig(a_r), z = sig(a_z), n = tanh(a_nx + r a_nh), h' = (1 - z) n + z h.  Linearised:
   //   dh' = k0 da_r + k1 da_z + k2 da_nx + k3 da_nh + k4 dh
+  MDESC_HD_POLICY
   template <class M, typename T>
   static MDESC_HD void state(const T* a, T& h, T& /*c*/, T* k) {
     const T r = M::sigmoid(a[0]);
@@ -112,6 +120,7 @@ struct RnnCell {
   static constexpr int kCoefs = 1;
   static constexpr int kHalves = 1;
 
+  MDESC_HD_POLICY
   template <class M, typename T>
   static MDESC_HD void state(const T* a, T& h, T& /*c*/, T* k) {
     if constexpr (kRelu) {

@@ -84,7 +84,8 @@ def spectrum(prep: PreparedRun, backend: str, warmup: int, zero_input_run=None):
         if h_T is None:
             L, H = z_res.h_T.shape[1], z_res.h_T.shape[3]
             h_T = z_res.h_T.new_empty(C, L, B, H)
-            c_T = z_res.c_T.new_empty(C, L, B, H)
+            # c_T is [C, L, B, 0] for cells without a cell state (GRU, RNN)
+            c_T = z_res.c_T.new_empty(C, L, B, z_res.c_T.shape[3])
         exponents[:, idx] = z_res.exponents
         driven[:, idx] = d_res.exponents
         nonfinite[:, idx] = z_res.nonfinite

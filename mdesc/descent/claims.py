@@ -86,6 +86,7 @@ def correlation(x, y, x_name: str, x_resolution: float, y_name: str = "test loss
 
 
 VERDICTS = ("ordered", "chaotic", "disagree", "unknown")
+MARGINAL = 0.01   # |lambda_1| below this (per step) with D~ above its floor: marginal dynamics
 
 
 def verdicts(label_distance, label_lyapunov, lam, log_distance, floor: float
@@ -99,6 +100,12 @@ def verdicts(label_distance, label_lyapunov, lam, log_distance, floor: float
         elif ld == ll:
             out.append("chaotic" if ld == 1 else "ordered")
             why.append("")
+        elif ld == 1 and abs(l1) < MARGINAL:
+            out.append("disagree")
+            why.append(f"D~ = {d:.3g} is above its floor while lambda_1 = {l1:.3g} is within "
+                       f"{MARGINAL:g} of 0: marginal dynamics (a limit cycle or torus: a shift "
+                       "along the orbit neither grows nor decays, so D_i stays near the "
+                       "perturbation's size)")
         elif ld == 1:
             out.append("disagree")
             why.append(f"D~ = {d:.3g} is above its floor while lambda_1 = {l1:.3g} < 0: the "

@@ -297,7 +297,7 @@ def check_sweep_settings(run_dir: str | os.PathLike | None, settings: SweepSetti
 def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
               device: str = "cpu", on_record: Callable[[int, dict], None] | None = None,
               progress: bool = True, say: Callable[[str], None] | None = print,
-              limit: int | None = None) -> dict:
+              limit: int | None = None, epochs: tuple[int, int] | None = None) -> dict:
     """Analyse every checkpoint of a training run that has no sweep record yet.
 
     Per chunk of ``settings.chunk`` checkpoints: one call of :func:`mdesc.lyapunov_checkpoints`
@@ -310,7 +310,8 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
     skipped: one readable line each through ``say`` (never a raw warning inside the progress
     bar), and listed in ``sweep/skipped.json``.  ``limit``: analyse at most this many
     checkpoints in this call (newest-first priority is not implied: epochs in order), so a
-    long sweep can be time-boxed and resumed.  Returns ``{"computed": [epochs], "skipped":
+    long sweep can be time-boxed and resumed.  ``epochs=(first, last)``: only checkpoints in
+    that range (e.g. to resolve a transition first).  Returns ``{"computed": [epochs], "skipped":
     [paths], "existing": n}``.
     """
     import torch
@@ -343,6 +344,8 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
     todo, existing = [], 0
     for epoch, path in run.checkpoints():
         if epoch % settings.every:
+            continue
+        if epochs is not None and not epochs[0] <= epoch <= epochs[1]:
             continue
         if _valid_record(run.read_record(epoch), epoch, sample_index):
             existing += 1

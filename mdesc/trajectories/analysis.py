@@ -352,7 +352,7 @@ def spectral_concentration(x: np.ndarray, peaks: int = 3) -> tuple[float, float]
 
 
 def loss_regime(loss: np.ndarray, *, skip: float = 0.05, increase_rtol: float = 1e-9,
-                converging_max_increasing: float = 0.02, stall_max_change: float = 1e-3,
+                converging_max_increasing: float = 0.02, stall_max_change: float = 1e-2,
                 periodic_min_fraction: float = 0.5,
                 intermittent_min_phases: int = 3, intermittent_min_fraction: float = 0.2,
                 quasi_min_concentration: float = 0.5, **laminar_kw) -> LossCurveClass:
@@ -365,8 +365,8 @@ def loss_regime(loss: np.ndarray, *, skip: float = 0.05, increase_rtol: float = 
     2. ``converging``: at most ``converging_max_increasing`` (2 %) of steps raise the loss by
        more than ``increase_rtol`` x L (rounding at a converged loss does not count);
        ``stalled`` instead when, in addition, ln L changes by less than ``stall_max_change``
-       (1e-3) from the first to the last step of the window (a network frozen on a plateau,
-       e.g. saturated units predicting chance, L = ln 3 for Iris).
+       (1e-2: the loss moves by less than 1 %) from the first to the last step of the window (a
+       network frozen on a plateau, e.g. saturated units predicting chance, L = ln 3 for Iris).
     3. :func:`laminar_phases` of y (near-returns of period <= 32 within 1 % of the range):
        ``periodic`` if at most 2 laminar phases cover at least ``periodic_min_fraction`` (50 %)
        of the steps; ``quasi-periodic`` instead when those phases do not repeat to rounding

@@ -72,6 +72,8 @@ def register(subparsers) -> None:
     p.add_argument("--sweep-inits", type=int, default=20,
                    help="[paper] initialisations per rate of the sweep")
     p.add_argument("--sweep-steps", type=int, default=500, help="[paper] epochs per sweep rate")
+    p.add_argument("--n-init-5-more", type=int, default=40,
+                   help="[paper] further initialisations at eta=5, a replicate (0: skip)")
     p.add_argument("--long-001-steps", type=int, default=5000,
                    help="[paper] epochs of the long eta=0.01 run (0: skip it)")
     p.add_argument("--no-reversed-check", action="store_true",
@@ -201,7 +203,8 @@ def run_paper(args: argparse.Namespace) -> int:
                          sweep_rates=rates, sweep_inits=args.sweep_inits,
                          sweep_steps=args.sweep_steps,
                          reversed_check=not args.no_reversed_check,
-                         long_001_steps=args.long_001_steps)
+                         long_001_steps=args.long_001_steps,
+                         n_init_5_more=args.n_init_5_more)
     if args.only:
         wanted = {k.strip() for k in args.only.split(",") if k.strip()}
         unknown = wanted - {j.key for j in jobs}

@@ -168,7 +168,8 @@ _LABEL_COLOURS = {"stalled": "#7a7a7a", "converging": "#4c9be8", "periodic": "#6
 
 
 def plot_ensemble_sweep(results: Sequence[tuple[dict, dict]], folder,
-                        detail_keys: Sequence[str] = ("lr=0.01", "lr=1", "lr=5")) -> list[Path]:
+                        detail_keys: Sequence[str] = ("lr=0.01", "lr=0.01+long", "lr=1", "lr=5")
+                        ) -> list[Path]:
     """``sweep.png`` (exponent statistics vs learning rate) and ``rate_<key>.png`` for the
     rates in ``detail_keys`` (:func:`plot_rate_detail`) into ``folder``; returns the paths."""
     import matplotlib
@@ -178,7 +179,7 @@ def plot_ensemble_sweep(results: Sequence[tuple[dict, dict]], folder,
     from matplotlib.patches import Patch
 
     folder = Path(folder)
-    main = [(s, a) for s, a in results if s["job"]["sample_order"] == "identity"]
+    main = [(s, a) for s, a in results if not s["job"]["tag"]]  # one point per rate
     if not main:
         return []
     lrs = np.array([s["job"]["lr"] for s, _ in main])
@@ -252,7 +253,8 @@ def plot_ensemble_sweep(results: Sequence[tuple[dict, dict]], folder,
     by_key = {s["key"]: (s, a) for s, a in results}
     for key in detail_keys:
         if key in by_key:
-            paths.append(plot_rate_detail(*by_key[key], folder / f"rate_{key.replace('=', '')}.png"))
+            name = key.replace('=', '').replace('+', '_')
+            paths.append(plot_rate_detail(*by_key[key], folder / f"rate_{name}.png"))
     return paths
 
 
@@ -326,8 +328,8 @@ def plot_rate_detail(summary: dict, arrays: dict, path) -> Path:
                  lw=0.5, ms=1.5)
         ins.tick_params(labelsize=5)
         ins.set_title(f"last {show}", fontsize=6, pad=2)
-    fracs = ", ".join(f"{k} {v:.0%}" for k, v in sorted(summary["label_fractions"].items(),
-                                                         key=lambda kv: -kv[1]))
+    fracs = ", ".join(f"{k} {v:.0%}" if v >= 0.005 else f"{k} <1%"
+                      for k, v in sorted(summary["label_fractions"].items(), key=lambda kv: -kv[1]))
     fig.suptitle(f"η = {job['lr']:g}, {job['steps']} epochs: regime {summary['regime']} "
                  f"(loss labels over all initialisations: {fracs})", fontsize=11)
     return _save(fig, path)

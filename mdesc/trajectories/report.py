@@ -42,8 +42,8 @@ def table_rows(summaries: list[dict]) -> list[dict]:
             "lam_finite_time_median": ft8.get("median", math.nan),
             "finite_time_eps": ft8.get("eps", math.nan),
             "regime": s["regime"],
-            "loss_labels": "; ".join(f"{k} {v:.0%}" for k, v in
-                                     sorted(labels.items(), key=lambda kv: -kv[1])),
+            "loss_labels": "; ".join(f"{k} {v:.0%}" if v >= 0.005 else f"{k} <1%"
+                                     for k, v in sorted(labels.items(), key=lambda kv: -kv[1])),
             "near_zero_1e-3": (sorted(nz["0.001"])[len(nz["0.001"]) // 2]
                                if nz.get("0.001") else math.nan),
             "near_zero_1e-5": (sorted(nz["1e-05"])[len(nz["1e-05"]) // 2]

@@ -54,9 +54,13 @@ class RateJob:
     keep_loss: int = 8
     sample_order: str = "identity"  # or "reversed": the same sum in another order
     tag: str = ""
+    init_start: int = 0  # initialisations init_start .. init_start + n_init - 1
 
     def __post_init__(self):
         self.lr, self.steps, self.n_init = float(self.lr), int(self.steps), int(self.n_init)
+        self.init_start = int(self.init_start)
+        if self.init_start < 0:
+            raise ValueError(f"init_start must be >= 0, got {self.init_start}.")
         self.eps = [float(e) for e in self.eps]
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"learning rate must be a positive finite number, got {self.lr}.")
@@ -78,6 +82,14 @@ class RateJob:
         return self.spectrum_steps or min(self.steps, 2000)
 
 
+def job_settings(job: RateJob) -> dict:
+    """The recorded settings of a job (``init_start`` only when not 0, as before it existed)."""
+    settings = to_json(dataclasses.asdict(job))
+    if settings.get("init_start") == 0:
+        settings.pop("init_start")
+    return settings
+
+
 def rate_key(lr: float, tag: str = "") -> str:
     return f"lr={lr:.6g}" + (f"+{tag}" if tag else "")
 
@@ -88,7 +100,8 @@ def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 20,
                sweep_eps: Sequence[float] = (1e-8,), eps_5: Sequence[float] = (1e-8,),
                spectrum_inits: int = 2, spectrum_steps: int = 500,
                sweep_spectrum_inits: int = 1, sweep_spectrum_steps: int = 200,
-               reversed_check: bool = True, long_001_steps: int = 5000) -> list[RateJob]:
+               reversed_check: bool = True, long_001_steps: int = 5000,
+               n_init_5_more: int = 40) -> list[RateJob]:
     """The recorded run's jobs: the paper's three rates, then the sweep between them.
 
     * η = 1: 200 epochs, ``n_init_1`` (500) initialisations x 5 perturbations x the 14 sizes
@@ -99,6 +112,8 @@ def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 20,
       records only the loss; mdesc adds 5 replicas at each of ``eps_5``, a twin and a tangent);
     * η = 0.01 (the authors' default rate): ``steps_001`` epochs, ``n_init_001``
       initialisations, 5 perturbations x the 14 sizes;
+    * with ``n_init_5_more`` (0: none): η = 5 again on ``n_init_5_more`` further
+      initialisations (``n_init_5`` onwards; key ``lr=5+more``): an independent replicate;
     * with ``long_001_steps`` (0: none): η = 0.01 for that many epochs, ``n_init_001``
       initialisations, sizes 1e-12, 1e-8, 1e-4 (key ``lr=0.01+long``);
     * ``sweep_rates`` (default 13 rates log-spaced strictly between 0.01 and 5), each
@@ -120,6 +135,9 @@ def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 20,
                      spectrum_steps=min(steps_001, spectrum_steps))]
     if sweep_rates is None:
         sweep_rates = [float(f"{x:.4g}") for x in np.geomspace(0.01, 5.0, 15)[1:-1]]
+    if n_init_5_more:
+        jobs.append(RateJob(5.0, 10_000, n_init_5_more, list(eps_5), 5, spectrum_inits=0,
+                            init_start=n_init_5, tag="more"))
     if long_001_steps:
         jobs.append(RateJob(0.01, long_001_steps, n_init_001, [1e-12, 1e-8, 1e-4], 5,
                             spectrum_inits=k, spectrum_steps=min(long_001_steps, 2000),
@@ -169,7 +187,7 @@ def ensemble_sweep(out, jobs: Sequence[RateJob], *, problem_factory: Callable | 
               "n_params": base.n_params, "seed": int(seed), "twin_eps": float(twin_eps)})
     summaries = []
     for job in jobs:
-        settings = to_json(dataclasses.asdict(job))
+        settings = job_settings(job)
         if run.has_record("job", job.key):
             check_settings(run.path("job", job.key + ".json"), run.read_record("job", job.key),
                            settings)
@@ -184,21 +202,24 @@ def ensemble_sweep(out, jobs: Sequence[RateJob], *, problem_factory: Callable | 
             if path.exists():
                 continue
             t0 = time.perf_counter()
-            w0 = problem.init(b - a, seed, start=a)
+            first = job.init_start + a
+            w0 = problem.init(b - a, seed, start=first)
             res = run_ensemble(problem, w0, job.lr, job.steps, eps=job.eps if job.n_pert else [],
                                n_pert=job.n_pert, twin_eps=twin_eps, seed=seed,
-                               init_ids=range(a, b))
+                               init_ids=range(first, job.init_start + b))
             res.pop("w_final")
             sec = time.perf_counter() - t0
             run.save_tensors(f"chunks/{job.key}/c{c:03d}.safetensors", res,
                              {"job": settings, "inits": [a, b], "seconds": sec})
-            log(f"{job.key}: initialisations {a}-{b - 1} of {job.n_init} in {sec:.1f} s")
+            log(f"{job.key}: initialisations {first}-{job.init_start + b - 1} of "
+                f"{job.init_start}-{job.init_start + job.n_init - 1} in {sec:.1f} s")
         spec_path = run.path("spectrum", job.key + ".safetensors")
         if job.spectrum_inits and not spec_path.exists():
             t0 = time.perf_counter()
             k = min(job.spectrum_inits, job.n_init)
-            spec = training_spectrum(problem, problem.init(k, seed), job.lr, job.spectrum_T,
-                                     seed=seed, init_ids=range(k))
+            spec = training_spectrum(problem, problem.init(k, seed, start=job.init_start),
+                                     job.lr, job.spectrum_T, seed=seed,
+                                     init_ids=range(job.init_start, job.init_start + k))
             sec = time.perf_counter() - t0
             run.save_tensors(f"spectrum/{job.key}.safetensors",
                              {"exponents": spec["exponents"]},
