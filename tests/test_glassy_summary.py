@@ -131,3 +131,30 @@ def test_late_waiting_times_isolate_aging_after_a_transient():
     assert summary.late_waiting_times(curves, None) is curves
     late_ratio, all_ratio = glassy.aging_collapse(late).ratio, glassy.aging_collapse(curves).ratio
     assert late_ratio < 1e-3 and late_ratio < 0.01 * all_ratio  # the transient spoils the rest
+
+
+def test_spiking_nets_are_censored_at_their_first_spike():
+    from mdesc.glassy.sweep import NetRecord
+
+    times = np.concatenate([[0], glassy.log_spaced_times(10**4, 30)])
+    loss = 0.5 + 3.0 * np.maximum(times, 1.0) ** -0.5
+    bmean, bmax = loss * 1.01, loss * 1.4
+    k = int(np.searchsorted(times, 2000))
+    spiked = loss.copy()
+    spiked[k:] = loss[k:] * 3.0                     # the loss jumps at times[k] and stays up
+    tws = np.array([10, 1000])
+    lags = [np.arange(1, 9000), np.arange(1, 9000)]
+    curves = glassy.AgingCurves(tws, lags, [np.log1p(l / tw) for l, tw in zip(lags, tws)])
+    calm = NetRecord(1, 8, 0, 100, times, loss, loss, bmean, bmax, curves, 10**4, 10**4)
+    bad = NetRecord(1, 16, 0, 100, times, spiked, spiked, bmean, bmax, curves, 10**4, 10**4)
+    assert summary.first_spike_time(calm) == math.inf
+    assert summary.first_spike_time(bad) == times[k]
+    assert summary.censor_at(calm, math.inf) is calm
+    cut = summary.censor_at(bad, times[k])
+    assert np.all(np.isnan(cut.train_loss[k:])) and np.all(np.isfinite(cut.train_loss[:k]))
+    assert all(np.all(tw + lag < times[k]) for tw, lag in zip(cut.aging.waiting_times, cut.aging.lags))
+    out = summary.analyze_sweep([calm, bad], [0.55], censor_spikes=True)
+    rows = {r["width"]: r for r in out["nets"]}
+    assert rows[16]["censored"] and not rows[8]["censored"] and out["n_spiked"] == 1
+    assert rows[16]["t_star@0.55"] == math.inf     # 0.55 is reached only after the spike time
+    assert 2000 < rows[8]["t_star@0.55"] < math.inf

@@ -92,6 +92,8 @@ def register(subparsers) -> None:
                     help="power-law fit start as a fraction of the steps (default: the sweep's)")
     an.add_argument("--aging-min-tw", type=float, default=None,
                     help="aging collapse on waiting times >= this only (default: the sweep's)")
+    an.add_argument("--censor-spikes", action="store_true",
+                    help="analyse each net only up to its first loss spike")
     an.add_argument("--partial", action="store_true",
                     help="analyse unfinished groups with their records so far")
     an.set_defaults(func=cmd_analyze)
@@ -172,11 +174,12 @@ def cmd_analyze(args) -> int:
     thresholds = args.thresholds or analysis.get("thresholds") or [1.4, 1.2, 1.0]
     fit_from = args.fit_from if args.fit_from is not None else analysis.get("fit_from", 0.05)
     min_tw = args.aging_min_tw if args.aging_min_tw is not None else analysis.get("aging_min_tw")
-    return _analyze(out, Path(args.results or out), thresholds, fit_from, args.partial, min_tw)
+    return _analyze(out, Path(args.results or out), thresholds, fit_from, args.partial, min_tw,
+                    args.censor_spikes)
 
 
 def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool,
-             aging_min_tw: float | None = None) -> int:
+             aging_min_tw: float | None = None, censor_spikes: bool = False) -> int:
     import numpy as np
 
     from mdesc import store
@@ -191,10 +194,11 @@ def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool,
         raise UserError(str(e))
     if not nets:
         raise UserError(f"{out} has no trained nets yet; run the sweep command first")
-    result = analyze_sweep(nets, thresholds, fit_from, aging_min_tw=aging_min_tw)
+    result = analyze_sweep(nets, thresholds, fit_from, aging_min_tw=aging_min_tw,
+                           censor_spikes=censor_spikes)
     result["settings"] = settings.to_dict()
     result["analysis"] = {"thresholds": list(thresholds), "fit_from": fit_from,
-                          "aging_min_tw": aging_min_tw,
+                          "aging_min_tw": aging_min_tw, "censor_spikes": censor_spikes,
                           "partial": partial,
                           "steps_reached": {f"d{d}": min(n.step for n in nets if n.depth == d)
                                             for d in sorted({n.depth for n in nets})},
@@ -218,7 +222,11 @@ def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool,
          **{f"pooled_{k}": v for k, v in c["pooled"].items()},
          **{f"seeds_w_c_{k}": v for k, v in c["w_c_seeds"].items()},
          "fraction_seeds_fitted": c["fraction_fitted"]} for c in result["critical_width"]])
-    names = write_figures(results, nets, result)
+    aging_nets = nets
+    if censor_spikes:
+        from mdesc.glassy.summary import censor_at, first_spike_time
+        aging_nets = [censor_at(n, first_spike_time(n)) for n in nets]
+    names = write_figures(results, nets, result, aging_nets=aging_nets)
     _print_summary(result)
     print(f"wrote {results}/fits.json, curves.safetensors, nets.csv, critical_width.csv, "
           + ", ".join(names))

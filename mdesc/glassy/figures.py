@@ -50,6 +50,11 @@ def plot_losses(path, nets, result) -> None:
             ok = np.isfinite(n.train_loss) & (n.times > 0)
             ax.loglog(n.times[ok], n.train_loss[ok], "-", lw=0.9, color=col[n.width],
                       label=f"w={n.width}" if n.seed == first_seed else None)
+            t_spike = fits.get((n.depth, n.width, n.seed), {}).get("spike_time")
+            if t_spike is not None and np.isfinite(t_spike):
+                k = int(np.searchsorted(n.times, t_spike))
+                if k < len(n.times) and np.isfinite(n.train_loss[k]):
+                    ax.plot(n.times[k], n.train_loss[k], "x", color="red", ms=6, mew=1.5)
             r = fits.get((n.depth, n.width, n.seed), {})
             if n.seed == first_seed and "l_inf" in r:
                 tt = np.geomspace(r["fit_t_min"], n.times[ok].max(), 60)
@@ -57,7 +62,8 @@ def plot_losses(path, nets, result) -> None:
                           color=col[n.width], lw=0.8)
         for thr in result["thresholds"]:
             ax.axhline(thr, color="0.5", lw=0.6, ls=":")
-        ax.set_title(f"depth {d}: training loss (dashed: L_inf + A t^-alpha fit)", fontsize=9)
+        ax.set_title(f"depth {d}: training loss (dashed: L_inf + A t^-alpha fit; "
+                     "x: first loss spike)", fontsize=8.5)
         ax.set_xlabel("SGD step t")
         ax.grid(True, which="both", alpha=0.2)
     axes[0][0].set_ylabel("training cross-entropy (nats / voice / step)")
@@ -252,12 +258,13 @@ def plot_lr_pilot(path, groups) -> None:
     _save(fig, path)
 
 
-def write_figures(out, nets, result) -> list[str]:
-    """All figures of a sweep into folder ``out``; returns their file names."""
+def write_figures(out, nets, result, aging_nets=None) -> list[str]:
+    """All figures of a sweep into folder ``out``; returns their file names. aging_nets: the
+    nets as analysed for aging (e.g. censored at their first loss spike; default ``nets``)."""
     out = Path(out)
     names = ["loss_curves.png", "learning_time.png", "aging.png", "minibatch_loss.png"]
     plot_losses(out / names[0], nets, result)
     plot_learning_time(out / names[1], result)
-    plot_aging(out / names[2], nets, result)
+    plot_aging(out / names[2], nets if aging_nets is None else aging_nets, result)
     plot_spikes(out / names[3], nets)
     return names

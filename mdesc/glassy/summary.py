@@ -19,7 +19,7 @@ from mdesc.glassy.analysis import (AgingCurves, aging_collapse, fit_critical_wid
                                    learning_time)
 
 __all__ = ["seed_interval", "critical_width_over_seeds", "summarize_net", "analyze_sweep",
-           "phase_aging", "depth_trend"]
+           "phase_aging", "depth_trend", "first_spike_time", "censor_at"]
 
 
 def seed_interval(values, confidence: float = 0.95) -> dict[str, Any]:
@@ -102,6 +102,42 @@ def _max_rise(t, loss, t_from: float = 100.0) -> float:
     if loss.size < 2:
         return math.nan
     return float(max(0.0, np.max(loss[1:] / loss[:-1] - 1.0)))
+
+
+def first_spike_time(net, max_ratio: float = 2.0, max_rise: float = 0.1,
+                     t_from: float = 100.0) -> float:
+    """First record time (>= t_from) whose bin holds a minibatch loss above ``max_ratio`` times
+    the bin's mean, or where the full training loss rose by more than ``max_rise`` since the
+    previous record; ``inf`` if none. (Without spikes, batches of 4 windows stay below about
+    1.65 times the mean, and the full loss rises by at most a few percent, at the SGD floor.)"""
+    t = np.asarray(net.times, dtype=np.float64)
+    ok = (t >= t_from) & np.isfinite(net.batch_max) & np.isfinite(net.batch_mean)
+    hits = list(t[ok & (net.batch_max > max_ratio * net.batch_mean)])
+    loss = np.asarray(net.train_loss, dtype=np.float64)
+    rise = np.full(t.shape, np.nan)
+    rise[1:] = loss[1:] / loss[:-1] - 1.0
+    hits += list(t[(t >= t_from) & (rise > max_rise)])
+    return float(min(hits)) if hits else math.inf
+
+
+def censor_at(net, t_cut: float):
+    """A copy of ``net`` without anything recorded at or after ``t_cut``: losses become NaN,
+    aging points with ``tau_w + tau >= t_cut`` are dropped (the net is then "not reached" for
+    thresholds it had not reached before ``t_cut``)."""
+    import dataclasses
+
+    if not math.isfinite(t_cut):
+        return net
+    keep = np.asarray(net.times) < t_cut
+    lags, deltas = [], []
+    for tw, lag, delta in zip(net.aging.waiting_times, net.aging.lags, net.aging.delta):
+        k = tw + np.asarray(lag) < t_cut
+        lags.append(np.asarray(lag)[k])
+        deltas.append(np.asarray(delta)[k])
+    nan = lambda a: np.where(keep, a, np.nan)  # noqa: E731
+    return dataclasses.replace(net, train_loss=nan(net.train_loss), test_loss=nan(net.test_loss),
+                               batch_mean=nan(net.batch_mean), batch_max=nan(net.batch_max),
+                               aging=AgingCurves(np.asarray(net.aging.waiting_times), lags, deltas))
 
 
 def late_waiting_times(curves: AgingCurves, min_waiting_time: float | None) -> AgingCurves:
@@ -214,7 +250,8 @@ def depth_trend(critical: list[dict]) -> list[dict[str, Any]]:
 
 def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
                   phase_threshold: float | None = None,
-                  aging_min_tw: float | None = None) -> dict[str, Any]:
+                  aging_min_tw: float | None = None,
+                  censor_spikes: bool = False) -> dict[str, Any]:
     """All the analyses of a sweep.
 
     Returns ``nets`` (one :func:`summarize_net` row each), ``widths`` (per depth and width:
@@ -223,9 +260,17 @@ def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
     :func:`critical_width_over_seeds`), ``depth_trend`` (:func:`depth_trend`) and ``aging``
     (:func:`phase_aging` with the phases split at the pooled w_c of ``phase_threshold``,
     default the lowest threshold with a pooled fit at every depth); the aging collapse uses the
-    waiting times ``>= aging_min_tw`` (all for None).
+    waiting times ``>= aging_min_tw`` (all for None). censor_spikes: analyse every net only
+    up to its :func:`first_spike_time` (:func:`censor_at`); ``spike_time`` is in every row.
     """
-    rows = [summarize_net(n, thresholds, fit_from, aging_min_tw) for n in nets]
+    rows = []
+    for n in nets:
+        t_spike = first_spike_time(n)
+        row = summarize_net(censor_at(n, t_spike) if censor_spikes else n, thresholds,
+                            fit_from, aging_min_tw)
+        row["spike_time"] = t_spike
+        row["censored"] = bool(censor_spikes and math.isfinite(t_spike))
+        rows.append(row)
     widths = []
     for (d, w), grp in _group(rows, "depth", "width").items():
         e: dict[str, Any] = {"depth": d, "width": w, "n_seeds": len(grp),
@@ -235,6 +280,8 @@ def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
                     "aging_ratio_short", "aging_ratio_long", "max_spike_ratio", "max_loss_rise"):
             e[key] = seed_interval([r.get(key, math.nan) for r in grp])
         e["fraction_l_inf_positive"] = float(np.mean([bool(r.get("l_inf_positive")) for r in grp]))
+        e["fraction_spiked"] = float(np.mean([math.isfinite(r["spike_time"]) for r in grp]))
+        e["spike_time"] = seed_interval([r["spike_time"] for r in grp])
         for thr in thresholds:
             ts = np.array([r[f"t_star@{thr:g}"] for r in grp], dtype=np.float64)
             e[f"t_star@{thr:g}"] = seed_interval(ts)
@@ -262,4 +309,5 @@ def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
     return {"nets": rows, "widths": widths, "critical_width": critical,
             "depth_trend": depth_trend(critical), "phase_threshold": phase_threshold,
             "aging": phase_aging(rows, w_c), "thresholds": list(thresholds),
-            "fit_from": fit_from, "aging_min_tw": aging_min_tw}
+            "fit_from": fit_from, "aging_min_tw": aging_min_tw, "censor_spikes": censor_spikes,
+            "n_spiked": int(sum(math.isfinite(r["spike_time"]) for r in rows)), "n_nets": len(rows)}
