@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 EVENT_COLOR = "#e08214"
-DROP_COLOR = "#1b7837"
+DROP_COLOR = "black"
 ORDER_COLOR = "#dbe9f6"      # background of ordered stretches
 CHAOS_COLOR = "#fbe0cf"      # background of chaotic stretches
 UNKNOWN_COLOR = "#e6e6e6"
