@@ -156,5 +156,17 @@ def test_spiking_nets_are_censored_at_their_first_spike():
     out = summary.analyze_sweep([calm, bad], [0.55], censor_spikes=True)
     rows = {r["width"]: r for r in out["nets"]}
     assert rows[16]["censored"] and not rows[8]["censored"] and out["n_spiked"] == 1
-    assert rows[16]["t_star@0.55"] == math.inf     # 0.55 is reached only after the spike time
+    assert math.isnan(rows[16]["t_star@0.55"])    # reached only after the spike: unknown
     assert 2000 < rows[8]["t_star@0.55"] < math.inf
+
+
+def test_unknown_learning_times_are_left_out_not_counted_as_unreached():
+    widths = np.array([3, 4, 6, 8, 11, 16, 23, 32], dtype=float)
+    t = _t_star(widths, 5.0, 1000.0, 0.0, 0)
+    t_unknown = t.copy()
+    t_unknown[-1] = np.nan                           # the widest net's time is unknown
+    fit = glassy.fit_critical_width(widths, t_unknown)
+    assert fit.widths.tolist() == [6, 8, 11, 16, 23] and fit.unreached_widths.tolist() == [3, 4]
+    assert fit.w_c == pytest.approx(5.0, abs=1e-3)
+    out = summary.critical_width_over_seeds(widths, np.stack([t, t_unknown]))
+    assert out["median_t_star"][-1] == pytest.approx(t[-1])  # the known seed decides

@@ -248,8 +248,8 @@ class CriticalWidthFit:
 def fit_critical_width(widths, t_star, w_c_min: float | None = None) -> CriticalWidthFit:
     """Fit ``t*(w) ~ C / (w - w_c)`` to learning times across a width sweep.
 
-    widths, t_star: 1-D arrays; infinite (or NaN) ``t*`` mark widths that never learned and are
-    left out of the fit. The fit is least squares in ``ln t*`` with ``w_c`` below the smallest
+    widths, t_star: 1-D arrays; infinite ``t*`` mark widths that never learned (listed as
+    unreached, not fitted); NaN ``t*`` mark unknown learning times (left out altogether). The fit is least squares in ``ln t*`` with ``w_c`` below the smallest
     fitted width; ``w_c_min`` (default ``min(w) - 100 * (max(w) - min(w))``) bounds it below.
     Needs at least 2 finite points (3 for uncertainties).
     """
@@ -261,7 +261,7 @@ def fit_critical_width(widths, t_star, w_c_min: float | None = None) -> Critical
         raise ValueError(f"{widths.size} widths but {t_star.size} learning times")
     finite = np.isfinite(t_star) & (t_star > 0)
     w, ts = widths[finite], t_star[finite]
-    unreached = widths[~finite]
+    unreached = widths[np.isinf(t_star)]  # NaN: unknown (e.g. a censored run), left out
     if w.size < 2:
         raise ValueError(f"need learning times at >= 2 widths to fit w_c, got {w.size} "
                          "(train longer or raise the loss threshold)")

@@ -139,7 +139,8 @@ def plot_learning_time(path, result) -> None:
     ax.set_ylabel("critical width w_c")
     ax.set_title("w_c against depth (bars: 95% interval over seeds)", fontsize=8)
     ax.grid(True, alpha=0.25)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)
 

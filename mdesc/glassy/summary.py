@@ -49,7 +49,8 @@ def seed_interval(values, confidence: float = 0.95) -> dict[str, Any]:
 def critical_width_over_seeds(widths, t_star, confidence: float = 0.95) -> dict[str, Any]:
     """``t*(w) = C / (w - w_c)`` fitted seed by seed and to the seeds' median t*.
 
-    widths: (W,); t_star: (S, W) learning times per seed (inf: never reached).
+    widths: (W,); t_star: (S, W) learning times per seed (inf: never reached; NaN: unknown,
+    e.g. a run censored before it reached the threshold, left out).
     Returns ``per_seed`` (w_c, w_c_err, at_bound or the error per seed), ``w_c_seeds``
     (:func:`seed_interval` over the seeds whose fit did not sit at its bound),
     ``fraction_fitted`` (seeds with a fit not at the bound), and ``pooled`` (the fit to the
@@ -70,7 +71,11 @@ def critical_width_over_seeds(widths, t_star, confidence: float = 0.95) -> dict[
                 good.append(fit.w_c)
         except ValueError as e:
             per_seed.append({"error": str(e)})
-    med = np.median(np.where(np.isfinite(ts), ts, np.inf), axis=0)
+    med = np.full(widths.size, np.nan)  # NaN entries are unknown: the median of the known ones
+    for j in range(widths.size):
+        known = ts[~np.isnan(ts[:, j]), j]
+        if known.size:
+            med[j] = np.median(known)
     out: dict[str, Any] = {"per_seed": per_seed, "w_c_seeds": seed_interval(good, confidence),
                            "fraction_fitted": len(good) / ts.shape[0],
                            "median_t_star": med.tolist()}
@@ -270,6 +275,10 @@ def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
                             fit_from, aging_min_tw)
         row["spike_time"] = t_spike
         row["censored"] = bool(censor_spikes and math.isfinite(t_spike))
+        if row["censored"]:  # not reached before the spike: unknown, not "never"
+            for thr in thresholds:
+                if math.isinf(row[f"t_star@{thr:g}"]):
+                    row[f"t_star@{thr:g}"] = math.nan
         rows.append(row)
     widths = []
     for (d, w), grp in _group(rows, "depth", "width").items():
@@ -286,6 +295,7 @@ def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
             ts = np.array([r[f"t_star@{thr:g}"] for r in grp], dtype=np.float64)
             e[f"t_star@{thr:g}"] = seed_interval(ts)
             e[f"fraction_reached@{thr:g}"] = float(np.mean(np.isfinite(ts)))
+            e[f"fraction_unknown@{thr:g}"] = float(np.mean(np.isnan(ts)))
         widths.append(e)
     critical = []
     for d in sorted({r["depth"] for r in rows}):
@@ -296,7 +306,7 @@ def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
             table = np.full((len(seeds), len(ws)), np.nan)
             for r in drows:
                 table[seeds.index(r["seed"]), ws.index(r["width"])] = r[f"t_star@{thr:g}"]
-            table = np.where(np.isnan(table), np.inf, table)  # a missing net never reached it
+            # NaN stays: a net that is missing or was censored before reaching the threshold
             critical.append({"depth": d, "threshold": thr, "widths": ws, "seeds": seeds}
                             | critical_width_over_seeds(ws, table))
     if phase_threshold is None:
