@@ -28,6 +28,8 @@ _CORE = {
     "lyapunov_spectrum": "mdesc.core.lyapunov",
     "max_lyapunov": "mdesc.core.lyapunov",
     "random_frame": "mdesc.core.lyapunov",
+    "stability_record": "mdesc.core.twin",
+    "Derived": "mdesc.core.derived",
     "StabilityMonitor": "mdesc.anyrun.monitor",
     "sweep_checkpoints": "mdesc.anyrun.sweep",
 }
