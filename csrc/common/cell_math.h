@@ -2,7 +2,7 @@
 // the recurrent cells, their tangent (Jacobian-vector) updates, the re-orthonormalisation
 // schedule and the block count.  Compiled by the CPU kernel (csrc/cpu/), by nvcc for the CUDA
 // kernels (csrc/cuda/), and by the CUDA-on-CPU emulation (csrc/cuda/emulation/), so the three
-// cannot drift apart.  No tensors, no allocation: plain functions of scalars.
+// cannot drift apart.  No tensors, no allocation: plain functions of scalars and small arrays.
 //
 // Every cell sees one hidden unit u of one layer at a time.  The kernels compute, for the state
 // column and every tangent column alike, the GEMM  G = W_hh h_l + W_ih h_{l-1}  (layer 0: W_hh h
