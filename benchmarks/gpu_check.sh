@@ -4,7 +4,8 @@
 #   benchmarks/gpu_check.sh [PYTHON]        (default: python3)
 #
 #   1. builds mdesc in place with its CUDA kernels (FORCE_CUDA=1, arch of GPU 0)
-#   2. runs tests/test_cuda.py (CUDA == CPU == reference, identities, both CUDA paths)
+#   2. runs tests/test_cuda.py and tests/test_cells.py (CUDA == CPU == reference, identities, both
+#      CUDA paths, every cell: LSTM, GRU, tanh and relu RNN)
 #   3. runs benchmarks/bench_lyapunov.py --device cuda
 #   4. copies everything to benchmarks/results/gpu-<GPU name>/ : build log, nvidia-smi, test log,
 #      benchmark log and the benchmark's tables (also left where bench_lyapunov.py writes them)
@@ -45,8 +46,8 @@ grep -E "^mdesc: building" "$out/build.log"
 
 # 2. tests
 "$py" -c "import pytest, hypothesis" 2>/dev/null || "$py" -m pip install -q pytest hypothesis
-echo "gpu_check: tests/test_cuda.py"
-if ! PYTHONPATH=. "$py" -m pytest tests/test_cuda.py -q -rs > "$out/test_cuda.log" 2>&1; then
+echo "gpu_check: tests/test_cuda.py tests/test_cells.py"
+if ! PYTHONPATH=. "$py" -m pytest tests/test_cuda.py tests/test_cells.py -q -rs > "$out/test_cuda.log" 2>&1; then
   status=1
   echo "gpu_check: TESTS FAILED" >&2
 fi
