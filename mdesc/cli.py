@@ -11,25 +11,23 @@ import importlib
 import sys
 
 # Command-line modules, each exposing `register(subparsers)`; a command sets
-# `func=callable(args) -> int` with `parser.set_defaults(func=...)`.  Each entry lists the
-# module's home and, while a study moves into its package, its former one.
+# `func=callable(args) -> int` with `parser.set_defaults(func=...)`.
 COMMAND_MODULES = (
-    ("mdesc.core.cli", "mdesc.commands.core"),
-    ("mdesc.descent.cli", "mdesc.commands.descent"),
-    ("mdesc.glassy.cli", "mdesc.commands.glassy"),
-    ("mdesc.trajectories.cli", "mdesc.commands.trajectories"),
-    ("mdesc.anyrun.cli",),
+    "mdesc.core.cli",
+    "mdesc.descent.cli",
+    "mdesc.glassy.cli",
+    "mdesc.trajectories.cli",
+    "mdesc.anyrun.cli",
 )
 
 
-def _import_first(names):
-    for name in names:
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if not (name == e.name or name.startswith(f"{e.name}.")):
-                raise  # a missing dependency inside the module: a real error
-    return None
+def _import(name):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        if not (name == e.name or name.startswith(f"{e.name}.")):
+            raise  # a missing dependency inside the module: a real error
+    return None  # that study is not installed in this build
 
 
 class UserError(Exception):
@@ -45,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for names in COMMAND_MODULES:
-        module = _import_first(names)
-        if module is not None:  # None: that study is not installed in this build
+    for name in COMMAND_MODULES:
+        module = _import(name)
+        if module is not None:
             module.register(sub)
     return parser
 

@@ -1,1 +1,0 @@
-"""Subcommands of the `mdesc` command, one module per study (see mdesc/cli.py)."""
