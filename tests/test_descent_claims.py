@@ -170,3 +170,12 @@ def test_rounding_wiggles_rank_as_ties_not_as_signal():
     x[20] = FLOOR + 0.5                     # three distinct levels: a correlation is made
     assert claims.correlation(x, np.arange(n, dtype=float), "D~", 1e-6,
                               x_floor=FLOOR)["refused"] is None
+
+
+def test_uniform_grid_drops_refined_rows():
+    t = table(21)
+    keep = np.r_[np.arange(0, 21, 5), [11, 12, 13]]
+    sub = {k: (v[np.sort(keep)] if isinstance(v, np.ndarray) else v) for k, v in t.items()}
+    g, k = analysis.uniform_grid(sub)
+    assert k == 5 and g["epoch"].tolist() == [0, 5, 10, 15, 20]
+    assert analysis.uniform_grid(t)[1] == 1

@@ -104,6 +104,7 @@ __all__ = [
     "phase_table",
     "LABEL_NAMES",
     "sorted_table",
+    "uniform_grid",
 ]
 
 #: integer label -> name, as used in ``PhaseAnalysis.labels`` arrays
@@ -328,6 +329,27 @@ def sorted_table(table: Mapping[str, Any]) -> dict[str, Any]:
                 continue
         out[k] = v
     return out
+
+
+def uniform_grid(table: Mapping[str, Any], steps=(1, 2, 5, 10, 20, 25, 50)
+                 ) -> tuple[dict[str, Any], int]:
+    """The rows of a table on the finest complete uniform grid of epochs: the smallest k in
+    ``steps`` such that every multiple of k up to the last analysed epoch has a row.  A
+    permutation test over gaps assumes evenly spaced checkpoints; sweeps refined around
+    particular epochs (``--epoch-range``) are not, so tests are also made on this grid.
+    Returns ``(table on the grid, k)``; k = 0 (the table as is) when no grid is complete."""
+    t = sorted_table(table)
+    epoch = np.asarray(t["epoch"]).astype(int)
+    have = set(epoch.tolist())
+    for k in steps:
+        grid = np.arange(0, epoch.max() + 1, k)
+        if set(grid.tolist()) <= have:
+            keep = np.isin(epoch, grid)
+            out = {key: (v[keep] if isinstance(v, np.ndarray) and v.ndim >= 1
+                         and v.shape[0] == epoch.size and key != "sample_index" else v)
+                   for key, v in t.items()}
+            return out, k
+    return t, 0
 
 
 def _prepare(table: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray]:

@@ -390,7 +390,7 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
 
 # ----------------------------------------------------------------------------- seeds pooled
 
-def seed_row(name: str, analysis, table) -> dict[str, Any]:
+def seed_row(name: str, analysis, table, grid=None) -> dict[str, Any]:
     """The README numbers of one run: best epoch and accuracy, transitions, stretches, where
     the minima sit, whether the optimum is at the first order->chaos transition, p-values."""
     from mdesc.descent.analysis import sorted_table
@@ -420,7 +420,21 @@ def seed_row(name: str, analysis, table) -> dict[str, Any]:
         "minima_at_events": _perm(m_ev), "minima_at_events_p": m_ev.get("p_value"),
         "drops_at_events": _perm(d_ev), "drops_at_events_p": d_ev.get("p_value"),
         "twins": _twins_row(c.get("twins") or {}),
+        **_grid_cells(grid),
     }
+
+
+def _grid_cells(grid) -> dict[str, Any]:
+    """The permutation tests on the uniform grid of epochs (see analysis.uniform_grid)."""
+    if grid is None:
+        return {}
+    k, a = grid
+    c = a.claims
+    return {"grid_every": k, "grid_checkpoints": int(a.epochs.size),
+            "grid_minima_at_events_p": (c.get("minima_at_events") or {}).get("p_value"),
+            "grid_drops_at_events_p": (c.get("drops_at_events") or {}).get("p_value"),
+            "grid_minima_at_events": _perm(c.get("minima_at_events")),
+            "grid_drops_at_events": _perm(c.get("drops_at_events"))}
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -428,7 +442,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     head = ["run", "checkpoints", "best epoch (test loss; acc)", "max test acc",
             "order↔chaos transitions", "critical stretch widths", "verdicts",
             "test-loss minima (near a transition)", "optimum at 1st order→chaos",
-            "events", "minima at events: p", "drops at events: p"]
+            "events", "minima at events: p", "drops at events: p",
+            "uniform grid: every k (checkpoints); minima p; drops p"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         v = r["verdicts"] or {}
@@ -440,7 +455,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                  ", ".join(f"{k} {n}" for k, n in v.items() if n) or "—",
                  f"{len(r['minima'])} ({r['minima_near_transition']})",
                  _fmt(r["optimum_at_first_order_to_chaos"]), str(r["n_events"]),
-                 _fmt(r["minima_at_events_p"], 3), _fmt(r["drops_at_events_p"], 3)]
+                 _fmt(r["minima_at_events_p"], 3), _fmt(r["drops_at_events_p"], 3),
+                 (f"{r['grid_every']} ({r['grid_checkpoints']}); "
+                  f"{_fmt(r['grid_minima_at_events_p'], 3)}; {_fmt(r['grid_drops_at_events_p'], 3)}"
+                  if r.get("grid_every") else "—")]
         out.append("| " + " | ".join(str(x) for x in cells) + " |")
     return "\n".join(out) + "\n"
 
@@ -463,7 +481,13 @@ def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
     for r in run_dirs:
         tables.append(load_table(r))
         analyses.append(analyse(tables[-1], **phase_settings))
-    rows = [seed_row(n, a, t) for n, a, t in zip(names, analyses, tables)]
+    from mdesc.descent.analysis import uniform_grid
+
+    grids = []
+    for t in tables:
+        gt, k = uniform_grid(t)
+        grids.append((k, analyse(gt, **phase_settings)) if k else None)
+    rows = [seed_row(n, a, t, g) for n, a, t, g in zip(names, analyses, tables, grids)]
     pooled = _cl.pool(names, [a.claims for a in analyses])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
