@@ -172,7 +172,13 @@ def test_delta_agrees_with_the_float64_plain_twin(perturb_at):
     d32 = mdesc.asymptotic_distance(ms, seq, dtype=F32, **kw)
     assert plain.settings["method"] == "plain" and d32.settings["method"] == "delta"
     assert d64.settings["dtype"] == "float64" if "dtype" in d64.settings else True
-    torch.testing.assert_close(d64.distance.log(), plain.distance.log(), rtol=0, atol=1e-9)
+    # The plain twin forms h' - h by subtraction: each step adds ~eps*|h| to a difference of size
+    # D, so its ln D_i is good to about steps*eps/D_i (|h| <= 1), and no better; the delta is the
+    # accurate side.  Compare within that resolution (the floor 1e-9 where D is large).
+    steps = 30 + 60
+    resolution = 8 * steps * torch.finfo(torch.float64).eps / plain.distance
+    diff = (d64.distance.log() - plain.distance.log()).abs()
+    assert bool((diff <= 1e-9 + resolution).all()), (diff, resolution)
     torch.testing.assert_close(d32.distance.log(), plain.distance.log(), rtol=0, atol=1e-3)
     torch.testing.assert_close(d32.reduced_sum, plain.reduced_sum, rtol=0, atol=1e-4)
     assert not bool(d64.collapsed.any())
