@@ -90,6 +90,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mdesc.store import to_json
+
 from mdesc.descent.losscurve import (DescentCycle, LocalMinimum, _cycles, _local_minima,
                                      phase_table)
 
@@ -268,30 +270,10 @@ class PhaseAnalysis:
     def to_dict(self) -> dict[str, Any]:
         out = {}
         for f in dataclasses.fields(self):
-            out[f.name] = _jsonable(getattr(self, f.name))
+            out[f.name] = to_json(getattr(self, f.name))
         out["labels"] = {m: [LABEL_NAMES[int(v)] for v in a] for m, a in self.labels.items()}
         out["regimes"] = {m: [REGIME_NAMES[int(v)] for v in a] for m, a in self.regimes.items()}
         return out
-
-
-def _jsonable(x: Any) -> Any:
-    """Convert numpy/dataclass/NaN values to plain JSON types (NaN and inf -> None)."""
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {f.name: _jsonable(getattr(x, f.name)) for f in dataclasses.fields(x)}
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return [_jsonable(v) for v in x.tolist()]
-    if isinstance(x, (bool, np.bool_)):
-        return bool(x)
-    if isinstance(x, (int, np.integer)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    return x
 
 
 # ----------------------------------------------------------------------------- table handling

@@ -32,7 +32,7 @@ import numpy as np
 
 from mdesc.descent import figures
 from mdesc.descent.figures import _fmt
-from mdesc.store import atomic_write_bytes
+from mdesc.store import atomic_write_bytes, to_json
 
 __all__ = ["write_report", "claims_rows"]
 
@@ -339,7 +339,7 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
         out_dir: where to write (created if needed); default ``run_dir/report``.
         **phase_settings: settings for :func:`mdesc.descent.analyse` when ``analysis`` is None.
     """
-    from mdesc.descent.analysis import _jsonable, analyse, phase_table, sorted_table
+    from mdesc.descent.analysis import analyse, phase_table, sorted_table
 
     run_dir = Path(run_dir)
     if table is None:
@@ -381,7 +381,7 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
                "files": sorted([f"{n}.png" for n in images]
                                + ["report.html", "summary.json", "phase_table.csv"])}
     atomic_write_bytes(out / "summary.json",
-                  json.dumps(_jsonable(summary), indent=1, allow_nan=False).encode("utf-8"))
+                  json.dumps(to_json(summary), indent=1, allow_nan=False).encode("utf-8"))
     atomic_write_bytes(out / "phase_table.csv", _csv_bytes(ptable))
     page = out / "report.html"
     atomic_write_bytes(page, _html(run_dir, analysis, images, ptable, run_info).encode("utf-8"))
@@ -470,7 +470,7 @@ def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
     and lambda_1 with its events, ``pooled.json`` and ``pooled.md`` (the README table).
     Returns the path of ``pooled.html``."""
     from mdesc.descent import claims as _cl
-    from mdesc.descent.analysis import _jsonable, analyse, sorted_table
+    from mdesc.descent.analysis import analyse, sorted_table
     from mdesc.descent.sweep import load_table
 
     run_dirs = [Path(r) for r in run_dirs]
@@ -503,7 +503,7 @@ def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
     summary = {"runs": [str(r) for r in run_dirs], "names": names, "per_seed": rows,
                "pooled": pooled, "claims": {n: a.claims for n, a in zip(names, analyses)}}
     atomic_write_bytes(out / "pooled.json",
-                       json.dumps(_jsonable(summary), indent=1, allow_nan=False).encode("utf-8"))
+                       json.dumps(to_json(summary), indent=1, allow_nan=False).encode("utf-8"))
     e = html.escape
     b64 = base64.b64encode(png).decode("ascii")
     keys = list(rows[0]) if rows else []
