@@ -182,12 +182,12 @@ def plot_aging(path, nets, result) -> None:
             style = dict(lw=1.3 if used else 0.7, ls="-" if used else ":", color=cols[i])
             axes[row][0].loglog(lag[ok], delta[ok], label=f"τ_w={tw}", **style)
             axes[row][1].loglog(lag[ok] / tw, delta[ok], **style)
-        tag = f" ({phase}-parametrised, w_c={wc:.3g})" if phase else ""
+        tag = f" (w {'<' if phase == 'under' else '>'} w_c = {wc:.3g})" if phase else ""
         axes[row][0].set_title(f"d={net.depth}, w={net.width}{tag}: Δ vs τ", fontsize=8.5)
         used = "all τ_w" if min_tw is None else f"τ_w ≥ {min_tw:g} (solid)"
         ratio = math.nan if col is None else col.ratio
         axes[row][1].set_title(f"vs τ/τ_w: collapse ratio {ratio:.3g} over {used} "
-                               "(<1: collapses under τ/τ_w)", fontsize=8.5)
+                               "(< 1: aging)", fontsize=8.5)
         axes[row][0].set_ylabel("Δ(τ_w, τ)")
         for ax in axes[row]:
             ax.grid(True, which="both", alpha=0.2)
