@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "cpu/gemm.h"
+#include "cpu/qr.h"  // gram_schmidt
 #include "common/twin_checks.h"
 #include "common/cell_math.h"  // qr_block_after_step
 
@@ -217,16 +218,11 @@ class TwinTileRunner {
     twin_pointwise_tile(H, nb_, cols_, n, g, inputs_.data(), z_.data() + 2 * l * H, coef_.data());
   }
 
-  // Modified Gram-Schmidt with one re-orthogonalisation pass on each sequence's [n, k] frame,
-  // diag R > 0, dot products in float64; log R_jj added to the block's logs.  A non-finite frame
-  // is set to NaN and poisons its logs (reported as NaN upstream).
+  // Each sequence's [n, k] frame through cpu/qr.h's gram_schmidt (diag R > 0, float64 dots;
+  // log R_jj added to the block's logs).  A non-finite frame is set to NaN and poisons its logs
+  // (reported as NaN upstream).
   void orthonormalise(int64_t c, int64_t b0, int64_t block) {
     const int64_t k = d_.k, n = d_.n;
-    auto dot = [n](const T* u, const T* v) {
-      double acc = 0.0;
-      for (int64_t r = 0; r < n; ++r) acc += static_cast<double>(u[r]) * static_cast<double>(v[r]);
-      return acc;
-    };
     for (int64_t s = 0; s < nb_; ++s) {
       double* out = block >= 0 ? a_.logs + ((c * d_.B + b0 + s) * d_.nblocks + block) * k : nullptr;
       T* q = column(s, 2);
@@ -237,20 +233,7 @@ class TwinTileRunner {
         if (out != nullptr) std::fill(out, out + k, std::numeric_limits<double>::quiet_NaN());
         continue;
       }
-      for (int64_t j = 0; j < k; ++j) {
-        T* v = q + j * n;
-        for (int pass = 0; pass < 2; ++pass) {
-          for (int64_t p = 0; p < j; ++p) {
-            const T* u = q + p * n;
-            const T a = static_cast<T>(dot(u, v));
-            for (int64_t r = 0; r < n; ++r) v[r] -= a * u[r];
-          }
-        }
-        const double norm = std::sqrt(dot(v, v));
-        if (out != nullptr) out[j] += std::log(norm);
-        const T inv = static_cast<T>(1.0 / norm);
-        for (int64_t r = 0; r < n; ++r) v[r] *= inv;
-      }
+      gram_schmidt<T>(n, k, q, out);
     }
   }
 
