@@ -172,6 +172,25 @@ def load_tensors(path: str | os.PathLike, device: str = "cpu") -> tuple[dict, di
     return tensors, meta
 
 
+def load_weights_only(path: str | os.PathLike, device: str = "cpu") -> Any:
+    """Whatever a PyTorch file holds, read with ``torch.load(..., weights_only=True)``.
+
+    That loader rebuilds only tensors and plain containers: a file that would run code when
+    unpickled is a :class:`StoreError`, and nothing in it is executed.
+    """
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+        raise StoreError(
+            f"{path} could not be read as a weights-only PyTorch file ({str(e).splitlines()[0]}); "
+            "mdesc never unpickles code: save plain state dicts (model.state_dict()) or "
+            "safetensors files") from e
+
+
 def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict:
     """A state dict from a ``.safetensors`` file or a PyTorch ``.pt``/``.pth``/``.bin`` file.
 
@@ -179,20 +198,12 @@ def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict:
     but tensors and plain containers: a file that would run code when unpickled is a
     :class:`StoreError`, and nothing in it is executed.
     """
-    import pickle
-
     import torch
 
     path = Path(path)
     if path.suffix == ".safetensors":
         return load_tensors(path, device)[0]
-    try:
-        obj = torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise StoreError(
-            f"{path} could not be read as a weights-only PyTorch file ({str(e).splitlines()[0]}); "
-            "mdesc never unpickles code: save plain state dicts (model.state_dict()) or "
-            "safetensors files") from e
+    obj = load_weights_only(path, device)
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]  # Lightning-style checkpoints
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

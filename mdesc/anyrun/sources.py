@@ -203,14 +203,7 @@ def read_state_dict(path: str | os.PathLike, state_key: str | None = None,
     if state_key is None or path.suffix == ".safetensors":
         state = store.load_state_dict(path)
     else:
-        import pickle
-
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-            raise store.StoreError(
-                f"{path} could not be read as a weights-only PyTorch file "
-                f"({str(e).splitlines()[0]}); mdesc never unpickles code") from e
+        obj = store.load_weights_only(path)
         for part in state_key.split("."):
             if not isinstance(obj, Mapping) or part not in obj:
                 keys = sorted(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__
