@@ -43,15 +43,25 @@
 //   cuda_max_checkpoints  CUDA: at most this many checkpoints per launch (0: as memory allows)
 //   poison_outputs        CUDA: fill the outputs with NaN before running (tests check that
 //                         every element is written)
+//   cpu_path              CPU: "auto" (the fused step of csrc/cpu/fused_step.h where the CPU has
+//                         AVX2 or AVX-512 and H fills a vector, else BLAS + pointwise), "fused"
+//                         (error where it cannot run) or "gemm" (BLAS + pointwise); portable_gemm
+//                         runs the portable loops whatever this says
+//
+// cpu_fused_lanes(elem_bytes) -> int: vector lanes of the fused CPU step on this CPU for 4- or
+// 8-byte elements (0: none; layers need H >= lanes).
 #include <torch/library.h>
+
+#include "cpu/fused_step.h"
 
 TORCH_LIBRARY(mdesc, m) {
   m.def(
       "tangent_run(Tensor x, Tensor lengths, Tensor[] w_ih, Tensor[] w_hh, Tensor[] bias, "
       "Tensor h0, Tensor c0, Tensor q0, int zero_input_steps, int warmup, int qr_every, *, "
       "str cell=\"lstm\", int cpu_tile_columns=48, bool portable_gemm=False, str cuda_path=\"auto\", "
-      "int cuda_max_checkpoints=0, bool poison_outputs=False) "
+      "int cuda_max_checkpoints=0, bool poison_outputs=False, str cpu_path=\"auto\") "
       "-> (Tensor block_logs, Tensor h_T, Tensor c_T)");
+  m.def("cpu_fused_lanes(int elem_bytes) -> int", &mdesc::cpu::fused_lanes);
 }
 
 // `import mdesc._C` loads this library (and with it the registrations above); it defines no

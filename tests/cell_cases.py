@@ -39,12 +39,12 @@ def state_dim(rnn: torch.nn.RNNBase) -> int:
 
 
 @st.composite
-def problems(draw, cell=None, max_k: int | None = None):
+def problems(draw, cell=None, max_k: int | None = None, hidden: tuple[int, int] = (1, 6), max_layers: int = 3):
     """A random small problem for one cell (drawn when ``cell`` is None): model, inputs (T, B, I),
-    or (B, T, I) for a batch_first model, and run settings."""
+    or (B, T, I) for a batch_first model, and run settings.  ``hidden``: the range of H."""
     cell = draw(st.sampled_from(CELLS)) if cell is None else cell
-    L = draw(st.integers(1, 3))
-    H = draw(st.integers(1, 6))
+    L = draw(st.integers(1, max_layers))
+    H = draw(st.integers(*hidden))
     I = draw(st.integers(1, 5))
     B = draw(st.integers(1, 4))
     T = draw(st.integers(1, 12))

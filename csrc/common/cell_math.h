@@ -60,10 +60,15 @@ struct LstmCell {
   MDESC_HD_POLICY
   template <class M, typename T>
   static MDESC_HD void state(const T* a, T& h, T& c, T* k) {
-    const T i = M::sigmoid(a[0]);
-    const T f = M::sigmoid(a[1]);
-    const T g = M::tanh(a[2]);
-    const T o = M::sigmoid(a[3]);
+    T i, f, g, o;
+    if constexpr (requires { M::lstm_gates(a, i, f, g, o); }) {  // a policy's all-gates-at-once form
+      M::lstm_gates(a, i, f, g, o);
+    } else {
+      i = M::sigmoid(a[0]);
+      f = M::sigmoid(a[1]);
+      g = M::tanh(a[2]);
+      o = M::sigmoid(a[3]);
+    }
     const T c_new = f * c + i * g;
     const T tc = M::tanh(c_new);
     k[0] = i * (T(1) - i) * g;      // d c' / d a_i

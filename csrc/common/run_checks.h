@@ -53,6 +53,7 @@ struct RunOptions {
   std::string cuda_path = "auto";   // CUDA: auto | fused | stepwise
   int64_t cuda_max_checkpoints = 0; // CUDA: at most this many checkpoints per launch (0: no cap)
   bool poison_outputs = false;      // CUDA: fill the outputs with NaN before running
+  std::string cpu_path = "auto";    // CPU: auto | fused | gemm
 };
 
 inline RunDims check_run_inputs(const std::string& cell, const at::Tensor& x, const at::Tensor& lengths,

@@ -41,8 +41,9 @@ MDESC_HD float fast_expf(float x) {
 }
 
 // tanh for float32: odd rational approximation x P(x^2) / Q(x^2) on [-7.9, 7.9] (Eigen's
-// generic_fast_tanh_float); beyond that tanh is +-1 in float32.
-MDESC_HD float fast_tanhf(float x) {
+// generic_fast_tanh_float); beyond that tanh is +-1 in float32.  fast_tanhf_pq gives numerator
+// and denominator apart; Q lies in [4.9e-3, 0.9] on the clamped range.
+MDESC_HD void fast_tanhf_pq(float x, float& num, float& den) {
   const float clamp = 7.90531110763549805f;
   const float xc = x < -clamp ? -clamp : (x > clamp ? clamp : x);
   const float x2 = xc * xc;
@@ -53,11 +54,17 @@ MDESC_HD float fast_tanhf(float x) {
   p = p * x2 + 1.48572235717979e-05f;
   p = p * x2 + 6.37261928875436e-04f;
   p = p * x2 + 4.89352455891786e-03f;
-  p = p * xc;
+  num = p * xc;
   float q = 1.19825839466702e-06f;
   q = q * x2 + 1.18534705686654e-04f;
   q = q * x2 + 2.26843463243900e-03f;
   q = q * x2 + 4.89352518554385e-03f;
+  den = q;
+}
+
+MDESC_HD float fast_tanhf(float x) {
+  float p, q;
+  fast_tanhf_pq(x, p, q);
   return p / q;
 }
 
@@ -95,12 +102,30 @@ MDESC_HD double fast_tanh(double x) {
   return ax < 0.625 ? small : (x < 0 ? -big : big);
 }
 
-// The activation policy of common/cell_math.h on the CPU.
+// The activation policy of common/cell_math.h on the CPU.  For float32 LSTMs, lstm_gates gives
+// the four gates at once: sigmoid(x) = (1 + tanh(x/2)) / 2 and tanh through the rational
+// fast_tanhf_pq, with one division for the four denominators (each in [4.9e-3, 0.9], so their
+// product neither under- nor overflows) instead of four -- the division is the costliest
+// instruction of the step's pointwise work.
 struct CpuMath {
   static MDESC_HD float sigmoid(float x) { return 1.0f / (1.0f + fast_expf(-x)); }
   static MDESC_HD double sigmoid(double x) { return 1.0 / (1.0 + fast_exp(-x)); }
   static MDESC_HD float tanh(float x) { return fast_tanhf(x); }
   static MDESC_HD double tanh(double x) { return fast_tanh(x); }
+  static MDESC_HD void lstm_gates(const float* a, float& i, float& f, float& g, float& o) {
+    float pi, qi, pf, qf, pg, qg, po, qo;
+    fast_tanhf_pq(0.5f * a[0], pi, qi);
+    fast_tanhf_pq(0.5f * a[1], pf, qf);
+    fast_tanhf_pq(a[2], pg, qg);
+    fast_tanhf_pq(0.5f * a[3], po, qo);
+    const float qif = qi * qf, qgo = qg * qo;
+    const float r = 1.0f / (qif * qgo);
+    const float rgo = r * qgo, rif = r * qif;
+    i = 0.5f + 0.5f * (pi * (rgo * qf));
+    f = 0.5f + 0.5f * (pf * (rgo * qi));
+    g = pg * (rif * qo);
+    o = 0.5f + 0.5f * (po * (rif * qg));
+  }
 };
 
 // f(0), f(1), ..., f(N - 1), expanded at compile time (no loop left for the vectoriser to trip on).

@@ -20,9 +20,11 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <string>
 #include <vector>
 
 #include "common/run_checks.h"
+#include "cpu/fused_step.h"
 #include "cpu/gemm.h"
 #include "cpu/pointwise.h"
 #include "cpu/qr.h"
@@ -35,6 +37,7 @@ template <typename T>
 struct RunArgs {
   RunDims d;
   bool portable;              // portable GEMM and QR (RunOptions::portable_gemm)
+  bool fused;                 // the fused step (fused_step.h) where this CPU has one
   const T* x;                 // [C|1, T, B, I]
   const int64_t* lengths;     // [B]
   std::vector<const T*> w_ih; // per layer [C, G, I_l]
@@ -59,16 +62,36 @@ class TileRunner {
     xp_.resize(d_.G * d_.T * tile);
     xbuf_.resize(d_.I * d_.T * tile);
     inputs_.resize(tile);
+    if (a.fused) sh_ = fused_shape(d_.cell, d_.H, M_, sizeof(T));
+    lanes_ = sh_.lanes;
+    if (lanes_ > 0) {  // the fused step (csrc/cpu/fused_step.h): its packed weights and scratch
+      const int64_t packed = fused_packed_size(sh_, d_.H);
+      wp_hh_.resize(d_.L * packed);
+      wp_ih_.resize((d_.L - 1) * packed);
+      z2_.resize(d_.n * M_);
+      fcoef_.resize(tile * kMaxCoefs * d_.H);
+      panel_.resize(fused_panel_size(sh_, M_, d_.H));
+      fgates_.resize(sh_.nr * sh_.Gpad);
+      wp_x_.resize(fused_packed_size(sh_, d_.I));
+      panel_.resize(std::max<int64_t>(panel_.size(), sh_.nr * d_.I));
+    }
+    zc_ = z_.data();
   }
 
   // Runs sequences [b0, b0 + nb) of checkpoint c through all S steps.
   void run(int64_t c, int64_t b0, int64_t nb) {
     nb_ = nb;
     M_ = nb * cols_;
+    zc_ = z_.data();
     load_initial_state(c, b0);
     project_inputs(c, b0);
+    if (lanes_ > 0) pack_weights(c);
     for (int64_t t = 0; t < d_.S; ++t) {
-      for (int64_t l = 0; l < d_.L; ++l) step_layer(c, b0, l, t);
+      if (lanes_ > 0) {
+        fused_step(c, b0, t);
+      } else {
+        for (int64_t l = 0; l < d_.L; ++l) step_layer(c, b0, l, t);
+      }
       if (d_.k > 0) {
         const int64_t block = qr_block_after_step(d_, t + 1);
         if (block != -2) orthonormalise(c, b0, block);
@@ -78,7 +101,7 @@ class TileRunner {
   }
 
  private:
-  T* column(int64_t s, int64_t v) { return z_.data() + (s * cols_ + v) * d_.n; }
+  T* column(int64_t s, int64_t v) { return zc_ + (s * cols_ + v) * d_.n; }
 
   // Row of layer l's h block in Z (its c block, for the LSTM, follows at + H).
   int64_t h_row(int64_t l) const { return d_.halves * l * d_.H; }
@@ -115,8 +138,23 @@ class TileRunner {
       std::copy(x + (t * B + b0) * I, x + (t * B + b0 + nb_) * I, xbuf_.data() + t * nb_ * I);
     }
     const T* w = a_.w_ih[0] + c * Gh * I;
-    gemm<T>(a_.portable, true, Gh, tu * nb_, I, T(1), w, I, xbuf_.data(), I, T(0), xp_.data(), Gh);
     const T* bias = a_.bias[0] + c * Gh;
+    if (lanes_ > 0) {  // the fused path's block GEMM, a block of nr input columns at a time
+      const int64_t nr = sh_.nr, cols = tu * nb_;
+      fused_pack_weights<T>(sh_, I, w, wp_x_.data());
+      for (int64_t col0 = 0; col0 < cols; col0 += nr) {
+        const int64_t m = std::min(nr, cols - col0);
+        fused_detail::pack_panel<T>(nr, xbuf_.data() + col0 * I, I, 0, m, I, panel_.data());
+        fused_block_gemm(sh_, I, wp_x_.data(), panel_.data(), fgates_.data());
+        for (int64_t j = 0; j < m; ++j) {
+          const T* g = fgates_.data() + j * sh_.Gpad;
+          T* p = xp_.data() + (col0 + j) * Gh;
+          for (int64_t r = 0; r < Gh; ++r) p[r] = g[r] + bias[r];
+        }
+      }
+      return;
+    }
+    gemm<T>(a_.portable, true, Gh, tu * nb_, I, T(1), w, I, xbuf_.data(), I, T(0), xp_.data(), Gh);
     for (int64_t col = 0; col < tu * nb_; ++col) {
       T* p = xp_.data() + col * Gh;
       for (int64_t r = 0; r < Gh; ++r) p[r] += bias[r];
@@ -133,13 +171,41 @@ class TileRunner {
       gemm<T>(portable, true, Gh, M_, H, T(1), a_.w_ih[l] + c * Gh * H, H, z_.data() + h_row(l - 1), n, T(1),
               g, Gh);
     }
-    const T* bias = a_.bias[l] + c * Gh;
-    for (int64_t s = 0; s < nb_; ++s) {
-      // bias only for upper layers, and for layer 0 after the sequence's drive
-      const bool driven = l == 0 && t < a_.lengths[b0 + s];
-      inputs_[s] = driven ? xp_.data() + (t * nb_ + s) * Gh : bias;
-    }
+    set_inputs(c, b0, l, t);
     cell_pointwise_tile(d_.cell, H, nb_, cols_, n, g, inputs_.data(), z_.data() + h_row(l), coef_.data());
+  }
+
+  // The fused path's weights of checkpoint c, packed once per work unit (all layers).
+  void pack_weights(int64_t c) {
+    const int64_t H = d_.H, Gh = d_.G, packed = fused_packed_size(sh_, H);
+    for (int64_t l = 0; l < d_.L; ++l) {
+      fused_pack_weights<T>(sh_, H, a_.w_hh[l] + c * Gh * H, wp_hh_.data() + l * packed);
+      if (l > 0) fused_pack_weights<T>(sh_, H, a_.w_ih[l] + c * Gh * H, wp_ih_.data() + (l - 1) * packed);
+    }
+  }
+
+  // One step of every layer through the fused step: reads zc_, writes the other buffer, swaps.
+  void fused_step(int64_t c, int64_t b0, int64_t t) {
+    const int64_t H = d_.H, packed = fused_packed_size(sh_, H);
+    T* znext = zc_ == z_.data() ? z2_.data() : z_.data();
+    for (int64_t l = 0; l < d_.L; ++l) {
+      set_inputs(c, b0, l, t);
+      FusedLayerStep<T> step{sh_, H, d_.n, M_, cols_, h_row(l), l > 0 ? h_row(l - 1) : 0,
+                             wp_hh_.data() + l * packed, l > 0 ? wp_ih_.data() + (l - 1) * packed : nullptr,
+                             zc_, znext, inputs_.data(), fcoef_.data(), panel_.data(), fgates_.data()};
+      fused_layer_step(d_.cell, step);
+    }
+    zc_ = znext;
+  }
+
+  // inputs_[s]: what layer l adds to sequence s's state column at step t: the input projection
+  // (with bias) on driven layer-0 steps, else the bias.
+  void set_inputs(int64_t c, int64_t b0, int64_t l, int64_t t) {
+    const T* bias = a_.bias[l] + c * d_.G;
+    for (int64_t s = 0; s < nb_; ++s) {
+      const bool driven = l == 0 && t < a_.lengths[b0 + s];
+      inputs_[s] = driven ? xp_.data() + (t * nb_ + s) * d_.G : bias;
+    }
   }
 
   // Orthonormalise each sequence's frame and add log R_jj to the block's logs (block -1: discard).
@@ -167,7 +233,10 @@ class TileRunner {
   const int64_t cols_;
   int64_t M_, nb_ = 0;
   FrameQR<T> qr_;
-  std::vector<T> z_, g_, coef_, xp_, xbuf_;
+  FusedShape sh_;             // the fused step's tiling (lanes 0: the GEMM + pointwise path)
+  int64_t lanes_ = 0;
+  T* zc_ = nullptr;           // the current state buffer: z_ or, on the fused path, z2_
+  std::vector<T> z_, g_, coef_, xp_, xbuf_, z2_, wp_hh_, wp_ih_, fcoef_, panel_, fgates_, wp_x_;
   std::vector<const T*> inputs_;
 };
 
@@ -200,11 +269,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> tangent_run_cpu(
     at::TensorList bias, const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& q0_in,
     int64_t zero_input_steps, int64_t warmup, int64_t qr_every, c10::string_view cell,
     int64_t cpu_tile_columns, bool portable_gemm, c10::string_view /*cuda_path*/,
-    int64_t /*cuda_max_checkpoints*/, bool /*poison_outputs*/) {
+    int64_t /*cuda_max_checkpoints*/, bool /*poison_outputs*/, c10::string_view cpu_path_in) {
   const RunDims d = check_run_inputs(std::string(cell), x_in, lengths_in, w_ih, w_hh, bias, h0_in, c0_in,
                                      q0_in, zero_input_steps, warmup, qr_every);
   TORCH_CHECK(x_in.device().is_cpu(), "tangent_run (CPU): tensors must be on the CPU");
   TORCH_CHECK(cpu_tile_columns >= 1, "tangent_run: cpu_tile_columns must be >= 1, got ", cpu_tile_columns);
+  const std::string cpu_path(cpu_path_in);
+  TORCH_CHECK(cpu_path == "auto" || cpu_path == "fused" || cpu_path == "gemm",
+              "tangent_run: cpu_path must be 'auto', 'fused' or 'gemm', got '", cpu_path, "'");
+  const bool fused = !portable_gemm && cpu_path != "gemm";
+  if (cpu_path == "fused") {
+    const int64_t lanes = fused_lanes(x_in.element_size());
+    TORCH_CHECK(!portable_gemm, "tangent_run: cpu_path='fused' and portable_gemm=True exclude each other");
+    TORCH_CHECK(lanes > 0 && d.H >= lanes, "tangent_run: cpu_path='fused' cannot run here: ",
+                lanes == 0 ? std::string("this CPU has neither AVX2+FMA nor AVX-512")
+                           : "the layers' H = " + std::to_string(d.H) + " is narrower than one vector (" +
+                                 std::to_string(lanes) + " lanes)",
+                "; use cpu_path='auto' (it falls back to BLAS + pointwise)");
+  }
   const at::Tensor lengths = lengths_in.contiguous();
   const int64_t* len = lengths.data_ptr<int64_t>();
   check_lengths(d, len);
@@ -221,7 +303,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> tangent_run_cpu(
   const at::Tensor x = contiguous(x_in), h0 = contiguous(h0_in), c0 = contiguous(c0_in),
                    q0 = contiguous(q0_in);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tangent_run_cpu", [&] {
-    RunArgs<scalar_t> args{d, portable_gemm, x.data_ptr<scalar_t>(), len, {}, {}, {}, h0.data_ptr<scalar_t>(),
+    RunArgs<scalar_t> args{d, portable_gemm, fused, x.data_ptr<scalar_t>(), len, {}, {}, {}, h0.data_ptr<scalar_t>(),
                            c0.data_ptr<scalar_t>(), q0.data_ptr<scalar_t>(), logs.data_ptr<double>(),
                            hT.data_ptr<scalar_t>(), cT.data_ptr<scalar_t>()};
     for (int64_t l = 0; l < d.L; ++l) {

@@ -24,8 +24,10 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
+#include "cpu/fused_step.h"
 #include "cpu/gemm.h"
 #include "cpu/qr.h"  // gram_schmidt
 #include "common/twin_checks.h"
@@ -113,6 +115,7 @@ template <typename T>
 struct TwinArgs {
   TwinDims d;
   bool portable;
+  bool fused;                  // the fused step (fused_step.h, fused_twin.cpp) where this CPU has one
   const T* x;                  // [C|1, T, B, I]
   const int64_t* lengths;      // [B]
   std::vector<const T*> w_ih;  // per layer [C, 4H, I_l]
@@ -141,15 +144,34 @@ class TwinTileRunner {
     xp_.resize(4 * H * d_.T * tile);
     xbuf_.resize(d_.I * d_.T * tile);
     inputs_.resize(tile);
+    if (a.fused) sh_ = fused_shape(CellKind::kLstm, H, M_, sizeof(T));
+    if (sh_.lanes > 0) {  // the fused step's packed weights and scratch
+      const int64_t packed = fused_packed_size(sh_, H);
+      wp_hh_.resize(d_.L * packed);
+      wp_ih_.resize((d_.L - 1) * packed);
+      wp_x_.resize(fused_packed_size(sh_, d_.I));
+      z2_.resize(d_.n * M_);
+      fcoef_.resize(tile * 6 * H);
+      stash_.resize(tile * 4 * H);
+      panel_.resize(std::max<int64_t>(fused_panel_size(sh_, M_, H), sh_.nr * d_.I));
+      fgates_.resize(sh_.nr * sh_.Gpad);
+    }
+    zc_ = z_.data();
   }
 
   void run(int64_t c, int64_t b0, int64_t nb) {
     nb_ = nb;
     M_ = nb * cols_;
+    zc_ = z_.data();
     load(c, b0);
     project_inputs(c, b0);
+    if (sh_.lanes > 0) pack_weights(c);
     for (int64_t t = 0; t < d_.S; ++t) {
-      for (int64_t l = 0; l < d_.L; ++l) step_layer(c, b0, l, t);
+      if (sh_.lanes > 0) {
+        fused_step(c, b0, t);
+      } else {
+        for (int64_t l = 0; l < d_.L; ++l) step_layer(c, b0, l, t);
+      }
       if (d_.k > 0) {
         const int64_t block = qr_block_after_step(t + 1, d_.warmup, d_.qr_every, d_.S);
         if (block != -2) orthonormalise(c, b0, block);
@@ -159,7 +181,7 @@ class TwinTileRunner {
   }
 
  private:
-  T* column(int64_t s, int64_t v) { return z_.data() + (s * cols_ + v) * d_.n; }
+  T* column(int64_t s, int64_t v) { return zc_ + (s * cols_ + v) * d_.n; }
 
   void load(int64_t c, int64_t b0) {
     const int64_t H = d_.H, L = d_.L, B = d_.B, n = d_.n, k = d_.k;
@@ -192,13 +214,62 @@ class TwinTileRunner {
     for (int64_t t = 0; t < tu; ++t) {
       std::copy(x + (t * B + b0) * I, x + (t * B + b0 + nb_) * I, xbuf_.data() + t * nb_ * I);
     }
-    gemm<T>(a_.portable, true, H4, tu * nb_, I, T(1), a_.w_ih[0] + c * H4 * I, I, xbuf_.data(), I, T(0),
-                 xp_.data(), H4);
+    const T* w = a_.w_ih[0] + c * H4 * I;
     const T* bias = a_.bias[0] + c * H4;
+    if (sh_.lanes > 0) {  // the fused path's block GEMM, nr input columns at a time
+      const int64_t nr = sh_.nr, cols = tu * nb_;
+      fused_pack_weights<T>(sh_, I, w, wp_x_.data());
+      for (int64_t col0 = 0; col0 < cols; col0 += nr) {
+        const int64_t m = std::min(nr, cols - col0);
+        fused_detail::pack_panel<T>(nr, xbuf_.data() + col0 * I, I, 0, m, I, panel_.data());
+        fused_block_gemm(sh_, I, wp_x_.data(), panel_.data(), fgates_.data());
+        for (int64_t j = 0; j < m; ++j) {
+          const T* g = fgates_.data() + j * sh_.Gpad;
+          T* p = xp_.data() + (col0 + j) * H4;
+          for (int64_t r = 0; r < H4; ++r) p[r] = g[r] + bias[r];
+        }
+      }
+      return;
+    }
+    gemm<T>(a_.portable, true, H4, tu * nb_, I, T(1), w, I, xbuf_.data(), I, T(0), xp_.data(), H4);
     for (int64_t col = 0; col < tu * nb_; ++col) {
       T* p = xp_.data() + col * H4;
       for (int64_t r = 0; r < H4; ++r) p[r] += bias[r];
     }
+  }
+
+  // What layer l adds to each state column at step t: the input projection (with bias) on driven
+  // layer-0 steps, else the bias.
+  void set_inputs(int64_t c, int64_t b0, int64_t l, int64_t t) {
+    const int64_t H4 = 4 * d_.H;
+    const T* bias = a_.bias[l] + c * H4;
+    for (int64_t s = 0; s < nb_; ++s) {
+      const bool driven = l == 0 && t < a_.lengths[b0 + s];
+      inputs_[s] = driven ? xp_.data() + (t * nb_ + s) * H4 : bias;
+    }
+  }
+
+  void pack_weights(int64_t c) {
+    const int64_t H = d_.H, H4 = 4 * H, packed = fused_packed_size(sh_, H);
+    for (int64_t l = 0; l < d_.L; ++l) {
+      fused_pack_weights<T>(sh_, H, a_.w_hh[l] + c * H4 * H, wp_hh_.data() + l * packed);
+      if (l > 0) fused_pack_weights<T>(sh_, H, a_.w_ih[l] + c * H4 * H, wp_ih_.data() + (l - 1) * packed);
+    }
+  }
+
+  // One step of every layer through the fused step: reads zc_, writes the other buffer, swaps.
+  void fused_step(int64_t c, int64_t b0, int64_t t) {
+    const int64_t H = d_.H, packed = fused_packed_size(sh_, H);
+    T* znext = zc_ == z_.data() ? z2_.data() : z_.data();
+    for (int64_t l = 0; l < d_.L; ++l) {
+      set_inputs(c, b0, l, t);
+      FusedLayerStep<T> step{sh_, H, d_.n, M_, cols_, 2 * l * H, l > 0 ? 2 * (l - 1) * H : 0,
+                             wp_hh_.data() + l * packed, l > 0 ? wp_ih_.data() + (l - 1) * packed : nullptr,
+                             zc_, znext, inputs_.data(), fcoef_.data(), panel_.data(), fgates_.data(),
+                             stash_.data()};
+      fused_twin_layer_step(step);
+    }
+    zc_ = znext;
   }
 
   void step_layer(int64_t c, int64_t b0, int64_t l, int64_t t) {
@@ -210,11 +281,7 @@ class TwinTileRunner {
       gemm<T>(a_.portable, true, H4, M_, H, T(1), a_.w_ih[l] + c * H4 * H, H, z_.data() + 2 * (l - 1) * H, n,
                    T(1), g, H4);
     }
-    const T* bias = a_.bias[l] + c * H4;
-    for (int64_t s = 0; s < nb_; ++s) {
-      const bool driven = l == 0 && t < a_.lengths[b0 + s];
-      inputs_[s] = driven ? xp_.data() + (t * nb_ + s) * H4 : bias;
-    }
+    set_inputs(c, b0, l, t);
     twin_pointwise_tile(H, nb_, cols_, n, g, inputs_.data(), z_.data() + 2 * l * H, coef_.data());
   }
 
@@ -258,6 +325,9 @@ class TwinTileRunner {
   int64_t M_, nb_ = 0;
   std::vector<T> z_, g_, coef_, xp_, xbuf_;
   std::vector<const T*> inputs_;
+  FusedShape sh_;    // the fused step's tiling (lanes 0: the GEMM + pointwise path)
+  T* zc_ = nullptr;  // the current state buffer: z_ or, on the fused path, z2_
+  std::vector<T> z2_, wp_hh_, wp_ih_, wp_x_, fcoef_, stash_, panel_, fgates_;
 };
 
 // Sequences per work unit: about `columns` GEMM columns, but enough units for every thread.
@@ -297,11 +367,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_twin
     const at::Tensor& x_in, const at::Tensor& lengths_in, at::TensorList w_ih, at::TensorList w_hh,
     at::TensorList bias, const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& dh0_in,
     const at::Tensor& dc0_in, const at::Tensor& q0_in, int64_t zero_input_steps, int64_t warmup, int64_t qr_every,
-    int64_t cpu_tile_columns, bool portable_gemm) {
+    int64_t cpu_tile_columns, bool portable_gemm, c10::string_view cpu_path_in) {
   const TwinDims d = twin::check_twin_inputs(x_in, lengths_in, w_ih, w_hh, bias, h0_in, c0_in, dh0_in, dc0_in, q0_in,
                                              zero_input_steps, warmup, qr_every);
   TORCH_CHECK(x_in.device().is_cpu(), "lstm_twin_run (CPU): tensors must be on the CPU");
   TORCH_CHECK(cpu_tile_columns >= 1, "lstm_twin_run: cpu_tile_columns must be >= 1, got ", cpu_tile_columns);
+  const std::string cpu_path(cpu_path_in);
+  TORCH_CHECK(cpu_path == "auto" || cpu_path == "fused" || cpu_path == "gemm",
+              "lstm_twin_run: cpu_path must be 'auto', 'fused' or 'gemm', got '", cpu_path, "'");
+  if (cpu_path == "fused") {
+    const int64_t lanes = fused_lanes(x_in.element_size());
+    TORCH_CHECK(!portable_gemm, "lstm_twin_run: cpu_path='fused' and portable_gemm=True exclude each other");
+    TORCH_CHECK(lanes > 0 && d.H >= lanes, "lstm_twin_run: cpu_path='fused' cannot run here: ",
+                lanes == 0 ? std::string("this CPU has neither AVX2+FMA nor AVX-512")
+                           : "H = " + std::to_string(d.H) + " is narrower than one vector (" + std::to_string(lanes) +
+                                 " lanes)",
+                "; use cpu_path='auto' (it falls back to BLAS + pointwise)");
+  }
   const at::Tensor lengths = lengths_in.contiguous();
   const int64_t* len = lengths.data_ptr<int64_t>();
   twin::check_twin_lengths(d, len);
@@ -319,6 +401,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_twin
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_twin_run_cpu", [&] {
     TwinArgs<scalar_t> args{d,
                             portable_gemm,
+                            !portable_gemm && cpu_path != "gemm",
                             x.data_ptr<scalar_t>(),
                             len,
                             {},

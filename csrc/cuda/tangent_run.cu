@@ -83,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> tangent_run_cuda(
     at::TensorList bias, const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& q0_in,
     int64_t zero_input_steps, int64_t warmup, int64_t qr_every, c10::string_view cell,
     int64_t /*cpu_tile_columns*/, bool /*portable_gemm*/, c10::string_view cuda_path,
-    int64_t cuda_max_checkpoints, bool poison_outputs) {
+    int64_t cuda_max_checkpoints, bool poison_outputs, c10::string_view /*cpu_path*/) {
   const RunDims d = check_run_inputs(std::string(cell), x_in, lengths_in, w_ih, w_hh, bias, h0_in, c0_in,
                                      q0_in, zero_input_steps, warmup, qr_every);
   TORCH_CHECK(x_in.is_cuda(), "tangent_run (CUDA): tensors must be on a CUDA device, x is on ",

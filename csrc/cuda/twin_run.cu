@@ -32,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_twin
     const at::Tensor& x_in, const at::Tensor& lengths_in, at::TensorList w_ih, at::TensorList w_hh,
     at::TensorList bias, const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& dh0_in,
     const at::Tensor& dc0_in, const at::Tensor& q0_in, int64_t zero_input_steps, int64_t warmup, int64_t qr_every,
-    int64_t /*cpu_tile_columns*/, bool /*portable_gemm*/) {
+    int64_t /*cpu_tile_columns*/, bool /*portable_gemm*/, c10::string_view /*cpu_path*/) {
   const twin::TwinDims d = twin::check_twin_inputs(x_in, lengths_in, w_ih, w_hh, bias, h0_in, c0_in, dh0_in, dc0_in,
                                                    q0_in, zero_input_steps, warmup, qr_every);
   TORCH_CHECK(x_in.is_cuda(), "lstm_twin_run (CUDA): tensors must be on a CUDA device, x is on ", x_in.device());

@@ -51,25 +51,33 @@ def tangent_run(
     cuda_path: str = "auto",
     cuda_max_checkpoints: int = 0,
     poison_outputs: bool = False,
+    cpu_path: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run stacked recurrent layers with k tangent vectors; shapes and semantics in csrc/mdesc.cpp.
 
     ``cell`` is one of :data:`CELLS`.  The keywords after it are tuning knobs (results do not
     depend on them beyond rounding): ``cpu_tile_columns`` and ``portable_gemm`` for the CPU
     kernel, ``cuda_path`` ("auto", "fused", "stepwise"), ``cuda_max_checkpoints`` and
-    ``poison_outputs`` for the CUDA kernels; each backend ignores the other's.
+    ``poison_outputs`` for the CUDA kernels, ``cpu_path`` ("auto", "fused", "gemm": the CPU
+    kernel's fused step or BLAS + pointwise); each backend ignores the other's.
 
     Returns ``(block_logs [C, B, nblocks, k] float64, h_T [C, L, B, H], c_T [C, L, B, H or 0])``.
     """
     return torch.ops.mdesc.tangent_run.default(
         x, lengths, w_ih, w_hh, bias, h0, c0, q0, zero_input_steps, warmup, qr_every, cell=cell,
         cpu_tile_columns=cpu_tile_columns, portable_gemm=portable_gemm, cuda_path=cuda_path,
-        cuda_max_checkpoints=cuda_max_checkpoints, poison_outputs=poison_outputs,
+        cuda_max_checkpoints=cuda_max_checkpoints, poison_outputs=poison_outputs, cpu_path=cpu_path,
     )
 
 
 #: The keywords of :func:`tangent_run` that tune a kernel (``kernel_options`` of the public API).
-KERNEL_OPTIONS = ("cpu_tile_columns", "portable_gemm", "cuda_path", "cuda_max_checkpoints", "poison_outputs")
+KERNEL_OPTIONS = ("cpu_tile_columns", "portable_gemm", "cuda_path", "cuda_max_checkpoints", "poison_outputs",
+                  "cpu_path")
+
+
+def cpu_fused_lanes(elem_bytes: int = 4) -> int:
+    """Vector lanes of the CPU kernel's fused step on this CPU (0: it has none; layers need H >= lanes)."""
+    return int(torch.ops.mdesc.cpu_fused_lanes(int(elem_bytes)))
 
 
 def has_kernel(device_type: str) -> bool:
@@ -80,7 +88,7 @@ def has_kernel(device_type: str) -> bool:
 @torch.library.register_fake("mdesc::tangent_run")
 def _tangent_run_fake(x, lengths, w_ih, w_hh, bias, h0, c0, q0, zero_input_steps, warmup, qr_every, *,
                       cell="lstm", cpu_tile_columns=48, portable_gemm=False, cuda_path="auto",
-                      cuda_max_checkpoints=0, poison_outputs=False):
+                      cuda_max_checkpoints=0, poison_outputs=False, cpu_path="auto"):
     C, H, L = w_hh[0].shape[0], w_hh[0].shape[2], len(w_hh)
     B, k = x.shape[2], q0.shape[3]
     nblocks = schedule.counted_blocks(x.shape[1] + zero_input_steps, warmup, qr_every) if k > 0 else 0

@@ -11,7 +11,8 @@ from mdesc.core import _ops  # noqa: F401  (loads mdesc._C, registers torch.ops.
 
 
 def lstm_twin_run(x, lengths, w_ih, w_hh, bias, h0, c0, dh0, dc0, q0, zero_input_steps: int, warmup: int,
-                  qr_every: int, *, cpu_tile_columns: int = 48, portable_gemm: bool = False):
+                  qr_every: int, *, cpu_tile_columns: int = 48, portable_gemm: bool = False,
+                  cpu_path: str = "auto"):
     """Run stacked LSTMs with the difference to a twin (and k tangent vectors) carried beside the state.
 
     Returns ``(block_logs [C, B, nblocks, k] float64, h_T, c_T, dh_T, dc_T)``, each state
@@ -20,11 +21,11 @@ def lstm_twin_run(x, lengths, w_ih, w_hh, bias, h0, c0, dh0, dc0, q0, zero_input
     """
     return torch.ops.mdesc.lstm_twin_run.default(
         x, lengths, w_ih, w_hh, bias, h0, c0, dh0, dc0, q0, zero_input_steps, warmup, qr_every,
-        cpu_tile_columns=cpu_tile_columns, portable_gemm=portable_gemm)
+        cpu_tile_columns=cpu_tile_columns, portable_gemm=portable_gemm, cpu_path=cpu_path)
 
 
 #: The keywords of :func:`lstm_twin_run` that tune the kernel (a subset of ``_ops.KERNEL_OPTIONS``).
-KERNEL_OPTIONS = ("cpu_tile_columns", "portable_gemm")
+KERNEL_OPTIONS = ("cpu_tile_columns", "portable_gemm", "cpu_path")
 
 
 def has_kernel(device_type: str) -> bool:
@@ -34,7 +35,7 @@ def has_kernel(device_type: str) -> bool:
 
 @torch.library.register_fake("mdesc::lstm_twin_run")
 def _lstm_twin_run_fake(x, lengths, w_ih, w_hh, bias, h0, c0, dh0, dc0, q0, zero_input_steps, warmup, qr_every, *,
-                        cpu_tile_columns=48, portable_gemm=False):
+                        cpu_tile_columns=48, portable_gemm=False, cpu_path="auto"):
     C, H, L = w_hh[0].shape[0], w_hh[0].shape[2], len(w_hh)
     B, k = x.shape[2], q0.shape[3]
     steps = x.shape[1] + zero_input_steps

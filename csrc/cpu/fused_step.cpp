@@ -1,0 +1,166 @@
+// Instruction-set entry points of the fused layer step (csrc/cpu/fused_step.h).  Each is compiled
+// for one ISA (the wheel's baseline is x86-64); the choice is made once, by the CPU the extension
+// runs on.  Micro-tiles: kGates x NR vectors of accumulators, NR chosen so they and the kGates
+// weight vectors fit the register file (32 vector registers with AVX-512, 16 with AVX2).
+#include "cpu/fused_step.h"
+
+namespace mdesc::cpu {
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MDESC_FUSED_X86 1
+#endif
+
+namespace {
+
+#ifdef MDESC_FUSED_X86
+enum class Isa { kNone, kAvx2, kAvx512 };
+
+Isa detect_isa() {
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+      return Isa::kAvx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+    return Isa::kNone;
+  }();
+  return isa;
+}
+
+// The block GEMMs, one per ISA and dtype (shared by the cells).
+#define MDESC_FUSED_GEMM(NAME, TARGET, T, BYTES)                                                          \
+  __attribute__((target(TARGET))) void NAME(const FusedShape& sh, int64_t K, const T* wp, const T* panel,  \
+                                            const T* wp2, const T* panel2, T* out) {                    \
+    fused_detail::block_gemm_any<T, BYTES>(sh, K, wp, panel, wp2, panel2, out);                         \
+  }
+MDESC_FUSED_GEMM(gemm_f_v4, "arch=x86-64-v4", float, 64)
+MDESC_FUSED_GEMM(gemm_d_v4, "arch=x86-64-v4", double, 64)
+MDESC_FUSED_GEMM(gemm_f_v3, "arch=x86-64-v3", float, 32)
+MDESC_FUSED_GEMM(gemm_d_v3, "arch=x86-64-v3", double, 32)
+#undef MDESC_FUSED_GEMM
+
+#define MDESC_FUSED_ENTRY(NAME, TARGET, CELL, T, BYTES, GEMM)                                            \
+  __attribute__((target(TARGET))) void NAME(const FusedLayerStep<T>& s) {                             \
+    fused_detail::layer_step<fused_detail::TangentUpdate<CELL>, T, BYTES>(s, GEMM);                                                   \
+  }
+#define MDESC_FUSED_CELLS(SUFFIX, TARGET, BYTES)                                                         \
+  MDESC_FUSED_ENTRY(lstm_f_##SUFFIX, TARGET, LstmCell, float, BYTES, gemm_f_##SUFFIX)                   \
+  MDESC_FUSED_ENTRY(lstm_d_##SUFFIX, TARGET, LstmCell, double, BYTES, gemm_d_##SUFFIX)                  \
+  MDESC_FUSED_ENTRY(gru_f_##SUFFIX, TARGET, GruCell, float, BYTES, gemm_f_##SUFFIX)                     \
+  MDESC_FUSED_ENTRY(gru_d_##SUFFIX, TARGET, GruCell, double, BYTES, gemm_d_##SUFFIX)                    \
+  MDESC_FUSED_ENTRY(rnn_tanh_f_##SUFFIX, TARGET, RnnTanhCell, float, BYTES, gemm_f_##SUFFIX)            \
+  MDESC_FUSED_ENTRY(rnn_tanh_d_##SUFFIX, TARGET, RnnTanhCell, double, BYTES, gemm_d_##SUFFIX)           \
+  MDESC_FUSED_ENTRY(rnn_relu_f_##SUFFIX, TARGET, RnnReluCell, float, BYTES, gemm_f_##SUFFIX)            \
+  MDESC_FUSED_ENTRY(rnn_relu_d_##SUFFIX, TARGET, RnnReluCell, double, BYTES, gemm_d_##SUFFIX)
+MDESC_FUSED_CELLS(v4, "arch=x86-64-v4", 64)
+MDESC_FUSED_CELLS(v3, "arch=x86-64-v3", 32)
+#undef MDESC_FUSED_CELLS
+#undef MDESC_FUSED_ENTRY
+
+template <typename T>
+bool dispatch(CellKind cell, const FusedLayerStep<T>& s) {
+  constexpr bool f = sizeof(T) == 4;
+  const Isa isa = detect_isa();
+  if (isa == Isa::kNone) return false;
+  const bool v4 = isa == Isa::kAvx512;
+#define MDESC_FUSED_CALL(NAME_F, NAME_D)                                                                 \
+  if constexpr (f) {                                                                                     \
+    v4 ? NAME_F##_v4(s) : NAME_F##_v3(s);                                                              \
+  } else {                                                                                               \
+    v4 ? NAME_D##_v4(s) : NAME_D##_v3(s);                                                              \
+  }
+  switch (cell) {
+    case CellKind::kLstm: MDESC_FUSED_CALL(lstm_f, lstm_d) return true;
+    case CellKind::kGru: MDESC_FUSED_CALL(gru_f, gru_d) return true;
+    case CellKind::kRnnTanh: MDESC_FUSED_CALL(rnn_tanh_f, rnn_tanh_d) return true;
+    case CellKind::kRnnRelu: MDESC_FUSED_CALL(rnn_relu_f, rnn_relu_d) return true;
+  }
+#undef MDESC_FUSED_CALL
+  return false;
+}
+#endif
+
+}  // namespace
+
+int64_t fused_lanes(int64_t elem_bytes) {
+#ifdef MDESC_FUSED_X86
+  const Isa isa = detect_isa();
+  if (isa == Isa::kNone || (elem_bytes != 4 && elem_bytes != 8)) return 0;
+  return (isa == Isa::kAvx512 ? 64 : 32) / elem_bytes;
+#else
+  (void)elem_bytes;
+  return 0;
+#endif
+}
+
+FusedShape fused_shape(CellKind cell, int64_t H, int64_t M, int64_t elem) {
+  FusedShape best;
+#ifdef MDESC_FUSED_X86
+  const Isa isa = detect_isa();
+  if (isa == Isa::kNone || (elem != 4 && elem != 8)) return best;
+  const int64_t bytes = isa == Isa::kAvx512 ? 64 : 32, lanes = bytes / elem;
+  if (H < lanes) return best;  // the overlapping last unit vector needs one whole vector
+  const int64_t G = cell_gates(cell) * H, vectors = (G + lanes - 1) / lanes;
+  const int64_t acc = isa == Isa::kAvx512 ? 24 : 12, max_rv = isa == Isa::kAvx512 ? 5 : 3;
+  double best_cost = 0;
+  for (int64_t rv = 1; rv <= max_rv; ++rv) {
+    const int64_t nr = rv == 5 ? 4 : acc / rv;
+    const int64_t tiles = (vectors + rv - 1) / rv;
+    const int64_t rows = tiles * rv * lanes, cols = (M + nr - 1) / nr * nr;
+    // padded products, and a little for the loads per multiply-add away from the balanced tiles
+    const double cost = double(rows) * double(cols) * (1.0 + 0.03 * double(rv > 3 ? rv - 3 : 3 - rv));
+    if (best.lanes == 0 || cost < best_cost) {
+      best = FusedShape{lanes, rv, nr, G, tiles, rows};
+      best_cost = cost;
+    }
+  }
+#else
+  (void)cell, (void)H, (void)M, (void)elem;
+#endif
+  return best;
+}
+
+template <typename T>
+void block_gemm_dispatch(const FusedShape& sh, int64_t K, const T* wp, const T* panel, T* out, const T* wp2,
+                         const T* panel2) {
+#ifdef MDESC_FUSED_X86
+  const bool v4 = detect_isa() == Isa::kAvx512;
+  if constexpr (sizeof(T) == 4) {
+    v4 ? gemm_f_v4(sh, K, wp, panel, wp2, panel2, out) : gemm_f_v3(sh, K, wp, panel, wp2, panel2, out);
+  } else {
+    v4 ? gemm_d_v4(sh, K, wp, panel, wp2, panel2, out) : gemm_d_v3(sh, K, wp, panel, wp2, panel2, out);
+  }
+#else
+  (void)sh, (void)K, (void)wp, (void)panel, (void)out, (void)wp2, (void)panel2;
+#endif
+}
+
+void fused_block_gemm(const FusedShape& sh, int64_t K, const float* wp, const float* panel, float* out,
+                      const float* wp2, const float* panel2) {
+  block_gemm_dispatch(sh, K, wp, panel, out, wp2, panel2);
+}
+
+void fused_block_gemm(const FusedShape& sh, int64_t K, const double* wp, const double* panel, double* out,
+                      const double* wp2, const double* panel2) {
+  block_gemm_dispatch(sh, K, wp, panel, out, wp2, panel2);
+}
+
+bool fused_layer_step(CellKind cell, const FusedLayerStep<float>& s) {
+#ifdef MDESC_FUSED_X86
+  return dispatch(cell, s);
+#else
+  (void)cell, (void)s;
+  return false;
+#endif
+}
+
+bool fused_layer_step(CellKind cell, const FusedLayerStep<double>& s) {
+#ifdef MDESC_FUSED_X86
+  return dispatch(cell, s);
+#else
+  (void)cell, (void)s;
+  return false;
+#endif
+}
+
+}  // namespace mdesc::cpu
