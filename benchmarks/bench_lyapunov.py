@@ -24,6 +24,7 @@ import json
 import os
 import platform
 import re
+import sys
 import time
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ class Case:
     qr_every: int = 10
     devices: tuple = ("cpu", "cuda")
     cell: str = "lstm"  # lstm, gru, rnn_tanh, rnn_relu
+    record: bool = False  # the sweep record: lambda_1 (zero-input window) and the drive-end twin's D~
 
     @property
     def steps(self) -> int:
@@ -60,6 +62,8 @@ class Case:
         G = {"lstm": 4, "gru": 3}.get(self.cell, 1) * self.H
         per_seq_step = 2 * G * self.H * (1 + self.k) * (2 * self.L - 1)
         per_seq = per_seq_step * self.steps + 2 * G * self.I * self.T
+        if self.record:  # the zero-input phase carries the delta as one more column
+            per_seq += 2 * G * self.H * (2 * self.L - 1) * self.zero
         per_seq += (2 * n * self.k ** 2) * (self.steps / self.qr_every) if self.k > 1 else 0
         return float(per_seq * self.B * self.C)
 
@@ -81,6 +85,8 @@ CASES = [
          qr_every=5, cell="gru"),
     Case("j: tanh RNN, 2 layers, full spectrum (H=60, k=120, 16 seq, 500+1100 steps)", 60, 32, 2, 16, 500,
          1100, 120, qr_every=5, cell="rnn_tanh"),
+    Case("t: sweep record, lambda_1 + drive-end D~ (twin kernel; H=60, 500 seq, 500+1100 steps)", 60, 32, 1,
+         500, 500, 1100, 1, record=True, devices=("cpu",)),
 ]
 
 
@@ -126,20 +132,28 @@ def _models(case: Case, device, seed=0):
     return models, seq
 
 
-def _run(api, case: Case, models, seq, steps_zero: int):
+def _run(api, case: Case, models, seq, steps_zero: int, kernel_options: dict | None = None):
     kw = dict(zero_input_steps=steps_zero, qr_every=case.qr_every)
+    if api is mdesc and kernel_options:
+        kw["kernel_options"] = kernel_options
+    if case.record:
+        if api is mdesc:
+            return mdesc.stability_record(models[0], seq, k=case.k, **kw)
+        # baseline: the autograd reference's lambda_1 and its plain float64 twin
+        return (api.lyapunov_spectrum(models[0], seq, case.k, **kw),
+                api.asymptotic_distance(models[0], seq, zero_input_steps=steps_zero))
     if case.C > 1:
         return api.lyapunov_checkpoints(models, seq, k=case.k, **kw)
     return api.lyapunov_spectrum(models[0], seq, case.k, **kw)
 
 
-def time_fused(case: Case, models, seq, device, repeat: int) -> float:
-    _run(mdesc, case, models, seq[: min(case.T, 20)], 0)  # warm-up (allocator, BLAS init)
+def time_fused(case: Case, models, seq, device, repeat: int, kernel_options: dict | None = None) -> float:
+    _run(mdesc, case, models, seq[: min(case.T, 20)], 1, kernel_options)  # warm-up (allocator, BLAS init)
     best = float("inf")
     for _ in range(repeat):
         _sync(device)
         t0 = time.perf_counter()
-        _run(mdesc, case, models, seq, case.zero)
+        _run(mdesc, case, models, seq, case.zero, kernel_options)
         _sync(device)
         best = min(best, time.perf_counter() - t0)
     return best
@@ -150,7 +164,7 @@ def time_baseline(case: Case, models, seq, device, max_steps: int) -> tuple[floa
     T = min(case.T, steps)
     zero = steps - T
     # warm-up on two steps (first-call costs of torch.func, allocator, BLAS), not timed
-    _run(reference, case, models[:2] if case.C > 1 else models, seq[:2], 0)
+    _run(reference, case, models[:2] if case.C > 1 else models, seq[:2], 1)
     _sync(device)
     t0 = time.perf_counter()
     _run(reference, case, models, seq[:T], zero)
@@ -190,33 +204,68 @@ def main(argv=None) -> int:
         cases = [c for c in cases if c.name[0] in wanted]
     machine = machine_name(device)
     rate = matmul_rate(device)
-    print(f"# mdesc benchmark on {machine}; float32 matrix-product rate {rate / 1e9:.1f} GFLOP/s")
+    rate1 = None
+    if device.type == "cpu":  # one thread: what a single work unit (case b) can reach
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        rate1 = matmul_rate(device)
+        torch.set_num_threads(threads)
+    print(f"# mdesc benchmark on {machine}; float32 matrix-product rate {rate / 1e9:.1f} GFLOP/s"
+          + (f" ({rate1 / 1e9:.1f} on one thread)" if rate1 else ""))
     rows = []
     for case in cases:
         models, seq = _models(case, device)
         fused = time_fused(case, models, seq, device, args.repeat)
+        unfused = time_fused(case, models, seq, device, args.repeat, dict(cpu_path="gemm")) \
+            if device.type == "cpu" else None
         base, how = time_baseline(case, models, seq, device, args.baseline_steps)
         flops = case.flops()
         row = dict(case=case.name, fused_s=fused, baseline_s=base, baseline=how, speedup=base / fused,
                    gflops=flops / fused / 1e9, fraction_of_matmul=flops / fused / rate)
+        if unfused is not None:
+            row.update(unfused_s=unfused, unfused_gflops=flops / unfused / 1e9,
+                       unfused_fraction_of_matmul=flops / unfused / rate)
+        if rate1 and case.B * case.C == 1:
+            row["fraction_of_single_thread_matmul"] = flops / fused / rate1
         rows.append(row)
         print(f"{case.name}: fused {fused:.3f} s, baseline {base:.1f} s ({how}), {base / fused:.0f}x, "
-              f"{row['gflops']:.1f} GFLOP/s = {100 * row['fraction_of_matmul']:.0f}% of matmul", flush=True)
+              f"{row['gflops']:.1f} GFLOP/s = {100 * row['fraction_of_matmul']:.0f}% of matmul"
+              + (f"; unfused {unfused:.3f} s = {100 * row['unfused_fraction_of_matmul']:.0f}%" if unfused else ""),
+              flush=True)
     stamp = time.strftime("%Y-%m-%d")
     lines = [f"# mdesc benchmark, {device.type}: {machine}", "",
              f"Date {stamp}; torch {torch.__version__}; float32 throughout; matrix-product rate "
-             f"{rate / 1e9:.1f} GFLOP/s (large square float32 product, same run).", "",
-             "| case | fused (s) | autograd baseline (s) | speed-up | GFLOP/s | % of matmul rate |",
-             "|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['case']} | {r['fused_s']:.3f} | {r['baseline_s']:.1f} ({r['baseline']}) | "
-                     f"{r['speedup']:.0f}x | {r['gflops']:.1f} | {100 * r['fraction_of_matmul']:.0f}% |")
+             f"{rate / 1e9:.1f} GFLOP/s (large square float32 product, same run"
+             + (f"; {rate1 / 1e9:.1f} GFLOP/s on one thread" if rate1 else "") + ").",
+             f"Command: `python benchmarks/bench_lyapunov.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
+             ""]
+    if device.type == "cpu":
+        lines += ["`fused`: the default CPU path (csrc/cpu/fused_step.h); `unfused`: `cpu_path='gemm'`, torch's "
+                  "BLAS + the pointwise pass, in the same run.  % of the matmul rate: useful FLOPs (see "
+                  "the script) per second over the rate above; case b runs one work unit, so its rate is "
+                  "also given against the one-thread product.", "",
+                  "| case | fused (s) | GFLOP/s | % of matmul rate | unfused (s) | unfused % | autograd baseline (s) | "
+                  "speed-up vs baseline |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            single = r.get("fraction_of_single_thread_matmul")
+            pct = f"{100 * r['fraction_of_matmul']:.0f}%" + (f" ({100 * single:.0f}% of 1 thread)" if single else "")
+            lines.append(f"| {r['case']} | {r['fused_s']:.3f} | {r['gflops']:.1f} | {pct} | {r['unfused_s']:.3f} | "
+                         f"{100 * r['unfused_fraction_of_matmul']:.0f}% | {r['baseline_s']:.1f} ({r['baseline']}) | "
+                         f"{r['speedup']:.0f}x |")
+    else:
+        lines += ["| case | fused (s) | autograd baseline (s) | speed-up | GFLOP/s | % of matmul rate |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['case']} | {r['fused_s']:.3f} | {r['baseline_s']:.1f} ({r['baseline']}) | "
+                         f"{r['speedup']:.0f}x | {r['gflops']:.1f} | {100 * r['fraction_of_matmul']:.0f}% |")
     os.makedirs(args.out, exist_ok=True)
     tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{device.type}-{machine.split(',')[0]}").strip("-").lower()
     base_path = os.path.join(args.out, tag)
     atomic_write_text(base_path + ".md", "\n".join(lines) + "\n")
     atomic_write_text(base_path + ".json", json.dumps(dict(
         machine=machine, device=device.type, matmul_gflops=rate / 1e9, date=stamp,
+        matmul_gflops_one_thread=rate1 / 1e9 if rate1 else None,
         torch=torch.__version__, rows=rows), indent=2))
     print("\n".join(lines))
     print(f"\nwritten to {base_path}.md/.json")
