@@ -1,4 +1,5 @@
 """Training harness and checkpoint sweep: resumability, crash safety, corrupt files, run table."""
+import dataclasses
 import json
 import math
 import shutil
@@ -145,6 +146,44 @@ def test_checkpoints_are_safetensors_and_loading_never_unpickles(trained, tmp_pa
 
 
 # ----------------------------------------------------------------------------- sweep
+
+
+def test_float32_sweep_takes_lambda1_and_the_drive_end_twin_from_one_run(trained, tmp_path):
+    """distance_dtype = lyapunov_dtype = float32 (the delta twin): lambda_1 and the drive-end D~
+    come from mdesc.stability_record, and equal the separate public calls to float32 rounding;
+    the t = 0 twin is still its own call."""
+    _, full = trained
+    run = _copy(full, tmp_path)
+    settings = dataclasses.replace(SWEEP, distance_dtype="float32", perturbation=1e-3)
+    calls = []
+    real = mdesc.stability_record
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    mdesc.stability_record = spy
+    try:
+        SW.sweep_run(run, settings, progress=False)
+    finally:
+        mdesc.stability_record = real
+    assert calls and all(c["dtype"] == torch.float32 for c in calls)
+    table = SW.load_table(run)
+    config = TR.read_config(run)
+    model = TR.build_model(config)
+    model.load_state_dict(TR.load_checkpoint(TR.checkpoint_path(run, 2))[0])
+    _, test = TR.load_run_data(run)
+    ids = torch.from_numpy(np.ascontiguousarray(test.ids[table["sample_index"]].T))
+    zero = settings.total_steps - config["data"]["max_len"]
+    for twin in ("drive_end", "start"):
+        d = mdesc.asymptotic_distance(model, ids, zero_input_steps=zero, perturbation=settings.perturbation,
+                                      perturb_at=twin, seed=settings.seed, dtype=torch.float32)
+        assert d.settings["method"] == "delta"
+        np.testing.assert_allclose(table[f"distance_{twin}"][2], d.distance.numpy(), rtol=1e-4)
+    r = mdesc.max_lyapunov(model, ids, zero_input_steps=zero, seed=settings.seed, window="zero_input")
+    np.testing.assert_allclose(table["lyapunov"][2], r.exponents[:, 0].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(table["lyapunov_driven"][2], r.driven_exponents[:, 0].numpy(), rtol=1e-4,
+                               atol=1e-5)
 
 
 def test_sweep_records_match_direct_core_calls(trained, tmp_path):

@@ -167,8 +167,10 @@ def _add_sweep(p: argparse.ArgumentParser) -> None:
                    help="analyse only checkpoints of epochs FIRST..LAST (e.g. around a "
                         "transition first; a later sweep fills in the rest)")
     g.add_argument("--distance-dtype", choices=("float32", "float64"), default="float64",
-                   help="precision of the runs behind D~ (float32 rounding noise lifts an "
-                        "ordered D~ from -15 to about -14.5; float32 is ~5x faster)")
+                   help="precision of the runs behind D~: float64 (the plain twin, as the recorded "
+                        "runs), or float32 (the twin carries the difference itself, method='delta': "
+                        "exact on the floor; with the float32 lambda_1, the drive-end twin and "
+                        "lambda_1 come from one run, about 2.5x cheaper per checkpoint)")
     g.add_argument("--lyapunov-dtype", choices=("float32", "float64"), default="float32",
                    help="precision of the tangent runs")
 

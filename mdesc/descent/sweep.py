@@ -86,8 +86,10 @@ class SweepSettings:
     qr_every:     re-orthonormalisation interval of the tangent vectors.
     seed:         seeds the review subset, the perturbation and the initial tangent frame.
     chunk:        checkpoints analysed per call of the core.
-    distance_dtype: precision of the runs behind D_i (float64: in float32 two runs on the same
-                  fixed point stop ~1e-7 apart, about e^-16, which lifts an ordered D~ off -15).
+    distance_dtype: precision of the runs behind D_i: float64 (the plain twin: h' - h of two
+                  runs) or float32 (an LSTM's twin then carries the difference itself,
+                  ``method="delta"``, exact on the floor; with lyapunov_dtype float32 too, the
+                  drive-end twin and lambda_1 share one run of mdesc.stability_record).
     lyapunov_dtype: precision of the tangent runs (renormalised: float32 is accurate).
     every:        analyse only epochs divisible by this (a coarse first pass; a later sweep
                   with a smaller value fills in the rest, keeping what exists).
@@ -302,7 +304,8 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
 
     Per chunk of ``settings.chunk`` checkpoints: one call of :func:`mdesc.lyapunov_checkpoints`
     and one of :func:`mdesc.asymptotic_distance` per twin (the same reviews, the same drive +
-    zero-input runs); one record per checkpoint is written atomically and
+    zero-input runs) -- or, in float32 on an LSTM, one :func:`mdesc.stability_record` for lambda_1
+    and the drive-end twin together (equal to the two calls to rounding) plus the other twin; one record per checkpoint is written atomically and
     ``on_record(epoch, record)`` is called.  Re-running continues where a killed sweep stopped;
     checkpoints written by a training run still going are picked up by the next call.
 
@@ -340,6 +343,12 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
     zero_steps = int(stored["zero_input_steps"])
     template = build_model(config).to(dev)
     twins, window = list(stored["twins"]), stored["window"]
+    # float32 throughout on an LSTM: lambda_1 (zero-input window) and the drive-end twin's D~
+    # come from one run of mdesc.stability_record (the same numbers as the two calls, to rounding,
+    # for ~1.4x the cost of lambda_1 alone instead of ~2x)
+    record_in_one_run = (window == "zero_input" and "drive_end" in twins
+                         and settings.distance_dtype == settings.lyapunov_dtype == "float32"
+                         and any(isinstance(m, torch.nn.LSTM) for m in template.modules()))
 
     todo, existing = [], 0
     for epoch, path in run.checkpoints():
@@ -386,19 +395,28 @@ def sweep_run(run_dir: str | os.PathLike, settings: SweepSettings | None = None,
             if not epochs:
                 continue
             C = len(epochs)
-            dist = {}
+            dist, lyap = {}, None
             with warnings.catch_warnings(record=True) as seen:  # shown below, one line each
                 warnings.simplefilter("always")
+                if record_in_one_run:  # lambda_1 and the drive-end twin share one fused run
+                    lyap, dist["drive_end"] = mdesc.stability_record(
+                        states, ids, k=settings.k, template=template, lengths=lengths,
+                        zero_input_steps=zero_steps, warmup=settings.lyapunov_warmup,
+                        qr_every=settings.qr_every, perturbation=settings.perturbation,
+                        seed=settings.seed, dtype=torch.float32)
                 for twin in twins:
+                    if twin in dist:
+                        continue
                     dist[twin] = mdesc.asymptotic_distance(
                         states, ids, lengths=lengths, zero_input_steps=zero_steps,
                         perturbation=settings.perturbation, perturb_at=twin, seed=settings.seed,
                         template=template, dtype=getattr(torch, settings.distance_dtype))
-                lyap = mdesc.lyapunov_checkpoints(
-                    states, ids, k=settings.k, template=template, lengths=lengths,
-                    zero_input_steps=zero_steps, qr_every=settings.qr_every, seed=settings.seed,
-                    warmup=settings.lyapunov_warmup, window=window,
-                    dtype=getattr(torch, settings.lyapunov_dtype))
+                if lyap is None:
+                    lyap = mdesc.lyapunov_checkpoints(
+                        states, ids, k=settings.k, template=template, lengths=lengths,
+                        zero_input_steps=zero_steps, qr_every=settings.qr_every, seed=settings.seed,
+                        warmup=settings.lyapunov_warmup, window=window,
+                        dtype=getattr(torch, settings.lyapunov_dtype))
             for w in {str(w.message).splitlines()[0] for w in seen}:
                 notice(f"warning (epochs {epochs[0]}-{epochs[-1]}): {w}")  # one line each
             expo = lyap.exponents.detach().double().cpu().numpy().reshape(C, S, settings.k)
