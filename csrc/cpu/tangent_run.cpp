@@ -15,6 +15,11 @@
 //   G   [G, M] gate pre-activations of the current layer (G = gates * H rows).
 //   XP  [G, Tu * tile] layer-0 input projection W_ih x + bias of the driven part, computed up
 //       front in one GEMM (Tu = longest drive in the tile).
+//
+// On CPUs with AVX2 or AVX-512 (and layers at least one vector wide) the GEMM and the pointwise
+// pass of a layer step are one fused pass instead (csrc/cpu/fused_step.h): weights packed once per
+// work unit, G never leaves L1, and Z is double-buffered (the step reads zc_, writes the other
+// buffer).  cpu_path="gemm" or portable_gemm keeps the two-pass step.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -57,7 +62,6 @@ class TileRunner {
   TileRunner(const RunArgs<T>& a, int64_t tile)
       : a_(a), d_(a.d), cols_(1 + a.d.k), M_(tile * (1 + a.d.k)), qr_(a.d.n, a.d.k, a.portable) {
     z_.resize(d_.n * M_);
-    g_.resize(d_.G * M_);
     coef_.resize(kMaxCoefs * d_.H);
     xp_.resize(d_.G * d_.T * tile);
     xbuf_.resize(d_.I * d_.T * tile);
@@ -74,6 +78,8 @@ class TileRunner {
       fgates_.resize(sh_.nr * sh_.Gpad);
       wp_x_.resize(fused_packed_size(sh_, d_.I));
       panel_.resize(std::max<int64_t>(panel_.size(), sh_.nr * d_.I));
+    } else {
+      g_.resize(d_.G * M_);
     }
     zc_ = z_.data();
   }

@@ -14,6 +14,10 @@
 //      cancel in a difference), and the tangents' W q.
 //   XP [4H, Tu * tile] layer-0 input projection W_ih x + bias of the driven part, in one GEMM.
 //
+// On CPUs with AVX2 or AVX-512 (H at least one vector) a layer step is one fused pass instead, as
+// in the tangent kernel (csrc/cpu/fused_step.h; the twin's update: csrc/cpu/fused_twin.cpp), with
+// Z double-buffered; cpu_path="gemm" or portable_gemm keeps the GEMM + pointwise step.
+//
 // Runs with flush-to-zero / denormals-are-zero (x86): a delta below the dtype's smallest normal
 // number (1.2e-38 in float32) becomes 0, which is also what keeps a dying perturbation from
 // slowing the kernel down with denormal arithmetic.
@@ -139,7 +143,6 @@ class TwinTileRunner {
   TwinTileRunner(const TwinArgs<T>& a, int64_t tile) : a_(a), d_(a.d), cols_(2 + a.d.k), M_(tile * (2 + a.d.k)) {
     const int64_t H = d_.H;
     z_.resize(d_.n * M_);
-    g_.resize(4 * H * M_);
     coef_.resize(6 * H);
     xp_.resize(4 * H * d_.T * tile);
     xbuf_.resize(d_.I * d_.T * tile);
@@ -155,6 +158,8 @@ class TwinTileRunner {
       stash_.resize(tile * 4 * H);
       panel_.resize(std::max<int64_t>(fused_panel_size(sh_, M_, H), sh_.nr * d_.I));
       fgates_.resize(sh_.nr * sh_.Gpad);
+    } else {
+      g_.resize(4 * H * M_);
     }
     zc_ = z_.data();
   }
