@@ -73,6 +73,18 @@ void fused_pack_weights(const FusedShape& sh, int64_t K, const T* w, T* dst) {
         }
 }
 
+// Packs every layer's W_hh, and W_ih of the layers above the first, of checkpoint c (w_hh[l],
+// w_ih[l] point at [C, G, H]) into wp_hh / wp_ih, one fused_packed_size(sh, H) block per layer.
+template <typename T, class Pointers>
+void fused_pack_layers(const FusedShape& sh, int64_t L, int64_t H, int64_t c, const Pointers& w_hh,
+                       const Pointers& w_ih, T* wp_hh, T* wp_ih) {
+  const int64_t packed = fused_packed_size(sh, H), GH = sh.G * H;
+  for (int64_t l = 0; l < L; ++l) {
+    fused_pack_weights<T>(sh, H, w_hh[l] + c * GH, wp_hh + l * packed);
+    if (l > 0) fused_pack_weights<T>(sh, H, w_ih[l] + c * GH, wp_ih + (l - 1) * packed);
+  }
+}
+
 // What one fused layer step reads and writes (pointers into the work unit's buffers).
 template <typename T>
 struct FusedLayerStep {

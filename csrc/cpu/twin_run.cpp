@@ -33,6 +33,7 @@
 
 #include "cpu/fused_step.h"
 #include "cpu/gemm.h"
+#include "cpu/input_projection.h"
 #include "cpu/qr.h"  // gram_schmidt
 #include "common/twin_checks.h"
 #include "common/cell_math.h"  // qr_block_after_step
@@ -212,35 +213,12 @@ class TwinTileRunner {
   }
 
   void project_inputs(int64_t c, int64_t b0) {
-    const int64_t I = d_.I, H4 = 4 * d_.H, B = d_.B;
+    const int64_t I = d_.I, G = 4 * d_.H;
     int64_t tu = 0;
     for (int64_t s = 0; s < nb_; ++s) tu = std::max(tu, a_.lengths[b0 + s]);
-    const T* x = a_.x + (d_.x_per_ckpt ? c : 0) * d_.T * B * I;
-    for (int64_t t = 0; t < tu; ++t) {
-      std::copy(x + (t * B + b0) * I, x + (t * B + b0 + nb_) * I, xbuf_.data() + t * nb_ * I);
-    }
-    const T* w = a_.w_ih[0] + c * H4 * I;
-    const T* bias = a_.bias[0] + c * H4;
-    if (sh_.lanes > 0) {  // the fused path's block GEMM, nr input columns at a time
-      const int64_t nr = sh_.nr, cols = tu * nb_;
-      fused_pack_weights<T>(sh_, I, w, wp_x_.data());
-      for (int64_t col0 = 0; col0 < cols; col0 += nr) {
-        const int64_t m = std::min(nr, cols - col0);
-        fused_detail::pack_panel<T>(nr, xbuf_.data() + col0 * I, I, 0, m, I, panel_.data());
-        fused_block_gemm(sh_, I, wp_x_.data(), panel_.data(), fgates_.data());
-        for (int64_t j = 0; j < m; ++j) {
-          const T* g = fgates_.data() + j * sh_.Gpad;
-          T* p = xp_.data() + (col0 + j) * H4;
-          for (int64_t r = 0; r < H4; ++r) p[r] = g[r] + bias[r];
-        }
-      }
-      return;
-    }
-    gemm<T>(a_.portable, true, H4, tu * nb_, I, T(1), w, I, xbuf_.data(), I, T(0), xp_.data(), H4);
-    for (int64_t col = 0; col < tu * nb_; ++col) {
-      T* p = xp_.data() + col * H4;
-      for (int64_t r = 0; r < H4; ++r) p[r] += bias[r];
-    }
+    const T* x = a_.x + (d_.x_per_ckpt ? c : 0) * d_.T * d_.B * I;
+    cpu::project_inputs<T>(sh_, a_.portable, x, d_.B, I, b0, nb_, tu, a_.w_ih[0] + c * G * I, a_.bias[0] + c * G,
+                           G, {xbuf_.data(), wp_x_.data(), panel_.data(), fgates_.data()}, xp_.data());
   }
 
   // What layer l adds to each state column at step t: the input projection (with bias) on driven
@@ -255,11 +233,7 @@ class TwinTileRunner {
   }
 
   void pack_weights(int64_t c) {
-    const int64_t H = d_.H, H4 = 4 * H, packed = fused_packed_size(sh_, H);
-    for (int64_t l = 0; l < d_.L; ++l) {
-      fused_pack_weights<T>(sh_, H, a_.w_hh[l] + c * H4 * H, wp_hh_.data() + l * packed);
-      if (l > 0) fused_pack_weights<T>(sh_, H, a_.w_ih[l] + c * H4 * H, wp_ih_.data() + (l - 1) * packed);
-    }
+    fused_pack_layers<T>(sh_, d_.L, d_.H, c, a_.w_hh, a_.w_ih, wp_hh_.data(), wp_ih_.data());
   }
 
   // One step of every layer through the fused step: reads zc_, writes the other buffer, swaps.
