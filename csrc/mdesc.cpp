@@ -44,9 +44,10 @@
 //   poison_outputs        CUDA: fill the outputs with NaN before running (tests check that
 //                         every element is written)
 //   cpu_path              CPU: "auto" (the fused step of csrc/cpu/fused_step.h where the CPU has
-//                         AVX2 or AVX-512 and H fills a vector, else BLAS + pointwise), "fused"
-//                         (error where it cannot run) or "gemm" (BLAS + pointwise); portable_gemm
-//                         runs the portable loops whatever this says
+//                         AVX-512 and H fills a vector, else BLAS + pointwise), "fused" (the fused
+//                         step with AVX-512 or AVX2; error where it cannot run), "fused_avx2" (its
+//                         AVX2 code even on an AVX-512 CPU: for tests) or "gemm" (BLAS + pointwise);
+//                         portable_gemm runs the portable loops whatever this says
 //
 // cpu_fused_lanes(elem_bytes) -> int: vector lanes of the fused CPU step on this CPU for 4- or
 // 8-byte elements (0: none; layers need H >= lanes).

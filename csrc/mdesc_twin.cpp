@@ -16,8 +16,8 @@
 //   The tangent vectors follow the Jacobian of the unperturbed run (as in the tangent run); the
 //   twin is the full nonlinear dynamics from the perturbed state.  Differences below the dtype's
 //   smallest normal number are flushed to zero.
-//   cpu_tile_columns (CPU): target GEMM columns per work unit; cpu_path (CPU): "auto" (the fused
-//   step where the CPU has one), "fused" or "gemm" (BLAS + pointwise); portable_gemm (CPU): plain loops
+//   cpu_tile_columns (CPU): target GEMM columns per work unit; cpu_path (CPU): as tangent_run's
+//   ("auto": the fused step with AVX-512; "fused", "fused_avx2", "gemm"); portable_gemm (CPU): plain loops
 //   instead of torch's BLAS (tests).  Results do not depend on either beyond rounding.
 #include <torch/library.h>
 

@@ -23,6 +23,9 @@ LANES64 = _ops.cpu_fused_lanes(8)
 LANES32 = _ops.cpu_fused_lanes(4)
 fused_cpu = pytest.mark.skipif(LANES64 == 0, reason="this CPU has neither AVX2+FMA nor AVX-512: no fused step")
 FUSED = dict(cpu_path="fused")
+# On an AVX-512 CPU the AVX2 code is forced as well (cpu_path="fused_avx2"), so both instruction
+# sets' code is tested wherever AVX-512 is; an AVX2-only CPU runs the AVX2 code under "fused".
+PATHS = ["fused", "fused_avx2"] if LANES64 == 8 else ["fused"]
 
 
 def _cpu_flags() -> set[str]:
@@ -54,15 +57,17 @@ def _wide(draw, cell=None, max_k=4):
 
 
 @fused_cpu
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("cell", CELLS)
 @settings(max_examples=12, **DETERMINISTIC)
 @given(data=st.data(), tile=st.sampled_from([1, 3, 7, 48]))
-def test_fused_matches_float64_reference(cell, data, tile):
+def test_fused_matches_float64_reference(cell, path, data, tile):
     """Every cell, 1-2 layers, sequences of their own lengths, tiles that leave partial column
     blocks: final states to 1e-12, exponents within the columns' conditioning (>= 1e-9)."""
     p = _wide(data.draw, cell)
     kw = dict(p["kwargs"], dtype=F64)
-    fused = mdesc.lyapunov_spectrum(p["rnn"], p["seq"], p["k"], kernel_options=dict(FUSED, cpu_tile_columns=tile), **kw)
+    fused = mdesc.lyapunov_spectrum(p["rnn"], p["seq"], p["k"], kernel_options=dict(cpu_path=path, cpu_tile_columns=tile),
+                                    **kw)
     ref = reference.lyapunov_spectrum(p["rnn"], p["seq"], p["k"], **kw)
     torch.testing.assert_close(fused.h_T, ref.h_T, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(fused.c_T, ref.c_T, rtol=1e-12, atol=1e-12)
@@ -73,10 +78,11 @@ def test_fused_matches_float64_reference(cell, data, tile):
 
 
 @fused_cpu
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("cell", CELLS)
 @settings(max_examples=8, **DETERMINISTIC)
 @given(data=st.data())
-def test_fused_equals_unfused_path(cell, data):
+def test_fused_equals_unfused_path(cell, path, data):
     """The fused step and BLAS + pointwise (cpu_path='gemm') run the same arithmetic but for the
     order of the products' sums: float64 results agree to rounding (exponents: within the columns'
     conditioning, e.g. a ReLU net whose Jacobian loses rank), across checkpoints too."""
@@ -88,22 +94,23 @@ def test_fused_equals_unfused_path(cell, data):
     states = [m.state_dict() for m in models]
     runs = {path: mdesc.lyapunov_checkpoints(states, p["seq"], k=p["k"], template=models[0],
                                              kernel_options=dict(cpu_path=path), **kw)
-            for path in ("fused", "gemm")}
-    torch.testing.assert_close(runs["fused"].h_T, runs["gemm"].h_T, rtol=1e-12, atol=1e-12)
+            for path in (path, "gemm")}
+    torch.testing.assert_close(runs[path].h_T, runs["gemm"].h_T, rtol=1e-12, atol=1e-12)
     tol = torch.stack([column_tolerance(prepare(m, p["seq"], k=p["k"], **kw)) for m in models]).amax(0)
-    assert_columns_close(runs["fused"].exponents, runs["gemm"].exponents, tol.clamp_min(1e-9), "exponents")
+    assert_columns_close(runs[path].exponents, runs["gemm"].exponents, tol.clamp_min(1e-9), "exponents")
 
 
 @fused_cpu
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_float32_fused_at_the_paper_size(cell):
+def test_float32_fused_at_the_paper_size(cell, path):
     """H = 60 (the paper's LSTM; the last float32 vector of 16 units overlaps), 2 layers, float32
     through the fused step against the float64 reference: exponents to 1e-3."""
     rnn = make_rnn(cell, 8, 60, 2, gain=1.2, seed=3)
     seq = torch.randn(30, 5, 8, dtype=F64, generator=torch.Generator().manual_seed(3))
     kw = dict(zero_input_steps=40, qr_every=5)
     truth = reference.lyapunov_spectrum(rnn, seq, 3, dtype=F64, **kw)
-    got = mdesc.lyapunov_spectrum(rnn.float(), seq.float(), 3, kernel_options=FUSED, **kw)
+    got = mdesc.lyapunov_spectrum(rnn.float(), seq.float(), 3, kernel_options=dict(cpu_path=path), **kw)
     torch.testing.assert_close(got.exponents, truth.exponents, rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(got.h_T.double(), truth.h_T, rtol=1e-4, atol=1e-4)
 
@@ -111,7 +118,7 @@ def test_float32_fused_at_the_paper_size(cell):
 def test_cpu_path_is_checked():
     rnn = make_rnn("lstm", 3, 4, 1, seed=1)
     seq = torch.randn(5, 2, 3, dtype=F64)
-    with pytest.raises(RuntimeError, match="cpu_path must be 'auto', 'fused' or 'gemm'"):
+    with pytest.raises(RuntimeError, match="cpu_path must be 'auto', 'fused', 'fused_avx2' or 'gemm'"):
         mdesc.lyapunov_spectrum(rnn, seq, 1, kernel_options=dict(cpu_path="fast"))
     with pytest.raises(RuntimeError, match="cpu_path='fused' cannot run here"):  # H = 4 < one vector
         mdesc.lyapunov_spectrum(rnn, seq, 1, kernel_options=FUSED)
@@ -122,11 +129,12 @@ def test_cpu_path_is_checked():
 
 
 @fused_cpu
+@pytest.mark.parametrize("path", PATHS)
 @settings(max_examples=10, **DETERMINISTIC)
 @given(H=st.integers(1, 3).map(lambda m: m * LANES64 + 3 * (m - 1)), L=st.integers(1, 2), k=st.integers(1, 3),
        B=st.integers(1, 6), gain=st.sampled_from([0.5, 1.5, 4.0]), seed=st.integers(0, 2**16),
        start=st.booleans())
-def test_twin_fused_equals_unfused(H, L, k, B, gain, seed, start):
+def test_twin_fused_equals_unfused(path, H, L, k, B, gain, seed, start):
     """The twin kernel's fused step (state, delta, tangents; csrc/cpu/fused_twin.cpp) against its
     BLAS + pointwise path, float64: the deltas keep relative precision, so D_i agree to 1e-12
     relative even where they are far below the floor; the record's exponents to 1e-9."""
@@ -136,14 +144,14 @@ def test_twin_fused_equals_unfused(H, L, k, B, gain, seed, start):
     lengths = torch.randint(1, 10, (B,), generator=g)
     kw = dict(lengths=lengths, zero_input_steps=25, perturbation=1e-6, seed=seed, dtype=F64, floor=-700.0)
     runs = {}
-    for path in ("fused", "gemm"):
-        opts = dict(cpu_path=path)
+    for p in (path, "gemm"):
+        opts = dict(cpu_path=p)
         d = mdesc.asymptotic_distance(lstm, seq, perturb_at="start" if start else "drive_end", method="delta",
                                       kernel_options=opts, **kw)
         lyap, rec = mdesc.stability_record(lstm, seq, k=k, qr_every=3, kernel_options=opts,
                                            **{key: v for key, v in kw.items()})
-        runs[path] = (d, lyap, rec)
-    (d1, l1, r1), (d2, l2, r2) = runs["fused"], runs["gemm"]
+        runs[p] = (d, lyap, rec)
+    (d1, l1, r1), (d2, l2, r2) = runs[path], runs["gemm"]
     for a, b in ((d1, d2), (r1, r2)):
         torch.testing.assert_close(a.distance, b.distance, rtol=1e-12, atol=0)
         torch.testing.assert_close(a.h_T, b.h_T, rtol=1e-12, atol=1e-12)
@@ -151,7 +159,8 @@ def test_twin_fused_equals_unfused(H, L, k, B, gain, seed, start):
 
 
 @fused_cpu
-def test_twin_fused_float32_at_the_paper_size():
+@pytest.mark.parametrize("path", PATHS)
+def test_twin_fused_float32_at_the_paper_size(path):
     """H = 60 in float32 (16-lane vectors, the last one overlapping): the fused twin's D~ against the
     float64 run of the same twin, for a contracting and an expanding model."""
     seq = torch.randn(40, 6, 8, dtype=F64, generator=torch.Generator().manual_seed(2))
@@ -159,5 +168,5 @@ def test_twin_fused_float32_at_the_paper_size():
         lstm = make_rnn("lstm", 8, 60, 1, gain=gain, seed=4)
         kw = dict(zero_input_steps=60, perturbation=1e-3, method="delta")
         want = mdesc.asymptotic_distance(lstm, seq, dtype=F64, **kw)
-        got = mdesc.asymptotic_distance(lstm.float(), seq.float(), kernel_options=FUSED, **kw)
+        got = mdesc.asymptotic_distance(lstm.float(), seq.float(), kernel_options=dict(cpu_path=path), **kw)
         torch.testing.assert_close(got.log_distance.double(), want.log_distance, rtol=1e-3, atol=1e-3)

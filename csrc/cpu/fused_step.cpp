@@ -60,9 +60,8 @@ MDESC_FUSED_CELLS(v3, "arch=x86-64-v3", 32)
 template <typename T>
 bool dispatch(CellKind cell, const FusedLayerStep<T>& s) {
   constexpr bool f = sizeof(T) == 4;
-  const Isa isa = detect_isa();
-  if (isa == Isa::kNone) return false;
-  const bool v4 = isa == Isa::kAvx512;
+  if (s.sh.lanes == 0) return false;
+  const bool v4 = s.sh.bytes == 64;
 #define MDESC_FUSED_CALL(NAME_F, NAME_D)                                                                 \
   if constexpr (f) {                                                                                     \
     v4 ? NAME_F##_v4(s) : NAME_F##_v3(s);                                                              \
@@ -93,10 +92,19 @@ int64_t fused_lanes(int64_t elem_bytes) {
 #endif
 }
 
-FusedShape fused_shape(CellKind cell, int64_t H, int64_t M, int64_t elem) {
+bool fused_has_avx2() {
+#ifdef MDESC_FUSED_X86
+  return detect_isa() != Isa::kNone;
+#else
+  return false;
+#endif
+}
+
+FusedShape fused_shape(CellKind cell, int64_t H, int64_t M, int64_t elem, bool avx2) {
   FusedShape best;
 #ifdef MDESC_FUSED_X86
-  const Isa isa = detect_isa();
+  Isa isa = detect_isa();
+  if (avx2 && isa == Isa::kAvx512) isa = Isa::kAvx2;
   if (isa == Isa::kNone || (elem != 4 && elem != 8)) return best;
   const int64_t bytes = isa == Isa::kAvx512 ? 64 : 32, lanes = bytes / elem;
   if (H < lanes) return best;  // the overlapping last unit vector needs one whole vector
@@ -110,12 +118,12 @@ FusedShape fused_shape(CellKind cell, int64_t H, int64_t M, int64_t elem) {
     // padded products, and a little for the loads per multiply-add away from the balanced tiles
     const double cost = double(rows) * double(cols) * (1.0 + 0.03 * double(rv > 3 ? rv - 3 : 3 - rv));
     if (best.lanes == 0 || cost < best_cost) {
-      best = FusedShape{lanes, rv, nr, G, tiles, rows};
+      best = FusedShape{lanes, rv, nr, G, tiles, rows, bytes};
       best_cost = cost;
     }
   }
 #else
-  (void)cell, (void)H, (void)M, (void)elem;
+  (void)cell, (void)H, (void)M, (void)elem, (void)avx2;
 #endif
   return best;
 }
@@ -124,7 +132,7 @@ template <typename T>
 void block_gemm_dispatch(const FusedShape& sh, int64_t K, const T* wp, const T* panel, T* out, const T* wp2,
                          const T* panel2) {
 #ifdef MDESC_FUSED_X86
-  const bool v4 = detect_isa() == Isa::kAvx512;
+  const bool v4 = sh.bytes == 64;
   if constexpr (sizeof(T) == 4) {
     v4 ? gemm_f_v4(sh, K, wp, panel, wp2, panel2, out) : gemm_f_v3(sh, K, wp, panel, wp2, panel2, out);
   } else {

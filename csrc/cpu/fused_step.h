@@ -23,7 +23,8 @@
 //
 // Vector code uses GCC vector extensions over `Bytes`-wide vectors, instantiated in
 // csrc/cpu/fused_step.cpp inside functions compiled for AVX-512 (64 bytes) or AVX2 (32 bytes);
-// other machines, layers narrower than one vector, and portable_gemm take the unfused path.
+// the kernels take it by default with AVX-512 only (cpu_path in csrc/mdesc.cpp); other machines,
+// layers narrower than one vector, and portable_gemm take the unfused path.
 #pragma once
 
 #include <cstdint>
@@ -43,14 +44,19 @@ struct FusedShape {
   int64_t G = 0;      // gate rows
   int64_t tiles = 0;  // row tiles
   int64_t Gpad = 0;   // tiles * rv * lanes
+  int64_t bytes = 0;  // vector bytes of the ISA the step runs with: 64 (AVX-512) or 32 (AVX2)
 };
 
 // Vector lanes of the fused step on this CPU for elements of elem_bytes (4 or 8); 0: none.
 int64_t fused_lanes(int64_t elem_bytes);
 
 // The tiling for a layer of H units and M columns of T (elem bytes), chosen to waste the least
-// padding of rows and columns.
-FusedShape fused_shape(CellKind cell, int64_t H, int64_t M, int64_t elem);
+// padding of rows and columns; avx2: the AVX2 code even on an AVX-512 CPU (cpu_path="fused_avx2",
+// so the tests cover both; lanes 0 where the CPU has no AVX2).
+FusedShape fused_shape(CellKind cell, int64_t H, int64_t M, int64_t elem, bool avx2 = false);
+
+// Whether this CPU can run the AVX2 code of the fused step.
+bool fused_has_avx2();
 
 // Elements of the packed weights of one [G x K] matrix.
 inline int64_t fused_packed_size(const FusedShape& sh, int64_t K) { return sh.Gpad * K; }

@@ -96,9 +96,8 @@ MDESC_TWIN_ENTRY(twin_d_v3, "arch=x86-64-v3", double, 32)
 
 template <typename T>
 bool dispatch(const FusedLayerStep<T>& s) {
-  const int64_t lanes = fused_lanes(sizeof(T));
-  if (lanes == 0) return false;
-  const bool v4 = lanes * static_cast<int64_t>(sizeof(T)) == 64;
+  if (s.sh.lanes == 0) return false;
+  const bool v4 = s.sh.bytes == 64;
   if constexpr (sizeof(T) == 4) {
     v4 ? twin_f_v4(s) : twin_f_v3(s);
   } else {

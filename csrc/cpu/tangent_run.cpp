@@ -16,8 +16,8 @@
 //   XP  [G, Tu * tile] layer-0 input projection W_ih x + bias of the driven part, computed up
 //       front in one GEMM (Tu = longest drive in the tile).
 //
-// On CPUs with AVX2 or AVX-512 (and layers at least one vector wide) the GEMM and the pointwise
-// pass of a layer step are one fused pass instead (csrc/cpu/fused_step.h): weights packed once per
+// On CPUs with AVX-512 (and layers at least one vector wide; AVX2 when asked: cpu_path) the GEMM
+// and the pointwise pass of a layer step are one fused pass instead (csrc/cpu/fused_step.h): weights packed once per
 // work unit, G never leaves L1, and Z is double-buffered (the step reads zc_, writes the other
 // buffer).  cpu_path="gemm" or portable_gemm keeps the two-pass step.
 #include <ATen/ATen.h>
@@ -44,6 +44,7 @@ struct RunArgs {
   RunDims d;
   bool portable;              // portable GEMM and QR (RunOptions::portable_gemm)
   bool fused;                 // the fused step (fused_step.h) where this CPU has one
+  bool avx2;                  // ... with its AVX2 code even on an AVX-512 CPU (cpu_path="fused_avx2")
   const T* x;                 // [C|1, T, B, I]
   const int64_t* lengths;     // [B]
   std::vector<const T*> w_ih; // per layer [C, G, I_l]
@@ -67,7 +68,7 @@ class TileRunner {
     xp_.resize(d_.G * d_.T * tile);
     xbuf_.resize(d_.I * d_.T * tile);
     inputs_.resize(tile);
-    if (a.fused) sh_ = fused_shape(d_.cell, d_.H, M_, sizeof(T));
+    if (a.fused) sh_ = fused_shape(d_.cell, d_.H, M_, sizeof(T), a.avx2);
     lanes_ = sh_.lanes;
     if (lanes_ > 0) {  // the fused step (csrc/cpu/fused_step.h): its packed weights and scratch
       const int64_t packed = fused_packed_size(sh_, d_.H);
@@ -255,13 +256,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> tangent_run_cpu(
   TORCH_CHECK(x_in.device().is_cpu(), "tangent_run (CPU): tensors must be on the CPU");
   TORCH_CHECK(cpu_tile_columns >= 1, "tangent_run: cpu_tile_columns must be >= 1, got ", cpu_tile_columns);
   const std::string cpu_path(cpu_path_in);
-  TORCH_CHECK(cpu_path == "auto" || cpu_path == "fused" || cpu_path == "gemm",
-              "tangent_run: cpu_path must be 'auto', 'fused' or 'gemm', got '", cpu_path, "'");
-  const bool fused = !portable_gemm && cpu_path != "gemm";
-  if (cpu_path == "fused") {
-    const int64_t lanes = fused_lanes(x_in.element_size());
-    TORCH_CHECK(!portable_gemm, "tangent_run: cpu_path='fused' and portable_gemm=True exclude each other");
-    TORCH_CHECK(lanes > 0 && d.H >= lanes, "tangent_run: cpu_path='fused' cannot run here: ",
+  TORCH_CHECK(cpu_path == "auto" || cpu_path == "fused" || cpu_path == "fused_avx2" || cpu_path == "gemm",
+              "tangent_run: cpu_path must be 'auto', 'fused', 'fused_avx2' or 'gemm', got '", cpu_path, "'");
+  // "auto" takes the fused step with AVX-512 only: its AVX2 code ran at half the speed of BLAS +
+  // pointwise on this project's machine with MKL held to AVX2 (benchmarks/results/README.md)
+  const bool fused = !portable_gemm && (cpu_path == "fused" || cpu_path == "fused_avx2" ||
+                                        (cpu_path == "auto" && fused_lanes(x_in.element_size()) * x_in.element_size() == 64));
+  if (cpu_path == "fused_avx2") {
+    TORCH_CHECK(fused_has_avx2(), "tangent_run: cpu_path='fused_avx2' needs a CPU with AVX2 and FMA; use cpu_path='auto'");
+  }
+  if (cpu_path == "fused" || cpu_path == "fused_avx2") {
+    const int64_t lanes = cpu_path == "fused_avx2" ? 32 / x_in.element_size() : fused_lanes(x_in.element_size());
+    TORCH_CHECK(!portable_gemm, "tangent_run: cpu_path='fused' (or 'fused_avx2') and portable_gemm=True exclude each other");
+    TORCH_CHECK(lanes > 0 && d.H >= lanes, "tangent_run: cpu_path='", cpu_path, "' cannot run here: ",
                 lanes == 0 ? std::string("this CPU has neither AVX2+FMA nor AVX-512")
                            : "the layers' H = " + std::to_string(d.H) + " is narrower than one vector (" +
                                  std::to_string(lanes) + " lanes)",
@@ -283,7 +290,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> tangent_run_cpu(
   const at::Tensor x = contiguous(x_in), h0 = contiguous(h0_in), c0 = contiguous(c0_in),
                    q0 = contiguous(q0_in);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "tangent_run_cpu", [&] {
-    RunArgs<scalar_t> args{d, portable_gemm, fused, x.data_ptr<scalar_t>(), len, {}, {}, {}, h0.data_ptr<scalar_t>(),
+    RunArgs<scalar_t> args{d, portable_gemm, fused, cpu_path == "fused_avx2", x.data_ptr<scalar_t>(), len, {}, {}, {}, h0.data_ptr<scalar_t>(),
                            c0.data_ptr<scalar_t>(), q0.data_ptr<scalar_t>(), logs.data_ptr<double>(),
                            hT.data_ptr<scalar_t>(), cT.data_ptr<scalar_t>()};
     for (int64_t l = 0; l < d.L; ++l) {

@@ -14,7 +14,7 @@
 //      cancel in a difference), and the tangents' W q.
 //   XP [4H, Tu * tile] layer-0 input projection W_ih x + bias of the driven part, in one GEMM.
 //
-// On CPUs with AVX2 or AVX-512 (H at least one vector) a layer step is one fused pass instead, as
+// On CPUs with AVX-512 (H at least one vector; AVX2 when asked) a layer step is one fused pass instead, as
 // in the tangent kernel (csrc/cpu/fused_step.h; the twin's update: csrc/cpu/fused_twin.cpp), with
 // Z double-buffered; cpu_path="gemm" or portable_gemm keeps the GEMM + pointwise step.
 //
@@ -121,6 +121,7 @@ struct TwinArgs {
   TwinDims d;
   bool portable;
   bool fused;                  // the fused step (fused_step.h, fused_twin.cpp) where this CPU has one
+  bool avx2;                   // ... with its AVX2 code even on an AVX-512 CPU (cpu_path="fused_avx2")
   const T* x;                  // [C|1, T, B, I]
   const int64_t* lengths;      // [B]
   std::vector<const T*> w_ih;  // per layer [C, 4H, I_l]
@@ -148,7 +149,7 @@ class TwinTileRunner {
     xp_.resize(4 * H * d_.T * tile);
     xbuf_.resize(d_.I * d_.T * tile);
     inputs_.resize(tile);
-    if (a.fused) sh_ = fused_shape(CellKind::kLstm, H, M_, sizeof(T));
+    if (a.fused) sh_ = fused_shape(CellKind::kLstm, H, M_, sizeof(T), a.avx2);
     if (sh_.lanes > 0) {  // the fused step's packed weights and scratch
       const int64_t packed = fused_packed_size(sh_, H);
       wp_hh_.resize(d_.L * packed);
@@ -352,12 +353,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_twin
   TORCH_CHECK(x_in.device().is_cpu(), "lstm_twin_run (CPU): tensors must be on the CPU");
   TORCH_CHECK(cpu_tile_columns >= 1, "lstm_twin_run: cpu_tile_columns must be >= 1, got ", cpu_tile_columns);
   const std::string cpu_path(cpu_path_in);
-  TORCH_CHECK(cpu_path == "auto" || cpu_path == "fused" || cpu_path == "gemm",
-              "lstm_twin_run: cpu_path must be 'auto', 'fused' or 'gemm', got '", cpu_path, "'");
-  if (cpu_path == "fused") {
-    const int64_t lanes = fused_lanes(x_in.element_size());
-    TORCH_CHECK(!portable_gemm, "lstm_twin_run: cpu_path='fused' and portable_gemm=True exclude each other");
-    TORCH_CHECK(lanes > 0 && d.H >= lanes, "lstm_twin_run: cpu_path='fused' cannot run here: ",
+  TORCH_CHECK(cpu_path == "auto" || cpu_path == "fused" || cpu_path == "fused_avx2" || cpu_path == "gemm",
+              "lstm_twin_run: cpu_path must be 'auto', 'fused', 'fused_avx2' or 'gemm', got '", cpu_path, "'");
+  if (cpu_path == "fused_avx2") {
+    TORCH_CHECK(fused_has_avx2(), "lstm_twin_run: cpu_path='fused_avx2' needs a CPU with AVX2 and FMA; use cpu_path='auto'");
+  }
+  if (cpu_path == "fused" || cpu_path == "fused_avx2") {
+    const int64_t lanes = cpu_path == "fused_avx2" ? 32 / x_in.element_size() : fused_lanes(x_in.element_size());
+    TORCH_CHECK(!portable_gemm, "lstm_twin_run: cpu_path='fused' (or 'fused_avx2') and portable_gemm=True exclude each other");
+    TORCH_CHECK(lanes > 0 && d.H >= lanes, "lstm_twin_run: cpu_path='", cpu_path, "' cannot run here: ",
                 lanes == 0 ? std::string("this CPU has neither AVX2+FMA nor AVX-512")
                            : "H = " + std::to_string(d.H) + " is narrower than one vector (" + std::to_string(lanes) +
                                  " lanes)",
@@ -380,7 +384,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_twin
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_twin_run_cpu", [&] {
     TwinArgs<scalar_t> args{d,
                             portable_gemm,
-                            !portable_gemm && cpu_path != "gemm",
+                            // "auto": the fused step with AVX-512 only (as the tangent kernel)
+                            !portable_gemm && (cpu_path == "fused" || cpu_path == "fused_avx2" ||
+                                               (cpu_path == "auto" && fused_lanes(x.element_size()) * x.element_size() == 64)),
+                            cpu_path == "fused_avx2",
                             x.data_ptr<scalar_t>(),
                             len,
                             {},

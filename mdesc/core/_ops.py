@@ -58,8 +58,10 @@ def tangent_run(
     ``cell`` is one of :data:`CELLS`.  The keywords after it are tuning knobs (results do not
     depend on them beyond rounding): ``cpu_tile_columns`` and ``portable_gemm`` for the CPU
     kernel, ``cuda_path`` ("auto", "fused", "stepwise"), ``cuda_max_checkpoints`` and
-    ``poison_outputs`` for the CUDA kernels, ``cpu_path`` ("auto", "fused", "gemm": the CPU
-    kernel's fused step or BLAS + pointwise); each backend ignores the other's.
+    ``poison_outputs`` for the CUDA kernels, ``cpu_path`` ("auto": the CPU kernel's fused step
+    with AVX-512, else BLAS + pointwise; "fused": the fused step with AVX-512 or AVX2;
+    "fused_avx2": its AVX2 code on any AVX2 CPU; "gemm": BLAS + pointwise); each backend ignores
+    the other's.
 
     Returns ``(block_logs [C, B, nblocks, k] float64, h_T [C, L, B, H], c_T [C, L, B, H or 0])``.
     """
