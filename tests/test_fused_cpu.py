@@ -40,15 +40,20 @@ def _cpu_flags() -> set[str]:
 
 
 def test_detection_matches_cpu_flags():
+    """The instruction-set levels the code is compiled for (x86-64-v4 / -v3) against /proc/cpuinfo."""
     flags = _cpu_flags()
     if not flags:
         pytest.skip("no /proc/cpuinfo flags on this system")
-    if {"avx512f", "avx512vl", "avx512dq", "avx512bw"} <= flags:
+    v3 = {"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm"}
+    v4 = v3 | {"avx512f", "avx512vl", "avx512dq", "avx512bw", "avx512cd"}
+    if v4 <= flags:
         assert (LANES32, LANES64) == (16, 8)
-    elif {"avx2", "fma"} <= flags:
+    elif v3 <= flags:
         assert (LANES32, LANES64) == (8, 4)
-    else:
+    elif "avx2" not in flags or "fma" not in flags:
         assert (LANES32, LANES64) == (0, 0)
+    else:
+        pytest.skip("AVX2 without the rest of x86-64-v3: either answer is defensible")
 
 
 def _wide(draw, cell=None, max_k=4):
@@ -116,11 +121,11 @@ def test_float32_fused_at_the_paper_size(cell, path):
 
 
 def test_cpu_path_is_checked():
-    rnn = make_rnn("lstm", 3, 4, 1, seed=1)
+    rnn = make_rnn("lstm", 3, 3, 1, seed=1)  # H = 3: narrower than a float64 vector with AVX2 (4) or AVX-512 (8)
     seq = torch.randn(5, 2, 3, dtype=F64)
     with pytest.raises(RuntimeError, match="cpu_path must be 'auto', 'fused', 'fused_avx2' or 'gemm'"):
         mdesc.lyapunov_spectrum(rnn, seq, 1, kernel_options=dict(cpu_path="fast"))
-    with pytest.raises(RuntimeError, match="cpu_path='fused' cannot run here"):  # H = 4 < one vector
+    with pytest.raises(RuntimeError, match="cpu_path='fused' cannot run here"):
         mdesc.lyapunov_spectrum(rnn, seq, 1, kernel_options=FUSED)
     # 'auto' falls back to the unfused path for narrow layers and gives the reference's answer
     auto = mdesc.lyapunov_spectrum(rnn, seq, 1, dtype=F64)

@@ -18,10 +18,19 @@ enum class Isa { kNone, kAvx2, kAvx512 };
 Isa detect_isa() {
   static const Isa isa = [] {
     __builtin_cpu_init();
+    // The levels the code is compiled for (x86-64-v4: AVX512F/BW/CD/DQ/VL; x86-64-v3: AVX2, FMA,
+    // BMI1/2, F16C, LZCNT, MOVBE), named as such from GCC 12 on.
+#if __GNUC__ >= 12
+    if (__builtin_cpu_supports("x86-64-v4")) return Isa::kAvx512;
+    if (__builtin_cpu_supports("x86-64-v3")) return Isa::kAvx2;
+#else
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512cd"))
       return Isa::kAvx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::kAvx2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2"))
+      return Isa::kAvx2;
+#endif
     return Isa::kNone;
   }();
   return isa;
