@@ -49,4 +49,15 @@ void project_inputs(const FusedShape& sh, bool portable, const T* x, int64_t B, 
   }
 }
 
+// in[s]: what a layer adds to sequence s's state column at step t -- the input projection (with
+// bias) xp[:, t * nb + s] on layer 0's driven steps (t < lengths[s]), else the layer's bias.
+template <typename T>
+void select_layer_inputs(int64_t nb, const int64_t* lengths, bool layer0, int64_t t, const T* xp, const T* bias,
+                         int64_t G, const T** in) {
+  for (int64_t s = 0; s < nb; ++s) {
+    const bool driven = layer0 && t < lengths[s];
+    in[s] = driven ? xp + (t * nb + s) * G : bias;
+  }
+}
+
 }  // namespace mdesc::cpu

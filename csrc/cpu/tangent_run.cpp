@@ -182,12 +182,10 @@ class TileRunner {
   // inputs_[s]: what layer l adds to sequence s's state column at step t: the input projection
   // (with bias) on driven layer-0 steps, else the bias.
   void set_inputs(int64_t c, int64_t b0, int64_t l, int64_t t) {
-    const T* bias = a_.bias[l] + c * d_.G;
-    for (int64_t s = 0; s < nb_; ++s) {
-      const bool driven = l == 0 && t < a_.lengths[b0 + s];
-      inputs_[s] = driven ? xp_.data() + (t * nb_ + s) * d_.G : bias;
-    }
+    const int64_t G = d_.G;
+    select_layer_inputs<T>(nb_, a_.lengths + b0, l == 0, t, xp_.data(), a_.bias[l] + c * G, G, inputs_.data());
   }
+
 
   // Orthonormalise each sequence's frame and add log R_jj to the block's logs (block -1: discard).
   void orthonormalise(int64_t c, int64_t b0, int64_t block) {

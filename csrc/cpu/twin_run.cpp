@@ -225,13 +225,10 @@ class TwinTileRunner {
   // What layer l adds to each state column at step t: the input projection (with bias) on driven
   // layer-0 steps, else the bias.
   void set_inputs(int64_t c, int64_t b0, int64_t l, int64_t t) {
-    const int64_t H4 = 4 * d_.H;
-    const T* bias = a_.bias[l] + c * H4;
-    for (int64_t s = 0; s < nb_; ++s) {
-      const bool driven = l == 0 && t < a_.lengths[b0 + s];
-      inputs_[s] = driven ? xp_.data() + (t * nb_ + s) * H4 : bias;
-    }
+    const int64_t G = 4 * d_.H;
+    select_layer_inputs<T>(nb_, a_.lengths + b0, l == 0, t, xp_.data(), a_.bias[l] + c * G, G, inputs_.data());
   }
+
 
   void pack_weights(int64_t c) {
     fused_pack_layers<T>(sh_, d_.L, d_.H, c, a_.w_hh, a_.w_ih, wp_hh_.data(), wp_ih_.data());
