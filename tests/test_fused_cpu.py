@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import mdesc
 from mdesc.core import _ops, reference
-from cell_cases import CELLS, DETERMINISTIC, F64, assert_columns_close, column_tolerance, make_rnn, problems
+from cell_cases import (CELLS, DETERMINISTIC, F64, assert_columns_close, column_tolerance, make_rnn, problems,
+                        run_tolerance)
 from mdesc.core.lyapunov import prepare
 
 LANES64 = _ops.cpu_fused_lanes(8)
@@ -68,15 +69,16 @@ def _wide(draw, cell=None, max_k=4):
 @given(data=st.data(), tile=st.sampled_from([1, 3, 7, 48]))
 def test_fused_matches_float64_reference(cell, path, data, tile):
     """Every cell, 1-2 layers, sequences of their own lengths, tiles that leave partial column
-    blocks: final states to 1e-12, exponents within the columns' conditioning (>= 1e-9)."""
+    blocks: final states within the run's rounding growth, exponents within the columns' conditioning (>= 1e-9)."""
     p = _wide(data.draw, cell)
     kw = dict(p["kwargs"], dtype=F64)
     fused = mdesc.lyapunov_spectrum(p["rnn"], p["seq"], p["k"], kernel_options=dict(cpu_path=path, cpu_tile_columns=tile),
                                     **kw)
     ref = reference.lyapunov_spectrum(p["rnn"], p["seq"], p["k"], **kw)
-    torch.testing.assert_close(fused.h_T, ref.h_T, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(fused.c_T, ref.c_T, rtol=1e-12, atol=1e-12)
     prep = prepare(p["rnn"], p["seq"], k=p["k"], **kw)
+    tol_state = run_tolerance(prep)
+    torch.testing.assert_close(fused.h_T, ref.h_T, rtol=tol_state, atol=tol_state)
+    torch.testing.assert_close(fused.c_T, ref.c_T, rtol=tol_state, atol=tol_state)
     tol = column_tolerance(prep).clamp_min(1e-9)
     assert_columns_close(fused.exponents, ref.exponents, tol, "exponents")
     assert_columns_close(fused.block_exponents, ref.block_exponents, tol, "block exponents")
@@ -100,8 +102,10 @@ def test_fused_equals_unfused_path(cell, path, data):
     runs = {path: mdesc.lyapunov_checkpoints(states, p["seq"], k=p["k"], template=models[0],
                                              kernel_options=dict(cpu_path=path), **kw)
             for path in (path, "gemm")}
-    torch.testing.assert_close(runs[path].h_T, runs["gemm"].h_T, rtol=1e-12, atol=1e-12)
-    tol = torch.stack([column_tolerance(prepare(m, p["seq"], k=p["k"], **kw)) for m in models]).amax(0)
+    preps = [prepare(m, p["seq"], k=p["k"], **kw) for m in models]
+    tol_state = max(run_tolerance(prep) for prep in preps)
+    torch.testing.assert_close(runs[path].h_T, runs["gemm"].h_T, rtol=tol_state, atol=tol_state)
+    tol = torch.stack([column_tolerance(prep) for prep in preps]).amax(0)
     assert_columns_close(runs[path].exponents, runs["gemm"].exponents, tol.clamp_min(1e-9), "exponents")
 
 

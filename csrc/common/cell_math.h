@@ -167,6 +167,30 @@ MDESC_HD int64_t qr_block_after_step(int64_t s, int64_t warmup, int64_t qr_every
 }
 
 // ------------------------------------------------------------------------------------------
+// singular tangent maps: when a frame column is lost (docs/conventions.md §3, "Singular tangent
+// maps"; the reference: mdesc/core/reference.py::lost_columns)
+//
+// At a re-orthonormalisation, column j of a frame (after the steps since the last one) has norm
+// nu_j and a component R_jj > 0 orthogonal to the earlier columns.  It is lost when
+// R_jj <= kLostColumnEps * eps(T) * nu_j (nu_j = 0 included): its direction is then within
+// rounding of the earlier columns', so log R_jj would be rounding noise, a different number on
+// every CPU.  A lost column and every later one are set to exactly zero and log R_jj = -inf is
+// added for each; zero columns stay zero, so the exponents from the first lost column on are
+// -inf for the rest of the run.
+
+constexpr double kLostColumnEps = 64.0;
+
+// kLostColumnEps * eps(T): the largest R_jj / nu_j of a lost column.
+template <typename T>
+MDESC_HD double lost_column_ratio() {
+  return kLostColumnEps * (sizeof(T) == 4 ? 1.1920928955078125e-07 : 2.220446049250313e-16);
+}
+
+// Whether a column with orthogonal part r and norm nu (both >= 0, finite) is lost.  NaN counts
+// as lost (it only arises downstream of a lost column, e.g. 0 * inf in a projection).
+MDESC_HD bool column_lost(double r, double nu, double ratio) { return !(r > ratio * nu); }
+
+// ------------------------------------------------------------------------------------------
 // choosing a cell at run time (host code)
 
 enum class CellKind : int { kLstm = 0, kGru = 1, kRnnTanh = 2, kRnnRelu = 3 };

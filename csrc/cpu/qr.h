@@ -1,6 +1,7 @@
 // Re-orthonormalisation of one sequence's tangent frame on the CPU (CUDA's counterpart:
-// csrc/cuda/qr.cuh).  Frames of up to kMaxGramSchmidt vectors use modified Gram-Schmidt (no call
-// overhead); larger ones LAPACK's Householder QR through gemm.h, when torch has one.
+// csrc/cuda/qr.cuh), and the lost-column rule of docs/conventions.md §3 ("Singular tangent maps").
+// Frames of up to kMaxGramSchmidt vectors use modified Gram-Schmidt in scalar loops (no call
+// overhead); larger ones classical Gram-Schmidt twice with its products through gemm.h's BLAS.
 #pragma once
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "common/cell_math.h"  // lost_column_ratio, column_lost
 #include "cpu/gemm.h"
 
 namespace mdesc::cpu {
@@ -17,7 +19,8 @@ constexpr int64_t kMaxGramSchmidt = 8;
 
 // Modified Gram-Schmidt with one re-orthogonalisation pass per column ("twice is enough") on the
 // contiguous frame q [n, k] (column j at q + j*n); dot products accumulate in float64.  Adds
-// log R_jj to out[j] unless out is nullptr.
+// log R_jj to out[j] unless out is nullptr.  A lost column (common/cell_math.h::column_lost) and
+// every later one are set to zero and get log R_jj = -inf.  q must be finite.
 template <typename T>
 void gram_schmidt(int64_t n, int64_t k, T* q, double* out) {
   auto dot = [n](const T* u, const T* v) {
@@ -25,37 +28,84 @@ void gram_schmidt(int64_t n, int64_t k, T* q, double* out) {
     for (int64_t r = 0; r < n; ++r) acc += static_cast<double>(u[r]) * static_cast<double>(v[r]);
     return acc;
   };
+  const double ratio = lost_column_ratio<T>();
+  bool lost = false;
   for (int64_t j = 0; j < k; ++j) {
     T* v = q + j * n;
-    for (int pass = 0; pass < 2; ++pass) {
-      for (int64_t p = 0; p < j; ++p) {
-        const T* u = q + p * n;
-        const T a = static_cast<T>(dot(u, v));
-        for (int64_t r = 0; r < n; ++r) v[r] -= a * u[r];
+    if (!lost) {
+      const double nu = std::sqrt(dot(v, v));
+      for (int pass = 0; pass < 2; ++pass) {
+        for (int64_t p = 0; p < j; ++p) {
+          const T* u = q + p * n;
+          const T a = static_cast<T>(dot(u, v));
+          for (int64_t r = 0; r < n; ++r) v[r] -= a * u[r];
+        }
+      }
+      const double norm = std::sqrt(dot(v, v));
+      lost = column_lost(norm, nu, ratio);
+      if (!lost) {
+        if (out != nullptr) out[j] += std::log(norm);
+        const T inv = static_cast<T>(1.0 / norm);
+        for (int64_t r = 0; r < n; ++r) v[r] *= inv;
+        continue;
       }
     }
-    const double norm = std::sqrt(dot(v, v));
-    if (out != nullptr) out[j] += std::log(norm);
-    const T inv = static_cast<T>(1.0 / norm);
-    for (int64_t r = 0; r < n; ++r) v[r] *= inv;
+    std::fill(v, v + n, T(0));
+    if (out != nullptr) out[j] = -std::numeric_limits<double>::infinity();
   }
 }
 
-// Orthonormalises frames q [n, k] (diag R > 0) and adds log R_jj to out[j] (nullptr: discard).
-// Owns the LAPACK workspace of one work unit.  A zero or non-finite norm yields a non-finite log,
-// which poisons the sums (reported as NaN upstream); a non-finite frame is set to NaN so nothing
-// downstream looks finite.
+// Classical Gram-Schmidt run twice ("CGS2", as stable as MGS2) on the contiguous frame q [n, k],
+// the projections as BLAS products (gemm.h): column j's coefficients against the j finished
+// columns, then its update, twice.  Same results as gram_schmidt to rounding, at BLAS speed for
+// large frames.  a: workspace of k elements.  Same lost-column rule, norms in float64.
+template <typename T>
+void gram_schmidt_blas(int64_t n, int64_t k, T* q, double* out, T* a, bool portable) {
+  auto norm = [n](const T* v) {
+    double acc = 0.0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t r = 0; r < n; ++r) acc += static_cast<double>(v[r]) * static_cast<double>(v[r]);
+    return std::sqrt(acc);
+  };
+  const double ratio = lost_column_ratio<T>();
+  bool lost = false;
+  for (int64_t j = 0; j < k; ++j) {
+    T* v = q + j * n;
+    if (!lost) {
+      const double nu = norm(v);
+      for (int pass = 0; pass < 2 && j > 0; ++pass) {
+        gemm<T>(portable, true, j, 1, n, T(1), q, n, v, n, T(0), a, j);     // a = Q_<j^T v
+        gemm<T>(portable, false, n, 1, j, T(-1), q, n, a, j, T(1), v, n);   // v -= Q_<j a
+      }
+      const double r = norm(v);
+      lost = column_lost(r, nu, ratio);
+      if (!lost) {
+        if (out != nullptr) out[j] += std::log(r);
+        const T inv = static_cast<T>(1.0 / r);
+        for (int64_t i = 0; i < n; ++i) v[i] *= inv;
+        continue;
+      }
+    }
+    std::fill(v, v + n, T(0));
+    if (out != nullptr) out[j] = -std::numeric_limits<double>::infinity();
+  }
+}
+
+// Orthonormalises frames q [n, k] (diag R > 0) and adds log R_jj to out[j] (nullptr: discard):
+// Gram-Schmidt twice, column after column, so a column's R_jj is measured against the finished
+// earlier columns and exact zeros of the frame stay exact (a dead unit's row): the lost-column
+// rule (common/cell_math.h::column_lost) then decides the same on every CPU, as the CUDA kernels'
+// Gram-Schmidt does.  (Householder QR, used here before, mixes every row into every column and
+// left rounding noise of ~100 eps in the R_jj of an exactly dependent column.)  A lost column and
+// every later one are set to zero and get log R_jj = -inf; a non-finite frame is set to NaN and
+// gets NaN logs, so nothing downstream looks finite.  Frames of up to kMaxGramSchmidt vectors (or
+// with `portable`) run the scalar loops, larger ones the BLAS products.
 template <typename T>
 class FrameQR {
  public:
-  FrameQR(int64_t n, int64_t k, bool portable) : n_(n), k_(k) {
-    use_lapack_ = k > kMaxGramSchmidt && !portable && have_lapack();
-    if (use_lapack_) {
-      lwork_ = qr_workspace<T>(n, k);
-      work_.resize(std::max<int64_t>(lwork_, 1));
-      tau_.resize(k);
-      diag_.resize(k);
-    }
+  FrameQR(int64_t n, int64_t k, bool portable) : n_(n), k_(k), portable_(portable) {
+    use_blas_ = k > kMaxGramSchmidt && !portable;
+    if (use_blas_) coef_.resize(k);
   }
 
   void operator()(T* q, double* out) {
@@ -67,23 +117,17 @@ class FrameQR {
       if (out != nullptr) std::fill(out, out + k, std::numeric_limits<double>::quiet_NaN());
       return;
     }
-    if (use_lapack_ && lapack_qr<T>(n, k, q, n, tau_.data(), diag_.data(), work_.data(), lwork_)) {
-      for (int64_t j = 0; j < k; ++j) {
-        const double r = static_cast<double>(diag_[j]);
-        if (out != nullptr) out[j] += std::log(std::abs(r));
-        if (r < 0) {
-          for (int64_t i = 0; i < n; ++i) q[j * n + i] = -q[j * n + i];
-        }
-      }
+    if (use_blas_) {
+      gram_schmidt_blas(n, k, q, out, coef_.data(), portable_);
     } else {
       gram_schmidt(n, k, q, out);
     }
   }
 
  private:
-  int64_t n_, k_, lwork_ = 0;
-  bool use_lapack_ = false;
-  std::vector<T> work_, tau_, diag_;
+  int64_t n_, k_;
+  bool portable_, use_blas_ = false;
+  std::vector<T> coef_;
 };
 
 }  // namespace mdesc::cpu

@@ -34,7 +34,7 @@
 #include "cpu/fused_step.h"
 #include "cpu/gemm.h"
 #include "cpu/input_projection.h"
-#include "cpu/qr.h"  // gram_schmidt
+#include "cpu/qr.h"  // FrameQR
 #include "common/twin_checks.h"
 #include "common/cell_math.h"  // qr_block_after_step
 
@@ -142,7 +142,8 @@ struct TwinArgs {
 template <typename T>
 class TwinTileRunner {
  public:
-  TwinTileRunner(const TwinArgs<T>& a, int64_t tile) : a_(a), d_(a.d), cols_(2 + a.d.k), M_(tile * (2 + a.d.k)) {
+  TwinTileRunner(const TwinArgs<T>& a, int64_t tile) : a_(a), d_(a.d), cols_(2 + a.d.k), M_(tile * (2 + a.d.k)),
+        qr_(a.d.n, a.d.k, /*portable=*/true) {
     const int64_t H = d_.H;
     z_.resize(d_.n * M_);
     coef_.resize(6 * H);
@@ -262,22 +263,14 @@ class TwinTileRunner {
     twin_pointwise_tile(H, nb_, cols_, n, g, inputs_.data(), z_.data() + 2 * l * H, coef_.data());
   }
 
-  // Each sequence's [n, k] frame through cpu/qr.h's gram_schmidt (diag R > 0, float64 dots;
-  // log R_jj added to the block's logs).  A non-finite frame is set to NaN and poisons its logs
-  // (reported as NaN upstream).
+  // Each sequence's [n, k] frame through cpu/qr.h's FrameQR, Gram-Schmidt only (diag R > 0, float64
+  // dots; log R_jj added to the block's logs; lost columns -inf, a non-finite frame NaN), the
+  // same re-orthonormalisation as the tangent kernel's.
   void orthonormalise(int64_t c, int64_t b0, int64_t block) {
-    const int64_t k = d_.k, n = d_.n;
+    const int64_t k = d_.k;
     for (int64_t s = 0; s < nb_; ++s) {
       double* out = block >= 0 ? a_.logs + ((c * d_.B + b0 + s) * d_.nblocks + block) * k : nullptr;
-      T* q = column(s, 2);
-      bool finite = true;
-      for (int64_t r = 0; r < n * k; ++r) finite &= std::isfinite(q[r]);
-      if (!finite) {
-        std::fill(q, q + n * k, std::numeric_limits<T>::quiet_NaN());
-        if (out != nullptr) std::fill(out, out + k, std::numeric_limits<double>::quiet_NaN());
-        continue;
-      }
-      gram_schmidt<T>(n, k, q, out);
+      qr_(column(s, 2), out);
     }
   }
 
@@ -300,6 +293,7 @@ class TwinTileRunner {
   const TwinDims& d_;
   const int64_t cols_;
   int64_t M_, nb_ = 0;
+  FrameQR<T> qr_;
   std::vector<T> z_, g_, coef_, xp_, xbuf_;
   std::vector<const T*> inputs_;
   FusedShape sh_;    // the fused step's tiling (lanes 0: the GEMM + pointwise path)

@@ -22,6 +22,7 @@
 //   coef   [BT, coefs, H]  the cell's tangent coefficients per sequence and unit
 //   XP     [2, BT, G]      double-buffered layer-0 input projection of this step and the next
 //   len    [BT]            driven lengths of the tile's sequences
+//   qr     [BT, 2k]        block_mgs's scratch (doubles): the frame columns' norms and R_jj
 //
 // One step, per layer l:
 //   G[:, 0 : BT + w0] = W_hh[l] Z[l] (+ W_ih[l] Z[l-1] for l >= 1)   states + first tangent chunk
@@ -44,7 +45,7 @@ constexpr int kFusedThreads = 256;
 
 // Byte offsets of the shared-memory regions (host and device agree through this one function).
 struct FusedLayout {
-  int64_t w, z, cm, g, coef, xp, len, total;
+  int64_t w, z, cm, g, coef, xp, len, qr, total;
   int64_t ld, ldg, nW;
 };
 
@@ -64,6 +65,7 @@ __host__ __device__ inline FusedLayout fused_layout(const CellShape& cs, int64_t
   s.coef = off; off += a16(BT * cs.coefs * H * elem);
   s.xp = off;   off += a16(2 * BT * G * elem);
   s.len = off;  off += a16(BT * 8);
+  s.qr = off;   off += a16(BT * mgs_scratch_per_slot(k) * 8);
   s.total = off;
   return s;
 }
@@ -106,6 +108,7 @@ __global__ void __launch_bounds__(kFusedThreads) fused_tangent_kernel(const Fuse
   T* coef = reinterpret_cast<T*>(smem + lay.coef);
   T* XP = reinterpret_cast<T*>(smem + lay.xp);
   int64_t* len = reinterpret_cast<int64_t*>(smem + lay.len);
+  double* qr_scratch = reinterpret_cast<double*>(smem + lay.qr);
 
   const int tid = threadIdx.x, nt = blockDim.x;
   const int cl = blockIdx.y;
@@ -221,7 +224,7 @@ __global__ void __launch_bounds__(kFusedThreads) fused_tangent_kernel(const Fuse
       if (blk != -2) {
         double* out = blk >= 0 ? a.logs + ((c * a.B + b0) * a.nblocks + blk) * k : nullptr;
         const FrameView<T> f{Zs, Cs, ld, LHld, H, L};
-        block_mgs(f, BT, nb, BT, k, out, a.nblocks * k);
+        block_mgs(f, BT, nb, BT, k, out, a.nblocks * k, qr_scratch);
       }
     }
   }

@@ -20,6 +20,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "common/cell_math.h"  // lost_column_ratio, column_lost
+
 namespace mdesc::cuda_impl {
 
 constexpr int kWarpSize = 32;
@@ -93,12 +95,34 @@ __device__ void frame_scale(const FrameView<T>& f, T alpha, int64_t cy) {
   }
 }
 
+// column cy = value   (whole warp; unlike frame_scale, also clears NaN)
+template <typename T>
+__device__ void frame_fill(const FrameView<T>& f, T value, int64_t cy) {
+  const int lane = threadIdx.x % kWarpSize;
+  for (int l = 0; l < f.L; ++l) {
+    T* zb = f.z + l * f.lstride;
+    T* cb = f.cm != nullptr ? f.cm + l * f.lstride : nullptr;
+    for (int u = lane; u < f.H; u += kWarpSize) {
+      const int64_t r = u * f.ld;
+      zb[r + cy] = value;
+      if (f.cm != nullptr) cb[r + cy] = value;
+    }
+  }
+}
+
+// Doubles of block_mgs's scratch per sequence slot: the columns' norms before the projections
+// and their R_jj.
+__host__ __device__ inline int64_t mgs_scratch_per_slot(int64_t k) { return 2 * k; }
+
 // Re-orthonormalises the k tangent vectors of each of nseq sequences (columns tcol0 + s*k + j of
 // the frame) by modified Gram-Schmidt, run twice ("twice is enough") when k > 1 so the frame stays
 // orthonormal to rounding in float32.  The diagonal of R is the product of both passes' diagonals,
-// so log R_jj = log r_jj(pass 1) + log r_jj(pass 2), each norm taken in float64 (> 0 by
-// construction).  A zero or non-finite norm gives a non-finite log and a non-finite column, as on
-// the CPU; the sums are then reported as NaN upstream.
+// so log R_jj = log r_jj(pass 1) + log r_jj(pass 2), each norm taken in float64.  Then, as on the
+// CPU (cpu/qr.h): a lost column (common/cell_math.h::column_lost: R_jj within rounding of zero
+// relative to the column's norm before the projections, a singular tangent map) and every later
+// one are set to zero with log R_jj = -inf; a frame with a non-finite norm is set to NaN with NaN
+// logs.  (A zero column makes its pass produce NaN in the later columns, 1/0 * 0; they are
+// lost, so zeroed, anyway.)
 //
 // Must be called by every thread of the block (it contains __syncthreads()).  Warps are split into
 // groups of wps warps, one group per sequence; within a group the projections of the later columns
@@ -108,9 +132,11 @@ __device__ void frame_scale(const FrameView<T>& f, T alpha, int64_t cy) {
 //   nseq         sequences that are real (the rest, nseq <= s < nslots, are skipped)
 //   out          logs of sequence 0 for this block ([k] doubles), nullptr for "discard"
 //   out_stride   distance between two sequences' logs in out
+//   scratch      mgs_scratch_per_slot(k) doubles per slot, consecutive (shared or global memory
+//                of this block alone)
 template <typename T>
 __device__ void block_mgs(const FrameView<T>& f, int nslots, int nseq, int64_t tcol0, int k, double* out,
-                          int64_t out_stride) {
+                          int64_t out_stride, double* scratch) {
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   const int nwarps = blockDim.x / kWarpSize;
@@ -121,6 +147,7 @@ __device__ void block_mgs(const FrameView<T>& f, int nslots, int nseq, int64_t t
   const int group = warp / wps;
   const int sub = warp % wps;
   const int npass = k > 1 ? 2 : 1;
+  const double ratio = lost_column_ratio<T>();
   // One warp per sequence needs no block-wide barrier between columns.
   auto sync = [wps]() {
     if (wps == 1) {
@@ -133,6 +160,15 @@ __device__ void block_mgs(const FrameView<T>& f, int nslots, int nseq, int64_t t
     const int s = group + round * groups;
     const bool active = group < groups && s < nseq;
     const int64_t base = tcol0 + static_cast<int64_t>(s) * k;
+    double* nu = scratch + s * mgs_scratch_per_slot(k);  // [k] norms before the projections
+    double* rjj = nu + k;                                // [k] R_jj of both passes
+    if (active) {
+      for (int j = sub; j < k; j += wps) {
+        const double n2 = frame_dot(f, base + j, base + j);
+        if (lane == 0) nu[j] = sqrt(n2);
+      }
+    }
+    sync();
     for (int pass = 0; pass < npass; ++pass) {
       double prev_inv = 0.0;
       for (int j = 0; j < k; ++j) {
@@ -140,6 +176,7 @@ __device__ void block_mgs(const FrameView<T>& f, int nslots, int nseq, int64_t t
           const double nrm2 = frame_dot(f, base + j, base + j);
           const double r = sqrt(nrm2);
           const double inv = 1.0 / r;
+          if (sub == 0 && lane == 0) rjj[j] = pass == 0 ? r : rjj[j] * r;
           if (out != nullptr && sub == 0 && lane == 0) {
             double* o = out + s * out_stride + j;
             *o = pass == 0 ? log(r) : *o + log(r);
@@ -156,6 +193,19 @@ __device__ void block_mgs(const FrameView<T>& f, int nslots, int nseq, int64_t t
       if (active && sub == 0) frame_scale(f, static_cast<T>(prev_inv), base + k - 1);
       __syncthreads();
     }
+    // lost columns and non-finite frames (one warp per sequence; every lane reads the same values)
+    if (active && sub == 0) {
+      bool finite = true;
+      for (int j = 0; j < k; ++j) finite = finite && isfinite(nu[j]);
+      bool lost = false;
+      for (int j = 0; j < k; ++j) {
+        lost = lost || column_lost(rjj[j], nu[j], ratio);
+        if (finite && !lost) continue;
+        frame_fill(f, finite ? T(0) : static_cast<T>(NAN), base + j);
+        if (out != nullptr && lane == 0) out[s * out_stride + j] = finite ? -INFINITY : NAN;
+      }
+    }
+    __syncthreads();
   }
 }
 
@@ -169,17 +219,18 @@ constexpr int kQrThreads = 128;
 //   H, L, B, k sizes; nslots: sequences per block (kQrThreads / 32 warps are shared among them)
 //   logs       [C, B, nblocks, k]  log R_jj written at counted block blk when blk >= 0
 //                                  (blk = -1: warm-up, logs discarded)
+//   scratch    [cc, B, mgs_scratch_per_slot(k)] doubles (block_mgs's scratch)
 template <typename T>
 __global__ void __launch_bounds__(kQrThreads)
     stepwise_qr_kernel(T* z, T* cm, int64_t cc, int H, int L, int64_t B, int k, int64_t N, int nslots, double* logs,
-                       int64_t c_begin, int64_t nblocks, int64_t blk) {
+                       int64_t c_begin, int64_t nblocks, int64_t blk, double* scratch) {
   const int64_t cl = blockIdx.y;
   const int64_t b0 = static_cast<int64_t>(blockIdx.x) * nslots;
   const int nb = static_cast<int>(std::min<int64_t>(nslots, B - b0));
   const int64_t HN = static_cast<int64_t>(H) * N;
   const FrameView<T> f{z + cl * HN, cm != nullptr ? cm + cl * HN : nullptr, N, cc * HN, H, L};
   double* out = blk >= 0 ? logs + (((c_begin + cl) * B + b0) * nblocks + blk) * k : nullptr;
-  block_mgs(f, nslots, nb, B + b0 * k, k, out, nblocks * k);
+  block_mgs(f, nslots, nb, B + b0 * k, k, out, nblocks * k, scratch + (cl * B + b0) * mgs_scratch_per_slot(k));
 }
 
 }  // namespace mdesc::cuda_impl

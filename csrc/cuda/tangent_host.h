@@ -236,6 +236,7 @@ void run_stepwise(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_
       ceil_div(pw_total, kPointwiseThreads), static_cast<int64_t>(dev.sms) * 32));
   const int nslots = k <= 2 ? kQrThreads / kWarpSize : 1;  // one warp per sequence, or all warps on one
   const unsigned qr_blocks = static_cast<unsigned>(ceil_div(B, nslots));
+  at::Tensor qr_scratch = at::empty({k > 0 ? cc * B * mgs_scratch_per_slot(k) : 0}, opts.dtype(at::kDouble));
 
   AT_DISPATCH_FLOATING_TYPES(t.x.scalar_type(), "tangent_run_cuda_stepwise", [&] {
     std::vector<PointwiseArgs<scalar_t>> pw(L);
@@ -272,7 +273,8 @@ void run_stepwise(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_
         if (blk != -2) {
           launch(stepwise_qr_kernel<scalar_t>, qr_blocks, static_cast<unsigned>(cc), kQrThreads, size_t(0),
                  Z.data_ptr<scalar_t>(), kHasC ? Cm.data_ptr<scalar_t>() : nullptr, cc, static_cast<int>(H), static_cast<int>(L), B,
-                 static_cast<int>(k), N, nslots, t.logs.data_ptr<double>(), c_begin, d.nblocks, blk);
+                 static_cast<int>(k), N, nslots, t.logs.data_ptr<double>(), c_begin, d.nblocks, blk,
+                 qr_scratch.data_ptr<double>());
         }
       }
     }

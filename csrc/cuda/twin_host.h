@@ -139,6 +139,7 @@ void run_twin_stepwise(const twin::TwinDims& d, const TwinTensors& t, int64_t c_
       std::max<int64_t>(1, std::min<int64_t>(twin::ceil_div(pw_total, kTwinThreads), static_cast<int64_t>(sms) * 32)));
   const int nslots = k <= 2 ? kQrThreads / kWarpSize : 1;
   const unsigned qr_blocks = static_cast<unsigned>(twin::ceil_div(B, nslots));
+  at::Tensor qr_scratch = at::empty({k > 0 ? cc * B * mgs_scratch_per_slot(k) : 0}, t.x.options().dtype(at::kDouble));
 
   AT_DISPATCH_FLOATING_TYPES(t.x.scalar_type(), "lstm_twin_run_cuda", [&] {
     std::vector<TwinPointwiseArgs<scalar_t>> pw(L);
@@ -173,7 +174,8 @@ void run_twin_stepwise(const twin::TwinDims& d, const TwinTensors& t, int64_t c_
         if (blk != -2) {
           launch(stepwise_qr_kernel<scalar_t>, qr_blocks, static_cast<unsigned>(cc), kQrThreads, size_t(0),
                  Z.data_ptr<scalar_t>(), Cm.data_ptr<scalar_t>(), cc, static_cast<int>(H), static_cast<int>(L), B,
-                 static_cast<int>(k), N, nslots, t.logs.data_ptr<double>(), c_begin, d.nblocks, blk);
+                 static_cast<int>(k), N, nslots, t.logs.data_ptr<double>(), c_begin, d.nblocks, blk,
+                 qr_scratch.data_ptr<double>());
         }
       }
     }

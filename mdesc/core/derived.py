@@ -159,7 +159,9 @@ def derive(name: str, exponents, block_exponents, block_steps, n: int | None = N
         raise ValueError(f"unknown derived quantity {name!r}; choose one of {sorted(QUANTITIES)}")
     fn = QUANTITIES[name]
     exponents = torch.as_tensor(exponents, dtype=torch.float64)
-    if not bool(torch.isfinite(exponents).all()):
+    # -inf (a lost column, docs/conventions.md §3) is a value: it counts as negative, adds nothing
+    # to the entropy and ends the Kaplan-Yorke sum; NaN (a non-finite run) is not
+    if bool(torch.isnan(exponents).any()):
         raise ValueError(f"{name}: some exponents are NaN (runs flagged non-finite); drop those "
                          "sequences or rerun them with a smaller qr_every or float64")
     value = fn(exponents, n)

@@ -70,7 +70,8 @@ class LyapunovResult:
                      (``settings["window"]``: "all" or "zero_input", docs/conventions.md §4), in
                      the frame's Gram-Schmidt order, which is descending once converged
                      (finite-time estimates of close exponents may still be inverted); NaN where
-                     the run went non-finite
+                     the run went non-finite; -inf from the first column the frame lost on (see
+                     ``lost_columns``)
     block_exponents  float64 [(C,) B, nblocks, k], local exponents of each re-orthonormalisation
                      block of the counted window (log growth in the block / its steps), to judge
                      convergence; NaN for padding blocks (see block_steps)
@@ -81,10 +82,16 @@ class LyapunovResult:
     driven_exponents float64 [(C,) B, k] for ``window="zero_input"``: the exponents of each
                      sequence's drive (steps [0, l_b), all counted, from the initial frame);
                      None for ``window="all"``
-    nonfinite        bool [(C,) B], runs whose state or tangent vectors became NaN/inf, or
-                     whose frame lost a column to rounding between re-orthonormalisations (its
-                     growth over qr_every steps spans more than the dtype's precision): use a
-                     smaller qr_every, or float64
+    nonfinite        bool [(C,) B], runs whose state or tangent vectors became NaN/inf (their
+                     exponents are NaN)
+    (lost_columns)   property, int64 [(C,) B]: how many frame columns each run lost (docs/
+                     conventions.md §3, "Singular tangent maps"): a column the steps of one
+                     re-orthonormalisation block mapped to within LOST_COLUMN_EPS * eps of the
+                     span of the earlier ones -- exactly (a dead ReLU unit, a zero weight row, a
+                     gate saturated to exactly 0 or 1) or beyond the dtype's resolution (a growth
+                     gap of more than ~ln(1/(64 eps)) per block: 11.8 nats in float32, 31 in
+                     float64; use a smaller qr_every, or float64).  Its exponent and every later
+                     one are -inf, the earlier ones exact.
     h_T, c_T         final states [(C,) L, B, H]
     settings         every setting of the run (k, steps, warmup, qr_every, seed, dtype, device,
                      backend, model shape, ...)
@@ -100,8 +107,16 @@ class LyapunovResult:
     driven_exponents: torch.Tensor | None = None
 
     @property
+    def lost_columns(self) -> torch.Tensor:
+        """int64 [(C,) B]: the number of -inf exponents of each run, the frame columns lost to a
+        singular tangent map or to the dtype's resolution (docs/conventions.md §3); 0 where
+        ``nonfinite``."""
+        return (torch.isneginf(self.exponents) & ~self.nonfinite[..., None]).sum(dim=-1)
+
+    @property
     def mean(self) -> torch.Tensor:
-        """Mean over the batch, per exponent: [(C,) k]; NaN if any run went non-finite."""
+        """Mean over the batch, per exponent: [(C,) k]; NaN if any run went non-finite, -inf for
+        an exponent that is -inf in some run (a singular tangent map)."""
         return self.exponents.mean(dim=-2)
 
     @property
@@ -160,7 +175,8 @@ class LyapunovResult:
                 f"k={self.settings['k']}, steps={self.settings['steps']}, "
                 f"window={self.settings.get('window', 'all')}, warmup={self.settings['warmup']}, "
                 f"qr_every={self.settings['qr_every']}, "
-                f"backend={self.settings['backend']}, nonfinite={nonfinite})")
+                f"backend={self.settings['backend']}, nonfinite={nonfinite}, "
+                f"lost_columns={int(self.lost_columns.sum())})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,7 +426,9 @@ def _result(prep: PreparedRun, block_logs, h_T, c_T, backend: str) -> LyapunovRe
     steps = prep.block_steps()
     logs = block_logs.to(torch.float64)
     exponents = logs.sum(dim=-2) / float(steps.sum())
-    nonfinite = (~torch.isfinite(exponents).all(dim=-1)
+    # -inf exponents are lost columns of a singular tangent map (docs/conventions.md §3), kept;
+    # anything else non-finite makes the whole run NaN
+    nonfinite = (torch.isnan(exponents).any(dim=-1) | torch.isposinf(exponents).any(dim=-1)
                  | ~torch.isfinite(h_T).all(dim=(1, 3)) | ~torch.isfinite(c_T).all(dim=(1, 3)))
     exponents = exponents.masked_fill(nonfinite[..., None], float("nan"))
     block_exponents = (logs / steps.to(logs)[:, None]).masked_fill(nonfinite[..., None, None], float("nan"))

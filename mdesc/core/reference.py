@@ -16,6 +16,7 @@ arguments and results); input handling is shared with them through
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from torch.func import jvp, vmap
@@ -52,11 +53,53 @@ def _step(params, halves: int, H: int, s, x_t):
     return torch.cat(out, dim=1)
 
 
+# A frame column is lost at a re-orthonormalisation when R_jj <= LOST_COLUMN_EPS * eps(dtype) * its
+# norm (docs/conventions.md §3, "Singular tangent maps"; the kernels' constant: kLostColumnEps in
+# csrc/common/cell_math.h).
+LOST_COLUMN_EPS = 64.0
+# Householder's R_jj of an exactly dependent column carries rounding noise of up to ~eps * the
+# conditioning of the earlier columns (~100 eps seen); columns whose Householder ratio is below this
+# many times the threshold are decided by Gram-Schmidt, which keeps exact zeros exact.
+_SCREEN = 2.0 ** 16
+
+
+def lost_columns(q: torch.Tensor) -> torch.Tensor:
+    """bool [B, k]: the lost columns of frames q [B, n, k]: R_jj <= LOST_COLUMN_EPS * eps * |q_j|,
+    R_jj measured by classical Gram-Schmidt run twice in float64 against the earlier columns'
+    orthonormal basis (in which a row that is zero in every column stays exactly zero), and every
+    column after the first lost one."""
+    ratio = LOST_COLUMN_EPS * torch.finfo(q.dtype).eps
+    v = q.to(torch.float64)
+    B, n, k = v.shape
+    basis = v.new_zeros(B, n, k)
+    lost = torch.zeros(B, k, dtype=torch.bool, device=q.device)
+    for j in range(k):
+        w = v[:, :, j:j + 1]
+        nu = torch.linalg.vector_norm(w, dim=(1, 2))
+        for _ in range(2):
+            w = w - basis[:, :, :j] @ (basis[:, :, :j].transpose(1, 2) @ w)
+        r = torch.linalg.vector_norm(w, dim=(1, 2))
+        lost[:, j] = ~(r > ratio * nu) | (lost[:, j - 1] if j else False)
+        basis[:, :, j:j + 1] = torch.where(lost[:, j, None, None], 0.0, w / r.clamp_min(1e-300)[:, None, None])
+    return lost
+
+
 def _qr(q: torch.Tensor):
-    """Householder QR with diag R > 0: (Q [B, n, k], log R_ii [B, k] float64)."""
+    """Householder QR with diag R > 0: (Q [B, n, k], log R_ii [B, k] float64).  Lost columns
+    (:func:`lost_columns`) are zero in Q with log R_ii = -inf; a frame with a non-finite entry gives
+    NaN everywhere."""
+    finite = torch.isfinite(q).flatten(-2).all(dim=-1)
     qq, r = torch.linalg.qr(q)
     diag = torch.diagonal(r, dim1=-2, dim2=-1)
-    return qq * torch.sign(diag).unsqueeze(-2), torch.log(diag.abs()).to(torch.float64)
+    norms = torch.linalg.vector_norm(q.to(torch.float64), dim=-2)
+    suspect = diag.abs().to(torch.float64) <= _SCREEN * LOST_COLUMN_EPS * torch.finfo(q.dtype).eps * norms
+    lost = torch.zeros_like(suspect)
+    if bool((suspect & finite[:, None]).any()):
+        lost = lost_columns(q.masked_fill(~finite[:, None, None], 0.0)) & finite[:, None]
+    qq = (qq * torch.sign(diag).unsqueeze(-2)).masked_fill(lost.unsqueeze(-2), 0.0)
+    logs = torch.log(diag.abs()).to(torch.float64).masked_fill(lost, -math.inf)
+    nan = float("nan")
+    return (qq.masked_fill(~finite[:, None, None], nan), logs.masked_fill(~finite[:, None], nan))
 
 
 def run_prepared(prep: _lyapunov.PreparedRun, *, every_qr: bool = False):

@@ -37,6 +37,7 @@ inline EmuDim3 gridDim;
 
 using std::max;  // device code calls min/max unqualified
 using std::min;
+using std::isfinite;  // and isfinite
 
 struct int4 {
   int x, y, z, w;
