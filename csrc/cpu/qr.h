@@ -17,50 +17,13 @@ namespace mdesc::cpu {
 
 constexpr int64_t kMaxGramSchmidt = 8;
 
-// Modified Gram-Schmidt with one re-orthogonalisation pass per column ("twice is enough") on the
-// contiguous frame q [n, k] (column j at q + j*n); dot products accumulate in float64.  Adds
-// log R_jj to out[j] unless out is nullptr.  A lost column (common/cell_math.h::column_lost) and
-// every later one are set to zero and get log R_jj = -inf.  q must be finite.
-template <typename T>
-void gram_schmidt(int64_t n, int64_t k, T* q, double* out) {
-  auto dot = [n](const T* u, const T* v) {
-    double acc = 0.0;
-    for (int64_t r = 0; r < n; ++r) acc += static_cast<double>(u[r]) * static_cast<double>(v[r]);
-    return acc;
-  };
-  const double ratio = lost_column_ratio<T>();
-  bool lost = false;
-  for (int64_t j = 0; j < k; ++j) {
-    T* v = q + j * n;
-    if (!lost) {
-      const double nu = std::sqrt(dot(v, v));
-      for (int pass = 0; pass < 2; ++pass) {
-        for (int64_t p = 0; p < j; ++p) {
-          const T* u = q + p * n;
-          const T a = static_cast<T>(dot(u, v));
-          for (int64_t r = 0; r < n; ++r) v[r] -= a * u[r];
-        }
-      }
-      const double norm = std::sqrt(dot(v, v));
-      lost = column_lost(norm, nu, ratio);
-      if (!lost) {
-        if (out != nullptr) out[j] += std::log(norm);
-        const T inv = static_cast<T>(1.0 / norm);
-        for (int64_t r = 0; r < n; ++r) v[r] *= inv;
-        continue;
-      }
-    }
-    std::fill(v, v + n, T(0));
-    if (out != nullptr) out[j] = -std::numeric_limits<double>::infinity();
-  }
-}
-
-// Classical Gram-Schmidt run twice ("CGS2", as stable as MGS2) on the contiguous frame q [n, k],
-// the projections as BLAS products (gemm.h): column j's coefficients against the j finished
-// columns, then its update, twice.  Same results as gram_schmidt to rounding, at BLAS speed for
-// large frames.  a: workspace of k elements.  Same lost-column rule, norms in float64.
-template <typename T>
-void gram_schmidt_blas(int64_t n, int64_t k, T* q, double* out, T* a, bool portable) {
+// Gram-Schmidt on the contiguous frame q [n, k] (column j at q + j*n), column after column:
+// project(j, v) removes from column v the components along the j finished columns (twice: "twice
+// is enough"), then v is normalised.  Adds log R_jj to out[j] unless out is nullptr.  A lost
+// column (common/cell_math.h::column_lost) and every later one are set to zero and get
+// log R_jj = -inf.  Norms accumulate in float64.  q must be finite.
+template <typename T, class Project>
+void gram_schmidt_columns(int64_t n, int64_t k, T* q, double* out, Project&& project) {
   auto norm = [n](const T* v) {
     double acc = 0.0;
 #pragma omp simd reduction(+ : acc)
@@ -73,10 +36,7 @@ void gram_schmidt_blas(int64_t n, int64_t k, T* q, double* out, T* a, bool porta
     T* v = q + j * n;
     if (!lost) {
       const double nu = norm(v);
-      for (int pass = 0; pass < 2 && j > 0; ++pass) {
-        gemm<T>(portable, true, j, 1, n, T(1), q, n, v, n, T(0), a, j);     // a = Q_<j^T v
-        gemm<T>(portable, false, n, 1, j, T(-1), q, n, a, j, T(1), v, n);   // v -= Q_<j a
-      }
+      if (j > 0) project(j, v);
       const double r = norm(v);
       lost = column_lost(r, nu, ratio);
       if (!lost) {
@@ -89,6 +49,35 @@ void gram_schmidt_blas(int64_t n, int64_t k, T* q, double* out, T* a, bool porta
     std::fill(v, v + n, T(0));
     if (out != nullptr) out[j] = -std::numeric_limits<double>::infinity();
   }
+}
+
+// Modified Gram-Schmidt, run twice, in scalar loops (dot products in float64): small frames.
+template <typename T>
+void gram_schmidt(int64_t n, int64_t k, T* q, double* out) {
+  gram_schmidt_columns(n, k, q, out, [n, q](int64_t j, T* v) {
+    for (int pass = 0; pass < 2; ++pass) {
+      for (int64_t p = 0; p < j; ++p) {
+        const T* u = q + p * n;
+        double d = 0.0;
+        for (int64_t r = 0; r < n; ++r) d += static_cast<double>(u[r]) * static_cast<double>(v[r]);
+        const T a = static_cast<T>(d);
+        for (int64_t r = 0; r < n; ++r) v[r] -= a * u[r];
+      }
+    }
+  });
+}
+
+// Classical Gram-Schmidt run twice ("CGS2", as stable as MGS2), the projections as BLAS products
+// (gemm.h): column j's coefficients against the j finished columns, then its update, twice.  Same
+// results as gram_schmidt to rounding, at BLAS speed for large frames.  a: workspace of k elements.
+template <typename T>
+void gram_schmidt_blas(int64_t n, int64_t k, T* q, double* out, T* a, bool portable) {
+  gram_schmidt_columns(n, k, q, out, [n, q, a, portable](int64_t j, T* v) {
+    for (int pass = 0; pass < 2; ++pass) {
+      gemm<T>(portable, true, j, 1, n, T(1), q, n, v, n, T(0), a, j);     // a = Q_<j^T v
+      gemm<T>(portable, false, n, 1, j, T(-1), q, n, a, j, T(1), v, n);   // v -= Q_<j a
+    }
+  });
 }
 
 // Orthonormalises frames q [n, k] (diag R > 0) and adds log R_jj to out[j] (nullptr: discard):

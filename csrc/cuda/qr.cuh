@@ -45,69 +45,49 @@ __device__ __forceinline__ double warp_sum(double v) {
   return v;
 }
 
-// Dot product of frame columns ca and cb over all n rows, accumulated in float64.  Called
-// by a whole warp; every lane gets the result.  Lane q touches rows u = q, q + 32, ... only, so
-// a warp reading columns it has just written through frame_axpy / frame_scale sees its own
+// Calls fn(row) for every row of the frame this lane owns (whole warp): lane q gets the h (and
+// then c) rows of units u = q, q + 32, ... of every layer, in that order; element col of a row is
+// row[col].  So a warp reading columns it has just written through these helpers sees its own
 // writes.
-template <typename T>
-__device__ double frame_dot(const FrameView<T>& f, int64_t ca, int64_t cb) {
+template <typename T, class F>
+__device__ __forceinline__ void frame_rows(const FrameView<T>& f, F&& fn) {
   const int lane = threadIdx.x % kWarpSize;
-  double acc = 0.0;
   for (int l = 0; l < f.L; ++l) {
-    const T* zb = f.z + l * f.lstride;
-    const T* cb_ = f.cm != nullptr ? f.cm + l * f.lstride : nullptr;
+    T* zb = f.z + l * f.lstride;
+    T* cb = f.cm != nullptr ? f.cm + l * f.lstride : nullptr;
     for (int u = lane; u < f.H; u += kWarpSize) {
       const int64_t r = u * f.ld;
-      acc += static_cast<double>(zb[r + ca]) * static_cast<double>(zb[r + cb]);
-      if (f.cm != nullptr) acc += static_cast<double>(cb_[r + ca]) * static_cast<double>(cb_[r + cb]);
+      fn(zb + r);
+      if (cb != nullptr) fn(cb + r);
     }
   }
+}
+
+// Dot product of frame columns ca and cb over all n rows, accumulated in float64.  Called by a
+// whole warp; every lane gets the result.
+template <typename T>
+__device__ double frame_dot(const FrameView<T>& f, int64_t ca, int64_t cb) {
+  double acc = 0.0;
+  frame_rows(f, [&](T* row) { acc += static_cast<double>(row[ca]) * static_cast<double>(row[cb]); });
   return warp_sum<T>(acc);
 }
 
 // column cy -= alpha * column cx   (whole warp)
 template <typename T>
 __device__ void frame_axpy(const FrameView<T>& f, T alpha, int64_t cx, int64_t cy) {
-  const int lane = threadIdx.x % kWarpSize;
-  for (int l = 0; l < f.L; ++l) {
-    T* zb = f.z + l * f.lstride;
-    T* cb = f.cm != nullptr ? f.cm + l * f.lstride : nullptr;
-    for (int u = lane; u < f.H; u += kWarpSize) {
-      const int64_t r = u * f.ld;
-      zb[r + cy] -= alpha * zb[r + cx];
-      if (f.cm != nullptr) cb[r + cy] -= alpha * cb[r + cx];
-    }
-  }
+  frame_rows(f, [&](T* row) { row[cy] -= alpha * row[cx]; });
 }
 
 // column cy *= alpha   (whole warp)
 template <typename T>
 __device__ void frame_scale(const FrameView<T>& f, T alpha, int64_t cy) {
-  const int lane = threadIdx.x % kWarpSize;
-  for (int l = 0; l < f.L; ++l) {
-    T* zb = f.z + l * f.lstride;
-    T* cb = f.cm != nullptr ? f.cm + l * f.lstride : nullptr;
-    for (int u = lane; u < f.H; u += kWarpSize) {
-      const int64_t r = u * f.ld;
-      zb[r + cy] *= alpha;
-      if (f.cm != nullptr) cb[r + cy] *= alpha;
-    }
-  }
+  frame_rows(f, [&](T* row) { row[cy] *= alpha; });
 }
 
 // column cy = value   (whole warp; unlike frame_scale, also clears NaN)
 template <typename T>
 __device__ void frame_fill(const FrameView<T>& f, T value, int64_t cy) {
-  const int lane = threadIdx.x % kWarpSize;
-  for (int l = 0; l < f.L; ++l) {
-    T* zb = f.z + l * f.lstride;
-    T* cb = f.cm != nullptr ? f.cm + l * f.lstride : nullptr;
-    for (int u = lane; u < f.H; u += kWarpSize) {
-      const int64_t r = u * f.ld;
-      zb[r + cy] = value;
-      if (f.cm != nullptr) cb[r + cy] = value;
-    }
-  }
+  frame_rows(f, [&](T* row) { row[cy] = value; });
 }
 
 // Doubles of block_mgs's scratch per sequence slot: the columns' norms before the projections
