@@ -1,7 +1,7 @@
 """Figures of the multiple-descent study (PNG bytes; matplotlib on the Agg backend).
 
-With :mod:`mdesc.descent.report` the only modules that import matplotlib.  Every figure takes
-the epoch-sorted run table (:func:`mdesc.descent.analysis.sorted_table`) and its analysis.
+With :mod:`mdesc.sweep.report` the only modules that import matplotlib.  Every figure takes
+the epoch-sorted run table (:func:`mdesc.sweep.analysis.sorted_table`) and its analysis.
 
 - :func:`descent_figure`: losses with D~ (top) and lambda_1 (bottom), phases shaded,
   transitions, critical stretches, minima, stability events (ticks at the bottom of each

@@ -25,6 +25,7 @@ import warnings
 from typing import Any, Sequence
 
 import numpy as np
+from scipy import stats
 
 LOSS_RESOLUTION = 1e-12
 
@@ -56,8 +57,6 @@ def correlation(x, y, x_name: str, x_resolution: float, y_name: str = "test loss
                 y_resolution: float = LOSS_RESOLUTION, x_floor: float | None = None
                 ) -> dict[str, Any]:
     """Spearman and Pearson correlation of finite pairs, or ``refused`` with the reason."""
-    from scipy import stats
-
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y)
     res = {"n": int(ok.sum()), "spearman": math.nan, "spearman_p": math.nan,
@@ -155,7 +154,7 @@ MEASURE_COLUMN = {"distance": "log_distance", "lyapunov": "lyapunov_max"}
 def run_claims(epoch, cols, labels, measure, transitions, stretches, minima, global_min,
                cycles, window, rec_idx, n, *, floor: float = -15.0,
                distance_resolution: float = 1e-6) -> dict[str, Any]:
-    """Every measured claim of one run (see :func:`mdesc.descent.analysis.analyse`)."""
+    """Every measured claim of one run (see :func:`mdesc.sweep.analysis.analyse`)."""
     nan = math.nan
     loss = cols["test_loss"]
     c: dict[str, Any] = {"n_checkpoints": n, "measure": measure, "window_epochs": window}

@@ -1,0 +1,226 @@
+"""What a sweep measures (:class:`SweepSettings`) and what the run is (:class:`RunDescription`).
+
+One settings class for every run that goes through the engine: the multiple-descent study's
+run folders (:mod:`mdesc.descent.sweep`) and any run's checkpoints or a monitored training
+loop (:mod:`mdesc.anyrun`).  Its recorded form (:func:`recorded_settings`) is what a resumed
+sweep is checked against; settings files written before the engine existed are read through
+:func:`upgrade_recorded` (conventions: docs/conventions.md; protocol: docs/multiple_descent.md).
+Torch-free.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+import numpy as np
+
+WINDOWS = ("zero_input", "all")
+DRIVES = ("padded", "own_length")
+TWINS = ("drive_end", "start")
+DTYPES = ("float32", "float64")
+LOG_DISTANCE_FLOOR = -15.0  # ln(e^-15): D~ at this value means every sequence converged (order)
+
+
+class SweepSettingsError(ValueError):
+    """Bad sweep settings; the message says what to change."""
+
+
+@dataclass
+class SweepSettings:
+    """How every checkpoint is measured (recorded with the sweep; a resumed sweep must match).
+
+    n_samples:        probe sequences analysed: a seeded subset of this many (None: all).
+    zero_input_steps: zero-input steps after the drive (paper: 1100 after a 500-step drive).
+    total_steps:      the run length in all instead (drive + zero input; study 1's
+                      ``--total-steps``, paper 1600): when set, ``zero_input_steps`` is
+                      ``total_steps`` minus the drive length.
+    perturbation:     standard deviation of the twins' Gaussian perturbation of h.
+    k:                Lyapunov exponents per sequence (1: lambda_1 only).
+    qr_every:         re-orthonormalisation interval (None: the core's default).
+    seed:             seeds the subset, the perturbation and the initial tangent frame.
+    twins:            where twins are perturbed, the first is the primary D~: "drive_end"
+                      (where the zero input begins) and/or "start" (t = 0).
+    window:           steps counted for lambda_1: "zero_input" (each sequence's zero-input
+                      phase; the drive's exponent is recorded beside) or "all" (drive + zero
+                      input, as sweeps before issue 10 did).
+    warmup:           uncounted steps at the start of the counted window.
+    drive:            where each drive ends: "own_length" (each sequence's own length, exact),
+                      "padded" (the probe's full padded length for every sequence: one drive,
+                      the paper's "500 driven steps"; a shorter sequence's padding is then its
+                      input), or None: the run's choice (study 1: padded; any run: own_length).
+    distance_dtype:   precision of the twin runs (float64: the plain twin; float32: an LSTM's
+                      twin carries the difference itself, exact on the floor).
+    lyapunov_dtype:   precision of the tangent runs (renormalised: float32 is accurate).
+    chunk:            checkpoints per call of the core (memory vs speed; may change on resume).
+    every:            measure only steps divisible by this (a coarse first pass).
+    """
+
+    n_samples: int | None = None
+    zero_input_steps: int = 1100
+    total_steps: int | None = None
+    perturbation: float = 1e-6
+    k: int = 1
+    qr_every: int | None = None
+    seed: int = 0
+    twins: tuple = TWINS
+    window: str = "zero_input"
+    warmup: int = 0
+    drive: str | None = None
+    distance_dtype: str = "float64"
+    lyapunov_dtype: str = "float32"
+    chunk: int = 4
+    every: int = 1
+
+    def __post_init__(self):
+        self.twins = tuple(self.twins)
+
+    def check(self, drive_steps: int | None = None) -> "SweepSettings":
+        """Raise SweepSettingsError saying what to change; returns self."""
+        def at_least(name, minimum=1, optional=False):
+            v = getattr(self, name)
+            if optional and v is None:
+                return
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+                raise SweepSettingsError(f"--{name.replace('_', '-')} must be an integer >= "
+                                         f"{minimum}, got {v!r}")
+
+        at_least("n_samples", 2, optional=True)  # a standard error needs two sequences
+        at_least("zero_input_steps")
+        at_least("total_steps", optional=True)
+        for name in ("k", "chunk", "every"):
+            at_least(name)
+        at_least("qr_every", optional=True)
+        at_least("warmup", 0)
+        if not (isinstance(self.perturbation, (int, float)) and math.isfinite(self.perturbation)
+                and self.perturbation > 0):
+            raise SweepSettingsError(f"--perturbation must be positive, got {self.perturbation}")
+        for name in ("distance_dtype", "lyapunov_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise SweepSettingsError(f"{name} must be float32 or float64, got "
+                                         f"{getattr(self, name)!r}")
+        if self.window not in WINDOWS:
+            raise SweepSettingsError(f"--window must be one of {', '.join(WINDOWS)}, got "
+                                     f"{self.window!r}")
+        if not self.twins or any(t not in TWINS for t in self.twins) or \
+                len(set(self.twins)) != len(self.twins):
+            raise SweepSettingsError(f"twins must be a non-empty list from {TWINS}, got "
+                                     f"{list(self.twins)!r}")
+        if self.drive is not None and self.drive not in DRIVES:
+            raise SweepSettingsError(f"--drive must be one of {', '.join(DRIVES)}, got "
+                                     f"{self.drive!r}")
+        if drive_steps is not None:
+            self._check_length(drive_steps)
+        return self
+
+    def _check_length(self, drive_steps: int) -> None:
+        if self.total_steps is not None and self.total_steps <= drive_steps:
+            raise SweepSettingsError(
+                f"--total-steps ({self.total_steps}) must exceed the drive length, i.e. "
+                f"the run's --max-len ({drive_steps}); raise --total-steps")
+        zero = self.zero_steps(drive_steps)
+        if self.window == "zero_input" and zero <= self.warmup:
+            raise SweepSettingsError(
+                f"--warmup ({self.warmup}) leaves no counted zero-input step after a "
+                f"{drive_steps}-step drive and {zero} zero-input steps")
+
+    def zero_steps(self, drive_steps: int) -> int:
+        """The zero-input steps after a ``drive_steps``-step drive (the one place
+        ``total_steps`` becomes ``zero_input_steps``)."""
+        if self.total_steps is not None:
+            return int(self.total_steps) - int(drive_steps)
+        return int(self.zero_input_steps)
+
+    def replace(self, **changes: Any) -> "SweepSettings":
+        return SweepSettings(**{**asdict(self), **changes})
+
+
+# Fields that decide only how much is done per call: they may change when a sweep resumes.
+MUTABLE = ("chunk", "every")
+
+
+def recorded_settings(settings: SweepSettings, drive_steps: int, sample_index,
+                      drive: str, **source: Any) -> dict:
+    """The settings a store records (and a resumed sweep must match): every measuring field,
+    resolved (``zero_input_steps`` after this drive, ``drive``), the analysed sequences and
+    what the source adds (e.g. the probe's checksum and the parameter shapes)."""
+    out = {f.name: getattr(settings, f.name) for f in fields(SweepSettings)
+           if f.name not in MUTABLE}
+    out.update(twins=list(settings.twins), drive=drive, drive_steps=int(drive_steps),
+               zero_input_steps=settings.zero_steps(drive_steps),
+               sample_index=[int(i) for i in sample_index])
+    if out["total_steps"] is None:
+        out.pop("total_steps")
+    out.update(source)
+    return out
+
+
+# Defaults of sweeps recorded before a field existed (their meaning then).
+LEGACY = {"window": "all", "twins": ["start"], "warmup": 0, "drive": "own_length"}
+
+
+def upgrade_recorded(stored: Mapping[str, Any]) -> dict:
+    """A settings file of any mdesc version in the current form: study-1 sweeps before issue
+    10 (no ``window``/``twins``: lambda_1 over all steps, one twin at t = 0), study-1 sweeps
+    that named the warmup ``lyapunov_warmup``, and any-run stores (``warmup`` and
+    ``lyapunov_warmup`` both, no ``n_samples`` or ``drive``, ``chunk`` among the settings)."""
+    out = dict(stored)
+    any_run = "probe" in out
+    if "lyapunov_warmup" in out:
+        out.setdefault("warmup", out["lyapunov_warmup"])
+        del out["lyapunov_warmup"]
+    for name in MUTABLE:
+        out.pop(name, None)
+    if any_run:
+        out.setdefault("n_samples", None)
+        out.setdefault("drive", "own_length")
+        out.setdefault("window", "zero_input")
+    out = {**LEGACY, **out}
+    out["twins"] = list(out["twins"])
+    return out
+
+
+def select_samples(n_total: int, n_samples: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of the probe sequences analysed: a seeded subset of min(n, n_total)
+    (None: all of them)."""
+    if n_samples is None:
+        return np.arange(n_total, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.permutation(n_total)[: min(n_samples, n_total)]).astype(np.int64)
+
+
+@dataclass
+class RunDescription:
+    """What the run is, in words: the report, figures and claims speak of it.
+
+    Recorded beside the sweep's settings (``sweep/description.json``; changing it never
+    refuses a resume).  Study 1 describes itself (:data:`mdesc.descent.sweep.DESCRIPTION`);
+    any run says what it knows.
+
+    name:     the run (or seed) name shown in titles (default: the folder's name).
+    task:     what the model was trained to do, e.g. "sentiment classification".
+    loss:     the loss, e.g. "binary cross-entropy" (shown as "loss (<loss>, nats)").
+    probe:    the probe inputs, plural, e.g. "test reviews".
+    sample:   one probe input, e.g. "review".
+    axis:     the training axis, e.g. "epoch" or "step".
+    accuracy: whether the run has accuracies (test_acc) to report.
+    title:    the report's heading.
+    """
+
+    name: str = ""
+    task: str = "any training run"
+    loss: str = "training loss"
+    probe: str = "probe sequences"
+    sample: str = "sequence"
+    axis: str = "epoch"
+    accuracy: bool = False
+    title: str = "Order–chaos transitions along training"
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "RunDescription":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in dict(d or {}).items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
