@@ -1,4 +1,5 @@
 """The `mdesc` command as a whole: fast help that loads neither torch nor the extension."""
+import argparse
 import subprocess
 import sys
 
@@ -17,11 +18,25 @@ def test_help_loads_neither_torch_nor_the_extension():
 
 
 def test_every_study_registers_its_commands():
-    from mdesc.cli import build_parser
+    from mdesc.cli import ALIASES, COMMANDS, build_parser
 
     text = build_parser().format_help()
     for command in ("gain-sweep", "descent", "run", "glassy", "trajectories", "analyse-run"):
-        assert command in text
+        assert command in text and command in COMMANDS
+    for command in list(COMMANDS) + list(ALIASES):  # each module registers what the table says
+        parser = build_parser(command)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert callable(sub.choices[command].get_default("func")), command
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    import pytest
+
+    from mdesc.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["no-such-command"])
+    assert info.value.code == 2 and "invalid choice" in capsys.readouterr().err
 
 
 def test_import_mdesc_is_light():
