@@ -12,6 +12,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mdesc.options import option
+
 #: integer label -> name, as used in ``PhaseAnalysis.labels`` arrays
 LABEL_NAMES = {-1: "unknown", 0: "ordered", 1: "chaotic"}
 #: integer regime -> name (regime: -1 clearly ordered, 0 critical, 1 clearly chaotic, 2 unknown)
@@ -59,23 +61,40 @@ class PhaseSettings:
         permutations, permutation_seed: the permutation test's draws and seed.
     """
 
-    floor: float = -15.0
-    distance_margin: float = 2.0
-    distance_ordered_tol: float = 1.0
-    distance_chaotic_level: float | None = None
-    lyapunov_threshold: float = 0.0
-    lyapunov_sigmas: float = 2.0
-    measure: str = "auto"
-    minima_prominence: float = 0.05
-    smooth: int = 1
-    window: float | None = None
-    recommend: str = "first_transition"
-    distance_resolution: float = 1e-6
-    event_sigmas: float = 3.0
-    event_jump: float = 5.0
-    event_tolerance: int = 0
-    permutations: int = 10000
-    permutation_seed: int = 0
+    floor: float = option(-15.0, "the order floor of D~", cli=False)
+    distance_margin: float = option(2.0, "label a checkpoint chaotic when D~ exceeds the floor "
+                                    "by more than this", metavar="X")
+    distance_ordered_tol: float = option(1.0, "D~ - floor at or below which a checkpoint is "
+                                         "clearly ordered", metavar="X")
+    distance_chaotic_level: float | None = option(
+        None, "D~ - floor at or above which a checkpoint is clearly chaotic", metavar="X",
+        default_help="half the largest excess of the run")
+    lyapunov_threshold: float = option(0.0, "label chaotic when lambda_1 exceeds this (natural "
+                                       "log per step)", metavar="X")
+    lyapunov_sigmas: float = option(2.0, "clearly chaotic/ordered when lambda_1 -/+ this many "
+                                    "standard errors is beyond the threshold", metavar="X")
+    measure: str = option("auto", "chaos measure that defines transitions: distance (D~), "
+                          "lyapunov, or auto", choices=("auto",) + MEASURES)
+    minima_prominence: float = option(0.05, "minimum prominence of a test-loss local minimum, "
+                                      "as a fraction of the test-loss range", metavar="X")
+    smooth: int = option(1, "moving-average width (checkpoints) before looking for test-loss "
+                         "minima", metavar="N")
+    window: float | None = option(None, "+-window (epochs) for 'minimum near a transition'",
+                                  metavar="X", default_help="the checkpoint spacing")
+    recommend: str = option("first_transition", "rule for the recommended checkpoint",
+                            choices=("first_transition", "widest_stretch"))
+    distance_resolution: float = option(1e-6, "D~ values closer than this (to each other or the "
+                                        "floor) do not vary: claims on them are refused",
+                                        metavar="X")
+    event_sigmas: float = option(3.0, "a lambda_1 event needs a change beyond this many "
+                                 "combined standard errors", metavar="X")
+    event_jump: float = option(5.0, "an event (lambda_1 or attractor structure) or a test-loss "
+                               "drop needs a change this many times the local typical change "
+                               "(median over 10 gaps either side)", metavar="X")
+    event_tolerance: int = option(0, "a test-loss minimum or drop sits at an event within this "
+                                  "many checkpoints", metavar="N")
+    permutations: int = option(10000, "draws of the permutation test", metavar="N")
+    permutation_seed: int = option(0, "seed of the permutation test", cli=False)
 
     def validate(self) -> None:
         if self.measure not in ("auto",) + MEASURES:
@@ -301,3 +320,19 @@ def stretches_of(epoch: np.ndarray, regime: np.ndarray, transitions: list[Transi
 def nearest_index(epoch: np.ndarray, target: float) -> int:
     return int(np.argmin(np.abs(epoch - target)))   # argmin returns the first (earlier) on ties
 
+
+
+def record_label(record: Mapping[str, Any], measure: str = "lyapunov",
+                 phase: PhaseSettings | None = None) -> str:
+    """"ordered", "chaotic" or "unknown" for one record by the analysis's rule and thresholds
+    (:class:`PhaseSettings`, defaults unless ``phase`` is given): chaotic when lambda_1 >
+    ``lyapunov_threshold``, or D~ - floor > ``distance_margin``."""
+    phase = phase or PhaseSettings()
+    if measure == "lyapunov":
+        v = record.get("lyapunov_max")
+        return "unknown" if v is None else ("chaotic" if v > phase.lyapunov_threshold else "ordered")
+    if measure == "distance":
+        v = record.get("log_distance")
+        return "unknown" if v is None else (
+            "chaotic" if v - phase.floor > phase.distance_margin else "ordered")
+    raise ValueError(f"measure must be 'lyapunov' or 'distance', got {measure!r}")

@@ -10,10 +10,12 @@ Torch-free.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
 import numpy as np
+
+from mdesc.options import option
 
 WINDOWS = ("zero_input", "all")
 DRIVES = ("padded", "own_length")
@@ -24,6 +26,15 @@ LOG_DISTANCE_FLOOR = -15.0  # ln(e^-15): D~ at this value means every sequence c
 
 class SweepSettingsError(ValueError):
     """Bad sweep settings; the message says what to change."""
+
+
+def _twins_word(value: str) -> tuple:
+    """``--twins both|drive_end|start`` -> the twins to run."""
+    if value == "both":
+        return TWINS
+    if value in TWINS:
+        return (value,)
+    raise ValueError(f"--twins must be both, drive_end or start, got {value!r}")
 
 
 @dataclass
@@ -56,21 +67,40 @@ class SweepSettings:
     every:            measure only steps divisible by this (a coarse first pass).
     """
 
-    n_samples: int | None = None
-    zero_input_steps: int = 1100
-    total_steps: int | None = None
-    perturbation: float = 1e-6
-    k: int = 1
-    qr_every: int | None = None
-    seed: int = 0
-    twins: tuple = TWINS
-    window: str = "zero_input"
-    warmup: int = 0
-    drive: str | None = None
-    distance_dtype: str = "float64"
-    lyapunov_dtype: str = "float32"
-    chunk: int = 4
-    every: int = 1
+    n_samples: int | None = option(None, "probe sequences analysed per checkpoint: a seeded "
+                                   "subset (paper: 500 test reviews)", flag="--samples",
+                                   metavar="N", default_help="all")
+    zero_input_steps: int = option(1100, "zero-input steps after each drive (paper: 1100 "
+                                   "after 500)", metavar="N")
+    total_steps: int | None = option(None, "steps per run in all instead: the drive, then zero "
+                                     "input (paper: 500 + 1100)", metavar="N",
+                                     default_help="drive + --zero-input-steps")
+    perturbation: float = option(1e-6, "std of the twins' Gaussian perturbation of h",
+                                 metavar="X")
+    k: int = option(1, "Lyapunov exponents per sequence (1 = the largest)", metavar="K")
+    qr_every: int | None = option(None, "re-orthonormalisation interval of the tangent vectors",
+                                  metavar="N", default_help="the core's: 10 for k = 1, else 5")
+    seed: int = option(0, "seeds the sequence subset, the perturbation and the tangent frame")
+    twins: tuple = option(TWINS, "which twins of the finite-perturbation test to run: "
+                          "perturbed where the zero input begins (drive_end, the primary D~), "
+                          "at t = 0 (start), or both", type=_twins_word,
+                          nargs="?", metavar="{both,drive_end,start}", default_help="both")
+    window: str = option("zero_input", "steps counted for lambda_1: the zero-input phase (the "
+                         "drive's exponent is recorded beside) or all steps (drive + zero "
+                         "input, as sweeps before issue 10 did)", choices=WINDOWS)
+    warmup: int = option(0, "uncounted steps at the start of the counted window", metavar="N")
+    drive: str | None = option(None, "where each drive ends: after each sequence's own length "
+                               "(exact) or after the probe's padded length for every sequence "
+                               "(one drive, the paper's 500 driven steps)", choices=DRIVES,
+                               default_help="the run's: study 1 padded, any run own_length")
+    distance_dtype: str = option("float64", "precision of the runs behind D~ (float32: an "
+                                 "LSTM's twin carries the difference itself, exact on the "
+                                 "floor)", choices=DTYPES)
+    lyapunov_dtype: str = option("float32", "precision of the tangent runs", choices=DTYPES)
+    chunk: int = option(4, "checkpoints per call of the compiled core (memory vs speed)",
+                        metavar="N")
+    every: int = option(1, "analyse only steps divisible by EVERY (a coarse first pass; a "
+                        "later sweep with a smaller value fills in the rest)", metavar="EVERY")
 
     def __post_init__(self):
         self.twins = tuple(self.twins)
@@ -207,15 +237,21 @@ class RunDescription:
     title:    the report's heading.
     """
 
-    name: str = ""
-    task: str = "any training run"
-    loss: str = "training loss"
-    probe: str = "probe sequences"
-    sample: str = "sequence"
-    axis: str = "epoch"
-    accuracy: bool = False
-    title: str = "Order–chaos transitions along training"
-    extra: dict = field(default_factory=dict)
+    name: str = option("", "the run's name in the report's titles", flag="--run-name",
+                       default_help="the output folder's name")
+    task: str = option("any training run", "what the model was trained to do, for the report",
+                       metavar="TEXT")
+    loss: str = option("training loss", "the loss's name, for the report (e.g. "
+                       "'cross-entropy')", flag="--loss-name", metavar="TEXT")
+    probe: str = option("probe sequences", "what the probe inputs are, plural, for the report",
+                        flag="--probe-name", metavar="TEXT")
+    sample: str = option("sequence", "one probe input, for the report", flag="--sample-name",
+                         metavar="TEXT")
+    axis: str = option("epoch", "the training axis", cli=False)
+    accuracy: bool = option(False, "whether the run has accuracies", cli=False)
+    title: str = option("Order–chaos transitions along training", "the report's heading",
+                        cli=False)
+    extra: dict = option(help="more about the run", default_factory=dict, cli=False)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> "RunDescription":
