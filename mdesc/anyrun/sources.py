@@ -23,6 +23,7 @@ from __future__ import annotations
 import glob as _glob
 import importlib
 import os
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -413,10 +414,13 @@ def _read_tensor_file(path: Path, key: str | None, role: str,
         else:
             tensors = {k: torch.from_numpy(np.ascontiguousarray(loaded[k])) for k in loaded.files}
     elif suffix in (".pt", ".pth"):
+        # a probe file may hold a bare tensor, which store.read_checkpoint (state dicts only)
+        # refuses: the same weights-only load, here
         try:
-            obj = store.load_weights_only(path)
-        except store.StoreError as e:
-            raise SourceError(str(e)) from e
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+            raise SourceError(f"{path} could not be read as a weights-only PyTorch file "
+                              f"({str(e).splitlines()[0]}); mdesc never unpickles code") from e
         if isinstance(obj, torch.Tensor):
             tensors = {"": obj}
         elif isinstance(obj, Mapping):

@@ -140,8 +140,7 @@ def _add_train(p: argparse.ArgumentParser) -> None:
 
 
 # Study 1's spelling of some sweep options (its --seed seeds the training).
-SWEEP_FLAGS = {"seed": "--sweep-seed", "k": "--spectrum-k", "window": "--lyapunov-window",
-               "warmup": "--lyapunov-warmup"}
+SWEEP_FLAGS = {"seed": "--sweep-seed", "k": "--spectrum-k", "warmup": "--lyapunov-warmup"}
 # The quick defaults of the sweep (over the study's, mdesc.descent.sweep.STUDY_SETTINGS), by
 # the names the presets use (PRESET_TO_FIELD maps them to SweepSettings fields).
 PRESET_TO_FIELD = {"samples": "n_samples", "total_steps": "total_steps",

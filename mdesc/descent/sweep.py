@@ -63,7 +63,7 @@ def load_table(run_dir: str | os.PathLike, say: Callable[[str], None] | None = N
     """The run table of a run folder's sweep (:func:`mdesc.sweep.load_table`), described as
     study 1 describes its runs."""
     table = _load_table(run_dir, say=say, what=f"`mdesc descent sweep --run-dir {run_dir}`")
-    table["description"] = describe(run_dir)
+    table["settings"] = {**table["settings"], "description": describe(run_dir).to_dict()}
     return table
 
 

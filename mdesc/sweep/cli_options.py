@@ -5,9 +5,9 @@ analyse-run``) adds its options from :class:`~mdesc.sweep.SweepSettings`,
 :class:`~mdesc.sweep.PhaseSettings` and :class:`~mdesc.sweep.RunDescription` through
 :mod:`mdesc.options`, so each default exists once, in the dataclass; a command's preset is an
 override dict applied between the dataclass defaults and what the user typed.  A command may
-spell a flag its own way (``mdesc descent`` keeps ``--sweep-seed``, ``--spectrum-k``,
-``--lyapunov-window``, ``--lyapunov-warmup``: its ``--seed`` seeds the training); the value
-still goes to the one field.
+spell a flag its own way (``mdesc descent`` keeps ``--sweep-seed``, ``--spectrum-k`` and
+``--lyapunov-warmup``: its ``--seed`` seeds the training); the value still goes to the one
+field.
 """
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ def sweep_jobs(jobs: list[Job], st: SweepStore, settings: SweepSettings, probe: 
                 measured = measure(models, probe.x, probe.lengths, settings, probe.zero_steps,
                                    probe.index, template=template)
             for w in dict.fromkeys(str(w.message).splitlines()[0] for w in seen):
-                say(f"warning (steps {group[0].step}-{group[-1].step}): {w}")
+                say(f"warning (epochs {group[0].step}-{group[-1].step}): {w}")
             for job, rec in zip(group, measured):
                 full = full_record(job.step, job.checkpoint if job.checkpoint is not None
                                    else str(job.path), job.metrics, rec, **job.extra)

@@ -151,9 +151,10 @@ def metrics_of(values: Mapping[str, Any] | None) -> dict:
             for k in METRICS}
 
 
-def full_record(step: int, checkpoint: str | None, metrics: Mapping[str, Any] | None,
+def full_record(epoch: int, checkpoint: str | None, metrics: Mapping[str, Any] | None,
                 measured: Mapping[str, Any], **extra: Any) -> dict:
-    """The stored record of one checkpoint: its training-axis value (``epoch``), where its
-    weights came from, its metrics and the measurement."""
-    return {"epoch": int(step), **extra, "checkpoint": checkpoint, **metrics_of(metrics),
+    """The stored record of one checkpoint: its training-axis value (``epoch``; ``extra``
+    fields such as ``step`` follow it), where its weights came from, its metrics and the
+    measurement."""
+    return {"epoch": int(epoch), **extra, "checkpoint": checkpoint, **metrics_of(metrics),
             **measured}

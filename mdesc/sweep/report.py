@@ -39,7 +39,7 @@ from mdesc.sweep.analysis import analyse, phase_table
 from mdesc.sweep.figures import _fmt
 from mdesc.sweep.phases import sorted_table, uniform_grid
 from mdesc.sweep.settings import RunDescription
-from mdesc.sweep.table import load_table
+from mdesc.sweep.table import load_table, table_description
 
 __all__ = ["write_report", "claims_rows"]
 
@@ -345,8 +345,9 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
         analysis: a :class:`mdesc.sweep.PhaseAnalysis`; default
             :func:`mdesc.sweep.analyse` ``(table, **phase_settings)``.
         out_dir: where to write (created if needed); default ``run_dir/report``.
-        description: the run in words; default the one recorded with the sweep (the table's
-            ``description``), else a generic one named after the folder.
+        description: the run in words; default the one recorded with the sweep
+            (:func:`mdesc.sweep.table.table_description`), else a generic one named after the
+            folder.
         **phase_settings: settings for :func:`mdesc.sweep.analyse` when ``analysis`` is None.
     """
     run_dir = Path(run_dir)
@@ -355,7 +356,7 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
         analysis = analyse(table, **phase_settings)
     elif phase_settings:
         raise TypeError("write_report: pass either an analysis or phase settings, not both")
-    d = description or table.get("description") or RunDescription()
+    d = description or table_description(table) or RunDescription()
     d = RunDescription(**{**d.to_dict(), "name": d.name or run_dir.name})
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -481,7 +482,7 @@ def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
     for r in run_dirs:
         tables.append(load_table(r))
         analyses.append(analyse(tables[-1], **phase_settings))
-    d = description or tables[0].get("description") or RunDescription()
+    d = description or table_description(tables[0]) or RunDescription()
     grids = []
     for t in tables:
         gt, k = uniform_grid(t)

@@ -87,7 +87,8 @@ class SweepSettings:
                           nargs="?", metavar="{both,drive_end,start}", default_help="both")
     window: str = option("zero_input", "steps counted for lambda_1: the zero-input phase (the "
                          "drive's exponent is recorded beside) or all steps (drive + zero "
-                         "input, as sweeps before issue 10 did)", choices=WINDOWS)
+                         "input, as sweeps before issue 10 did)", choices=WINDOWS,
+                         flag="--lyapunov-window")
     warmup: int = option(0, "uncounted steps at the start of the counted window", metavar="N")
     drive: str | None = option(None, "where each drive ends: after each sequence's own length "
                                "(exact) or after the probe's padded length for every sequence "

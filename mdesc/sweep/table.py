@@ -44,6 +44,10 @@ EXTRA_SAMPLE_KEYS = ("distance_drive_end", "distance_start", "collapsed_start",
                      "lyapunov_driven")
 
 
+class SweepSettingsMismatch(SweepSettingsError, store.SettingsMismatch):
+    """The settings asked for differ from those the store was made with (says which)."""
+
+
 def record_key(step: int) -> str:
     return f"epoch_{int(step):04d}"
 
@@ -88,7 +92,7 @@ class SweepStore:
             try:
                 store.check_settings(self.sweep_dir, have, wanted, ignore=MUTABLE)
             except store.SettingsMismatch as e:
-                raise SweepSettingsError(str(e)) from None
+                raise SweepSettingsMismatch(str(e)) from None
             return have
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         store.write_json(self.settings_path, dict(wanted))
@@ -190,9 +194,9 @@ def load_table(root: str | os.PathLike, say: Callable[[str], None] | None = None
     ``nonfinite_fraction``, ``seconds`` (C,); ``reduced_sum``, ``distance``,
     ``distance_drive_end``, ``distance_start``, ``collapsed_start`` (0/1), ``lyapunov``,
     ``lyapunov_driven`` (C, S); ``lyapunov_spectrum`` (C, k); ``sample_index`` (S,).
-    ``table["settings"]`` is the recorded settings (a dict), ``table["skipped"]`` the
-    checkpoints left out as unreadable and ``table["description"]`` the run's
-    :class:`RunDescription` (None if none was recorded).  Unreadable or inconsistent records
+    ``table["settings"]`` is the recorded settings (a dict, with the run's description under
+    ``"description"`` when one was recorded: :func:`table_description`) and
+    ``table["skipped"]`` the checkpoints left out as unreadable.  Unreadable or inconsistent records
     are ignored (named through ``say``) and recomputed by the next sweep.
     """
     st = SweepStore(root)
@@ -230,8 +234,14 @@ def _columns(records: list[dict], settings: dict, st: SweepStore) -> dict[str, A
     table["lyapunov_spectrum"] = np.array(
         [[_as_float(v) for v in r["lyapunov_spectrum"]] for r in records], dtype=np.float64)
     table["sample_index"] = np.asarray(records[0]["sample_index"], dtype=np.int64)
-    table["settings"] = settings
+    d = st.description()
+    table["settings"] = {**settings, "description": d.to_dict()} if d is not None else settings
     skipped = st.sweep_dir / SKIPPED_FILE
     table["skipped"] = store.read_json(skipped) if skipped.is_file() else []
-    table["description"] = st.description()
     return table
+
+
+def table_description(table: Mapping[str, Any]) -> RunDescription | None:
+    """The run's description recorded with a table's settings (None if none was)."""
+    d = (table.get("settings") or {}).get("description")
+    return RunDescription.from_dict(d) if d is not None else None
