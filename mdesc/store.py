@@ -32,10 +32,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping
 
+from mdesc.errors import UserError
+
 SETTINGS_FILE = "settings.json"
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A run folder or file that cannot be used as asked; the message says why and what to do."""
 
 
