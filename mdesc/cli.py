@@ -12,6 +12,10 @@ import argparse
 import importlib
 import sys
 
+from mdesc.errors import UserError
+
+__all__ = ["COMMANDS", "ALIASES", "UserError", "build_parser", "main"]
+
 # command -> (module that registers it with `register(subparsers)`, one-line help).  A module may
 # register several commands (mdesc.descent.cli: `descent` and `run`); each command sets
 # `func=callable(args) -> int` with `parser.set_defaults(func=...)`.
@@ -33,11 +37,8 @@ ALIASES = {"analyze-run": "analyse-run"}
 
 DESCRIPTION = ("Training dynamics as a dynamical system: Lyapunov spectra of recurrent nets, "
                "order/chaos phases across checkpoints (multiple descents), glassy dynamics, "
-               "and chaos of the training map.  `mdesc COMMAND --help` describes a command.")
-
-
-class UserError(Exception):
-    """A problem with the user's input: printed as one clear line, exit status 2."""
+               "and chaos of the training map.  `mdesc COMMAND --help` describes a command; "
+               "--debug (anywhere) shows the traceback behind an error message.")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -62,7 +63,10 @@ def _command(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``mdesc ARGV``.  ``--debug`` (anywhere) shows the traceback of a user error."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser(_command(argv))
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
@@ -71,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:
+        if debug:
+            raise
         print(f"mdesc {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -32,10 +32,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping
 
+from mdesc.errors import UserError
+
 SETTINGS_FILE = "settings.json"
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A run folder or file that cannot be used as asked; the message says why and what to do."""
 
 
@@ -211,14 +213,14 @@ def _torch_file(path: Path, device: str) -> Any:
     except pickle.UnpicklingError as e:
         text = _ANSI.sub("", str(e))
         found = re.search(r"GLOBAL ([\w.]+)", text)
-        if found:
-            what = f" (it needs the class {found.group(1)})" if found else ""
-            raise CheckpointError(
-                f"{path} holds pickled Python objects{what}; mdesc never unpickles code. If it "
-                "is a whole saved model, save its weights instead: "
-                "torch.save(model.state_dict(), path), or a safetensors file") from e
-        raise CheckpointError(f"{path} is not a readable PyTorch file ({_first_line(e)}); is it "
-                              "truncated, or another format with a PyTorch-like name?") from e
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        what = (f"it needs the class {found.group(1)}" if found else
+                detail.group(1).strip() if detail else _first_line(e))
+        raise CheckpointError(
+            f"{path} could not be read as a weights-only PyTorch file ({what}); mdesc never "
+            "unpickles code. If it holds a whole saved model or other Python objects, save the "
+            "weights instead (torch.save(model.state_dict(), path), or a safetensors file); "
+            "otherwise check that it is a checkpoint at all") from e
     except (RuntimeError, EOFError, OSError, IndexError, ValueError, KeyError,
             zipfile.BadZipFile) as e:  # torch raises several types for files that are not its own
         raise CheckpointError(f"{path} is not a readable PyTorch file ({type(e).__name__}: "
@@ -320,18 +322,31 @@ def _json_or_text(value: str) -> Any:
 
 # ----------------------------------------------------------------------------- settings
 
+def _differences(path: str, a: Any, b: Any, out: list[str]) -> None:
+    """Append ``path: on disk A, asked for B`` for every leaf where ``a`` and ``b`` differ."""
+    if a == b:
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            _differences(f"{path}.{key}" if path else str(key), a.get(key, "<absent>"),
+                         b.get(key, "<absent>"), out)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _differences(f"{path}[{i}]", x, y, out)
+    else:
+        show = lambda v: repr(v) if len(repr(v)) <= 120 else repr(v)[:117] + "..."  # noqa: E731
+        out.append(f"{path}: on disk {show(a)}, asked for {show(b)}")
+
+
 def settings_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any],
                          ignore: Iterable[str] = ()) -> list[str]:
-    """Human-readable list of the fields where ``wanted`` differs from ``stored``."""
+    """Human-readable list of the fields where ``wanted`` differs from ``stored``: nested
+    settings are compared field by field (``model.hidden_size: on disk 60, asked for 64``)."""
     stored, wanted, ignore = to_json(stored), to_json(wanted), set(ignore)
-    diffs = []
+    diffs: list[str] = []
     for key in sorted(set(stored) | set(wanted)):
-        if key in ignore:
-            continue
-        a, b = stored.get(key, "<absent>"), wanted.get(key, "<absent>")
-        if a != b:
-            show = lambda v: (repr(v) if len(repr(v)) <= 60 else "<a different value>")  # noqa: E731
-            diffs.append(f"{key}: on disk {show(a)}, asked for {show(b)}")
+        if key not in ignore:
+            _differences(key, stored.get(key, "<absent>"), wanted.get(key, "<absent>"), diffs)
     return diffs
 
 

@@ -65,12 +65,13 @@ def test_state_key_names_a_nested_entry(tmp_path, lstm):
 
 
 @pytest.mark.parametrize("write, message", [
-    (lambda p, m: p.write_text("not a checkpoint"), r"not a readable PyTorch file"),
-    (lambda p, m: torch.save(m, p), r"pickled Python objects \(it needs the class "
+    (lambda p, m: p.write_text("not a checkpoint"), r"weights-only PyTorch file \(Unsupported"),
+    (lambda p, m: torch.save(m, p), r"weights-only PyTorch file \(it needs the class "
                                     r"torch\.nn\.modules\.rnn\.LSTM\); mdesc never unpickles code.*state_dict\(\)"),
     (lambda p, m: torch.save([1, 2], p), r"holds a list, not a state dict"),
     (lambda p, m: torch.save({"epoch": 1, "lr": 0.1}, p), r"without an obvious state dict"),
-    (lambda p, m: p.write_bytes(b"\x00" * 10), r"not a readable PyTorch file"),
+    (lambda p, m: p.write_bytes(b"\x00" * 10), r"weights-only PyTorch file \(Unsupported operand"),
+    (lambda p, m: p.write_text("hello text"), r"not a readable PyTorch file \(KeyError"),
 ])
 def test_bad_files_are_one_error_type_naming_the_file(tmp_path, lstm, write, message):
     path = tmp_path / "bad.pt"

@@ -42,3 +42,28 @@ def test_unknown_command_is_a_usage_error(capsys):
 def test_import_mdesc_is_light():
     mods = _loaded_after("import mdesc")
     assert "torch" not in mods and "numpy" not in mods
+
+
+def test_user_errors_are_one_line_with_status_2_and_a_traceback_with_debug(capsys, monkeypatch):
+    import pytest
+
+    from mdesc import cli, store
+    from mdesc.errors import UserError
+
+    def fail(args):
+        raise store.CheckpointError("x.pt is not a checkpoint; save model.state_dict()")
+
+    real = cli.build_parser
+
+    def parser(command=None):
+        p = real(None)
+        p.set_defaults(func=fail, command="probe")
+        return p
+
+    monkeypatch.setattr(cli, "build_parser", parser)
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert err == "mdesc probe: error: x.pt is not a checkpoint; save model.state_dict()\n"
+    with pytest.raises(store.CheckpointError):
+        cli.main(["--debug"])
+    assert issubclass(store.StoreError, UserError) and cli.UserError is UserError
