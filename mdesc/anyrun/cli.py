@@ -9,7 +9,7 @@ import torch
 from mdesc import store
 from mdesc.anyrun.sources import SourceError
 from mdesc.anyrun.sweep import sweep_checkpoints
-from mdesc.cli import UserError
+from mdesc.errors import UserError
 from mdesc.sweep.cli_options import (add_description_options, add_phase_options,
                                      add_sweep_options, description_from_args,
                                      phase_settings_from_args, sweep_settings_from_args)

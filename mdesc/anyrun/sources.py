@@ -34,13 +34,14 @@ import torch
 from torch import nn
 
 from mdesc import store
+from mdesc.errors import UserError
 from mdesc.sweep.settings import select_samples
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """An input of the sweep that cannot be used as given; the message says how to fix it."""
 
 

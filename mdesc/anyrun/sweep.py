@@ -183,10 +183,8 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
             the files it lists, relative to it), or a list of
             :class:`~mdesc.anyrun.sources.Checkpoint`.
         out_dir: the store (created; a re-run resumes it).
-        model: an ``nn.Module`` of the checkpoints' architecture, ``"package.module:factory"``
-            (called with ``factory_kwargs``), a callable, or a dict of
-            :class:`~mdesc.anyrun.sources.RecurrentStack` flags (``{"cell": "lstm",
-            "vocab_size": 100, "embed_dim": 8, "hidden_size": 16}``).
+        model: see :func:`build_model` (a module, ``"package.module:factory"`` called with
+            ``factory_kwargs``, a callable, or a dict of RecurrentStack flags).
         probe: a tensor file path, a :class:`~mdesc.anyrun.sources.Probe`, or a tensor of token
             ids ``(B, T)`` / features ``(B, T, I)`` (``time_major=True``: ``(T, B, ...)``).
         lengths: per-sequence drive lengths (tensor or tensor file); default: a ``lengths``
@@ -204,23 +202,16 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
         chunk: checkpoints measured per core call (``settings.chunk``; memory vs speed).
         device: None/"auto": each rank's GPU if there are any, else the CPU.
         distributed: "auto" (shard under torchrun), True (require it) or False.
-        report: write the phase analysis and report (``OUT/report``) at the end (rank 0).
-        phase_settings: keyword overrides of :class:`mdesc.sweep.PhaseSettings`.
+        report, phase_settings: write the report (``OUT/report``, rank 0) at the end, with
+            these overrides of :class:`mdesc.sweep.PhaseSettings`.
         description: the run in words (:class:`mdesc.sweep.RunDescription` or its fields:
             ``{"loss": "cross-entropy", "probe": "validation sentences"}``) for the report.
         on_record: called as ``on_record(step, record)`` after each record is stored.
     """
-    settings = settings or SweepSettings()
-    if chunk is not None:
-        settings = settings.replace(chunk=chunk)
-    if samples is not None:
-        settings = settings.replace(n_samples=samples)
+    settings = (settings or SweepSettings()).replace(
+        **{k: v for k, v in (("chunk", chunk), ("n_samples", samples)) if v is not None})
     settings.check()
-    if isinstance(checkpoints, (list, tuple)) and checkpoints and \
-            all(isinstance(c, sources.Checkpoint) for c in checkpoints):
-        cks = sorted(checkpoints, key=lambda c: c.step)
-    else:
-        cks = sources.discover_checkpoints(checkpoints, order_file, step_pattern)
+    cks = _checkpoints(checkpoints, order_file, step_pattern)
     if isinstance(metrics, (str, os.PathLike)):
         metrics = load_metrics(metrics, cks)
     template = build_model(model, factory_kwargs).cpu().eval()
@@ -252,6 +243,14 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
     finally:
         sh.close()
     return result
+
+
+def _checkpoints(checkpoints, order_file, step_pattern) -> list[sources.Checkpoint]:
+    """The checkpoints, sorted by step: given as Checkpoints, or discovered."""
+    if isinstance(checkpoints, (list, tuple)) and checkpoints and \
+            all(isinstance(c, sources.Checkpoint) for c in checkpoints):
+        return sorted(checkpoints, key=lambda c: c.step)
+    return sources.discover_checkpoints(checkpoints, order_file, step_pattern)
 
 
 def _plan(cks, st: SweepStore, metrics, sh, result: SweepResult, say) -> list[Job]:

