@@ -114,8 +114,7 @@ class SweepSettings:
             if optional and v is None:
                 return
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-                raise SweepSettingsError(f"--{name.replace('_', '-')} must be an integer >= "
-                                         f"{minimum}, got {v!r}")
+                raise SweepSettingsError(f"{flag_of(name)} must be at least {minimum}, got {v!r}")
 
         at_least("n_samples", 2, optional=True)  # a standard error needs two sequences
         at_least("zero_input_steps")
@@ -126,20 +125,20 @@ class SweepSettings:
         at_least("warmup", 0)
         if not (isinstance(self.perturbation, (int, float)) and math.isfinite(self.perturbation)
                 and self.perturbation > 0):
-            raise SweepSettingsError(f"--perturbation must be positive, got {self.perturbation}")
+            raise SweepSettingsError(f"{flag_of('perturbation')} must be positive, got {self.perturbation}")
         for name in ("distance_dtype", "lyapunov_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise SweepSettingsError(f"{name} must be float32 or float64, got "
                                          f"{getattr(self, name)!r}")
         if self.window not in WINDOWS:
-            raise SweepSettingsError(f"--window must be one of {', '.join(WINDOWS)}, got "
+            raise SweepSettingsError(f"{flag_of('window')} must be one of {', '.join(WINDOWS)}, got "
                                      f"{self.window!r}")
         if not self.twins or any(t not in TWINS for t in self.twins) or \
                 len(set(self.twins)) != len(self.twins):
             raise SweepSettingsError(f"twins must be a non-empty list from {TWINS}, got "
                                      f"{list(self.twins)!r}")
         if self.drive is not None and self.drive not in DRIVES:
-            raise SweepSettingsError(f"--drive must be one of {', '.join(DRIVES)}, got "
+            raise SweepSettingsError(f"{flag_of('drive')} must be one of {', '.join(DRIVES)}, got "
                                      f"{self.drive!r}")
         if drive_steps is not None:
             self._check_length(drive_steps)
@@ -153,7 +152,7 @@ class SweepSettings:
         zero = self.zero_steps(drive_steps)
         if self.window == "zero_input" and zero <= self.warmup:
             raise SweepSettingsError(
-                f"--warmup ({self.warmup}) leaves no counted zero-input step after a "
+                f"{flag_of('warmup')} ({self.warmup}) leaves no counted zero-input step after a "
                 f"{drive_steps}-step drive and {zero} zero-input steps")
 
     def zero_steps(self, drive_steps: int) -> int:
@@ -165,6 +164,12 @@ class SweepSettings:
 
     def replace(self, **changes: Any) -> "SweepSettings":
         return SweepSettings(**{**asdict(self), **changes})
+
+
+def flag_of(name: str) -> str:
+    """The command-line flag of a SweepSettings field (for messages)."""
+    f = {f.name: f for f in fields(SweepSettings)}[name]
+    return (f.metadata.get("mdesc.option") or {}).get("flag") or "--" + name.replace("_", "-")
 
 
 # Fields that decide only how much is done per call: they may change when a sweep resumes.
