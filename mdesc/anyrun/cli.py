@@ -10,6 +10,7 @@ from mdesc import store
 from mdesc.anyrun.sources import SourceError
 from mdesc.anyrun.sweep import sweep_checkpoints
 from mdesc.errors import UserError
+from mdesc.options import HelpFormatter
 from mdesc.sweep.cli_options import (add_description_options, add_phase_options,
                                      add_sweep_options, description_from_args,
                                      phase_settings_from_args, sweep_settings_from_args)
@@ -34,8 +35,7 @@ Docs: docs/anyrun.md.
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+_Formatter = HelpFormatter  # every option states its default itself, once
 
 
 def register(subparsers) -> None:
@@ -62,15 +62,15 @@ def register(subparsers) -> None:
     g.add_argument("--factory", metavar="PKG.MODULE:CALLABLE",
                    help="importable callable that returns the (untrained) model")
     g.add_argument("--factory-kwargs", metavar="JSON", default="{}",
-                   help="keyword arguments for the factory, as a JSON object")
+                   help="keyword arguments for the factory, as a JSON object [default: {}]")
     g.add_argument("--cell", choices=("lstm", "gru", "rnn_tanh", "rnn_relu"), default="lstm",
-                   help="recurrent cell of the Embedding -> recurrent -> Linear stack")
+                   help="recurrent cell of the Embedding -> recurrent -> Linear stack [default: lstm]")
     g.add_argument("--vocab-size", type=int, help="token-id inputs: the embedding's vocabulary")
     g.add_argument("--embed-dim", type=int, help="token-id inputs: the embedding width")
     g.add_argument("--input-size", type=int, help="feature inputs (no embedding): their width")
     g.add_argument("--hidden-size", type=int, help="recurrent hidden size")
-    g.add_argument("--num-layers", type=int, default=1, help="stacked recurrent layers")
-    g.add_argument("--output-size", type=int, default=1, help="readout width (0: no readout)")
+    g.add_argument("--num-layers", type=int, default=1, help="stacked recurrent layers [default: 1]")
+    g.add_argument("--output-size", type=int, default=1, help="readout width (0: no readout) [default: 1]")
     g.add_argument("--no-bias", action="store_true", help="the recurrent layers have no bias")
     g.add_argument("--state-key", metavar="KEY",
                    help="the weights sit under this key of a .pt file (e.g. model_state_dict)")
@@ -95,11 +95,11 @@ def register(subparsers) -> None:
                    help="leave out (and list) checkpoints that do not read or fit the model, "
                         "instead of stopping at the first")
     g.add_argument("--device", default="auto",
-                   help="auto (each rank's GPU if any, else CPU), cpu, cuda, cuda:1, ...")
+                   help="auto (each rank's GPU if any, else CPU), cpu, cuda, cuda:1, ... [default: auto]")
     g.add_argument("--no-distributed", action="store_true",
                    help="ignore torchrun's environment (one process does everything)")
     g.add_argument("--no-report", action="store_true", help="records only, no report")
-    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    g.add_argument("--threads", type=int, help="torch CPU threads [default: torch's]")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_phase_options(p.add_argument_group("phase analysis (as in mdesc descent report)"))
     p.set_defaults(func=cmd_analyse_run)

