@@ -91,7 +91,7 @@ def test_malicious_pickle_checkpoint_is_refused_without_executing(tmp_path, monk
     # the same file as a probe input is refused the same way
     probe = tmp_path / "probe.pt"
     torch.save({"ids": torch.zeros(2, 3, dtype=torch.long), "x": _Evil()}, probe)
-    with pytest.raises(SourceError, match="never unpickles"):
+    with pytest.raises(store.CheckpointError, match="never unpickles"):
         sources.load_probe(probe)
     assert not marker.exists()
 

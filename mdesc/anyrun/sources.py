@@ -23,7 +23,6 @@ from __future__ import annotations
 import glob as _glob
 import importlib
 import os
-import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -416,12 +415,8 @@ def _read_tensor_file(path: Path, key: str | None, role: str,
             tensors = {k: torch.from_numpy(np.ascontiguousarray(loaded[k])) for k in loaded.files}
     elif suffix in (".pt", ".pth"):
         # a probe file may hold a bare tensor, which store.read_checkpoint (state dicts only)
-        # refuses: the same weights-only load, here
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-            raise SourceError(f"{path} could not be read as a weights-only PyTorch file "
-                              f"({str(e).splitlines()[0]}); mdesc never unpickles code") from e
+        # refuses: the store's weights-only load, without the state-dict search
+        obj = store.load_torch_file(path)
         if isinstance(obj, torch.Tensor):
             tensors = {"": obj}
         elif isinstance(obj, Mapping):

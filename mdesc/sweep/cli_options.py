@@ -12,7 +12,6 @@ field.
 from __future__ import annotations
 
 import argparse
-import re
 from typing import Any, Mapping
 
 from mdesc.options import add_options, cli_fields, from_args, given_options
@@ -28,17 +27,7 @@ def add_sweep_options(parser, *, flags: Mapping[str, str] | None = None,
     """One option per :class:`SweepSettings` field (``exclude`` left out); ``flags`` respells
     some (``{"seed": "--sweep-seed"}``); ``defaults`` are the defaults to show where the
     command's preset replaces the dataclass's."""
-    flags, defaults = dict(flags or {}), dict(defaults or {})
-    for name in cli_names(exclude):
-        scratch = argparse.ArgumentParser(add_help=False)
-        add_options(scratch, SweepSettings, only=[name], defaults=defaults)
-        a = scratch._actions[-1]
-        text = a.help
-        if name in defaults:  # the command's preset, shown instead of the dataclass's default
-            text = re.sub(r"\[default: [^\]]*\]$", f"[default: {defaults[name]}]", text)
-        parser.add_argument(flags.get(name, a.option_strings[0]), dest=a.dest,
-                            default=argparse.SUPPRESS, help=text, type=a.type, choices=a.choices,
-                            nargs=a.nargs, metavar=a.metavar)
+    add_options(parser, SweepSettings, exclude=exclude, defaults=defaults, flags=flags)
 
 
 def cli_names(exclude=()) -> list[str]:
