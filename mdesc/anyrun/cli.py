@@ -7,6 +7,7 @@ import json
 import torch
 
 from mdesc import store
+from mdesc.anyrun.distributed import check_device
 from mdesc.anyrun.sources import SourceError
 from mdesc.anyrun.sweep import sweep_checkpoints
 from mdesc.errors import UserError
@@ -21,9 +22,9 @@ examples:
   mdesc analyse-run ckpts/ --out analysis/ --factory mypkg.models:make_model \\
       --factory-kwargs '{"vocab": 10000}' --probe probe.safetensors --metrics metrics.csv
 
-  # a plain Embedding -> LSTM -> Linear stack described by flags, checkpoints by glob
-  mdesc analyse-run 'ckpts/epoch_*.pt' --out analysis/ --cell lstm --vocab-size 10000 \\
-      --embed-dim 32 --hidden-size 60 --probe probe.npy --lengths lengths.npy
+  # a plain Embedding -> LSTM/GRU/RNN -> Linear model: its sizes and cell are read off the
+  # checkpoints' tensor shapes (and printed); flags given override what is read
+  mdesc analyse-run 'ckpts/epoch_*.pt' --out analysis/ --probe probe.npy --lengths lengths.npy
 
   # sharded over 4 GPUs (one rank per GPU; on CPUs, gloo): the same command under torchrun
   torchrun --standalone --nproc-per-node 4 -m mdesc analyse-run ckpts/ --out analysis/ ...
@@ -63,15 +64,23 @@ def register(subparsers) -> None:
                    help="importable callable that returns the (untrained) model")
     g.add_argument("--factory-kwargs", metavar="JSON", default="{}",
                    help="keyword arguments for the factory, as a JSON object [default: {}]")
-    g.add_argument("--cell", choices=("lstm", "gru", "rnn_tanh", "rnn_relu"), default="lstm",
-                   help="recurrent cell of the Embedding -> recurrent -> Linear stack [default: lstm]")
-    g.add_argument("--vocab-size", type=int, help="token-id inputs: the embedding's vocabulary")
-    g.add_argument("--embed-dim", type=int, help="token-id inputs: the embedding width")
-    g.add_argument("--input-size", type=int, help="feature inputs (no embedding): their width")
-    g.add_argument("--hidden-size", type=int, help="recurrent hidden size")
-    g.add_argument("--num-layers", type=int, default=1, help="stacked recurrent layers [default: 1]")
-    g.add_argument("--output-size", type=int, default=1, help="readout width (0: no readout) [default: 1]")
-    g.add_argument("--no-bias", action="store_true", help="the recurrent layers have no bias")
+    g.add_argument("--cell", choices=("lstm", "gru", "rnn_tanh", "rnn_relu"),
+                   help="recurrent cell of the Embedding -> recurrent -> Linear stack "
+                        "[default: read off the checkpoint]")
+    g.add_argument("--vocab-size", type=int, help="token-id inputs: the embedding's vocabulary "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--embed-dim", type=int, help="token-id inputs: the embedding width "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--input-size", type=int, help="feature inputs (no embedding): their width "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--hidden-size", type=int, help="recurrent hidden size "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--num-layers", type=int, help="stacked recurrent layers "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--output-size", type=int, help="readout width (0: no readout) "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--no-bias", action="store_true", help="the recurrent layers have no bias "
+                   "[default: read off the checkpoint]")
     g.add_argument("--state-key", metavar="KEY",
                    help="the weights sit under this key of a .pt file (e.g. model_state_dict)")
     g.add_argument("--strip-prefix", metavar="PREFIX",
@@ -105,13 +114,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_analyse_run)
 
 
+ARCHITECTURE_FLAGS = ("cell", "vocab_size", "embed_dim", "input_size", "hidden_size",
+                      "num_layers", "output_size")
+
+
 def _model_arg(args):
-    stack_flags = [f for f in ("vocab_size", "embed_dim", "input_size", "hidden_size")
-                   if getattr(args, f) is not None]
+    """``(model, factory kwargs)``: the factory, or the stack's flags that were given (the
+    rest is read off the first checkpoint)."""
+    given = {f: getattr(args, f) for f in ARCHITECTURE_FLAGS if getattr(args, f) is not None}
+    if args.no_bias:
+        given["bias"] = False
     if args.factory:
-        if stack_flags:
+        if given:
             raise UserError(f"--factory builds the model; drop the architecture flags "
-                            f"({', '.join('--' + f.replace('_', '-') for f in stack_flags)})")
+                            f"({', '.join('--' + f.replace('_', '-') for f in given)})")
         try:
             kwargs = json.loads(args.factory_kwargs)
         except json.JSONDecodeError as e:
@@ -120,12 +136,7 @@ def _model_arg(args):
         if not isinstance(kwargs, dict):
             raise UserError("--factory-kwargs must be a JSON object")
         return args.factory, kwargs
-    if args.hidden_size is None:
-        raise UserError("say how to build the model: --factory PKG.MODULE:CALLABLE, or the stack's "
-                        "--hidden-size with --vocab-size/--embed-dim (token ids) or --input-size")
-    return dict(cell=args.cell, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                vocab_size=args.vocab_size, embed_dim=args.embed_dim, input_size=args.input_size,
-                output_size=args.output_size, bias=not args.no_bias), None
+    return given, None
 
 
 def cmd_analyse_run(args) -> int:
@@ -134,6 +145,7 @@ def cmd_analyse_run(args) -> int:
     if not args.checkpoints and not args.order:
         raise UserError("give checkpoint files, folders or globs, or --order FILE")
     model, kwargs = _model_arg(args)
+    check_device(None if args.device == "auto" else args.device)
     try:
         settings = sweep_settings_from_args(args).check()
         result = sweep_checkpoints(

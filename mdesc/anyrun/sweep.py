@@ -34,11 +34,13 @@ from torch import nn
 
 from mdesc import store
 from mdesc.anyrun import sources
-from mdesc.anyrun.distributed import shard
+from mdesc.anyrun.distributed import check_device, shard
+from mdesc.anyrun.infer import infer_stack
 from mdesc.anyrun.metrics import load_metrics
 from mdesc.sweep import (Job, Probe, RunDescription, SweepSettings, SweepStore, load_table,
                          recorded_settings, select_jobs, sweep_jobs, write_report)
 from mdesc.sweep.record import METRICS
+from mdesc.sweep.table import SKIPPED
 
 METRICS_FILE = "metrics.json"  # the metrics overlay last given, {step: {"test_loss": ...}}
 CONFIG_FILE = "config.json"    # where the checkpoints, model and probe came from
@@ -79,8 +81,10 @@ def build_model(model: Any, factory_kwargs: Mapping[str, Any] | None = None) -> 
 
 def describe_model(template: nn.Module, model: Any) -> dict:
     """Where the model came from (recorded in ``config.json``)."""
-    spec = model if isinstance(model, str) else (dict(model) if isinstance(model, Mapping) else
-                                                 type(template).__qualname__)
+    if model is None or isinstance(model, Mapping):  # the flags, as given or read off a file
+        spec = dict(getattr(template, "architecture", None) or model or {})
+    else:
+        spec = model if isinstance(model, str) else type(template).__qualname__
     return {"spec": spec, "class": f"{type(template).__module__}.{type(template).__qualname__}"}
 
 
@@ -105,7 +109,15 @@ def store_settings(settings: SweepSettings, template: nn.Module, pr: sources.Pro
 
 def open_store(st: SweepStore, settings: SweepSettings, template: nn.Module, pr: sources.Probe,
                description: RunDescription | Mapping | None, config: Mapping | None) -> dict:
-    """Record (or check) the settings, the run's description and ``config.json``."""
+    """Record (or check) the settings, the run's description and ``config.json``.
+
+    A store that holds settings but no record yet (an earlier attempt that stopped before
+    measuring anything) is started afresh with the settings asked for: only records are worth
+    protecting."""
+    if st.exists() and not st.steps():
+        st.settings_path.unlink()
+        for stale in (st.root / SKIPPED).glob("*.json"):  # that attempt's skipped files
+            stale.unlink()
     stored = st.open(store_settings(settings, template, pr))
     if description is not None or st.description() is None:
         d = description if isinstance(description, RunDescription) else \
@@ -119,11 +131,40 @@ def open_store(st: SweepStore, settings: SweepSettings, template: nn.Module, pr:
 def core_probe(pr: sources.Probe, template: nn.Module, settings: SweepSettings,
                device) -> Probe:
     """The probe as the engine hands it to the core: in the model's layout, on ``device``;
-    ``drive="padded"`` drives every sequence for the full length."""
+    ``drive="padded"`` drives every sequence for the full length.  A probe of the wrong kind
+    for the model (float features for a model that embeds token ids, ids for one that does
+    not, ids past the vocabulary, features of another width) is a SourceError."""
+    check_probe(pr, template)
     x = sources.probe_for(template, pr.seq.to(device))
     padded = (settings.drive or "own_length") == "padded"
     lens = None if pr.lengths is None or padded else pr.lengths.to(device)
     return Probe(x, lens, pr.index, settings.zero_steps(pr.drive_steps))
+
+
+def check_probe(pr: sources.Probe, template: nn.Module) -> None:
+    """Refuse a probe that does not fit the model's input (see :func:`core_probe`)."""
+    embeddings = [m for m in template.modules() if isinstance(m, nn.Embedding)]
+    rnn = sources.recurrent_module(template)
+    shape = tuple(pr.seq.transpose(0, 1).shape)
+    if pr.is_ids and not embeddings:
+        raise sources.SourceError(
+            f"the probe holds integer token ids {shape} but the model has no nn.Embedding to "
+            "map them; give float features (B, T, I)" +
+            (f" with I = {rnn.input_size}" if rnn is not None else ""))
+    if not pr.is_ids and embeddings:
+        raise sources.SourceError(
+            f"the probe holds float features {shape} but the model reads token ids through an "
+            f"nn.Embedding (vocabulary {embeddings[0].num_embeddings}); floats would skip the "
+            "embedding and drive the recurrent layer directly. Save the probe as integer token "
+            "ids (B, T), e.g. torch.save(ids.long(), 'probe.pt')")
+    if pr.is_ids and len(embeddings) == 1:
+        vocab, lo, hi = embeddings[0].num_embeddings, int(pr.seq.min()), int(pr.seq.max())
+        if lo < 0 or hi >= vocab:
+            raise sources.SourceError(f"the probe's token ids lie in [{lo}, {hi}] but the "
+                                      f"model's vocabulary has {vocab} entries [0, {vocab - 1}]")
+    if not pr.is_ids and rnn is not None and int(pr.seq.shape[-1]) != rnn.input_size:
+        raise sources.SourceError(f"the probe has {int(pr.seq.shape[-1])} features per step but "
+                                  f"the model's recurrent layer takes {rnn.input_size}")
 
 
 def make_probe(probe, lengths, probe_key, time_major, samples, seed) -> sources.Probe:
@@ -211,11 +252,15 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
     settings = (settings or SweepSettings()).replace(
         **{k: v for k, v in (("chunk", chunk), ("n_samples", samples)) if v is not None})
     settings.check()
+    check_device(device)
     cks = _checkpoints(checkpoints, order_file, step_pattern)
     if isinstance(metrics, (str, os.PathLike)):
         metrics = load_metrics(metrics, cks)
-    template = build_model(model, factory_kwargs).cpu().eval()
     pr = make_probe(probe, lengths, probe_key, time_major, settings.n_samples, settings.seed)
+    # everything is checked before the store is touched: a run that stops here leaves nothing
+    template = first_fit(cks, model, factory_kwargs, state_key, strip_prefix, skip_bad,
+                         say or print)
+    check_probe(pr, template)
     sh = shard(device, distributed)
     result = SweepResult(rank=sh.rank, world=sh.world)
     st = SweepStore(out_dir)
@@ -236,6 +281,9 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
         if sh.is_main:
             st.write_skipped_list()
         sh.barrier()
+        if not st.steps():
+            raise sources.SourceError(f"no checkpoint could be measured into {out_dir}: "
+                                      f"{len(result.skipped)} of {len(cks)} were left out")
         result.table = load_table(out_dir)
         if report and sh.is_main:
             result.report = write_report(out_dir, result.table, **dict(phase_settings or {}))
@@ -243,6 +291,52 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
     finally:
         sh.close()
     return result
+
+
+def _needs_inference(model: Any) -> bool:
+    """A model given as None or as RecurrentStack flags with some left out (read them)."""
+    if model is None:
+        return True
+    if not isinstance(model, Mapping):
+        return False
+    given = {k for k, v in model.items() if v is not None}
+    inputs = {"vocab_size", "embed_dim"} <= given or "input_size" in given
+    return not (inputs and {"cell", "hidden_size", "num_layers", "output_size"} <= given)
+
+
+def _skip_hint(e: Exception) -> str:
+    return str(e) if "skip-bad" in str(e) else f"{e} (pass --skip-bad / skip_bad=True to leave it out)"
+
+
+def first_fit(cks: list[sources.Checkpoint], model: Any, factory_kwargs, state_key, strip_prefix,
+              skip_bad: bool, say: Callable[[str], None]) -> nn.Module:
+    """The template module, checked against the first checkpoint that reads and fits it (the
+    architecture read off that checkpoint's shapes where ``model`` leaves it open, and said).
+
+    Without ``skip_bad`` the first checkpoint that does not read or fit stops the run; with it,
+    a run none of whose checkpoints fits stops with one error that names the first reason."""
+    template = None if _needs_inference(model) else build_model(model, factory_kwargs).cpu().eval()
+    first = None
+    for ck in cks:
+        try:
+            if template is None:
+                state = sources.read_state_dict(ck.path, state_key, strip_prefix)
+                flags, said = infer_stack(state, model, where=str(ck.path))
+                candidate = sources.RecurrentStack(**flags).eval()
+                load_module(candidate, ck, torch.device("cpu"), state_key, strip_prefix)
+                say(f"read off {ck.path.name}: " + ", ".join(said))
+                return candidate
+            load_module(template, ck, torch.device("cpu"), state_key, strip_prefix)
+            return template
+        except (sources.SourceError, store.StoreError) as e:
+            if not skip_bad or "cannot read the architecture" in str(e):
+                raise sources.SourceError(_skip_hint(e)) from e
+            first = first or (ck.path, str(e))
+    if first is None:
+        raise sources.SourceError("no checkpoints to measure")
+    raise sources.SourceError(
+        f"all {len(cks)} checkpoints were left out by --skip-bad (the first, {first[0]}: "
+        f"{first[1]}); nothing was written. Fix that, then run the same command again")
 
 
 def _checkpoints(checkpoints, order_file, step_pattern) -> list[sources.Checkpoint]:
@@ -294,8 +388,7 @@ def _measure(todo, st, template, pr, settings, state_key, strip_prefix, skip_bad
 
     def why(job: Job, e: Exception) -> str:
         if not skip_bad:
-            raise sources.SourceError(f"{e} (pass --skip-bad / skip_bad=True to leave it out)"
-                                      if "skip-bad" not in str(e) else str(e)) from e
+            raise sources.SourceError(_skip_hint(e)) from e
         reason = str(e).split(". Check the")[0]
         for lead in (f"{job.path}: ", f"{job.path} "):
             reason = reason[len(lead):] if reason.startswith(lead) else reason
