@@ -331,12 +331,20 @@ def first_fit(cks: list[sources.Checkpoint], model: Any, factory_kwargs, state_k
         except (sources.SourceError, store.StoreError) as e:
             if not skip_bad or "cannot read the architecture" in str(e):
                 raise sources.SourceError(_skip_hint(e)) from e
-            first = first or (ck.path, str(e))
+            first = first or (ck.path, _without_path(str(e), ck.path))
     if first is None:
         raise sources.SourceError("no checkpoints to measure")
     raise sources.SourceError(
-        f"all {len(cks)} checkpoints were left out by --skip-bad (the first, {first[0]}: "
-        f"{first[1]}); nothing was written. Fix that, then run the same command again")
+        f"every checkpoint ({len(cks)}) was left out by --skip-bad, so nothing was written; "
+        f"the first, {first[0]}: {first[1]}")
+
+
+def _without_path(reason: str, path) -> str:
+    """A checkpoint's error without the leading file name (said beside it already)."""
+    reason = reason.split(". Check the")[0]
+    for lead in (f"{path}: ", f"{path} "):
+        reason = reason[len(lead):] if reason.startswith(lead) else reason
+    return reason
 
 
 def _checkpoints(checkpoints, order_file, step_pattern) -> list[sources.Checkpoint]:
@@ -389,10 +397,7 @@ def _measure(todo, st, template, pr, settings, state_key, strip_prefix, skip_bad
     def why(job: Job, e: Exception) -> str:
         if not skip_bad:
             raise sources.SourceError(_skip_hint(e)) from e
-        reason = str(e).split(". Check the")[0]
-        for lead in (f"{job.path}: ", f"{job.path} "):
-            reason = reason[len(lead):] if reason.startswith(lead) else reason
-        return reason
+        return _without_path(str(e), job.path)
 
     def notice(msg: str) -> None:
         if say is not None:
