@@ -49,7 +49,7 @@ def _train(root, cell):
             opt.step()
         with torch.no_grad():
             val = nn.functional.cross_entropy(model(data[None, -T - 1:-1])[0], data[-T:])
-        rows.append(f"{epoch},{float(val)},{float(loss)}")
+        rows.append(f"{epoch},{val.item()},{loss.item()}")
         state = model.state_dict()
         torch.save(state, root / "bare" / f"epoch_{epoch}.pt")
         torch.save({"model": state, "optimizer": opt.state_dict(), "epoch": epoch},
