@@ -107,7 +107,7 @@ CELLS = tuple(cell.name for cell in TABLE)
 _BY_NAME = {cell.name: cell for cell in TABLE}
 
 
-def cell(name: str) -> Cell:
+def by_name(name: str) -> Cell:
     """The table row of a cell by its kernels' name."""
     try:
         return _BY_NAME[name]
@@ -136,7 +136,7 @@ class RecurrentShape:
     @property
     def halves(self) -> int:
         """State vectors per layer: 2 (h and c) for the LSTM, 1 (h) otherwise."""
-        return cell(self.cell).halves
+        return by_name(self.cell).halves
 
     @property
     def state_dim(self) -> int:
@@ -150,7 +150,7 @@ class RecurrentShape:
     @property
     def name(self) -> str:
         """The module's class name, for messages."""
-        return cell(self.cell).label
+        return by_name(self.cell).label
 
 
 @dataclass
@@ -233,7 +233,7 @@ def kernel_layout(cell_name: str, w_ih, w_hh, b_ih, b_hh):
     zero biases for a module without bias."""
     if b_ih is None:
         b_ih = b_hh = torch.zeros(w_hh.shape[0], dtype=w_ih.dtype, device=w_ih.device)
-    return cell(cell_name).layout(w_ih, w_hh, b_ih, b_hh)
+    return by_name(cell_name).layout(w_ih, w_hh, b_ih, b_hh)
 
 
 def flatten(rnns: Sequence[nn.RNNBase], dtype: torch.dtype, device: torch.device) -> FlatWeights:

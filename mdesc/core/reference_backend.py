@@ -28,7 +28,7 @@ def _cell_params(weights, c: int, layer: int, like: torch.Tensor):
     functions, read from the recurrent module itself (not from the kernels' layout), in ``like``'s
     dtype and device."""
     params = cells.layer_parameters(weights.modules[c], layer)
-    return (cells.cell(weights.cell),) + tuple(None if p is None else p.to(like) for p in params)
+    return (cells.by_name(weights.cell),) + tuple(None if p is None else p.to(like) for p in params)
 
 
 def _step(params, halves: int, H: int, s, x_t):
