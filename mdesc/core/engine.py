@@ -52,6 +52,7 @@ DISTANCE_ZERO_INPUT_STEPS = 1100
 PERTURBATION = 1e-6
 #: Where the twin is perturbed: "drive_end" (where each sequence's zero input begins) or "start".
 PERTURB_AT = "drive_end"
+PERTURB_POINTS = ("drive_end", "start")
 #: log of the offset added to every distance (the paper: -15).
 FLOOR = -15.0
 #: The distance's dtype when none is given (float32 rounding, ~e^-16, would lift D~ off its floor).
@@ -349,27 +350,27 @@ def run_prepared(prep: PreparedRun, backend: str = BACKEND):
     """One run of a prepared problem over ``[0, prep.steps)``, counting ``[prep.warmup, steps)``:
     (block_logs [C, B, nblocks, k] float64, h_T [C, L, B, H], c_T [C, L, B, H or 0]) from the
     fused kernels (``torch.ops.mdesc.tangent_run``) or the reference backend."""
-    if backend == "fused":
-        # the compiled extension is optional (the reference backend runs without it): loaded here
-        from mdesc.core import _ops
-
-        w = prep.weights
-        device = prep.x.device.type
-        if device != "cpu" and not _ops.has_kernel(device):
-            raise RuntimeError(
-                f"this build of mdesc has no {device.upper()} kernels (built with WITH_CUDA="
-                f"{_ops.WITH_CUDA}); move the model and inputs to the CPU, or rebuild where torch "
-                "has CUDA and nvcc matches it (FORCE_CUDA=1 pip install --no-build-isolation .)")
-        unknown = sorted(set(prep.kernel_options) - set(_ops.KERNEL_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown kernel_options {unknown}; the kernels take "
-                             f"{', '.join(_ops.KERNEL_OPTIONS)} (see mdesc.core._ops.tangent_run)")
-        return _ops.tangent_run(prep.x, prep.lengths, w.w_ih, w.w_hh, w.bias, prep.h0, prep.c0,
-                                prep.q0, prep.zero_input_steps, prep.warmup, prep.qr_every,
-                                cell=w.cell, **prep.kernel_options)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be 'fused' or 'reference', got {backend!r}")
     if backend == "reference":
         return reference_backend.run_prepared(prep)
-    raise ValueError(f"backend must be 'fused' or 'reference', got {backend!r}")
+    # the compiled extension is optional (the reference backend runs without it): loaded here
+    from mdesc.core import _ops
+
+    w = prep.weights
+    device = prep.x.device.type
+    if device != "cpu" and not _ops.has_kernel(device):
+        raise RuntimeError(
+            f"this build of mdesc has no {device.upper()} kernels (built with WITH_CUDA="
+            f"{_ops.WITH_CUDA}); move the model and inputs to the CPU, or rebuild where torch "
+            "has CUDA and nvcc matches it (FORCE_CUDA=1 pip install --no-build-isolation .)")
+    unknown = sorted(set(prep.kernel_options) - set(_ops.KERNEL_OPTIONS))
+    if unknown:
+        raise ValueError(f"unknown kernel_options {unknown}; the kernels take "
+                         f"{', '.join(_ops.KERNEL_OPTIONS)} (see mdesc.core._ops.tangent_run)")
+    return _ops.tangent_run(prep.x, prep.lengths, w.w_ih, w.w_hh, w.bias, prep.h0, prep.c0,
+                            prep.q0, prep.zero_input_steps, prep.warmup, prep.qr_every,
+                            cell=w.cell, **prep.kernel_options)
 
 
 def lyapunov_result(prep: PreparedRun, block_logs, h_T, c_T, backend: str) -> LyapunovResult:

@@ -28,9 +28,6 @@ from torch import nn
 from mdesc.core import engine, twin, windows
 from mdesc.core.results import DistanceResult
 
-PERTURB_AT = ("drive_end", "start")
-
-
 def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torch.Tensor, *,
                         lengths=None, zero_input_steps: int = engine.DISTANCE_ZERO_INPUT_STEPS,
                         perturbation: float = engine.PERTURBATION, perturb_at: str = engine.PERTURB_AT,
@@ -70,7 +67,7 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
             otherwise.  Recorded in ``settings["method"]``.
     """
     perturbation = twin.check_perturbation(perturbation)
-    if perturb_at not in PERTURB_AT:
+    if perturb_at not in engine.PERTURB_POINTS:
         raise ValueError(f"perturb_at must be 'drive_end' (perturb h where the zero input begins) or "
                          f"'start' (perturb h0 at t = 0), got {perturb_at!r}")
     if method is not None and method not in twin.METHODS:
