@@ -157,7 +157,8 @@ class RecurrentShape:
 class FlatWeights:
     """Stacked weights of C checkpoints, in the layout of ``torch.ops.mdesc.tangent_run``.
 
-    w_ih[l]: [C, G, I_l];  w_hh[l]: [C, G, H];  bias[l]: [C, G], with G = 4H (LSTM, GRU) or H (RNN):
+    w_ih[l]: [C, G, I_l];  w_hh[l]: [C, G, H];  bias[l]: [C, G], with G = gate_blocks * H of the
+    cell table (4H for the LSTM and the GRU, H for the RNN):
 
     - LSTM: gates i, f, g, o; bias = b_ih + b_hh (zeros if the module has no bias).
     - GRU: rows r, z, n_x, n_h: W_ih's n_h rows and W_hh's n_x rows are zero, so the kernels'
@@ -231,9 +232,13 @@ def layer_parameters(rnn: nn.RNNBase, layer: int):
 def kernel_layout(cell_name: str, w_ih, w_hh, b_ih, b_hh):
     """One layer's (w_ih [G, I_l], w_hh [G, H], bias [G]) in the kernels' layout (see FlatWeights);
     zero biases for a module without bias."""
+    row = by_name(cell_name)
     if b_ih is None:
         b_ih = b_hh = torch.zeros(w_hh.shape[0], dtype=w_ih.dtype, device=w_ih.device)
-    return by_name(cell_name).layout(w_ih, w_hh, b_ih, b_hh)
+    out = row.layout(w_ih, w_hh, b_ih, b_hh)
+    # the table's gate count is the kernels' (csrc/common/cell_math.h): G = gate_blocks * H rows
+    assert out[1].shape[0] == row.gate_blocks * w_hh.shape[1], (cell_name, tuple(out[1].shape))
+    return out
 
 
 def flatten(rnns: Sequence[nn.RNNBase], dtype: torch.dtype, device: torch.device) -> FlatWeights:
