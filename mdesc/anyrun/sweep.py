@@ -277,20 +277,26 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
         todo = _plan(cks, st, metrics, sh, result, say or (lambda msg: None))
         _measure(todo, st, template, pr, settings, state_key, strip_prefix, skip_bad, sh,
                  progress, on_record, say, result)
-        sh.barrier()  # every rank's records are in
-        if sh.is_main:
-            st.write_skipped_list()
-        sh.barrier()
-        if not st.steps():
-            raise sources.SourceError(f"no checkpoint could be measured into {out_dir}: "
-                                      f"{len(result.skipped)} of {len(cks)} were left out")
-        result.table = load_table(out_dir)
-        if report and sh.is_main:
-            result.report = write_report(out_dir, result.table, **dict(phase_settings or {}))
-        sh.barrier()
+        _finish(st, sh, result, len(cks), report, phase_settings)
     finally:
         sh.close()
     return result
+
+
+def _finish(st: SweepStore, sh, result: SweepResult, n: int, report: bool,
+            phase_settings: Mapping[str, Any] | None) -> None:
+    """Once every rank's records are in: the skipped list, the table and (rank 0) the report."""
+    sh.barrier()
+    if sh.is_main:
+        st.write_skipped_list()
+    sh.barrier()
+    if not st.steps():
+        raise sources.SourceError(f"no checkpoint could be measured into {st.root}: "
+                                  f"{len(result.skipped)} of {n} were left out")
+    result.table = load_table(st.root)
+    if report and sh.is_main:
+        result.report = write_report(st.root, result.table, **dict(phase_settings or {}))
+    sh.barrier()
 
 
 def _needs_inference(model: Any) -> bool:
