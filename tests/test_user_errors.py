@@ -203,6 +203,8 @@ def test_monitor_on_a_device_through_nan_weights(files, tmp_path):
         StabilityMonitor(tmp_path / "f", torch.randn(B, T, E), zero_input_steps=Z).step(net, 0)
     assert _left_clean(tmp_path / "f")
     mon = StabilityMonitor(tmp_path / "m", ids, zero_input_steps=Z, device="cpu")
+    with pytest.raises(UserError, match="no monitored epoch yet"):
+        mon.report()
     first = mon.step(net, 0)
     broken = CharNet()
     broken.load_state_dict(net.state_dict())

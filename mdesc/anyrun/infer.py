@@ -28,26 +28,31 @@ _GATES = {4: "lstm", 3: "gru", 1: "rnn_tanh"}
 _LAYER = re.compile(r"^weight_hh_l(\d+)(_reverse)?$")
 
 
+class ArchitectureError(SourceError):
+    """The architecture cannot be read off the checkpoint; the message says which flags to give."""
+
+
 def _recurrent(groups: dict[str, dict[str, Any]], where: str) -> str:
     found = [p for p, g in groups.items() if "weight_ih_l0" in g and "weight_hh_l0" in g]
     if len(found) != 1:
         what = (f"{len(found)} recurrent modules ({', '.join(p or '<top level>' for p in found)})"
                 if found else "no recurrent module (no weight_ih_l0 / weight_hh_l0 tensors)")
-        raise SourceError(f"cannot read the architecture off {where}: it holds {what}. Describe "
-                          "the model with --factory PKG.MODULE:CALLABLE (or the architecture "
-                          "flags --cell --hidden-size --vocab-size/--embed-dim or --input-size)")
+        raise ArchitectureError(
+            f"cannot read the architecture off {where}: it holds {what}. Describe the model "
+            "with --factory PKG.MODULE:CALLABLE (or the architecture flags --cell "
+            "--hidden-size --vocab-size/--embed-dim or --input-size)")
     return found[0]
 
 
 def _rnn_flags(g: dict[str, Any], prefix: str, where: str) -> dict[str, Any]:
     if any(k.endswith("_reverse") for k in g) or any(k.startswith("weight_hr") for k in g):
-        raise SourceError(f"{where}: the recurrent module {prefix!r} is bidirectional or has a "
-                          "projection (proj_size), which mdesc does not analyse")
+        raise ArchitectureError(f"{where}: the recurrent module {prefix!r} is bidirectional or "
+                                "has a projection (proj_size), which mdesc does not analyse")
     hidden = int(g["weight_hh_l0"].shape[1])
     rows = int(g["weight_hh_l0"].shape[0])
     if rows % hidden or rows // hidden not in _GATES:
-        raise SourceError(f"{where}: {prefix}.weight_hh_l0 has shape "
-                          f"{tuple(g['weight_hh_l0'].shape)}, which is no LSTM, GRU or RNN")
+        raise ArchitectureError(f"{where}: {prefix}.weight_hh_l0 has shape "
+                                f"{tuple(g['weight_hh_l0'].shape)}, which is no LSTM, GRU or RNN")
     layers = 1 + max(int(m.group(1)) for k in g if (m := _LAYER.match(k)))
     return {"cell": _GATES[rows // hidden], "hidden_size": hidden, "num_layers": layers,
             "bias": "bias_ih_l0" in g, "_width": int(g["weight_ih_l0"].shape[1])}
@@ -59,6 +64,15 @@ def _two_d(groups, skip, width, keys) -> list[tuple[str, Any]]:
             and getattr(g["weight"], "dim", lambda: 0)() == 2 and g["weight"].shape[1] == width]
 
 
+def _by_position(cands: list, order: list[str], rec: str, before: bool) -> list:
+    """Of several candidates, those registered before (embedding) or after (readout) the
+    recurrent module, when that singles one out."""
+    if len(cands) < 2:
+        return cands
+    kept = [c for c in cands if (order.index(c[0]) < order.index(rec)) == before]
+    return kept if len(kept) == 1 else cands
+
+
 def read_architecture(state: Mapping[str, Any], where: str = "the checkpoint") -> dict[str, Any]:
     """RecurrentStack flags read off ``state``'s shapes (see the module doc); raises
     :class:`SourceError` naming ``where`` when they cannot be read."""
@@ -66,23 +80,23 @@ def read_architecture(state: Mapping[str, Any], where: str = "the checkpoint") -
     rec = _recurrent(groups, where)
     flags = _rnn_flags(groups[rec], rec, where)
     width = flags.pop("_width")
-    emb = _two_d(groups, rec, width, {"weight"})
-    out = _two_d(groups, rec, flags["hidden_size"], {"weight", "bias"})
-    if len(emb) > 1 and len(out) >= 1:  # a bias-less readout as wide as the embedding
-        emb = [e for e in emb if all(e[0] != o[0] for o in out)] or emb
+    order = list(groups)  # modules in the order the model registered them
+    emb = _by_position(_two_d(groups, rec, width, {"weight"}), order, rec, before=True)
     if len(emb) > 1:
-        raise SourceError(f"cannot read the architecture off {where}: several tensors could be "
-                          f"the embedding ({', '.join(p for p, _ in emb)}); give --vocab-size "
-                          "and --embed-dim, or --factory")
+        raise ArchitectureError(
+            f"cannot read the architecture off {where}: several tensors could be the embedding "
+            f"({', '.join(p for p, _ in emb)}); give --vocab-size and --embed-dim, or --factory")
     if emb:
         flags.update(vocab_size=int(emb[0][1].shape[0]), embed_dim=width, input_size=None)
-        out = [o for o in out if o[0] != emb[0][0]]
     else:
         flags.update(vocab_size=None, embed_dim=None, input_size=width)
+    out = [o for o in _two_d(groups, rec, flags["hidden_size"], {"weight", "bias"})
+           if not emb or o[0] != emb[0][0]]
+    out = _by_position(out, order, rec, before=False)
     if len(out) > 1:
-        raise SourceError(f"cannot read the architecture off {where}: several tensors could be "
-                          f"the readout ({', '.join(p for p, _ in out)}); give --output-size, "
-                          "or --factory")
+        raise ArchitectureError(
+            f"cannot read the architecture off {where}: several tensors could be the readout "
+            f"({', '.join(p for p, _ in out)}); give --output-size, or --factory")
     flags["output_size"] = int(out[0][1].shape[0]) if out else 0
     return flags
 

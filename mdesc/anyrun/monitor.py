@@ -224,11 +224,19 @@ class StabilityMonitor:
                 return e["epoch"]
         return None
 
+    def _measured(self) -> None:
+        if not self.store.steps():
+            raise sources.SourceError(f"{self.out_dir} holds no monitored epoch yet; call "
+                                      "monitor.step(model, epoch) first")
+
     def table(self) -> dict:
+        """The run table of the monitored epochs (:func:`mdesc.sweep.load_table`)."""
+        self._measured()
         return load_table(self.out_dir)
 
     def report(self, **phase_settings: Any):
         """Write the engine's phase analysis and report (``out_dir/report``); returns its path."""
+        self._measured()
         return write_report(self.out_dir, **phase_settings)
 
     def __repr__(self) -> str:

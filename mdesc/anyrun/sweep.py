@@ -35,7 +35,7 @@ from torch import nn
 from mdesc import store
 from mdesc.anyrun import sources
 from mdesc.anyrun.distributed import check_device, shard
-from mdesc.anyrun.infer import infer_stack
+from mdesc.anyrun import infer
 from mdesc.anyrun.metrics import load_metrics
 from mdesc.sweep import (Job, Probe, RunDescription, SweepSettings, SweepStore, load_table,
                          recorded_settings, select_jobs, sweep_jobs, write_report)
@@ -258,8 +258,9 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
         metrics = load_metrics(metrics, cks)
     pr = make_probe(probe, lengths, probe_key, time_major, settings.n_samples, settings.seed)
     # everything is checked before the store is touched: a run that stops here leaves nothing
+    main = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 says what it read
     template = first_fit(cks, model, factory_kwargs, state_key, strip_prefix, skip_bad,
-                         say or print)
+                         say or (print if main else (lambda msg: None)))
     check_probe(pr, template)
     sh = shard(device, distributed)
     result = SweepResult(rank=sh.rank, world=sh.world)
@@ -311,7 +312,9 @@ def _needs_inference(model: Any) -> bool:
 
 
 def _skip_hint(e: Exception) -> str:
-    return str(e) if "skip-bad" in str(e) else f"{e} (pass --skip-bad / skip_bad=True to leave it out)"
+    if "skip-bad" in str(e):
+        return str(e)
+    return f"{e} (pass --skip-bad / skip_bad=True to leave it out)"
 
 
 def first_fit(cks: list[sources.Checkpoint], model: Any, factory_kwargs, state_key, strip_prefix,
@@ -327,15 +330,17 @@ def first_fit(cks: list[sources.Checkpoint], model: Any, factory_kwargs, state_k
         try:
             if template is None:
                 state = sources.read_state_dict(ck.path, state_key, strip_prefix)
-                flags, said = infer_stack(state, model, where=str(ck.path))
+                flags, said = infer.infer_stack(state, model, where=str(ck.path))
                 candidate = sources.RecurrentStack(**flags).eval()
                 load_module(candidate, ck, torch.device("cpu"), state_key, strip_prefix)
                 say(f"read off {ck.path.name}: " + ", ".join(said))
                 return candidate
             load_module(template, ck, torch.device("cpu"), state_key, strip_prefix)
             return template
+        except infer.ArchitectureError:
+            raise  # the files cannot say: skipping them would not help
         except (sources.SourceError, store.StoreError) as e:
-            if not skip_bad or "cannot read the architecture" in str(e):
+            if not skip_bad:
                 raise sources.SourceError(_skip_hint(e)) from e
             first = first or (ck.path, _without_path(str(e), ck.path))
     if first is None:
