@@ -168,6 +168,16 @@ def test_a_failed_run_does_not_lock_its_folder(files, tmp_path, capsys):
     assert main(base[:-len(FAST)] + ["--zero-input-steps", str(Z + 1), *FAST[2:]]) == 2
     err = capsys.readouterr().err
     assert f"zero_input_steps: on disk {Z}, asked for {Z + 1}" in err
+    # another model's checkpoints into the same folder: said as such, the shapes side by side
+    other = tmp_path / "other"
+    other.mkdir()
+    torch.save(mdesc.anyrun.RecurrentStack("gru", H + 1, vocab_size=V, embed_dim=E,
+                                           output_size=V).state_dict(), other / "epoch_3.pt")
+    assert main(["analyse-run", str(other), *base[2:]]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run of another model: its parameter shapes on disk [[7], [7, 3], [7, 5], " \
+        "[15], [15], [15, 3], [15, 5]], this model's [[7], [7, 3], [7, 6], [18], " in err
+    assert err.count("\n") == 1
 
 
 def test_every_checkpoint_skipped_through_the_api(files, tmp_path):

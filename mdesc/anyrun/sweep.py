@@ -40,6 +40,7 @@ from mdesc.anyrun.metrics import load_metrics
 from mdesc.sweep import (Job, Probe, RunDescription, SweepSettings, SweepStore, load_table,
                          recorded_settings, select_jobs, sweep_jobs, write_report)
 from mdesc.sweep.record import METRICS
+from mdesc.sweep.settings import MUTABLE
 from mdesc.sweep.table import SKIPPED
 
 METRICS_FILE = "metrics.json"  # the metrics overlay last given, {step: {"test_loss": ...}}
@@ -118,7 +119,9 @@ def open_store(st: SweepStore, settings: SweepSettings, template: nn.Module, pr:
         st.settings_path.unlink()
         for stale in (st.root / SKIPPED).glob("*.json"):  # that attempt's skipped files
             stale.unlink()
-    stored = st.open(store_settings(settings, template, pr))
+    wanted = store_settings(settings, template, pr)
+    _check_architecture(st, wanted)
+    stored = st.open(wanted)
     if description is not None or st.description() is None:
         d = description if isinstance(description, RunDescription) else \
             RunDescription.from_dict(description)
@@ -126,6 +129,22 @@ def open_store(st: SweepStore, settings: SweepSettings, template: nn.Module, pr:
     if config is not None:
         st.folder.write_json(CONFIG_FILE, config)
     return stored
+
+
+def _check_architecture(st: SweepStore, wanted: Mapping[str, Any]) -> None:
+    """A store of another model: said as such (the shapes side by side), with any other
+    differing setting, rather than as a list of differing shape entries."""
+    have = st.settings() if st.exists() else {}
+    want = store.to_json(wanted)
+    if have.get("parameter_shapes") in (None, want["parameter_shapes"]):
+        return
+    show = lambda v: (lambda t: t if len(t) <= 160 else t[:157] + "...")(str(v))  # noqa: E731
+    others = store.settings_differences(have, want, ignore=(*MUTABLE, "parameter_shapes"))
+    raise store.SettingsMismatch(
+        f"{st.sweep_dir} holds a run of another model: its parameter shapes on disk "
+        f"{show(have['parameter_shapes'])}, this model's {show(want['parameter_shapes'])}"
+        + "".join(f"; {d}" for d in others) + ". Use the same model (or flags) to resume it, "
+        "or choose another output folder")
 
 
 def core_probe(pr: sources.Probe, template: nn.Module, settings: SweepSettings,
