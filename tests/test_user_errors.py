@@ -50,6 +50,8 @@ def files(tmp_path_factory):
     put("two_states", lambda p: torch.save({"a": net.state_dict(), "b": net.state_dict()}, p))
     put("no_rnn", lambda p: torch.save(nn.Linear(3, 2).state_dict(), p))
     put("bidir", lambda p: torch.save(CharNet(bidirectional=True).state_dict(), p))
+    extra = {**net.state_dict(), "norm.weight": torch.ones(H), "norm.bias": torch.zeros(H)}
+    put("extra_module", lambda p: torch.save(extra, p))
     nan = {k: v.clone() for k, v in net.state_dict().items()}
     nan["rnn.weight_hh_l0"][0, 0] = float("nan")
     put("nan", lambda p: torch.save(nan, p))
@@ -88,6 +90,10 @@ CLI_CASES = [
     ("--state-key not there", "good", "probe.pt", ["--state-key", "model"], "has no entry 'model'"),
     ("no recurrent module", "no_rnn", "probe.pt", [], "cannot read the architecture"),
     ("bidirectional", "bidir", "probe.pt", [], "bidirectional"),
+    ("a module the stack does not have", "extra_module", "probe.pt", ["--skip-bad"],
+     "with the architecture read off it (cell=gru, vocab_size=7, embed_dim=3, hidden_size=5, "
+     "num_layers=1, output_size=7): a model that is not a plain Embedding -> recurrent -> "
+     "Linear stack needs --factory"),
     ("NaN weights", "nan", "probe.pt", [], "holds NaN or inf"),
     ("empty folder", "empty", "probe.pt", [], "holds no checkpoint files"),
     ("glob matching nothing", "{root}/good/*.safetensors", "probe.pt", [], "matches no files"),

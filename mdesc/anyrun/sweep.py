@@ -351,7 +351,7 @@ def first_fit(cks: list[sources.Checkpoint], model: Any, factory_kwargs, state_k
                 state = sources.read_state_dict(ck.path, state_key, strip_prefix)
                 flags, said = infer.infer_stack(state, model, where=str(ck.path))
                 candidate = sources.RecurrentStack(**flags).eval()
-                load_module(candidate, ck, torch.device("cpu"), state_key, strip_prefix)
+                _load_inferred(candidate, ck, state_key, strip_prefix, said)
                 say(f"read off {ck.path.name}: " + ", ".join(said))
                 return candidate
             load_module(template, ck, torch.device("cpu"), state_key, strip_prefix)
@@ -367,6 +367,19 @@ def first_fit(cks: list[sources.Checkpoint], model: Any, factory_kwargs, state_k
     raise sources.SourceError(
         f"every checkpoint ({len(cks)}) was left out by --skip-bad, so nothing was written; "
         f"the first, {first[0]}: {first[1]}")
+
+
+def _load_inferred(candidate, ck, state_key, strip_prefix, said) -> None:
+    """Load ``ck`` into the stack read off it; a misfit means the model is no plain stack."""
+    try:
+        load_module(candidate, ck, torch.device("cpu"), state_key, strip_prefix)
+    except sources.SourceError as e:
+        if "does not fit the model" not in str(e):
+            raise
+        raise infer.ArchitectureError(
+            f"{str(e).split('. Check the')[0]}, with the architecture read off it "
+            f"({', '.join(said)}): a model that is not a plain Embedding -> recurrent -> Linear "
+            "stack needs --factory PKG.MODULE:CALLABLE (or the flags that say otherwise)") from e
 
 
 def _without_path(reason: str, path) -> str:
