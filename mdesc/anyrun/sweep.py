@@ -244,7 +244,9 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
             :class:`~mdesc.anyrun.sources.Checkpoint`.
         out_dir: the store (created; a re-run resumes it).
         model: see :func:`build_model` (a module, ``"package.module:factory"`` called with
-            ``factory_kwargs``, a callable, or a dict of RecurrentStack flags).
+            ``factory_kwargs``, a callable, or a dict of RecurrentStack flags); None, or a dict
+            that leaves flags out: those are read off the first checkpoint's tensor shapes
+            (:mod:`mdesc.anyrun.infer`) and said through ``say`` (default: printed).
         probe: a tensor file path, a :class:`~mdesc.anyrun.sources.Probe`, or a tensor of token
             ids ``(B, T)`` / features ``(B, T, I)`` (``time_major=True``: ``(T, B, ...)``).
         lengths: per-sequence drive lengths (tensor or tensor file); default: a ``lengths``
@@ -260,7 +262,12 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
         skip_bad: leave out (with a warning) checkpoints that do not read or fit the model,
             instead of stopping at the first with an error that names it.
         chunk: checkpoints measured per core call (``settings.chunk``; memory vs speed).
-        device: None/"auto": each rank's GPU if there are any, else the CPU.
+        device: None/"auto": each rank's GPU if there are any, else the CPU; a device this
+            torch cannot use is a :class:`~mdesc.errors.UserError`.
+
+    Every input (checkpoints, model, probe, device) is checked before anything is written: a
+    call that fails leaves no store behind, and a store that holds settings but no record is
+    started afresh (see :func:`open_store`).
         distributed: "auto" (shard under torchrun), True (require it) or False.
         report, phase_settings: write the report (``OUT/report``, rank 0) at the end, with
             these overrides of :class:`mdesc.sweep.PhaseSettings`.
