@@ -262,12 +262,9 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
         skip_bad: leave out (with a warning) checkpoints that do not read or fit the model,
             instead of stopping at the first with an error that names it.
         chunk: checkpoints measured per core call (``settings.chunk``; memory vs speed).
-        device: None/"auto": each rank's GPU if there are any, else the CPU; a device this
-            torch cannot use is a :class:`~mdesc.errors.UserError`.
+        device: None/"auto": each rank's GPU if any, else the CPU (one it cannot use: UserError).
 
-    Every input (checkpoints, model, probe, device) is checked before anything is written: a
-    call that fails leaves no store behind, and a store that holds settings but no record is
-    started afresh (see :func:`open_store`).
+    Every input is checked before anything is written (a failed call leaves no store).
         distributed: "auto" (shard under torchrun), True (require it) or False.
         report, phase_settings: write the report (``OUT/report``, rank 0) at the end, with
             these overrides of :class:`mdesc.sweep.PhaseSettings`.
@@ -284,17 +281,14 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
         metrics = load_metrics(metrics, cks)
     pr = make_probe(probe, lengths, probe_key, time_major, settings.n_samples, settings.seed)
     # everything is checked before the store is touched: a run that stops here leaves nothing
-    main = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 says what it read
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 says what it read
     template = first_fit(cks, model, factory_kwargs, state_key, strip_prefix, skip_bad,
-                         say or (print if main else (lambda msg: None)))
+                         say or (print if rank0 else lambda msg: None))
     check_probe(pr, template)
     sh = shard(device, distributed)
     result = SweepResult(rank=sh.rank, world=sh.world)
     st = SweepStore(out_dir)
-    config = {"source": "mdesc analyse-run (checkpoints of any training run)",
-              "checkpoints": sorted({str(c.path.parent) for c in cks}),
-              "model": describe_model(template, model), "probe": probe_fingerprint(pr),
-              "state_key": state_key, "strip_prefix": strip_prefix}
+    config = run_config(cks, template, model, pr, state_key, strip_prefix)
     try:
         if sh.is_main:
             open_store(st, settings, template, pr, description, config)
@@ -308,6 +302,14 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
     finally:
         sh.close()
     return result
+
+
+def run_config(cks, template, model, pr, state_key, strip_prefix) -> dict:
+    """``config.json``: where the checkpoints, the model and the probe came from."""
+    return {"source": "mdesc analyse-run (checkpoints of any training run)",
+            "checkpoints": sorted({str(c.path.parent) for c in cks}),
+            "model": describe_model(template, model), "probe": probe_fingerprint(pr),
+            "state_key": state_key, "strip_prefix": strip_prefix}
 
 
 def _finish(st: SweepStore, sh, result: SweepResult, n: int, report: bool,
