@@ -8,7 +8,7 @@ import torch
 
 from mdesc import store
 from mdesc.anyrun.distributed import check_device
-from mdesc.anyrun.sources import SourceError
+from mdesc.anyrun.sources import CELLS, SourceError
 from mdesc.anyrun.sweep import sweep_checkpoints
 from mdesc.errors import UserError
 from mdesc.options import HelpFormatter
@@ -59,30 +59,37 @@ def register(subparsers) -> None:
                    help="read the training axis from this regex's group instead of the last "
                         "integer in each name, e.g. 'epoch=(\\d+)' for Lightning's "
                         "epoch=3-step=1200.ckpt")
-    g = p.add_argument_group("model (a factory, or the architecture of a plain stack)")
+    g = p.add_argument_group("model (a factory; or a plain Embedding -> LSTM/GRU/RNN -> Linear "
+                             "stack, its sizes read off the first checkpoint and printed)")
     g.add_argument("--factory", metavar="PKG.MODULE:CALLABLE",
                    help="importable callable that returns the (untrained) model")
     g.add_argument("--factory-kwargs", metavar="JSON", default="{}",
                    help="keyword arguments for the factory, as a JSON object [default: {}]")
-    g.add_argument("--cell", choices=("lstm", "gru", "rnn_tanh", "rnn_relu"),
+    g.add_argument("--cell", choices=CELLS,
                    help="recurrent cell of the Embedding -> recurrent -> Linear stack "
                         "[default: read off the checkpoint]")
-    g.add_argument("--vocab-size", type=int, help="token-id inputs: the embedding's vocabulary "
+    g.add_argument("--vocab-size", type=int, metavar="N",
+                   help="token-id inputs: the embedding's vocabulary "
                    "[default: read off the checkpoint]")
-    g.add_argument("--embed-dim", type=int, help="token-id inputs: the embedding width "
+    g.add_argument("--embed-dim", type=int, metavar="N",
+                   help="token-id inputs: the embedding width "
                    "[default: read off the checkpoint]")
-    g.add_argument("--input-size", type=int, help="feature inputs (no embedding): their width "
+    g.add_argument("--input-size", type=int, metavar="N",
+                   help="feature inputs (no embedding): their width "
                    "[default: read off the checkpoint]")
-    g.add_argument("--hidden-size", type=int, help="recurrent hidden size "
+    g.add_argument("--hidden-size", type=int, metavar="N", help="recurrent hidden size "
                    "[default: read off the checkpoint]")
-    g.add_argument("--num-layers", type=int, help="stacked recurrent layers "
+    g.add_argument("--num-layers", type=int, metavar="N", help="stacked recurrent layers "
                    "[default: read off the checkpoint]")
-    g.add_argument("--output-size", type=int, help="readout width (0: no readout) "
+    g.add_argument("--output-size", type=int, metavar="N", help="readout width (0: no readout) "
                    "[default: read off the checkpoint]")
     g.add_argument("--no-bias", action="store_true", help="the recurrent layers have no bias "
                    "[default: read off the checkpoint]")
     g.add_argument("--state-key", metavar="KEY",
-                   help="the weights sit under this key of a .pt file (e.g. model_state_dict)")
+                   help="the weights sit under this key of a .pt file, dotted if nested "
+                        "[default: the file itself if it is a state dict, else the first of the "
+                        f"entries {', '.join(store.STATE_KEYS)} that is one, else its one "
+                        "entry that is a state dict]")
     g.add_argument("--strip-prefix", metavar="PREFIX",
                    help="remove this prefix from every weight name (e.g. 'module.' or 'model.')")
     g = p.add_argument_group("probe inputs")
@@ -104,7 +111,8 @@ def register(subparsers) -> None:
                    help="leave out (and list) checkpoints that do not read or fit the model, "
                         "instead of stopping at the first")
     g.add_argument("--device", default="auto",
-                   help="auto (each rank's GPU if any, else CPU), cpu, cuda, cuda:1, ... [default: auto]")
+                   help="auto (each rank's GPU if any, else CPU), cpu, cuda, cuda:1, ... "
+                        "[default: auto]")
     g.add_argument("--no-distributed", action="store_true",
                    help="ignore torchrun's environment (one process does everything)")
     g.add_argument("--no-report", action="store_true", help="records only, no report")
