@@ -175,7 +175,7 @@ MDESC_HD int64_t qr_block_after_step(int64_t s, int64_t warmup, int64_t qr_every
 
 // ------------------------------------------------------------------------------------------
 // singular tangent maps: when a frame column is lost (docs/conventions.md §3, "Singular tangent
-// maps"; the reference: mdesc/core/reference.py::lost_columns)
+// maps"; the reference: mdesc/core/reference_backend.py::lost_columns)
 //
 // At a re-orthonormalisation, column j of a frame (after the steps since the last one) has norm
 // nu_j and a component R_jj > 0 orthogonal to the earlier columns.  It is lost when

@@ -22,10 +22,6 @@ import torch
 from torch import nn
 
 from mdesc.core import engine, windows
-# PreparedRun, run_prepared and random_frame are the engine's; tests/test_twin.py,
-# test_fused_cpu.py, test_cuda.py and mdesc/__init__.py still import them from here (to move to
-# mdesc.core.engine, then drop them here).
-from mdesc.core.engine import PreparedRun, prepare, random_frame, run_prepared  # noqa: F401
 from mdesc.core.results import LyapunovResult
 
 
@@ -33,7 +29,7 @@ def _spectrum(models, seq, k, **kwargs) -> LyapunovResult:
     if k == 0:  # a forward run without exponents is the engine's, not a front's
         raise ValueError(engine.K_MESSAGE.format(k=k))
     backend = kwargs.pop("backend")
-    return windows.run(prepare(models, seq, k=k, **kwargs), backend)
+    return windows.run(engine.prepare(models, seq, k=k, **kwargs), backend)
 
 
 def lyapunov_spectrum(model: nn.Module, seq: torch.Tensor, k: int | None = None, *, lengths=None,

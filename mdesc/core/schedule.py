@@ -2,7 +2,7 @@
 
 The one Python copy of the rule in csrc/common/cell_math.h (``qr_block_after_step``,
 ``counted_blocks``); everything in Python that needs it (the fake kernel in :mod:`mdesc.core._ops`,
-:meth:`mdesc.core.lyapunov.PreparedRun.block_steps`, the reference in :mod:`mdesc.core.reference`)
+:meth:`mdesc.core.engine.PreparedRun.block_steps`, the reference in :mod:`mdesc.core.reference_backend`)
 calls these.  tests/test_schedule.py checks ``counted_blocks`` against the C++ rule over many
 inputs (``torch.ops.mdesc.counted_blocks``) and tests/test_cuda.py the whole schedule against the
 compiled kernels.  Importing this module loads nothing compiled.

@@ -3,7 +3,7 @@
 The plain twin of :func:`mdesc.asymptotic_distance` runs the perturbed trajectory as a second
 state and subtracts: in float32 two runs that settle on the same fixed point still differ by
 rounding (~1e-7 ~ e^-16, at the e^-15 floor of docs/conventions.md §5), and h' - h of two nearly
-equal states keeps only the digits they do not share.  Here the kernel (csrc/cpu/twin_run.cpp,
+equal states keeps only the digits they do not share.  Here the kernel (csrc/cpu/run.cpp, TwinVariant;
 math in csrc/common/twin_math.h) carries the difference delta = (h' - h, c' - c) itself beside the
 state: delta_a = W delta_h (+ W_ih delta_x) exactly as a product, and the differences of the
 nonlinearities in forms that never cancel, e.g.
