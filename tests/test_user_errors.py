@@ -116,6 +116,8 @@ CLI_CASES = [
     ("probe file missing", "good", "nothing.pt", [], "probe file"),
     ("lengths past the probe", "good", "probe_long_lengths.pt", [], "lengths must lie in [1, T=6]"),
     ("--device gpu", "good", "probe.pt", ["--device", "gpu"], "is not a device name"),
+    ("--threads 0", "good", "probe.pt", ["--threads", "0"], "--threads must be a positive"),
+    ("--out a file", "good", "probe.pt", ["--out", "{root}/probe.pt"], "probe.pt is a file"),
     ("--factory not a spec", "good", "probe.pt", ["--factory", "nocolon"],
      "must look like 'package.module:factory'"),
     ("--factory not importable", "good", "probe.pt", ["--factory", "no_such_pkg_xyz:make"],

@@ -148,7 +148,9 @@ def _model_arg(args):
 
 
 def cmd_analyse_run(args) -> int:
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
     if not args.checkpoints and not args.order:
         raise UserError("give checkpoint files, folders or globs, or --order FILE")

@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from mdesc.anyrun import sources
 from mdesc.anyrun.distributed import check_device
-from mdesc.anyrun.sweep import core_probe, make_probe, open_store
+from mdesc.anyrun.sweep import check_out_dir, core_probe, make_probe, open_store
 from mdesc.sweep import (SAMPLE_KEYS, PhaseSettings, RunDescription, SweepSettings, SweepStore,
                          full_record, load_table, measure, write_report)
 from mdesc.sweep.phases import record_label
@@ -120,6 +120,7 @@ class StabilityMonitor:
         self.every, self.measure_name, self.on_transition = every, measure, on_transition
         self.rank_zero_only = rank_zero_only
         self.probe = make_probe(probe, lengths, probe_key, time_major, None, self.settings.seed)
+        check_out_dir(out_dir)
         self.store = SweepStore(out_dir)
         self._opened = False
         self._on_device: dict[torch.device, tuple] = {}

@@ -131,6 +131,16 @@ def open_store(st: SweepStore, settings: SweepSettings, template: nn.Module, pr:
     return stored
 
 
+def check_out_dir(out_dir) -> None:
+    """An output folder that cannot be one (a file, or a folder under a file) is a SourceError."""
+    for p in (Path(out_dir), *Path(out_dir).parents):
+        if p.exists() and not p.is_dir():
+            raise sources.SourceError(f"the output folder {out_dir} cannot be made: {p} is a "
+                                      "file; choose another --out")
+        if p.exists():
+            return
+
+
 def _check_architecture(st: SweepStore, wanted: Mapping[str, Any]) -> None:
     """A store of another model: said as such (the shapes side by side), with any other
     differing setting, rather than as a list of differing shape entries."""
@@ -276,6 +286,7 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
         **{k: v for k, v in (("chunk", chunk), ("n_samples", samples)) if v is not None})
     settings.check()
     check_device(device)
+    check_out_dir(out_dir)
     cks = _checkpoints(checkpoints, order_file, step_pattern)
     if isinstance(metrics, (str, os.PathLike)):
         metrics = load_metrics(metrics, cks)
