@@ -59,6 +59,39 @@ def register(subparsers) -> None:
                    help="read the training axis from this regex's group instead of the last "
                         "integer in each name, e.g. 'epoch=(\\d+)' for Lightning's "
                         "epoch=3-step=1200.ckpt")
+    _add_model_options(p)
+    g = p.add_argument_group("probe inputs")
+    g.add_argument("--probe", required=True, metavar="FILE",
+                   help="token ids (B, T) or features (B, T, I) in .safetensors/.npy/.npz/.pt")
+    g.add_argument("--probe-key", metavar="NAME", help="the tensor's name in a multi-tensor file")
+    g.add_argument("--lengths", metavar="FILE", help="drive length per sequence (B,) (default: "
+                   "a 'lengths' tensor in the probe file, else the full length)")
+    g.add_argument("--lengths-key", metavar="NAME", help="name of the lengths tensor")
+    g.add_argument("--time-major", action="store_true", help="the probe is stored (T, B, ...)")
+    add_sweep_options(p.add_argument_group("measurement (mdesc.sweep.SweepSettings)"),
+                      exclude=("every",))
+    add_description_options(p.add_argument_group(
+        "the run in words, for the report (mdesc.sweep.RunDescription)"))
+    g = p.add_argument_group("run")
+    g.add_argument("--metrics", metavar="FILE",
+                   help="CSV/JSON of test loss (and train loss, accuracies) per checkpoint")
+    g.add_argument("--skip-bad", action="store_true",
+                   help="leave out (and list) checkpoints that do not read or fit the model, "
+                        "instead of stopping at the first")
+    g.add_argument("--device", default="auto",
+                   help="auto (each rank's GPU if any, else CPU), cpu, cuda, cuda:1, ... "
+                        "[default: auto]")
+    g.add_argument("--no-distributed", action="store_true",
+                   help="ignore torchrun's environment (one process does everything)")
+    g.add_argument("--no-report", action="store_true", help="records only, no report")
+    g.add_argument("--threads", type=int, help="torch CPU threads [default: torch's]")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_phase_options(p.add_argument_group("phase analysis (as in mdesc descent report)"))
+    p.set_defaults(func=cmd_analyse_run)
+
+
+def _add_model_options(p) -> None:
+    """--factory, or the stack's flags (each read off the first checkpoint when not given)."""
     g = p.add_argument_group("model (a factory; or a plain Embedding -> LSTM/GRU/RNN -> Linear "
                              "stack, its sizes read off the first checkpoint and printed)")
     g.add_argument("--factory", metavar="PKG.MODULE:CALLABLE",
@@ -92,34 +125,6 @@ def register(subparsers) -> None:
                         "entry that is a state dict]")
     g.add_argument("--strip-prefix", metavar="PREFIX",
                    help="remove this prefix from every weight name (e.g. 'module.' or 'model.')")
-    g = p.add_argument_group("probe inputs")
-    g.add_argument("--probe", required=True, metavar="FILE",
-                   help="token ids (B, T) or features (B, T, I) in .safetensors/.npy/.npz/.pt")
-    g.add_argument("--probe-key", metavar="NAME", help="the tensor's name in a multi-tensor file")
-    g.add_argument("--lengths", metavar="FILE", help="drive length per sequence (B,) (default: "
-                   "a 'lengths' tensor in the probe file, else the full length)")
-    g.add_argument("--lengths-key", metavar="NAME", help="name of the lengths tensor")
-    g.add_argument("--time-major", action="store_true", help="the probe is stored (T, B, ...)")
-    add_sweep_options(p.add_argument_group("measurement (mdesc.sweep.SweepSettings)"),
-                      exclude=("every",))
-    add_description_options(p.add_argument_group(
-        "the run in words, for the report (mdesc.sweep.RunDescription)"))
-    g = p.add_argument_group("run")
-    g.add_argument("--metrics", metavar="FILE",
-                   help="CSV/JSON of test loss (and train loss, accuracies) per checkpoint")
-    g.add_argument("--skip-bad", action="store_true",
-                   help="leave out (and list) checkpoints that do not read or fit the model, "
-                        "instead of stopping at the first")
-    g.add_argument("--device", default="auto",
-                   help="auto (each rank's GPU if any, else CPU), cpu, cuda, cuda:1, ... "
-                        "[default: auto]")
-    g.add_argument("--no-distributed", action="store_true",
-                   help="ignore torchrun's environment (one process does everything)")
-    g.add_argument("--no-report", action="store_true", help="records only, no report")
-    g.add_argument("--threads", type=int, help="torch CPU threads [default: torch's]")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    add_phase_options(p.add_argument_group("phase analysis (as in mdesc descent report)"))
-    p.set_defaults(func=cmd_analyse_run)
 
 
 ARCHITECTURE_FLAGS = ("cell", "vocab_size", "embed_dim", "input_size", "hidden_size",
