@@ -19,7 +19,6 @@ history is stored. Resumable through :mod:`mdesc.store`: ``settings.json`` (chec
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 import time
@@ -31,8 +30,8 @@ import torch
 from mdesc import store
 from mdesc.glassy.analysis import AgingCurves, aging_schedule, log_spaced_times
 from mdesc.glassy.model import EnsembleRNN
-from mdesc.glassy.run import (RESULT_FILE, STATE_FILE, WEIGHTS_FILE, _flat, batch_indices,
-                              data_fingerprint, default_waiting_times)
+from mdesc.glassy.run import (RESULT_FILE, STATE_FILE, WEIGHTS_FILE, _as_tokens, _flat,
+                              batch_indices, data_fingerprint, default_waiting_times)
 
 __all__ = ["EnsembleConfig", "EnsembleResult", "train_ensemble", "load_ensemble"]
 
@@ -166,8 +165,6 @@ def train_ensemble(out_dir: str | os.PathLike, train_tokens, train_lengths,
     interruption; re-running continues). log(line): progress lines, at most every
     ``log_every_s``. callback(step) runs after each update (tests use it).
     """
-    from mdesc.glassy.run import _as_tokens
-
     folder = store.RunFolder(out_dir)
     tr_tok, tr_len = _as_tokens(train_tokens, train_lengths, "train")
     has_test = test_tokens is not None

@@ -10,11 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+from mdesc.glassy.analysis import aging_collapse
+from mdesc.glassy.summary import late_waiting_times
+from mdesc.store import atomic_path
+
 __all__ = ["plot_losses", "plot_learning_time", "plot_aging", "plot_spikes", "plot_lr_pilot",
            "write_figures"]
 
 
 def _plt():
+    # matplotlib is imported only when a figure is drawn: the analyses run without it
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -22,8 +27,6 @@ def _plt():
 
 
 def _save(fig, path) -> None:
-    from mdesc.store import atomic_path
-
     with atomic_path(path, suffix=".tmp.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     _plt().close(fig)
@@ -164,10 +167,6 @@ def plot_aging(path, nets, result) -> None:
     """Delta(tau_w, tau) against tau (left) and tau/tau_w (right) for the narrowest and widest
     net of each depth; titles give the collapse ratio spread(tau/tau_w) / spread(tau)."""
     plt = _plt()
-    from mdesc.glassy.analysis import aging_collapse
-
-    from mdesc.glassy.summary import late_waiting_times
-
     shown = _pick_nets(nets, result)
     min_tw = result.get("aging_min_tw")
     fig, axes = plt.subplots(len(shown), 2, figsize=(10, 2.7 * len(shown)), squeeze=False)

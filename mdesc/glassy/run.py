@@ -21,19 +21,19 @@ import hashlib
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from mdesc import store
-from mdesc.glassy.analysis import AgingCurves, aging_schedule, log_spaced_times
-from mdesc.glassy.model import EnsembleRNN, VoiceRNN
+from mdesc.glassy.analysis import (AgingCurves, aging_correlation, aging_schedule, fit_power_law,
+                                   learning_time, log_spaced_times)
+from mdesc.glassy.model import VoiceRNN
 
 __all__ = ["GlassyConfig", "GlassyRun", "train_glassy_run", "load_glassy_run",
-           "EnsembleConfig", "EnsembleResult", "train_ensemble", "load_ensemble",
-           "data_fingerprint", "batch_indices", "default_waiting_times"]
+           "data_fingerprint", "batch_indices", "default_waiting_times", "STATE_FILE",
+           "RUN_FILE", "SNAPSHOT_FILE"]
 
 STATE_FILE = "state.safetensors"
 RUN_FILE = "run.json"
@@ -131,17 +131,14 @@ class GlassyRun:
 
     def power_law(self, **kwargs):
         """:func:`~mdesc.glassy.analysis.fit_power_law` of the training loss."""
-        from mdesc.glassy.analysis import fit_power_law
         return fit_power_law(self.times, self.train_loss, **kwargs)
 
     def learning_time(self, threshold: float) -> float:
-        from mdesc.glassy.analysis import learning_time
         return learning_time(self.times, self.train_loss, threshold)
 
     def aging(self, waiting_times: Sequence[int] | None = None) -> AgingCurves:
         """Aging curves at ``waiting_times`` (default: the configured ones, stored with the run).
         Other waiting times need the snapshots and must be snapshot times."""
-        from mdesc.glassy.analysis import aging_correlation
         default = self.config.resolved_waiting_times()
         if waiting_times is None or tuple(int(x) for x in waiting_times) == default:
             return self.aging_curves
@@ -267,7 +264,7 @@ def train_glassy_run(out_dir: str | os.PathLike, train_tokens, train_lengths,
     observe(step)
     last_save = time.perf_counter()
     bar = None
-    if progress:
+    if progress:  # tqdm only when a progress bar is asked for
         from tqdm import tqdm
         bar = tqdm(total=config.steps, initial=step, unit="step", leave=False,
                    desc=f"{config.cell} d={config.depth} w={config.width}")
@@ -297,7 +294,6 @@ def train_glassy_run(out_dir: str | os.PathLike, train_tokens, train_lengths,
         if bar is not None:
             bar.close()
 
-    from mdesc.glassy.analysis import aging_correlation
     wall = wall_before + (time.perf_counter() - t_start)
     info = {"settings": settings, "data": data_info or {},
             "n_parameters": int(sum(p.numel() for p in params)), "n_train_sequences": n_train,

@@ -10,10 +10,12 @@ made). Every claim also carries the fraction of nets (or seeds) for which it hol
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.stats import t as t_dist
 
 from mdesc.glassy.analysis import (AgingCurves, aging_collapse, fit_critical_width, fit_power_law,
                                    learning_time)
@@ -29,8 +31,6 @@ def seed_interval(values, confidence: float = 0.95) -> dict[str, Any]:
     ``min``, ``max``; ``sem/lo/hi`` are NaN for n < 2, and ``sem = 0`` with ``lo = hi = mean``
     when all values are equal.
     """
-    from scipy.stats import t as t_dist
-
     v = np.asarray(values, dtype=np.float64).ravel()
     fin = v[np.isfinite(v)]
     out: dict[str, Any] = {"n": int(fin.size), "n_total": int(v.size)}
@@ -129,8 +129,6 @@ def censor_at(net, t_cut: float):
     """A copy of ``net`` without anything recorded at or after ``t_cut``: losses become NaN,
     aging points with ``tau_w + tau >= t_cut`` are dropped (the net is then "not reached" for
     thresholds it had not reached before ``t_cut``)."""
-    import dataclasses
-
     if not math.isfinite(t_cut):
         return net
     keep = np.asarray(net.times) < t_cut

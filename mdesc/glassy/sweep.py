@@ -12,11 +12,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from mdesc import store
+from mdesc.data import chorales as ch
+from mdesc.glassy.ensemble import EnsembleConfig, load_ensemble, train_ensemble
+from mdesc.glassy.model import EnsembleRNN
+from mdesc.glassy.run import GlassyConfig, load_glassy_run, train_glassy_run
 
 __all__ = ["SweepSettings", "NetRecord", "load_data", "run_sweep", "collect", "group_dir",
            "group_walls"]
@@ -94,8 +99,6 @@ class NetRecord:
 def load_data(settings: SweepSettings, progress: bool = False):
     """The windows of the split: ``(train (T, B, V), train_lengths, test, test_lengths, vocab,
     info)``; the vocabulary covers all chorales; the split is by chorale."""
-    from mdesc.data import chorales as ch
-
     allc = ch.load_fixture_chorales() if settings.data == "fixture" else \
         ch.load_chorales(progress=progress)
     vocab = ch.VoiceVocabulary.from_grids(allc.grids)
@@ -133,8 +136,6 @@ def group_dir(root, depth: int, width: int | None = None, seed: int | None = Non
 
 
 def _group_config(settings: SweepSettings, depth: int):
-    from mdesc.glassy.ensemble import EnsembleConfig
-
     widths = [w for w in sorted(settings.widths) for _ in settings.seeds]
     seeds = [s for _ in sorted(settings.widths) for s in settings.seeds]
     return EnsembleConfig(depth=depth, widths=tuple(widths), seeds=tuple(seeds),
@@ -164,11 +165,6 @@ def run_sweep(root, settings: SweepSettings, log: Callable[[str], None] = print,
             limit = min(limit + round_robin, top)
             info = run_sweep(root, settings, log, progress, limit, save_every_s)
         return info
-    import torch
-
-    from mdesc.glassy.ensemble import train_ensemble
-    from mdesc.glassy.run import GlassyConfig, train_glassy_run
-
     folder = store.RunFolder(root)
     folder.open(settings.to_dict())
     tok, lens, ttok, tlens, vocab, info = load_data(settings, progress)
@@ -208,9 +204,6 @@ def collect(root, partial: bool = False) -> tuple[SweepSettings, list[NetRecord]
     """Every net's records in a sweep folder. With ``partial=True`` unfinished batched groups
     contribute their records so far (``NetRecord.step < steps``); without, an unfinished group
     raises FileNotFoundError naming it."""
-    from mdesc.glassy.ensemble import load_ensemble
-    from mdesc.glassy.run import load_glassy_run
-
     folder = store.RunFolder(root)
     raw = folder.settings()
     raw["depth_steps"] = {int(k): v for k, v in raw.get("depth_steps", {}).items()}
@@ -230,7 +223,6 @@ def collect(root, partial: bool = False) -> tuple[SweepSettings, list[NetRecord]
                 continue
             n_par = res.info.get("n_parameters")
             if n_par is None:
-                from mdesc.glassy.model import EnsembleRNN
                 n_par = EnsembleRNN(settings_vocab(folder), res.config.widths, depth).n_parameters
             for i, (w, s) in enumerate(zip(res.config.widths, res.config.seeds)):
                 nets.append(NetRecord(depth, w, s, int(n_par[i]), res.times,

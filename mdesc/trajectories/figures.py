@@ -19,9 +19,17 @@ from mdesc.store import atomic_path
 __all__ = ["plot_learning_rate_sweep", "plot_ensemble_sweep", "plot_rate_detail"]
 
 
-def _save(fig, path) -> Path:
-    import matplotlib.pyplot as plt
+def _plt():
+    # matplotlib is imported only when a figure is drawn, so the analyses run without it
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path) -> Path:
+    plt = _plt()
     path = Path(path)
     try:
         with atomic_path(path, suffix=".tmp.png") as tmp:
@@ -65,10 +73,7 @@ def plot_learning_rate_sweep(sweep, path: str | os.PathLike, *,
     learning rates of (b) and the bottom row (nearest in the sweep); default up to 6 chosen by
     :func:`_default_show`.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
     from matplotlib.patches import Patch
 
     runs = sweep.runs
@@ -172,10 +177,7 @@ def plot_ensemble_sweep(results: Sequence[tuple[dict, dict]], folder,
                         ) -> list[Path]:
     """``sweep.png`` (exponent statistics vs learning rate) and ``rate_<key>.png`` for the
     rates in ``detail_keys`` (:func:`plot_rate_detail`) into ``folder``; returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
     from matplotlib.patches import Patch
 
     folder = Path(folder)
@@ -263,10 +265,7 @@ def plot_rate_detail(summary: dict, arrays: dict, path) -> Path:
     vs epoch for each perturbation size (median and interquartile band over initialisations);
     (c) loss series of the first kept initialisations, titled with the regime label that
     :func:`~mdesc.trajectories.analysis.loss_regime` gave each; (d) the Lyapunov spectrum."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     job = summary["job"]
     n_loss = min(4, arrays["loss_kept"].shape[1]) if "loss_kept" in arrays else 0

@@ -13,6 +13,9 @@ from pathlib import Path
 
 from mdesc.store import RunFolder, StoreError, atomic_write_text
 
+from . import figures as fg
+from .sweep import RateJob, load_sweep, summarise_rate
+
 __all__ = ["write_report", "table_rows", "markdown_table"]
 
 
@@ -78,8 +81,6 @@ def markdown_table(rows: list[dict]) -> str:
 
 def write_report(out, figures: bool = True, resummarise: bool = True) -> list[Path]:
     """Write the tables and figures of the sweep in ``out``; returns the paths written."""
-    from .sweep import RateJob, load_sweep, summarise_rate
-
     run = RunFolder(out)
     if not run.exists():
         raise StoreError(f"{out} holds no ensemble sweep (no settings.json)")
@@ -105,7 +106,5 @@ def write_report(out, figures: bool = True, resummarise: bool = True) -> list[Pa
     atomic_write_text(run.path("summary.md"), markdown_table(rows))
     written += [run.path("summary.csv"), run.path("summary.md")]
     if figures and results:
-        from . import figures as fg
-
         written += fg.plot_ensemble_sweep(results, run.root)
     return written

@@ -9,6 +9,8 @@ learning rate, written atomically).  The batched ensembles of the paper's preset
 """
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
 import time
@@ -19,7 +21,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from mdesc.store import RunFolder, SettingsMismatch, atomic_write_text, to_json, write_json
+from mdesc.store import (RunFolder, SettingsMismatch, atomic_write_text, load_tensors,
+                         save_tensors, write_json)
 
 from .analysis import LossCurveClass, classify_loss_curve
 from .model import TrainingProblem
@@ -138,8 +141,6 @@ class ReplicaRun:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the run to ``path`` (safetensors arrays plus JSON metadata), atomically."""
-        from mdesc.store import save_tensors
-
         meta = {"settings": self.settings(), "summary": self.summary(),
                 "loss_class": {"label": self.loss_class.label, "stats": self.loss_class.stats}}
         save_tensors(path, {k: np.asarray(getattr(self, k)) for k in self._ARRAYS}, meta)
@@ -147,8 +148,6 @@ class ReplicaRun:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ReplicaRun":
         """Read a run written by :meth:`save` (safetensors only: nothing is unpickled)."""
-        from mdesc.store import load_tensors
-
         tensors, meta = load_tensors(path)
         arrays = {k: tensors[k].numpy() for k in cls._ARRAYS}
         s, summ = meta["settings"], meta["summary"]
@@ -402,9 +401,6 @@ class LearningRateSweep:
 
     def write_table(self, folder: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``summary.csv`` and ``summary.json`` into ``folder`` (atomically)."""
-        import csv
-        import io
-
         folder = Path(folder)
         rows = self.table()
         keys: list[str] = []
@@ -458,7 +454,7 @@ def learning_rate_sweep(problem: TrainingProblem, lrs: Iterable[float] = DEFAULT
                      "n_params": problem.n_params})
     runs: list[ReplicaRun] = []
     bar = None
-    if progress:
+    if progress:  # tqdm only when a progress bar is asked for
         from tqdm.auto import tqdm
         bar = tqdm(total=len(lrs), desc="learning rates", unit="lr")
     for lr in lrs:

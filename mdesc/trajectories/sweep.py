@@ -30,6 +30,8 @@ import numpy as np
 from mdesc.store import RunFolder, StoreError, check_settings, to_json
 
 from . import analysis as an
+from .ensemble import run_ensemble, training_spectrum
+from .model import paper_problem
 
 __all__ = ["RateJob", "ensemble_sweep", "paper_jobs", "summarise_rate", "load_sweep",
            "rate_key"]
@@ -174,9 +176,6 @@ def ensemble_sweep(out, jobs: Sequence[RateJob], *, problem_factory: Callable | 
     and checked (default: the problem's own settings).  Initialisation i of every rate is the
     same network (seeded by ``seed`` and i), so rates are compared on the same networks.
     """
-    from .ensemble import run_ensemble, training_spectrum
-    from .model import paper_problem
-
     if problem_factory is None:
         def problem_factory(order):
             return paper_problem(sample_order=order)
