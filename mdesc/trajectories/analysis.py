@@ -61,6 +61,14 @@ def _runs(mask: np.ndarray, merge_gap: int) -> list[tuple[int, int]]:
     return runs
 
 
+def _bursts(dy: np.ndarray, factor: float, merge_gap: int) -> list[tuple[int, int]]:
+    """Bursts of the activity |dy|: runs of steps above ``factor`` times its median (the calm
+    level), runs fewer than ``merge_gap`` steps apart merged; none when the median is 0."""
+    activity = np.abs(dy)
+    calm = float(np.median(activity))
+    return _runs(activity > factor * calm, merge_gap) if calm > 0 else []
+
+
 def classify_loss_curve(loss: Sequence[float] | np.ndarray, *, tail: float = 0.5,
                         diverge_factor: float = 1e3, increase_rtol: float = 1e-9,
                         monotone_max_increasing: float = 0.02, burst_factor: float = 10.0,
@@ -127,40 +135,17 @@ def classify_loss_curve(loss: Sequence[float] | np.ndarray, *, tail: float = 0.5
     stats["tail_over_initial"] = float(np.median(window) / l0)
 
     y = np.log(window) if np.all(window > 0) else window
-    dy = np.diff(y)
-    activity = np.abs(dy)
-    calm = float(np.median(activity))
-    bursts = _runs(activity > burst_factor * calm, burst_merge_gap) if calm > 0 else []
-    burst_steps = sum(b - a for a, b in bursts)
+    bursts = _bursts(np.diff(y), burst_factor, burst_merge_gap)
     stats["n_bursts"] = len(bursts)
-    stats["burst_fraction"] = burst_steps / activity.size
-
-    x = (dy - dy.mean()) * np.hanning(dy.size)
-    power = np.abs(np.fft.rfft(x)) ** 2
-    power[0] = 0.0
-    total = power.sum()
-    if total > 0:
-        interior = np.r_[False, (power[1:-1] >= power[:-2]) & (power[1:-1] >= power[2:]), False]
-        if power[-1] >= power[-2]:
-            interior[-1] = True  # a line at the Nyquist frequency (period 2) is a peak too
-        peaks = np.flatnonzero(interior)
-        top = peaks[np.argsort(power[peaks])[::-1][:spectral_peaks]]
-        counted = np.zeros(power.size, dtype=bool)
-        for k in top:
-            counted[max(k - 1, 1):k + 2] = True
-        concentration = float(power[counted].sum() / total)
-        k_max = int(np.argmax(power))
-        dominant_period = float(dy.size / k_max) if k_max > 0 else math.inf
-    else:
-        concentration, dominant_period = 0.0, math.inf
-    stats["spectral_concentration"] = concentration
-    stats["dominant_period"] = dominant_period
+    stats["burst_fraction"] = sum(b - a for a, b in bursts) / (y.size - 1)
+    stats["spectral_concentration"], stats["dominant_period"] = \
+        spectral_concentration(y, spectral_peaks)
 
     if frac_up <= monotone_max_increasing:
         return LossCurveClass("monotone", stats)
     if len(bursts) >= min_bursts and stats["burst_fraction"] <= burst_max_fraction:
         return LossCurveClass("intermittent", stats)
-    if concentration >= spectral_min_concentration:
+    if stats["spectral_concentration"] >= spectral_min_concentration:
         return LossCurveClass("oscillating", stats)
     return LossCurveClass("irregular", stats)
 
