@@ -9,7 +9,10 @@ One place for what all three studies need from a run folder:
 - **one save format** — safetensors for tensors and arrays (with a JSON metadata header), JSON
   for everything else, through one sanitiser (:func:`to_json`: numpy/torch scalars and arrays,
   dataclasses, paths; NaN and inf become ``null``). **No pickle**: nothing here unpickles, and
-  :func:`load_state_dict` reads PyTorch ``.pt`` files with ``weights_only=True`` only;
+  :func:`read_checkpoint` reads PyTorch ``.pt`` files with ``weights_only=True`` only;
+- **one checkpoint reader** — :func:`read_checkpoint` finds the weights in the files people save
+  (safetensors, bare state dicts, ``{"model": ..., "optimizer": ...}``, Lightning ``.ckpt``) and
+  fails with one error type, :class:`CheckpointError`, whose message names the file and the fix;
 - **one settings check** — :meth:`RunFolder.open` records a run's settings the first time and,
   on every later call, compares them with what is asked for and raises :class:`SettingsMismatch`
   with one message that names every differing field;
@@ -29,10 +32,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping
 
+from mdesc.errors import UserError
+
 SETTINGS_FILE = "settings.json"
 
 
-class StoreError(ValueError):
+class StoreError(UserError):
     """A run folder or file that cannot be used as asked; the message says why and what to do."""
 
 
@@ -172,59 +177,176 @@ def load_tensors(path: str | os.PathLike, device: str = "cpu") -> tuple[dict, di
     return tensors, meta
 
 
-def load_weights_only(path: str | os.PathLike, device: str = "cpu") -> Any:
-    """Whatever a PyTorch file holds, read with ``torch.load(..., weights_only=True)``.
+class CheckpointError(StoreError):
+    """A checkpoint that cannot be read as weights; the message names the file and the fix."""
 
-    That loader rebuilds only tensors and plain containers: a file that would run code when
-    unpickled is a :class:`StoreError`, and nothing in it is executed.
-    """
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+# Where people keep the weights inside a saved dict, in the order they are looked for:
+# Lightning (.ckpt) and most scripts use "state_dict"; PyTorch's tutorials "model_state_dict";
+# plain loops {"model": ..., "optimizer": ...}.
+STATE_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "module", "weights")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _is_state_dict(obj: Any) -> bool:
+    import torch
+
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _first_line(e: BaseException) -> str:
+    text = _ANSI.sub("", str(e)).strip()
+    return (text.splitlines() or [type(e).__name__])[0][:200]
+
+
+def _torch_file(path: Path, device: str) -> Any:
+    """Whatever a PyTorch file holds, read with ``weights_only=True`` (nothing is executed)."""
     import pickle
+    import zipfile
 
     import torch
 
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise StoreError(
-            f"{path} could not be read as a weights-only PyTorch file ({str(e).splitlines()[0]}); "
-            "mdesc never unpickles code: save plain state dicts (model.state_dict()) or "
-            "safetensors files") from e
+    except pickle.UnpicklingError as e:
+        text = _ANSI.sub("", str(e))
+        found = re.search(r"GLOBAL ([\w.]+)", text)
+        detail = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        what = (f"it needs the class {found.group(1)}" if found else
+                detail.group(1).strip() if detail else _first_line(e))
+        raise CheckpointError(
+            f"{path} could not be read as a weights-only PyTorch file ({what}); mdesc never "
+            "unpickles code. If it holds a whole saved model or other Python objects, save the "
+            "weights instead (torch.save(model.state_dict(), path), or a safetensors file); "
+            "otherwise check that it is a checkpoint at all") from e
+    except (RuntimeError, EOFError, OSError, IndexError, ValueError, KeyError,
+            zipfile.BadZipFile) as e:  # torch raises several types for files that are not its own
+        raise CheckpointError(f"{path} is not a readable PyTorch file ({type(e).__name__}: "
+                              f"{_first_line(e)}); is it truncated, or another format with a "
+                              "PyTorch-like name?") from e
+
+
+def _find_state(obj: Any, path: Path, state_key: str | None) -> tuple[dict, str | None]:
+    """The state dict inside a loaded PyTorch object, and the key it was found under."""
+    if state_key is not None:
+        where = "its top level"
+        for part in state_key.split("."):
+            if not isinstance(obj, Mapping) or part not in obj:
+                keys = sorted(map(str, obj))[:12] if isinstance(obj, Mapping) else type(obj).__name__
+                raise CheckpointError(f"{path} has no entry {state_key!r} ({where}: {keys}); "
+                                      "name the entry that holds the weights")
+            obj, where = obj[part], f"under {part!r}"
+        if not _is_state_dict(obj):
+            raise CheckpointError(f"{path}[{state_key!r}] is not a state dict (a mapping of names "
+                                  "to tensors)")
+        return dict(obj), state_key
+    if _is_state_dict(obj):
+        return dict(obj), None
+    if isinstance(obj, Mapping):
+        for key in STATE_KEYS:
+            if _is_state_dict(obj.get(key)):
+                return dict(obj[key]), key
+        nested = [str(k) for k, v in obj.items() if _is_state_dict(v)]
+        if len(nested) == 1:
+            return dict(obj[nested[0]]), nested[0]
+        keys = sorted(map(str, obj))[:12]
+        hint = (f"several entries hold tensors ({nested}): name one with state_key (--state-key)"
+                if nested else "none of its entries is a mapping of names to tensors")
+        raise CheckpointError(f"{path} holds a dict without an obvious state dict (top level: "
+                              f"{keys}); {hint}")
+    raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a state dict; save "
+                          "model.state_dict() (a mapping of names to tensors)")
+
+
+def _scalar_meta(obj: Any, used: str | None) -> dict[str, Any]:
+    """JSON-able scalars saved beside the weights ({"epoch": 3, ...}), as metadata."""
+    if not isinstance(obj, Mapping):
+        return {}
+    return {str(k): v for k, v in obj.items()
+            if k != used and isinstance(v, (int, float, str, bool)) and not isinstance(k, tuple)}
+
+
+def read_checkpoint(path: str | os.PathLike, *, state_key: str | None = None,
+                    strip_prefix: str | None = None, device: str = "cpu") -> tuple[dict, dict]:
+    """The one checkpoint reader: ``(state_dict, metadata)`` of a weights file, nothing unpickled.
+
+    - ``.safetensors``: the tensors, and the header's metadata (the ``"mdesc"`` entry of files
+      written by :func:`save_tensors`, else every entry, each parsed from JSON where it is JSON);
+    - ``.pt``/``.pth``/``.bin``/``.ckpt`` (or any other name): ``torch.load(weights_only=True)``,
+      which rebuilds only tensors and plain containers.  A bare state dict is taken as it is; a
+      dict holding one (``{"model": ..., "optimizer": ...}``, Lightning's ``{"state_dict": ...}``,
+      ``{"model_state_dict": ...}``) is searched under :data:`STATE_KEYS`, then for a single entry
+      that is a state dict; ``state_key`` (dotted: ``"ema.model"``) names the entry instead.  The
+      metadata then holds the file's top-level scalars (``epoch``, ``global_step``, ...) and
+      ``"state_key"``, the entry the weights came from (``None``: the file was the state dict).
+
+    ``strip_prefix`` removes a prefix from every key (``"module."`` of DDP).  Every failure is a
+    :class:`CheckpointError` that names the file and what to do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist" if not path.exists()
+                              else f"checkpoint {path} is not a file")
+    if path.suffix == ".safetensors":
+        try:
+            state, meta = load_tensors(path, device)
+        except StoreError as e:
+            raise CheckpointError(str(e)) from e
+        if "mdesc" not in meta:
+            meta = {k: _json_or_text(v) for k, v in meta.items()}
+        if not state:
+            raise CheckpointError(f"{path} holds no tensors")
+    else:
+        obj = _torch_file(path, device)
+        state, used = _find_state(obj, path, state_key)
+        meta = dict(_scalar_meta(obj, used), state_key=used)
+    if strip_prefix:
+        state = {k[len(strip_prefix):] if k.startswith(strip_prefix) else k: v
+                 for k, v in state.items()}
+    return state, meta
 
 
 def load_state_dict(path: str | os.PathLike, device: str = "cpu") -> dict:
-    """A state dict from a ``.safetensors`` file or a PyTorch ``.pt``/``.pth``/``.bin`` file.
+    """The weights of a checkpoint (:func:`read_checkpoint` without the metadata)."""
+    return read_checkpoint(path, device=device)[0]
 
-    PyTorch files are read with ``torch.load(..., weights_only=True)``, which refuses anything
-    but tensors and plain containers: a file that would run code when unpickled is a
-    :class:`StoreError`, and nothing in it is executed.
-    """
-    import torch
 
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        return load_tensors(path, device)[0]
-    obj = load_weights_only(path, device)
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]  # Lightning-style checkpoints
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise StoreError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    return dict(obj)
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return value
 
 
 # ----------------------------------------------------------------------------- settings
 
+def _differences(path: str, a: Any, b: Any, out: list[str]) -> None:
+    """Append ``path: on disk A, asked for B`` for every leaf where ``a`` and ``b`` differ."""
+    if a == b:
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            _differences(f"{path}.{key}" if path else str(key), a.get(key, "<absent>"),
+                         b.get(key, "<absent>"), out)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _differences(f"{path}[{i}]", x, y, out)
+    else:
+        show = lambda v: repr(v) if len(repr(v)) <= 120 else repr(v)[:117] + "..."  # noqa: E731
+        out.append(f"{path}: on disk {show(a)}, asked for {show(b)}")
+
+
 def settings_differences(stored: Mapping[str, Any], wanted: Mapping[str, Any],
                          ignore: Iterable[str] = ()) -> list[str]:
-    """Human-readable list of the fields where ``wanted`` differs from ``stored``."""
+    """Human-readable list of the fields where ``wanted`` differs from ``stored``: nested
+    settings are compared field by field (``model.hidden_size: on disk 60, asked for 64``)."""
     stored, wanted, ignore = to_json(stored), to_json(wanted), set(ignore)
-    diffs = []
+    diffs: list[str] = []
     for key in sorted(set(stored) | set(wanted)):
-        if key in ignore:
-            continue
-        a, b = stored.get(key, "<absent>"), wanted.get(key, "<absent>")
-        if a != b:
-            show = lambda v: (repr(v) if len(repr(v)) <= 60 else "<a different value>")  # noqa: E731
-            diffs.append(f"{key}: on disk {show(a)}, asked for {show(b)}")
+        if key not in ignore:
+            _differences(key, stored.get(key, "<absent>"), wanted.get(key, "<absent>"), diffs)
     return diffs
 
 

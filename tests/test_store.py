@@ -112,3 +112,16 @@ def test_malicious_pickle_is_refused_without_executing(tmp_path):
 def test_natural_key():
     names = ["epoch_10", "epoch_9", "epoch_100", "epoch_1"]
     assert sorted(names, key=store.natural_key) == ["epoch_1", "epoch_9", "epoch_10", "epoch_100"]
+
+
+def test_settings_mismatch_names_every_nested_field_with_both_values(tmp_path):
+    stored = {"samples": 20, "model": {"hidden_size": 60, "shapes": [[1], [1, 64], [4, 5]]}}
+    wanted = {"samples": 20, "model": {"hidden_size": 64, "shapes": [[1], [1, 32], [4, 5]]}}
+    assert store.settings_differences(stored, wanted) == [
+        "model.hidden_size: on disk 60, asked for 64",
+        "model.shapes[1][1]: on disk 64, asked for 32"]
+    run = store.RunFolder(tmp_path / "run")
+    run.open(stored)
+    with pytest.raises(store.SettingsMismatch, match=r"model\.hidden_size: on disk 60, asked for 64; "
+                                                     r"model\.shapes\[1\]\[1\]"):
+        run.open(wanted)
