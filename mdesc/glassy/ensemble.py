@@ -22,7 +22,7 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ import torch
 from mdesc import store
 from mdesc.glassy.analysis import AgingCurves
 from mdesc.glassy.model import EnsembleRNN
-from mdesc.glassy.run import (RESULT_FILE, STATE_FILE, WEIGHTS_FILE, RunData, Schedule,
-                              batch_indices, open_run_folder)
+from mdesc.glassy.run import (RESULT_FILE, SCHEDULE_FIELDS, STATE_FILE, WEIGHTS_FILE, RunData,
+                              Schedule, batch_indices, open_run_folder)
 
 __all__ = ["EnsembleConfig", "EnsembleResult", "train_ensemble", "load_ensemble"]
 
@@ -42,28 +42,20 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class EnsembleConfig(Schedule):
     """Settings of a batched group of nets (all recorded with its results).
 
-    depth: layers of every net; widths, seeds: one entry per net (same length).
-    steps, lr, momentum, grad_clip, batch_size, n_records, waiting_times, n_lags: as in
-    :class:`~mdesc.glassy.run.GlassyConfig`, the same for every net of the group.
-    dtype: "float32" (fast) or "float64" (validation); eval_batch: windows per block when the
-    full losses are evaluated (memory only; the result does not depend on it beyond rounding).
+    depth: layers of every net; widths, seeds: one entry per net (same length); the SGD and
+    recording settings of :class:`~mdesc.glassy.run.Schedule` (keywords), the same for every
+    net of the group. dtype: "float32" (fast) or "float64" (validation); eval_batch: windows
+    per block when the full losses are evaluated (memory only, not recorded; the result does
+    not depend on it beyond rounding).
     """
 
     depth: int
     widths: tuple[int, ...]
     seeds: tuple[int, ...]
-    steps: int = 2000
-    lr: float = 0.1
-    momentum: float = 0.0
-    grad_clip: float | None = None
-    batch_size: int | None = None
-    n_records: int = 40
-    waiting_times: tuple[int, ...] | None = None
-    n_lags: int = 20
     dtype: str = "float32"
     eval_batch: int = 128
 
-    _NOT_RECORDED = ("eval_batch",)  # a memory knob, not a setting of the result
+    _RECORDED: ClassVar[tuple[str, ...]] = ("depth", "widths", "seeds", *SCHEDULE_FIELDS, "dtype")
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)

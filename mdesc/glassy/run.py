@@ -21,7 +21,7 @@ import hashlib
 import math
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,8 @@ from mdesc.glassy.model import VoiceRNN
 
 __all__ = ["GlassyConfig", "GlassyRun", "train_glassy_run", "load_glassy_run",
            "data_fingerprint", "batch_indices", "default_waiting_times", "STATE_FILE",
-           "RUN_FILE", "SNAPSHOT_FILE", "RunData", "Schedule", "open_run_folder"]
+           "RUN_FILE", "SNAPSHOT_FILE", "RunData", "Schedule", "SCHEDULE_FIELDS",
+           "open_run_folder"]
 
 STATE_FILE = "state.safetensors"
 RUN_FILE = "run.json"
@@ -70,12 +71,29 @@ def default_waiting_times(steps: int, n: int = 4, factor: int = 4) -> tuple[int,
 
 # ============================================================================ one net at a time
 
+@dataclasses.dataclass(kw_only=True)
 class Schedule:
-    """What a one-net and a batched run share: when they record. Needs the fields ``steps``,
-    ``n_records``, ``waiting_times`` and ``n_lags``; fields named in ``_NOT_RECORDED`` are left
-    out of :meth:`to_dict` (the recorded settings)."""
+    """The SGD and recording settings a one-net run and a batched group share.
 
-    _NOT_RECORDED: tuple[str, ...] = ()
+    steps: SGD updates; lr, momentum: SGD as ``torch.optim.SGD`` (momentum 0 by default);
+    grad_clip: if set, the gradient's global norm is clipped to it before each update;
+    batch_size: sequences per update (:func:`batch_indices`); ``None`` = full batch.
+    n_records: about this many log-spaced times (plus t = 0) at which the full training (and
+    test) loss is evaluated. waiting_times: the aging ``tau_w`` (default
+    :func:`default_waiting_times`); n_lags: lags per waiting time (see :func:`aging_schedule`).
+    A subclass names its recorded settings, in their order, in ``_RECORDED``.
+    """
+
+    steps: int = 2000
+    lr: float = 0.1
+    momentum: float = 0.0
+    grad_clip: float | None = None
+    batch_size: int | None = None
+    n_records: int = 40
+    waiting_times: tuple[int, ...] | None = None
+    n_lags: int = 20
+
+    _RECORDED: ClassVar[tuple[str, ...]] = ()
 
     def resolved_waiting_times(self) -> tuple[int, ...]:
         if self.waiting_times is not None:
@@ -91,40 +109,32 @@ class Schedule:
         return aging_schedule(self.resolved_waiting_times(), self.steps, self.n_lags)
 
     def to_dict(self) -> dict[str, Any]:
+        """The recorded settings (``_RECORDED``, in that order), waiting times resolved."""
         d = dataclasses.asdict(self)
         d["waiting_times"] = list(self.resolved_waiting_times())
-        for name in self._NOT_RECORDED:
-            d.pop(name)
-        return d
+        return {name: d[name] for name in self._RECORDED}
+
+
+SCHEDULE_FIELDS = tuple(f.name for f in dataclasses.fields(Schedule))
 
 
 @dataclasses.dataclass
 class GlassyConfig(Schedule):
     """Settings of one training run (all recorded with its results).
 
-    width, depth, cell: the recurrent core (see :class:`VoiceRNN`).
-    steps: SGD updates; lr, momentum: SGD as ``torch.optim.SGD`` (momentum 0 by default);
-    grad_clip: if set, the gradient's global norm is clipped to it before each update;
-    batch_size: sequences per update (:func:`batch_indices`); ``None`` = full batch.
-    n_records: about this many log-spaced times (plus t = 0) at which the full training (and
-    test) loss is evaluated. waiting_times: the aging ``tau_w`` (default
-    :func:`default_waiting_times`); n_lags: lags per waiting time (see :func:`aging_schedule`).
-    seed: weight init and batches. device: "cpu", "cuda", ...
+    width, depth, cell: the recurrent core (see :class:`VoiceRNN`); the SGD and recording
+    settings of :class:`Schedule` (keywords); seed: weight init and batches; device: "cpu",
+    "cuda", ...
     """
 
     width: int
     depth: int = 1
     cell: str = "rnn"
-    steps: int = 2000
-    lr: float = 0.1
-    momentum: float = 0.0
-    grad_clip: float | None = None
-    batch_size: int | None = None
-    n_records: int = 40
-    waiting_times: tuple[int, ...] | None = None
-    n_lags: int = 20
     seed: int = 0
     device: str = "cpu"
+
+    _RECORDED: ClassVar[tuple[str, ...]] = ("width", "depth", "cell", *SCHEDULE_FIELDS, "seed",
+                                            "device")
 
 
 @dataclasses.dataclass
