@@ -341,3 +341,20 @@ def test_cli_writes_results_and_resumes(tmp_path, capsys):
     assert main(args[:-1] + [str(out), "--steps", "50"]) == 2
     assert "other settings" in capsys.readouterr().err
     assert main(["trajectories", "--lrs", "zero"]) == 2
+
+
+def test_cli_help_is_plain_text_with_each_default_once():
+    from mdesc.cli import build_parser
+    from mdesc.trajectories.cli import SingleNetSettings, TrajectoriesCommand
+
+    parser = build_parser("trajectories")
+    sub = parser._subparsers._group_actions[0].choices["trajectories"]
+    text = sub.format_help()
+    assert "``" not in text and ":func:" not in text and "* " not in text
+    assert "[default: 500]" in text and "[default: 2000]" in text
+    args = parser.parse_args(["trajectories"])
+    from mdesc.options import from_args
+    assert from_args(SingleNetSettings, args) == SingleNetSettings()
+    assert from_args(tr.PaperPreset, args).jobs() == tr.paper_jobs()
+    assert from_args(TrajectoriesCommand, parser.parse_args(
+        ["trajectories", "--no-figure"])).figure is False

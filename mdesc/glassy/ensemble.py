@@ -163,7 +163,7 @@ class _Group:
 
     def restore(self, path) -> float:
         """Load the saved state; returns the wall seconds trained before."""
-        tensors, meta = store.load_tensors(path)
+        tensors, meta = store.read_checkpoint(path)
         with torch.no_grad():
             for i, name in enumerate(self.ens.names):
                 self.ens.params[i].copy_(tensors[f"param.{name}"])
@@ -359,7 +359,7 @@ def load_ensemble(out_dir: str | os.PathLike, partial: bool = False) -> Ensemble
     cfg = dict(settings["config"])
     cfg["waiting_times"] = tuple(cfg["waiting_times"])
     config = EnsembleConfig(**cfg)
-    tensors, meta = folder.load_tensors(STATE_FILE)
+    tensors, meta = store.read_checkpoint(folder.path(STATE_FILE))
     tws = np.asarray(config.resolved_waiting_times(), dtype=np.int64)
     return EnsembleResult(config, config.record_times(), *(tensors[k].numpy() for k in
                                            ("train_loss", "test_loss", "batch_mean",

@@ -284,7 +284,7 @@ def _save_net_state(path, model: VoiceRNN, opt, records: _NetRecords, step: int,
 def _restore_net_state(path, model: VoiceRNN, opt, records: _NetRecords,
                        device: torch.device) -> tuple[int, float]:
     """Load a saved state into ``model``, ``opt`` and ``records``: ``(step, wall seconds)``."""
-    tensors, meta = store.load_tensors(path, device=str(device))
+    tensors, meta = store.read_checkpoint(path, device=str(device))
     model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
                            if k.startswith("model.")})
     for i, p in enumerate(model.parameters()):

@@ -19,9 +19,24 @@ from scipy.stats import t as t_dist
 
 from mdesc.glassy.analysis import (AgingCurves, aging_collapse, fit_critical_width, fit_power_law,
                                    learning_time)
+from mdesc.options import option
 
-__all__ = ["seed_interval", "critical_width_over_seeds", "summarize_net", "analyze_sweep",
-           "phase_aging", "depth_trend", "first_spike_time", "censor_at"]
+__all__ = ["AnalysisSettings", "seed_interval", "critical_width_over_seeds", "summarize_net",
+           "analyze_sweep", "phase_aging", "depth_trend", "first_spike_time", "censor_at"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalysisSettings:
+    """The settings of a sweep's analysis (recorded in ``fits.json`` under ``"analysis"``); the
+    options of ``mdesc glassy analyze`` (the first three also of ``mdesc glassy sweep``)."""
+
+    thresholds: tuple[float, ...] = option((1.4, 1.2, 1.0), "training-loss thresholds (nats "
+                                           "per voice and step) for t*")
+    fit_from: float = option(0.05, "fit the power law from t >= FIT_FROM * steps")
+    aging_min_tw: float | None = option(None, "measure the aging collapse on waiting times >= "
+                                        "this only, e.g. past the initial transient (none: all)")
+    censor_spikes: bool = option(False, "analyse each net only up to its first loss spike")
+    partial: bool = option(False, "analyse unfinished groups with their records so far")
 
 
 def seed_interval(values, confidence: float = 0.95) -> dict[str, Any]:
@@ -251,7 +266,8 @@ def depth_trend(critical: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
-def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
+def analyze_sweep(nets, thresholds: Sequence[float],
+                  fit_from: float = AnalysisSettings.fit_from,
                   phase_threshold: float | None = None,
                   aging_min_tw: float | None = None,
                   censor_spikes: bool = False) -> dict[str, Any]:

@@ -33,12 +33,12 @@ from .model import (PAPER_SETTING, BatchedProblem, MLPEnsemble, TrainingProblem,
                     quadratic_batched, quadratic_problem)
 from .run import (DEFAULT_LEARNING_RATES, LearningRateSweep, ReplicaRun, SettingsMismatch,
                   learning_rate_sweep, run_filename, train_replicas, training_lyapunov)
-from .sweep import RateJob, ensemble_sweep, load_sweep, paper_jobs, summarise_rate
+from .sweep import PaperPreset, RateJob, ensemble_sweep, load_sweep, paper_jobs, summarise_rate
 
 __all__ = [
     "BatchedProblem", "DEFAULT_LEARNING_RATES", "LOSS_CURVE_LABELS", "LearningRateSweep",
     "LossCurveClass", "MLPEnsemble", "PAPER_SETTING", "REGIME_LABELS", "RateJob", "ReplicaRun",
-    "SettingsMismatch", "TrainingProblem", "bootstrap_median", "classify_loss_curve",
+    "PaperPreset", "SettingsMismatch", "TrainingProblem", "bootstrap_median", "classify_loss_curve",
     "dataset_problem", "distance_quantiles", "ensemble_draws", "ensemble_sweep",
     "exponent_per_run", "finite_time_exponents", "fraction_beyond_error", "iris_split",
     "laminar_phases", "learning_rate_sweep", "load_sweep", "logistic_batched", "loss_regime",
