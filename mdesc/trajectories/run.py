@@ -238,29 +238,17 @@ def _start_directions(p: int, n_replicas: int, gen: torch.Generator, directions,
     return u, v
 
 
-@dataclass
-class _ReplicaSeries:
-    """The series one :func:`train_replicas` call records (see :class:`ReplicaRun`)."""
-
-    loss: np.ndarray
-    replica_loss: np.ndarray
-    distance: np.ndarray
-    weight_norm: np.ndarray
-    twin_log_growth: np.ndarray
-    twin_block_steps: np.ndarray
-    jvp_log_growth: np.ndarray
-
-    @classmethod
-    def empty(cls, steps: int, n_replicas: int, renorm_every: int, jvp: bool
-              ) -> "_ReplicaSeries":
-        nan = math.nan
-        n_blocks = -(-steps // renorm_every)
-        return cls(np.full(steps + 1, nan), np.full((n_replicas, steps + 1), nan),
-                   np.full((n_replicas, steps + 1), nan), np.full(steps + 1, nan),
-                   np.full(n_blocks, nan),
-                   np.array([min(renorm_every, steps - b * renorm_every)
-                             for b in range(n_blocks)], dtype=np.int64),
-                   np.full(steps if jvp else 0, nan))
+def _empty_series(steps: int, n_replicas: int, renorm_every: int, jvp: bool
+                  ) -> dict[str, np.ndarray]:
+    """The series one :func:`train_replicas` call records (``ReplicaRun._ARRAYS``), all NaN."""
+    nan = math.nan
+    n_blocks = -(-steps // renorm_every)
+    return {"loss": np.full(steps + 1, nan), "replica_loss": np.full((n_replicas, steps + 1), nan),
+            "distance": np.full((n_replicas, steps + 1), nan),
+            "weight_norm": np.full(steps + 1, nan), "twin_log_growth": np.full(n_blocks, nan),
+            "twin_block_steps": np.array([min(renorm_every, steps - b * renorm_every)
+                                          for b in range(n_blocks)], dtype=np.int64),
+            "jvp_log_growth": np.full(steps if jvp else 0, nan)}
 
 
 def _renormalised(offset: torch.Tensor, size: float | None, p: int, gen: torch.Generator
@@ -279,7 +267,7 @@ def _renormalised(offset: torch.Tensor, size: float | None, p: int, gen: torch.G
 
 def _gd_steps(problem: TrainingProblem, lr: float, steps: int, w: torch.Tensor,
               others: torch.Tensor, v: torch.Tensor, gen: torch.Generator,
-              series: _ReplicaSeries, *, n_replicas: int, eps: float, renorm_every: int,
+              series: dict[str, np.ndarray], *, n_replicas: int, eps: float, renorm_every: int,
               jvp: bool, tangent_mode: str) -> int:
     """Run the GD map on the reference ``w``, the replicas and twin (``others[:R]``,
     ``others[R]``) and the tangent ``v``, filling ``series``; returns the divergence step or -1."""
@@ -298,13 +286,13 @@ def _gd_steps(problem: TrainingProblem, lr: float, steps: int, w: torch.Tensor,
             g_all, l_all = _batched_grad(batched_loss, torch.cat([w[None], others], dim=0))
             g, l_ref, g_o, l_o = g_all[0], l_all[0], g_all[1:], l_all[1:]
         l_ref_f = float(l_ref)
-        series.loss[t] = l_ref_f
-        series.weight_norm[t] = float(w.norm())
+        series["loss"][t] = l_ref_f
+        series["weight_norm"][t] = float(w.norm())
         if n_replicas:
-            series.replica_loss[:, t] = l_o[:n_replicas].numpy()
-            series.distance[:, t] = (others[:n_replicas] - w).norm(dim=1).numpy()
-        if not (math.isfinite(l_ref_f) and math.isfinite(series.weight_norm[t])):
-            series.loss[t] = math.nan
+            series["replica_loss"][:, t] = l_o[:n_replicas].numpy()
+            series["distance"][:, t] = (others[:n_replicas] - w).norm(dim=1).numpy()
+        if not (math.isfinite(l_ref_f) and math.isfinite(series["weight_norm"][t])):
+            series["loss"][t] = math.nan
             return t
         if t == steps:
             break
@@ -312,9 +300,9 @@ def _gd_steps(problem: TrainingProblem, lr: float, steps: int, w: torch.Tensor,
         w = w - lr * g
         others = others - lr * g_o
         if jvp:
-            v, series.jvp_log_growth[t] = _renormalised(v - lr * hv, None, p, gen)
+            v, series["jvp_log_growth"][t] = _renormalised(v - lr * hv, None, p, gen)
         if (t + 1) % renorm_every == 0 or t + 1 == steps:
-            d, series.twin_log_growth[t // renorm_every] = \
+            d, series["twin_log_growth"][t // renorm_every] = \
                 _renormalised(others[n_replicas] - w, eps, p, gen)
             others[n_replicas] = w + d
     return -1
@@ -336,19 +324,19 @@ def _replica_exponent(distance: np.ndarray, eps: float, saturation: float) -> tu
     return math.nan, sat_step
 
 
-def _exponents(series: _ReplicaSeries, completed: int, warmup: int, renorm_every: int,
+def _exponents(series: dict[str, np.ndarray], completed: int, warmup: int, renorm_every: int,
                jvp: bool) -> tuple[float, float]:
     """(twin, jvp) exponents over the completed steps from ``warmup`` on."""
     # twin: blocks that start at or after warmup and were completed
-    block_start = np.arange(series.twin_block_steps.size) * renorm_every
-    counted = (block_start >= warmup) & (block_start + series.twin_block_steps <= completed)
+    blocks = series["twin_block_steps"]
+    block_start = np.arange(blocks.size) * renorm_every
+    counted = (block_start >= warmup) & (block_start + blocks <= completed)
     lyap_twin = math.nan
     if counted.any():
-        lyap_twin = float(np.sum(series.twin_log_growth[counted])
-                          / np.sum(series.twin_block_steps[counted]))
+        lyap_twin = float(np.sum(series["twin_log_growth"][counted]) / np.sum(blocks[counted]))
     lyap_jvp = math.nan
     if jvp and completed > warmup:
-        lyap_jvp = float(np.mean(series.jvp_log_growth[warmup:completed]))
+        lyap_jvp = float(np.mean(series["jvp_log_growth"][warmup:completed]))
     return lyap_twin, lyap_jvp
 
 
@@ -383,21 +371,21 @@ def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
     gen = torch.Generator().manual_seed(int(seed))
     u, v = _start_directions(w.numel(), n_replicas, gen, directions, tangent)
     others = torch.cat([w + eps * u, (w + eps * v)[None]], dim=0)  # replicas, then the twin
-    series = _ReplicaSeries.empty(steps, n_replicas, renorm_every, jvp)
+    series = _empty_series(steps, n_replicas, renorm_every, jvp)
     diverged_step = _gd_steps(problem, lr, steps, w, others, v, gen, series,
                               n_replicas=n_replicas, eps=eps, renorm_every=renorm_every,
                               jvp=jvp, tangent_mode=tangent_mode)
     completed = steps if diverged_step < 0 else diverged_step  # GD steps fully done
     lyap_twin, lyap_jvp = _exponents(series, completed, warmup, renorm_every, jvp)
-    lyap_rep, sat_step = _replica_exponent(series.distance, eps, saturation)
+    lyap_rep, sat_step = _replica_exponent(series["distance"], eps, saturation)
     return ReplicaRun(
         lr=float(lr), steps=int(steps), n_replicas=int(n_replicas), eps=float(eps),
         renorm_every=int(renorm_every), warmup=int(warmup), seed=int(seed), jvp=bool(jvp),
         tangent_mode=tangent_mode, saturation=float(saturation), problem=problem.name,
         problem_settings=dict(problem.settings), n_params=w.numel(),
-        **vars(series), lyapunov_twin=lyap_twin, lyapunov_jvp=lyap_jvp,
+        **series, lyapunov_twin=lyap_twin, lyapunov_jvp=lyap_jvp,
         lyapunov_replicas=lyap_rep, saturation_step=sat_step, diverged_step=int(diverged_step),
-        loss_class=_classify_run_loss(series.loss), seconds=time.perf_counter() - t_start)
+        loss_class=_classify_run_loss(series["loss"]), seconds=time.perf_counter() - t_start)
 
 
 def training_lyapunov(problem: TrainingProblem, lr: float, steps: int = 1000, *,
