@@ -19,7 +19,8 @@ import numpy as np
 __all__ = [
     "LossCurveClass", "LOSS_CURVE_LABELS", "classify_loss_curve", "REGIME_LABELS",
     "laminar_phases", "spectral_concentration", "loss_regime", "exponent_per_run",
-    "bootstrap_median", "fraction_beyond_error", "finite_time_exponents", "distance_quantiles",
+    "bootstrap_median", "fraction_beyond_error", "finite_time_exponents", "WindowedFit",
+    "windowed_exponents", "windowed_summary", "distance_quantiles",
     "near_zero_count", "rate_regime",
 ]
 
@@ -218,7 +219,8 @@ def fraction_beyond_error(lam: np.ndarray, se: np.ndarray, k: float = 2.0) -> di
 
 def finite_time_exponents(log_dist: np.ndarray, weight_l1: np.ndarray,
                           saturation: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
-    """The paper's finite-time exponent from unrenormalised replicas, per run and size.
+    """The endpoint slope of the unrenormalised replica distance, per run and size (mdesc's
+    finite-time estimate; the authors' own estimator is :func:`windowed_exponents`).
 
     ``log_dist`` (T+1, M, E): ln of the mean L1 distance of the replicas to the reference;
     ``weight_l1`` (T+1, M): |w(t)|_1 of the reference.  For each (m, e), t_s is the last step
@@ -236,6 +238,79 @@ def finite_time_exponents(log_dist: np.ndarray, weight_l1: np.ndarray,
     with np.errstate(invalid="ignore", divide="ignore"):
         lam = np.where(ts > 0, (end - ld[0]) / np.maximum(ts, 1), np.nan)
     return lam, ts
+
+
+@dataclass(frozen=True)
+class WindowedFit:
+    """The authors' estimator of a network's Lyapunov exponent ("windowed max-R²").
+
+    Danovski, Soriano & Lacasa's figures notebook (GitHub GitKalo/ann_dynamics,
+    ``report_figures.ipynb``, the η = 1 exponent-vs-ε cell) fits a straight line to
+    ``ln d(t)``, d the mean L1 distance of the replicas to the reference, on every window
+    ``[start, start + length)`` with ``start`` in 0, 5, ..., 100 and ``length`` in 30, 35, ...,
+    100 epochs, and keeps, per initialisation, the slope of the window with the highest R²
+    (the first such window, starts outer, lengths inner).  Its figure then reports the mean
+    ± std of the slopes with R² > ``r2_min`` (0.9) and slope > ``slope_min`` (0.05 per epoch)
+    and how many passed.  The window skips a slow first stretch and picks the steepest clean
+    stretch of each trajectory, so it differs from the tangent exponent (all steps) and the
+    endpoint slope (:func:`finite_time_exponents`, from t = 0 to saturation).
+    """
+
+    starts: tuple[int, ...] = tuple(range(0, 101, 5))
+    lengths: tuple[int, ...] = tuple(range(30, 101, 5))
+    r2_min: float = 0.9
+    slope_min: float = 0.05
+
+
+def windowed_exponents(log_dist: np.ndarray, fit: WindowedFit = WindowedFit()
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The authors' per-run exponent (:class:`WindowedFit`) of ``log_dist`` (T+1, ...): ln of
+    the mean replica distance, time first.  Returns ``(slope, r2, window)``: the slope (per
+    step) and R² of the best window, shapes ``log_dist.shape[1:]``, and its ``(start, stop)``
+    (shape ``(..., 2)``); NaN (and ``(-1, -1)``) where no window fits (windows reaching past
+    the series, holding a non-finite value or a constant, are skipped)."""
+    ld = np.asarray(log_dist, dtype=np.float64)
+    y_all = ld.reshape(ld.shape[0], -1)
+    best_r2 = np.full(y_all.shape[1], -np.inf)
+    slope = np.full(y_all.shape[1], np.nan)
+    window = np.full((y_all.shape[1], 2), -1, dtype=np.int64)
+    for a in fit.starts:
+        for n in fit.lengths:
+            if a + n > y_all.shape[0]:
+                continue
+            y = y_all[a:a + n]
+            xc = np.arange(a, a + n, dtype=np.float64)
+            xc -= xc.mean()
+            yc = y - y.mean(0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                b = xc @ yc / (xc @ xc)
+                sst = (yc * yc).sum(0)
+                r2 = 1.0 - ((yc - b * xc[:, None]) ** 2).sum(0) / sst
+            better = np.isfinite(r2) & (sst > 0) & (r2 > best_r2)
+            best_r2[better], slope[better] = r2[better], b[better]
+            window[better] = (a, a + n)
+    best_r2[~np.isfinite(slope)] = np.nan
+    rest = ld.shape[1:]
+    return slope.reshape(rest), best_r2.reshape(rest), window.reshape(*rest, 2)
+
+
+def windowed_summary(slope: np.ndarray, r2: np.ndarray, fit: WindowedFit = WindowedFit(),
+                     n_boot: int = 2000) -> dict:
+    """The authors' summary of per-run windowed exponents: mean ± std (numpy's, ddof = 0) of
+    the slopes passing R² > ``fit.r2_min`` and slope > ``fit.slope_min``, the number and
+    fraction passing (of all runs), and the passing slopes' median with a bootstrap interval
+    (:func:`bootstrap_median`)."""
+    slope, r2 = np.asarray(slope, float).ravel(), np.asarray(r2, float).ravel()
+    with np.errstate(invalid="ignore"):
+        ok = (r2 > fit.r2_min) & (slope > fit.slope_min)
+    kept = slope[ok]
+    med, lo, hi = bootstrap_median(kept, n_boot)
+    return {"mean": float(kept.mean()) if kept.size else math.nan,
+            "std": float(kept.std()) if kept.size else math.nan,
+            "n_pass": int(kept.size), "n": int(slope.size),
+            "fraction_pass": float(kept.size / slope.size) if slope.size else math.nan,
+            "median": med, "low": lo, "high": hi,
+            "r2_min": fit.r2_min, "slope_min": fit.slope_min}
 
 
 def distance_quantiles(log_dist: np.ndarray, q: Sequence[float] = (0.1, 0.25, 0.5, 0.75, 0.9)

@@ -277,9 +277,38 @@ def _stride(n: int, cap: int = 1001) -> np.ndarray:
     return np.unique(np.r_[np.arange(0, n, max(1, -(-n // cap))), n - 1])
 
 
+def _replica_estimates(d: dict, job: RateJob, n_boot: int, windowed: an.WindowedFit | None
+                       ) -> tuple[list[dict], dict]:
+    """Per perturbation size: the endpoint slope (median, bootstrap interval, saturation) and,
+    with ``windowed``, the authors' windowed max-R² summary; and their per-run arrays."""
+    ft, ts = an.finite_time_exponents(d["log_dist"], d["weight_l1"])
+    arrays = {"lam_finite_time": ft, "saturation_step": ts}
+    if windowed is not None:
+        arrays["lam_windowed"], arrays["r2_windowed"], _ = an.windowed_exponents(d["log_dist"],
+                                                                                 windowed)
+    rows = []
+    for e, eps in enumerate(job.eps):
+        med, lo, hi = an.bootstrap_median(ft[:, e], n_boot)
+        rows.append({"eps": eps, "median": med, "low": lo, "high": hi,
+                     "median_saturation_step": float(np.median(ts[:, e])),
+                     "median_final_log10_distance":
+                     float(np.nanmedian(d["log_dist"][-1, :, e]) / math.log(10))})
+        if windowed is not None:
+            rows[-1]["windowed"] = an.windowed_summary(arrays["lam_windowed"][:, e],
+                                                       arrays["r2_windowed"][:, e], windowed,
+                                                       n_boot)
+    return rows, arrays
+
+
 def summarise_rate(run: RunFolder, job: RateJob, n_boot: int = 2000,
-                   near_zero_tols: Sequence[float] = (1e-3, 1e-5)) -> tuple[dict, dict]:
-    """The statistics of one finished rate from its chunks: (summary JSON, small arrays)."""
+                   near_zero_tols: Sequence[float] = (1e-3, 1e-5),
+                   windowed: an.WindowedFit | None = an.WindowedFit()) -> tuple[dict, dict]:
+    """The statistics of one finished rate from its chunks: (summary JSON, small arrays).
+
+    Three estimators of each initialisation's exponent: the tangent (and twin) exponent over
+    every step (``summary["tangent"]``), the endpoint slope of the replica distance per size
+    (``summary["finite_time"][e]``) and, with ``windowed`` (the authors' estimator, None to
+    skip it), the windowed max-R² slope (``summary["finite_time"][e]["windowed"]``)."""
     d = _load_chunks(run, job)
     summary: dict = {"key": job.key, "job": to_json(dataclasses.asdict(job)),
                      "seconds": d["seconds"], "n_init": job.n_init}
@@ -294,16 +323,8 @@ def summarise_rate(run: RunFolder, job: RateJob, n_boot: int = 2000,
                          "median_se": float(np.nanmedian(se))}
         arrays[f"lam_{name}"], arrays[f"se_{name}"] = lam, se
     if job.n_pert:
-        ft, ts = an.finite_time_exponents(d["log_dist"], d["weight_l1"])
-        arrays["lam_finite_time"], arrays["saturation_step"] = ft, ts
-        rows = []
-        for e, eps in enumerate(job.eps):
-            med, lo, hi = an.bootstrap_median(ft[:, e], n_boot)
-            rows.append({"eps": eps, "median": med, "low": lo, "high": hi,
-                         "median_saturation_step": float(np.median(ts[:, e])),
-                         "median_final_log10_distance":
-                         float(np.nanmedian(d["log_dist"][-1, :, e]) / math.log(10))})
-        summary["finite_time"] = rows
+        summary["finite_time"], replica_arrays = _replica_estimates(d, job, n_boot, windowed)
+        arrays.update(replica_arrays)
         idx = _stride(job.steps + 1)
         arrays["dist_t"] = idx
         arrays["dist_quantiles"] = an.distance_quantiles(d["log_dist"][idx]).astype(np.float32)
