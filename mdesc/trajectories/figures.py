@@ -218,7 +218,7 @@ def plot_ensemble_sweep(results: Sequence[tuple[dict, dict]], folder,
 
 
 def _ensemble_exponents(ax, main: list, lrs: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
-    """(a) median tangent and twin exponents with intervals, and the paper's finite-time one."""
+    """(a) median tangent and twin exponents with intervals, and the replicas' endpoint slope."""
     from matplotlib.patches import Patch
 
     for name, style, colour in (("tangent", "o-", "k"), ("twin", "x--", "C3")):
@@ -232,7 +232,7 @@ def _ensemble_exponents(ax, main: list, lrs: np.ndarray, lo: np.ndarray, hi: np.
         rows = {r["eps"]: r["median"] for r in s.get("finite_time", [])}
         ft.append(rows.get(1e-8, np.nan))
     ax.plot(lrs, ft, "s:", color="C0", mfc="none", ms=5,
-            label="paper's finite-time exponent (replicas, ε = 1e-8, to saturation)")
+            label="endpoint slope of the replica distance (ε = 1e-8, t = 0 to saturation)")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=1e-3)

@@ -62,7 +62,7 @@ def table_rows(summaries: list[dict]) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     head = ("| η | epochs | inits | λ tangent median [95 % CI] | λ twin median | fraction λ > 0 "
-            "(beyond 2 se) | λ finite-time (paper, ε=1e-8) | regime | loss labels | near-zero "
+            "(beyond 2 se) | λ endpoint slope (replicas, ε=1e-8) | regime | loss labels | near-zero "
             "exponents (|λ|≤1e-3) / P | final loss | test acc. |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = []
