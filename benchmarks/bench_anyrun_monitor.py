@@ -22,6 +22,8 @@ import time
 
 import torch
 
+from mdesc.anyrun import StabilityMonitor
+
 
 def _cpu_name() -> str:
     try:
@@ -43,8 +45,6 @@ class Net(torch.nn.Module):
 
 
 def main() -> None:
-    from mdesc.anyrun import StabilityMonitor
-
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)

@@ -98,10 +98,10 @@ def _argument_kwargs(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _shown_default(f: dataclasses.Field, meta: Mapping[str, Any], defaults: Mapping[str, Any]) -> str | None:
-    if meta.get("default_help") is not None:
-        return meta["default_help"]
-    if f.name in defaults:
+    if f.name in defaults:  # a command's preset replaces the dataclass default
         value = defaults[f.name]
+    elif meta.get("default_help") is not None:
+        return meta["default_help"]
     elif f.default is not dataclasses.MISSING:
         value = f.default
     elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -120,12 +120,15 @@ def cli_fields(cls: type) -> list[dataclasses.Field]:
 
 def add_options(parser: argparse.ArgumentParser | Any, cls: type, *, only: Iterable[str] | None = None,
                 exclude: Iterable[str] = (), dest_prefix: str = "",
-                defaults: Mapping[str, Any] | None = None) -> list[str]:
+                defaults: Mapping[str, Any] | None = None,
+                flags: Mapping[str, str] | None = None) -> list[str]:
     """Add one option per field of the settings dataclass ``cls`` to ``parser`` (or a group).
 
     ``only``/``exclude`` select fields by name; ``dest_prefix`` keeps two classes' fields apart on
-    one namespace; ``defaults`` are the values to *show* in the help where a preset replaces the
-    dataclass default.  A field without a default becomes a required option.  Returns the dests.
+    one namespace; ``defaults`` are the values to *show* in the help where a command's preset
+    replaces the dataclass default; ``flags`` respells some options for one command
+    (``{"seed": "--sweep-seed"}``: the value still goes to the field).  A field without a default
+    becomes a required option.  Returns the dests.
     """
     hints = typing.get_type_hints(cls)
     only = set(only) if only is not None else None
@@ -144,7 +147,7 @@ def add_options(parser: argparse.ArgumentParser | Any, cls: type, *, only: Itera
         elif kw.get("action") is argparse.BooleanOptionalAction:
             text = f"{text} [default: {'on' if shown == 'True' else 'off'}]".strip()
         dest = dest_prefix + f.name
-        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        flag = (flags or {}).get(f.name) or meta.get("flag") or "--" + f.name.replace("_", "-")
         parser.add_argument(flag, dest=dest, help=text.replace("%", "%%"), required=required,
                             **({} if required else {"default": argparse.SUPPRESS}), **kw)
         dests.append(dest)

@@ -201,8 +201,10 @@ def _first_line(e: BaseException) -> str:
     return (text.splitlines() or [type(e).__name__])[0][:200]
 
 
-def _torch_file(path: Path, device: str) -> Any:
-    """Whatever a PyTorch file holds, read with ``weights_only=True`` (nothing is executed)."""
+def load_torch_file(path: str | os.PathLike, device: str = "cpu") -> Any:
+    """Whatever a PyTorch file holds (a state dict, a tensor, a dict of them), read with
+    ``torch.load(weights_only=True)``: nothing is executed; a file that would need code to
+    unpickle, or is not a PyTorch file, is a :class:`CheckpointError` naming it."""
     import pickle
     import zipfile
 
@@ -299,7 +301,7 @@ def read_checkpoint(path: str | os.PathLike, *, state_key: str | None = None,
         if not state:
             raise CheckpointError(f"{path} holds no tensors")
     else:
-        obj = _torch_file(path, device)
+        obj = load_torch_file(path, device)
         state, used = _find_state(obj, path, state_key)
         meta = dict(_scalar_meta(obj, used), state_key=used)
     if strip_prefix:

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from mdesc.anyrun import AnalysisSettings, sweep_checkpoints
+from mdesc.anyrun import SweepSettings, sweep_checkpoints
 from mdesc.anyrun.sources import RecurrentStack
-from mdesc.anyrun.table import AnyrunStore, load_table
+from mdesc.sweep import SweepStore, load_table
 
 ARCH = dict(vocab_size=10, embed_dim=3, hidden_size=6)
 N_CKPTS, Z = 6, 30
@@ -44,7 +44,7 @@ def ckpts(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         ref = sweep_checkpoints(root / "ckpts", root / "ref", ARCH, root / "probe.npy", chunk=1,
-                                settings=AnalysisSettings(zero_input_steps=Z), report=False,
+                                settings=SweepSettings(zero_input_steps=Z), report=False,
                                 distributed=False)
     finally:
         torch.set_num_threads(threads)
@@ -87,7 +87,7 @@ def _worker(out: str, ckpt_dir: str, probe: str) -> None:
         if rank == 1:
             os._exit(17)
 
-    sweep_checkpoints(ckpt_dir, out, ARCH, probe, chunk=1, settings=AnalysisSettings(zero_input_steps=Z),
+    sweep_checkpoints(ckpt_dir, out, ARCH, probe, chunk=1, settings=SweepSettings(zero_input_steps=Z),
                       report=False, device="cpu", on_record=die)
 
 
@@ -96,14 +96,14 @@ def test_rank_killed_mid_sweep_loses_nothing_on_rerun(ckpts):
     out = root / "killed"
     r = _torchrun([__file__, str(out), str(root / "ckpts"), str(root / "probe.npy")])
     assert r.returncode != 0, "rank 1 should have died"
-    stored = set(AnyrunStore(out).records())
+    stored = set(SweepStore(out).records())
     # rank 1 owns steps 1, 3, 5 and wrote only its first: 3 and 5 are lost with it
     assert 1 in stored and not {3, 5} & stored
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         again = sweep_checkpoints(root / "ckpts", out, ARCH, root / "probe.npy", chunk=1,
-                                  settings=AnalysisSettings(zero_input_steps=Z), report=False,
+                                  settings=SweepSettings(zero_input_steps=Z), report=False,
                                   distributed=False)
     finally:
         torch.set_num_threads(threads)

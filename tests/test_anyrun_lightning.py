@@ -21,7 +21,7 @@ def test_without_lightning_the_callback_says_how_to_get_it():
                                      "lightning); StabilityMonitor itself needs no Lightning")
 def test_callback_records_every_epoch_with_logged_val_loss(tmp_path):
     pl = lt.import_lightning()
-    from mdesc.anyrun import AnyrunStore, StabilityMonitor
+    from mdesc.anyrun import StabilityMonitor, SweepStore
 
     class Module(pl.LightningModule):
         def __init__(self):
@@ -56,7 +56,7 @@ def test_callback_records_every_epoch_with_logged_val_loss(tmp_path):
     trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, callbacks=[cb])
     trainer.fit(module, data, data)
-    recs = AnyrunStore(tmp_path / "stab").records()
+    recs = SweepStore(tmp_path / "stab").records()
     assert list(recs) == [0, 1, 2] and len(cb.records) == 3
     assert all(r["test_loss"] is not None for r in recs.values())  # val_loss overlaid
     # the last record is the trained module's measurement

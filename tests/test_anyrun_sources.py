@@ -91,7 +91,7 @@ def test_malicious_pickle_checkpoint_is_refused_without_executing(tmp_path, monk
     # the same file as a probe input is refused the same way
     probe = tmp_path / "probe.pt"
     torch.save({"ids": torch.zeros(2, 3, dtype=torch.long), "x": _Evil()}, probe)
-    with pytest.raises(SourceError, match="never unpickles"):
+    with pytest.raises(store.CheckpointError, match="never unpickles"):
         sources.load_probe(probe)
     assert not marker.exists()
 
@@ -100,8 +100,8 @@ def test_state_key_and_strip_prefix(tmp_path):
     w = torch.randn(3)
     path = tmp_path / "c_1.pt"
     torch.save({"epoch": 1, "model_state_dict": {"module.rnn.bias": w}, "lr": 0.1}, path)
-    with pytest.raises(store.StoreError, match="state dict"):
-        sources.read_state_dict(path)  # not a flat state dict: say which key
+    # the one checkpoint reader (store.read_checkpoint) finds the weights under the usual keys
+    assert list(sources.read_state_dict(path)) == ["module.rnn.bias"]
     got = sources.read_state_dict(path, state_key="model_state_dict", strip_prefix="module.")
     assert list(got) == ["rnn.bias"] and torch.equal(got["rnn.bias"], w)
     with pytest.raises(store.StoreError, match="no entry 'model'"):
@@ -199,7 +199,9 @@ def test_package_imports_lazily_and_the_public_names():
     import subprocess
     import sys
 
-    code = ("import sys, mdesc, mdesc.anyrun; assert 'torch' not in sys.modules, 'torch loaded'; "
+    # `import mdesc` stays torch-free; its sub-packages import plainly (the package's policy)
+    code = ("import sys, mdesc; assert 'torch' not in sys.modules, 'torch loaded'; "
+            "import mdesc.anyrun; "
             "from mdesc.anyrun import sweep; assert mdesc.sweep_checkpoints is sweep.sweep_checkpoints; "
             "from mdesc.anyrun import monitor; assert mdesc.StabilityMonitor is monitor.StabilityMonitor; "
             "import mdesc.anyrun.lightning")

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 import mdesc
-from mdesc.anyrun import AnalysisSettings, StabilityMonitor, sweep_checkpoints
-from mdesc.anyrun.table import load_table
+from mdesc.anyrun import StabilityMonitor, SweepSettings, sweep_checkpoints
+from mdesc.sweep import load_table
 from mdesc.cli import main
 
 V, E, H, T, B, Z = 12, 4, 8, 9, 6, 40
@@ -147,7 +147,7 @@ def test_factory_batch_first_and_the_same_numbers(run, tmp_path):
                 "--twins", "drive_end", "--no-report") == 0
     b = sweep_checkpoints(root / "ckpts", tmp_path / "b", dict(vocab_size=V, embed_dim=E, hidden_size=H),
                           root / "probe.npy", lengths=root / "lengths.npy", report=False, chunk=2,
-                          settings=AnalysisSettings(zero_input_steps=Z, twins=("drive_end",)))
+                          settings=SweepSettings(zero_input_steps=Z, twins=("drive_end",)))
     ta = load_table(a)
     np.testing.assert_allclose(ta["lyapunov_max"], b.table["lyapunov_max"], rtol=1e-6)
     for k in ("log_distance", "reduced_sum"):
@@ -193,7 +193,7 @@ def test_other_cells_reach_the_core(run, tmp_path):
     torch.save(torch.randn(3, 5, 2), tmp_path / "x.pt")
     try:
         r = sweep_checkpoints(folder, tmp_path / "o", dict(cell="gru", input_size=2, hidden_size=4),
-                              tmp_path / "x.pt", settings=AnalysisSettings(zero_input_steps=10),
+                              tmp_path / "x.pt", settings=SweepSettings(zero_input_steps=10),
                               report=False, distributed=False)
     except ValueError as e:
         assert "GRU" in str(e)  # the core's own message
@@ -240,9 +240,9 @@ def test_monitor_records_equal_a_post_hoc_sweep(tmp_path):
     assert mon.steps == 4 and mon.seconds > 0
     # chunk=1: one checkpoint per core call, as the monitor measures: bit-identical records
     post = sweep_checkpoints(root / "ckpts", root / "post", TinyNet(), probe, report=False, chunk=1,
-                             settings=AnalysisSettings(zero_input_steps=Z, twins=("drive_end",)))
+                             settings=SweepSettings(zero_input_steps=Z, twins=("drive_end",)))
     a = mon.store.records()
-    b = post.table and mdesc.anyrun.AnyrunStore(root / "post").records()
+    b = post.table and mdesc.anyrun.SweepStore(root / "post").records()
     assert list(a) == list(b) == [0, 1, 2, 3]
     for step in a:
         for k in set(a[step]) | set(b[step]):
@@ -251,7 +251,7 @@ def test_monitor_records_equal_a_post_hoc_sweep(tmp_path):
             assert a[step][k] == b[step][k], (step, k)
     # a post-hoc sweep fills in the monitor's own store (same settings), computing nothing new
     again = sweep_checkpoints(root / "ckpts", root / "monitor", TinyNet(), probe, report=False,
-                              settings=AnalysisSettings(zero_input_steps=Z, twins=("drive_end",)))
+                              settings=SweepSettings(zero_input_steps=Z, twins=("drive_end",)))
     assert again.computed == [] and again.existing == [0, 1, 2, 3]
     page = mon.report()
     assert page.is_file()

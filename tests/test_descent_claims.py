@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mdesc.descent import analysis, claims, events
+from mdesc.sweep import analysis, claims, events
 
 FLOOR = -15.0
 

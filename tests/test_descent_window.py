@@ -4,7 +4,8 @@ and the old window (drive + zero input counted together) gets it wrong."""
 import numpy as np
 import torch
 
-from mdesc.descent import analysis, folder
+from mdesc.descent import folder
+from mdesc.sweep import analysis
 from mdesc.descent import run as TR
 from mdesc.descent import sweep as SW
 from mdesc.data.sentiment import TextSettings

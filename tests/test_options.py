@@ -36,6 +36,7 @@ def test_defaults_live_in_the_dataclass_and_are_shown_once():
     assert "[default: the core's choice]" in text and "(default:" not in text
     assert "--hidden" not in text and "--sweep-seed" in text and "--no-progress" in text
     assert "[default: 500]" in _parser(defaults={"samples": 500}).format_help()
+    assert "[default: float64]" in _parser(defaults={"dtype": "float64"}).format_help()
 
 
 def test_types_choices_and_lists_come_from_annotations():
@@ -59,6 +60,13 @@ def test_not_given_is_not_the_default_so_presets_apply_between():
     base = Settings(out="b", seed=9)
     assert from_args(Settings, _parser().parse_args(["--out", "o"]), base=base).seed == 9
     assert from_args(Settings, _parser().parse_args(["--out", "o"]), dtype="float64").dtype == "float64"
+
+
+def test_a_command_may_respell_a_flag():
+    p = argparse.ArgumentParser()
+    add_options(p, Settings, flags={"samples": "--reviews"})
+    a = p.parse_args(["--out", "o", "--reviews", "5"])
+    assert from_args(Settings, a).samples == 5 and "--samples" not in p.format_help()
 
 
 def test_only_exclude_and_prefix():

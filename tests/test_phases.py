@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from mdesc.descent import analysis as phases
-from mdesc.descent.analysis import PhaseSettings, phase_table
+from mdesc.sweep import analysis as phases
+from mdesc.sweep import PhaseSettings, phase_table
 
 FLOOR = -15.0
 # Most constructed series use the sharper thresholds of a float64 sweep (the defaults leave
@@ -281,10 +281,10 @@ def test_phase_table_columns():
 def test_command_line_options_map_to_settings():
     import argparse
 
-    from mdesc.descent.cli import add_phase_arguments, phase_settings_from_args
+    from mdesc.sweep.cli_options import add_phase_options, phase_settings_from_args
 
     p = argparse.ArgumentParser()
-    add_phase_arguments(p)
+    add_phase_options(p)
     assert phase_settings_from_args(p.parse_args([])) == {}
     args = p.parse_args(["--distance-margin", "2", "--measure", "lyapunov", "--smooth", "3",
                          "--recommend", "widest_stretch"])

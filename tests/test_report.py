@@ -10,8 +10,8 @@ import re
 import numpy as np
 import pytest
 
-from mdesc.descent.analysis import analyse
-from mdesc.descent.report import claims_rows, write_report
+from mdesc.sweep import analyse
+from mdesc.sweep.report import claims_rows, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

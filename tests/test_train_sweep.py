@@ -381,3 +381,48 @@ def test_sweep_of_an_epoch_range_first(trained, tmp_path):
     run = _copy(full, tmp_path)
     assert SW.sweep_run(run, SWEEP, progress=False, epochs=(2, 3))["computed"] == [2, 3]
     assert SW.sweep_run(run, SWEEP, progress=False)["computed"] == [0, 1, 4]
+
+
+def test_one_engine_serves_a_study_run_and_any_run(trained, tmp_path):
+    """Study 1's sweep and `sweep_checkpoints` over the same checkpoints with the same probe (the
+    run's analysed test reviews, one padded drive) are one engine: the same table, bit for bit."""
+    from mdesc.anyrun import sweep_checkpoints
+    from mdesc.sweep import RunDescription, load_table
+
+    _, full = trained
+    run = _copy(full, tmp_path)
+    SW.sweep_run(run, SWEEP, progress=False)
+    study = SW.load_table(run)
+    _, test = TR.load_run_data(run)
+    probe = torch.from_numpy(test.ids[study["sample_index"]])           # (S, T) token ids
+    config = TR.read_config(run)
+    any_run = sweep_checkpoints(
+        sorted((run / "checkpoints").glob("epoch_*.safetensors")), tmp_path / "any",
+        TR.build_model(TR.read_config(run)), probe, report=False,
+        settings=SWEEP.replace(n_samples=None, drive="padded"),
+        description={"probe": "test reviews", "loss": "binary cross-entropy"})
+    t = any_run.table
+    assert t["epoch"].tolist() == study["epoch"].tolist() == [0, 1, 2, 3, 4]
+    assert config["data"]["max_len"] + t["settings"]["zero_input_steps"] == SWEEP.total_steps
+    for key in ("lyapunov_max", "lyapunov_stderr", "lyapunov_max_driven", "log_distance",
+                "log_distance_start", "n_collapsed_start", "reduced_sum", "lyapunov",
+                "distance_start", "lyapunov_spectrum"):
+        np.testing.assert_array_equal(t[key], study[key], err_msg=key)
+    assert RunDescription.from_dict(t["settings"]["description"]).loss == "binary cross-entropy"
+    assert study["settings"]["description"]["probe"] == "test reviews"   # study 1's own words
+    assert load_table(tmp_path / "any")["settings"]["drive"] == "padded"
+
+
+def test_settings_files_of_every_version_read_as_one_schema():
+    from mdesc.sweep import upgrade_recorded
+
+    legacy = upgrade_recorded({"n_samples": 5, "total_steps": 40, "qr_every": 10})
+    assert legacy["window"] == "all" and legacy["twins"] == ["start"] and legacy["warmup"] == 0
+    issue10 = upgrade_recorded({"n_samples": 5, "lyapunov_warmup": 3, "window": "zero_input",
+                                "twins": ["drive_end", "start"], "drive": "padded"})
+    assert issue10["warmup"] == 3 and "lyapunov_warmup" not in issue10
+    any_run = upgrade_recorded({"zero_input_steps": 9, "warmup": 2, "lyapunov_warmup": 2,
+                                "chunk": 4, "probe": {"sha256": "x"}, "window": "zero_input",
+                                "twins": ["drive_end"]})
+    assert any_run["drive"] == "own_length" and any_run["n_samples"] is None
+    assert "chunk" not in any_run and any_run["warmup"] == 2

@@ -1,4 +1,4 @@
-"""The twin run without cancellation (mdesc.core.twin, csrc/cpu/twin_run.cpp, csrc/common/twin_math.h).
+"""The twin run without cancellation (mdesc.core.twin, csrc/cpu/run.cpp's twin variant, csrc/common/twin_math.h).
 
 Against the plain twin in float64 where that is accurate, against mpmath (50 digits) where float64
 twins lose digits, ordered models exactly on the floor in float32, a chaotic model's D_i
@@ -7,7 +7,6 @@ the twin.  Every test is seeded and deterministic.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import pytest
@@ -15,6 +14,7 @@ import torch
 
 import mdesc
 from mdesc.core import lyapunov, twin, windows
+from emulation import emulator as _emulator
 from lstm_cases import make_lstm
 
 F32, F64 = torch.float32, torch.float64
@@ -288,23 +288,8 @@ def test_default_method_is_delta_only_for_float32_lstms():
 
 
 # --------------------------------------------------------------------------------------------
-# the CUDA path (csrc/cuda/twin_host.h), compiled for the CPU by the emulation, and on a GPU
-
-
-@functools.lru_cache(maxsize=1)
-def _emulator():
-    import os
-
-    from torch.utils.cpp_extension import is_ninja_available, load
-
-    csrc = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
-    source = os.path.join(csrc, "cuda", "emulation", "emulate_twin.cpp")
-    if not os.path.exists(source):
-        pytest.skip("the CUDA sources (csrc/cuda) are not in this tree, e.g. testing an installed wheel")
-    if not is_ninja_available():
-        pytest.skip("building the CUDA emulation needs ninja (pip install ninja)")
-    return load(name="mdesc_cuda_twin_emulation", sources=[source], extra_include_paths=[csrc],
-                extra_cflags=["-O1", "-std=c++20", "-pthread"], extra_ldflags=["-pthread"], verbose=False)
+# the CUDA path (csrc/cuda/run_host.h's stepwise path, its twin variant), compiled for the CPU by
+# the emulation (tests/emulation.py), and on a GPU
 
 
 def _emulated_case(dtype):

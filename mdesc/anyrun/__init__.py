@@ -1,4 +1,5 @@
-"""Any training run: sweep its checkpoints, monitor it while it trains, shard sweeps with torchrun.
+"""Any training run through the engine: sweep its checkpoints, monitor it while it trains,
+shard sweeps with torchrun.
 
     from mdesc import anyrun
     anyrun.sweep_checkpoints("ckpts/", "analysis/", model="mypkg.models:make", probe="probe.npy")
@@ -6,37 +7,23 @@
     monitor.step(model, epoch)                                 # at the end of every epoch
     anyrun.load_table("analysis/")                             # the run table (numpy arrays)
 
-Modules: sources (checkpoints, models, probe inputs, metrics files), measure (the one
-measurement), sweep (the resumable checkpoint sweep), monitor (StabilityMonitor), distributed
-(torchrun sharding), table (the store, its table, the study-1 analysis and report), lightning
-(the optional PyTorch Lightning callback), cli (``mdesc analyse-run``).  Docs: docs/anyrun.md.
-Imported lazily: ``import mdesc.anyrun`` loads neither torch nor the extension.
+Modules: sources (checkpoints, models, probe inputs), metrics (metrics files), sweep (the
+engine, :mod:`mdesc.sweep`, over any run's checkpoints), monitor (StabilityMonitor),
+distributed (torchrun sharding), lightning (the optional PyTorch Lightning callback, imported
+only when asked for), cli (``mdesc analyse-run``).  The settings, store, table, analysis and
+report are the engine's.  Docs: docs/anyrun.md.
 """
 from __future__ import annotations
 
-import importlib
+from mdesc.anyrun.metrics import load_metrics
+from mdesc.anyrun.monitor import StabilityMonitor
+from mdesc.anyrun.sources import (Checkpoint, Probe, RecurrentStack, SourceError,
+                                  discover_checkpoints, load_probe, read_state_dict)
+from mdesc.anyrun.sweep import SweepResult, build_model, sweep_checkpoints
+from mdesc.sweep import (RunDescription, SweepSettings, SweepStore, analyse, load_table, measure,
+                         write_report)
 
-_EXPORTS = {
-    "sweep_checkpoints": "sweep", "SweepResult": "sweep", "build_model": "sweep",
-    "StabilityMonitor": "monitor",
-    "AnalysisSettings": "measure", "measure": "measure",
-    "load_table": "table", "write_report": "table", "analyse": "table", "AnyrunStore": "table",
-    "discover_checkpoints": "sources", "load_probe": "sources", "load_metrics": "metrics",
-    "read_state_dict": "sources", "RecurrentStack": "sources", "Checkpoint": "sources",
-    "SourceError": "sources", "Probe": "sources",
-    "StabilityCallback": "lightning",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"mdesc.anyrun.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mdesc.anyrun' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__all__ = ["Checkpoint", "Probe", "RecurrentStack", "RunDescription", "SourceError",
+           "StabilityMonitor", "SweepResult", "SweepSettings", "SweepStore", "analyse",
+           "build_model", "discover_checkpoints", "load_metrics", "load_probe", "load_table",
+           "measure", "read_state_dict", "sweep_checkpoints", "write_report"]

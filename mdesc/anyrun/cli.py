@@ -4,6 +4,17 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
+from mdesc import store
+from mdesc.anyrun.sources import SourceError
+from mdesc.anyrun.sweep import sweep_checkpoints
+from mdesc.errors import UserError
+from mdesc.options import HelpFormatter
+from mdesc.sweep.cli_options import (add_description_options, add_phase_options,
+                                     add_sweep_options, description_from_args,
+                                     phase_settings_from_args, sweep_settings_from_args)
+
 EPILOG = """\
 examples:
   # your own model class (any importable factory), a folder of .pt / .safetensors files
@@ -24,8 +35,7 @@ Docs: docs/anyrun.md.
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+_Formatter = HelpFormatter  # every option states its default itself, once
 
 
 def register(subparsers) -> None:
@@ -52,15 +62,15 @@ def register(subparsers) -> None:
     g.add_argument("--factory", metavar="PKG.MODULE:CALLABLE",
                    help="importable callable that returns the (untrained) model")
     g.add_argument("--factory-kwargs", metavar="JSON", default="{}",
-                   help="keyword arguments for the factory, as a JSON object")
+                   help="keyword arguments for the factory, as a JSON object [default: {}]")
     g.add_argument("--cell", choices=("lstm", "gru", "rnn_tanh", "rnn_relu"), default="lstm",
-                   help="recurrent cell of the Embedding -> recurrent -> Linear stack")
+                   help="recurrent cell of the Embedding -> recurrent -> Linear stack [default: lstm]")
     g.add_argument("--vocab-size", type=int, help="token-id inputs: the embedding's vocabulary")
     g.add_argument("--embed-dim", type=int, help="token-id inputs: the embedding width")
     g.add_argument("--input-size", type=int, help="feature inputs (no embedding): their width")
     g.add_argument("--hidden-size", type=int, help="recurrent hidden size")
-    g.add_argument("--num-layers", type=int, default=1, help="stacked recurrent layers")
-    g.add_argument("--output-size", type=int, default=1, help="readout width (0: no readout)")
+    g.add_argument("--num-layers", type=int, default=1, help="stacked recurrent layers [default: 1]")
+    g.add_argument("--output-size", type=int, default=1, help="readout width (0: no readout) [default: 1]")
     g.add_argument("--no-bias", action="store_true", help="the recurrent layers have no bias")
     g.add_argument("--state-key", metavar="KEY",
                    help="the weights sit under this key of a .pt file (e.g. model_state_dict)")
@@ -74,22 +84,10 @@ def register(subparsers) -> None:
                    "a 'lengths' tensor in the probe file, else the full length)")
     g.add_argument("--lengths-key", metavar="NAME", help="name of the lengths tensor")
     g.add_argument("--time-major", action="store_true", help="the probe is stored (T, B, ...)")
-    g.add_argument("--samples", type=int, help="analyse a seeded subset of this many sequences")
-    g = p.add_argument_group("measurement")
-    g.add_argument("--zero-input-steps", type=int, default=1100,
-                   help="zero-input steps after each drive (paper: 1100 after 500)")
-    g.add_argument("--warmup", type=int, default=0,
-                   help="uncounted zero-input steps before lambda_1 is counted")
-    g.add_argument("--k", type=int, default=1, help="Lyapunov exponents per sequence")
-    g.add_argument("--qr-every", type=int, help="re-orthonormalisation interval (default: core's)")
-    g.add_argument("--perturbation", type=float, default=1e-6,
-                   help="std of the twins' perturbation of h")
-    g.add_argument("--twins", choices=("both", "drive_end"), default="both",
-                   help="perturb twins at the drive end and at t = 0 (both), or at the drive end")
-    g.add_argument("--seed", type=int, default=0, help="seeds perturbation, frame, subset")
-    g.add_argument("--distance-dtype", choices=("float32", "float64"), default="float64")
-    g.add_argument("--lyapunov-dtype", choices=("float32", "float64"), default="float32")
-    g.add_argument("--chunk", type=int, default=4, help="checkpoints per core call")
+    add_sweep_options(p.add_argument_group("measurement (mdesc.sweep.SweepSettings)"),
+                      exclude=("every",))
+    add_description_options(p.add_argument_group(
+        "the run in words, for the report (mdesc.sweep.RunDescription)"))
     g = p.add_argument_group("run")
     g.add_argument("--metrics", metavar="FILE",
                    help="CSV/JSON of test loss (and train loss, accuracies) per checkpoint")
@@ -97,31 +95,17 @@ def register(subparsers) -> None:
                    help="leave out (and list) checkpoints that do not read or fit the model, "
                         "instead of stopping at the first")
     g.add_argument("--device", default="auto",
-                   help="auto (each rank's GPU if any, else CPU), cpu, cuda, cuda:1, ...")
+                   help="auto (each rank's GPU if any, else CPU), cpu, cuda, cuda:1, ... [default: auto]")
     g.add_argument("--no-distributed", action="store_true",
                    help="ignore torchrun's environment (one process does everything)")
     g.add_argument("--no-report", action="store_true", help="records only, no report")
-    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    g.add_argument("--threads", type=int, help="torch CPU threads [default: torch's]")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _phase_args().add_phase_arguments(p.add_argument_group("phase analysis (as in mdesc descent report)"))
+    add_phase_options(p.add_argument_group("phase analysis (as in mdesc descent report)"))
     p.set_defaults(func=cmd_analyse_run)
 
 
-def _phase_args():
-    """The study-1 module that adds the phase-analysis options (``add_phase_arguments``) and
-    reads them back (``phase_settings_from_args``): the same options as `mdesc descent report`."""
-    import importlib
-
-    for name in ("mdesc.descent.cli", "mdesc.descent.analysis"):
-        module = importlib.import_module(name)
-        if hasattr(module, "add_phase_arguments"):
-            return module
-    raise ImportError("mdesc.descent offers no add_phase_arguments")
-
-
 def _model_arg(args):
-    from mdesc.cli import UserError
-
     stack_flags = [f for f in ("vocab_size", "embed_dim", "input_size", "hidden_size")
                    if getattr(args, f) is not None]
     if args.factory:
@@ -145,39 +129,25 @@ def _model_arg(args):
 
 
 def cmd_analyse_run(args) -> int:
-    import torch
-
-    from mdesc import store
-    from mdesc.anyrun.measure import AnalysisSettings
-    from mdesc.anyrun.sources import SourceError
-    from mdesc.anyrun.sweep import sweep_checkpoints
-    from mdesc.cli import UserError
-    phase_settings_from_args = _phase_args().phase_settings_from_args
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.checkpoints and not args.order:
         raise UserError("give checkpoint files, folders or globs, or --order FILE")
     model, kwargs = _model_arg(args)
     try:
-        settings = AnalysisSettings(
-            zero_input_steps=args.zero_input_steps, warmup=args.warmup, k=args.k,
-            qr_every=args.qr_every, perturbation=args.perturbation,
-            twins=("drive_end", "start") if args.twins == "both" else ("drive_end",),
-            seed=args.seed, distance_dtype=args.distance_dtype,
-            lyapunov_dtype=args.lyapunov_dtype).check()
+        settings = sweep_settings_from_args(args).check()
         result = sweep_checkpoints(
             args.checkpoints or None, args.out, model, args.probe, lengths=args.lengths,
-            probe_key=args.probe_key, time_major=args.time_major, samples=args.samples,
+            probe_key=args.probe_key, time_major=args.time_major,
             metrics=args.metrics, order_file=args.order, step_pattern=args.step_pattern,
-            settings=settings,
-            factory_kwargs=kwargs, state_key=args.state_key, strip_prefix=args.strip_prefix,
-            skip_bad=args.skip_bad, chunk=args.chunk,
+            settings=settings, factory_kwargs=kwargs, state_key=args.state_key,
+            strip_prefix=args.strip_prefix, skip_bad=args.skip_bad,
             device=None if args.device == "auto" else args.device,
             distributed=False if args.no_distributed else "auto", report=not args.no_report,
-            phase_settings=phase_settings_from_args(args), progress=not args.no_progress,
-            say=print)
-    except (SourceError, store.StoreError, ValueError) as e:
+            phase_settings=phase_settings_from_args(args),
+            description=description_from_args(args) or None,
+            progress=not args.no_progress, say=print)
+    except (SourceError, store.StoreError, ValueError, TypeError) as e:
         raise UserError(str(e)) from e
     if result.rank != 0:
         return 0

@@ -23,6 +23,7 @@ import os
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 
 @dataclass
@@ -48,16 +49,12 @@ class Shard:
 
     def barrier(self) -> None:
         if self.active:
-            import torch.distributed as dist
-
             dist.barrier()
 
     def broadcast_ints(self, values: list[int]) -> list[int]:
         """Rank 0's list of integers on every rank (other ranks' ``values`` are ignored)."""
         if not self.active:
             return list(values)
-        import torch.distributed as dist
-
         dev = self._comm_device()
         n = torch.tensor([len(values)], dtype=torch.int64, device=dev)
         dist.broadcast(n, src=0)
@@ -70,22 +67,16 @@ class Shard:
     def all_sum(self, value: int) -> int:
         if not self.active:
             return value
-        import torch.distributed as dist
-
         t = torch.tensor([value], dtype=torch.int64, device=self._comm_device())
         dist.all_reduce(t)
         return int(t.item())
 
     def _comm_device(self) -> torch.device:
-        import torch.distributed as dist
-
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
     def close(self) -> None:
         """Leave the process group if this module created it."""
         if self.owns_group:
-            import torch.distributed as dist
-
             dist.destroy_process_group()
             self.owns_group = False
 
@@ -110,8 +101,6 @@ def shard(device: str | None = None, distributed: str | bool = "auto",
     process does everything); ``True`` requires it.  ``device`` None/"auto": each rank's own GPU
     if there are any, else the CPU; "cuda" picks ``cuda:LOCAL_RANK``.
     """
-    import torch.distributed as dist
-
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if distributed is False:
         return Shard(device=_device_for(0, device))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mdesc.anyrun.monitor import StabilityMonitor
+
 _CLASS = None
 METRIC_NAMES = {"test_loss": ("test_loss", "val_loss", "valid_loss"),
                 "train_loss": ("train_loss", "loss", "train_loss_epoch"),
@@ -57,8 +59,6 @@ def _build():
 
         def __init__(self, out_dir=None, probe=None, *, monitor=None, **kwargs: Any):
             super().__init__()
-            from mdesc.anyrun.monitor import StabilityMonitor
-
             if monitor is None:
                 if out_dir is None or probe is None:
                     raise TypeError("StabilityCallback needs out_dir and probe (or monitor=)")

@@ -6,15 +6,15 @@
         rec = monitor.step(model, epoch, metrics={"test_loss": val_loss})   # optional metrics
         if rec["transition"] == "order_to_chaos": ...
 
-Each :meth:`StabilityMonitor.step` measures the model as it is (the same measurement as
-:func:`mdesc.sweep_checkpoints`, :mod:`mdesc.anyrun.measure`: lambda_1 over the zero-input
-window, D~ of twins perturbed at the drive end and, if asked, at t = 0, reduced sums of the fixed
-probe inputs) and stores one record in the multiple-descent study's layout, so the records equal
-those of a post-hoc sweep of the same weights, and ``monitor.report()`` (or ``mdesc descent
-report --run-dir``) writes the study's phase analysis and report.
+Each :meth:`StabilityMonitor.step` measures the model as it is with the engine's one
+measurement (:func:`mdesc.sweep.measure`, as :func:`mdesc.sweep_checkpoints` does: lambda_1 over
+the zero-input window, D~ of twins perturbed at the drive end and, if asked, at t = 0, reduced
+sums of the fixed probe inputs) and stores one record in the engine's store, so the records
+equal those of a post-hoc sweep of the same weights, and ``monitor.report()`` (or ``mdesc
+descent report --run-dir``) writes the engine's phase analysis and report.
 
-Order <-> chaos crossings between consecutive monitored epochs (by the study's labelling rule,
-:func:`mdesc.anyrun.measure.label`) are flagged in the returned record, kept in
+Order <-> chaos crossings between consecutive monitored epochs (by the analysis's labelling rule,
+:func:`mdesc.sweep.phases.record_label`) are flagged in the returned record, kept in
 ``monitor.transitions`` and passed to ``on_transition(event, model)``; the paper's finding is
 that the best epoch sits at the first order -> chaos transition, so
 ``monitor.first_order_to_chaos`` is a model-selection signal that needs no test data.
@@ -28,9 +28,13 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+import torch.distributed as dist
+
 from mdesc.anyrun import sources
-from mdesc.anyrun.measure import AnalysisSettings, label, measure
-from mdesc.anyrun.table import METRICS, AnyrunStore, write_report
+from mdesc.anyrun.sweep import core_probe, make_probe, open_store
+from mdesc.sweep import (PhaseSettings, RunDescription, SweepSettings, SweepStore, full_record,
+                         load_table, measure, write_report)
+from mdesc.sweep.phases import record_label
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -42,8 +46,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _rank() -> int:
-    import torch.distributed as dist
-
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
@@ -56,7 +58,7 @@ class StabilityMonitor:
             :func:`~mdesc.anyrun.sources.load_probe`); ``time_major=True`` for ``(T, B, ...)``.
             Keep it fixed for the whole run (it is checksummed in the settings).
         lengths: drive length of each probe sequence (default: full length).
-        settings: :class:`~mdesc.anyrun.measure.AnalysisSettings`; or pass its fields as
+        settings: :class:`mdesc.sweep.SweepSettings`; or pass its fields as
             keywords (``zero_input_steps=1100, twins=("drive_end",)``).  The monitor defaults
             to the drive-end twin only (half the cost); add ``"start"`` for the t = 0 twin.
         every: measure epochs divisible by this only.
@@ -64,36 +66,34 @@ class StabilityMonitor:
             "lyapunov" (lambda_1).
         on_transition: called as ``on_transition(event, model)`` at each crossing, with
             ``event = {"epoch", "kind", "previous_epoch", "measure"}``.
-        phase_settings: overrides of :class:`mdesc.descent.PhaseSettings` (thresholds).
+        phase_settings: overrides of :class:`mdesc.sweep.PhaseSettings` (thresholds).
+        description: the run in words (:class:`mdesc.sweep.RunDescription` or its fields).
         rank_zero_only: under torch.distributed, only rank 0 measures (others get None).
     """
 
     def __init__(self, out_dir: str | os.PathLike, probe: Any, *, lengths=None,
                  time_major: bool = False, probe_key: str | None = None,
-                 settings: AnalysisSettings | None = None, every: int = 1,
+                 settings: SweepSettings | None = None, every: int = 1,
                  measure: str = "distance",
                  on_transition: Callable[[dict, nn.Module], None] | None = None,
                  phase_settings: Mapping[str, Any] | None = None, rank_zero_only: bool = True,
-                 **setting_fields: Any):
-        from mdesc.anyrun.sweep import _probe
-
+                 description: RunDescription | Mapping | None = None, **setting_fields: Any):
         if settings is None:
             setting_fields.setdefault("twins", ("drive_end",))
-            settings = AnalysisSettings(**setting_fields)
+            settings = SweepSettings(**setting_fields)
         elif setting_fields:
-            raise TypeError("pass either settings=AnalysisSettings(...) or its fields, not both")
+            raise TypeError("pass either settings=SweepSettings(...) or its fields, not both")
         self.settings = settings.check()
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         if measure not in ("distance", "lyapunov"):
             raise ValueError(f"measure must be 'distance' or 'lyapunov', got {measure!r}")
-        from mdesc import descent
-
-        self.phase = descent.PhaseSettings(**dict(phase_settings or {}))
+        self.phase = PhaseSettings(**dict(phase_settings or {}))
+        self.description = description
         self.every, self.measure_name, self.on_transition = every, measure, on_transition
         self.rank_zero_only = rank_zero_only
-        self.probe = _probe(probe, lengths, probe_key, time_major, None, self.settings.seed)
-        self.store = AnyrunStore(out_dir)
+        self.probe = make_probe(probe, lengths, probe_key, time_major, None, self.settings.seed)
+        self.store = SweepStore(out_dir)
         self._opened = False
         self._on_device: dict[torch.device, tuple] = {}
         self.transitions: list[dict] = []
@@ -105,18 +105,18 @@ class StabilityMonitor:
         return self.store.root
 
     def _open(self, model: nn.Module) -> None:
-        from mdesc.anyrun.sweep import store_settings
-
-        wanted = store_settings(self.settings, model, self.probe)
         config = {"source": "mdesc.StabilityMonitor (inside a training loop)",
                   "model": f"{type(model).__module__}.{type(model).__qualname__}",
-                  "probe": wanted["probe"], "every": self.every}
-        self.store.open(wanted, config)
+                  "every": self.every}
+        stored = open_store(self.store, self.settings, model, self.probe, self.description,
+                            config)
+        config["probe"] = stored["probe"]
+        self.store.folder.write_json("config.json", config)
         self._opened = True
         # resume: the crossings already on record
         prev = None
         for epoch, rec in self.store.records().items():
-            lab = label(rec, self.measure_name, self.phase)
+            lab = record_label(rec, self.measure_name, self.phase)
             if prev is not None and lab != "unknown" and prev[1] != "unknown" and lab != prev[1]:
                 self.transitions.append(self._event(prev[0], epoch, lab))
             if lab != "unknown":
@@ -127,10 +127,9 @@ class StabilityMonitor:
         kind = "order_to_chaos" if lab == "chaotic" else "chaos_to_order"
         return {"epoch": epoch, "kind": kind, "previous_epoch": before, "measure": self.measure_name}
 
-    def _inputs(self, device: torch.device):
+    def _inputs(self, model: nn.Module, device: torch.device):
         if device not in self._on_device:
-            lens = None if self.probe.lengths is None else self.probe.lengths.to(device)
-            self._on_device[device] = (self.probe.seq.to(device), lens)
+            self._on_device[device] = core_probe(self.probe, model, self.settings, device)
         return self._on_device[device]
 
     def step(self, model: nn.Module, epoch: int, metrics: Mapping[str, Any] | None = None
@@ -154,14 +153,12 @@ class StabilityMonitor:
             self._open(model)
         rnn = sources.recurrent_module(model)
         device = next(rnn.parameters()).device if rnn is not None else torch.device("cpu")
-        x, lens = self._inputs(device)
+        pr = self._inputs(model, device)
         with torch.no_grad():
-            rec = measure([model], x, lens, self.settings, self.probe.index)[0]
-        known = {k: (None if metrics is None or metrics.get(k) is None else float(metrics[k]))
-                 for k in METRICS}
-        full = {"epoch": epoch, "step": epoch, "checkpoint": None, **known, **rec}
+            rec = measure([model], pr.x, pr.lengths, self.settings, pr.zero_steps, pr.index)[0]
+        full = full_record(epoch, None, metrics, rec, step=epoch)
         self.store.write(epoch, full)
-        lab = label(full, self.measure_name, self.phase)
+        lab = record_label(full, self.measure_name, self.phase)
         transition = None
         if lab != "unknown":
             if self._last is not None and self._last[0] < epoch and self._last[1] != lab:
@@ -185,12 +182,10 @@ class StabilityMonitor:
         return None
 
     def table(self) -> dict:
-        from mdesc.anyrun.table import load_table
-
         return load_table(self.out_dir)
 
     def report(self, **phase_settings: Any):
-        """Write the study's phase analysis and report (``out_dir/report``); returns its path."""
+        """Write the engine's phase analysis and report (``out_dir/report``); returns its path."""
         return write_report(self.out_dir, **phase_settings)
 
     def __repr__(self) -> str:

@@ -4,7 +4,7 @@ Everything here reads files a user's own training loop wrote; nothing is unpickl
 
 - **checkpoints** (:func:`discover_checkpoints`): a folder, a glob, or a list of files, each a
   ``.safetensors`` file or a PyTorch file (``.pt``, ``.pth``, ``.bin``, ``.ckpt``) read with
-  ``torch.load(weights_only=True)`` through :func:`mdesc.store.load_state_dict`.  The training
+  ``torch.load(weights_only=True)`` through :func:`mdesc.store.read_checkpoint`.  The training
   axis is the last integer in each file name (``epoch_12.pt`` -> 12, ``ckpt-step=3000.pt`` ->
   3000; or the group of a regular expression, ``epoch=([0-9]+)``), or comes from an explicit
   order file (one file name per line, optionally followed by its position on the axis).
@@ -28,16 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from mdesc import store
+from mdesc.errors import UserError
+from mdesc.sweep.settings import select_samples
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
 
-class SourceError(ValueError):
+class SourceError(UserError):
     """An input of the sweep that cannot be used as given; the message says how to fix it."""
 
 
@@ -191,30 +194,13 @@ def discover_checkpoints(sources, order_file: str | os.PathLike | None = None,
 
 def read_state_dict(path: str | os.PathLike, state_key: str | None = None,
                     strip_prefix: str | None = None) -> dict:
-    """The weights in a checkpoint file, without unpickling code.
-
-    ``state_key`` picks a nested state dict inside a PyTorch file that holds more than weights
-    (``{"epoch": 3, "model_state_dict": {...}, ...}``: ``state_key="model_state_dict"``); it is
-    read with ``torch.load(weights_only=True)``, which only rebuilds tensors and plain containers.
-    ``strip_prefix`` removes a prefix from every key (``"module."`` of DDP, ``"model."`` of a
-    Lightning module).  Raises :class:`mdesc.store.StoreError` naming an unreadable file.
+    """The weights in a checkpoint file, without unpickling code: the state dict of
+    :func:`mdesc.store.read_checkpoint` (safetensors; PyTorch files read with
+    ``torch.load(weights_only=True)``, a state dict found under the usual keys or named by
+    ``state_key``, dotted for nested entries; ``strip_prefix`` removes a prefix such as DDP's
+    ``"module."`` from every key).  Raises :class:`mdesc.store.CheckpointError` naming the file.
     """
-    path = Path(path)
-    if state_key is None or path.suffix == ".safetensors":
-        state = store.load_state_dict(path)
-    else:
-        obj = store.load_weights_only(path)
-        for part in state_key.split("."):
-            if not isinstance(obj, Mapping) or part not in obj:
-                keys = sorted(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__
-                raise store.StoreError(f"{path} has no entry {state_key!r} (top level: {keys})")
-            obj = obj[part]
-        if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise store.StoreError(f"{path}[{state_key!r}] is not a state dict of tensors")
-        state = dict(obj)
-    if strip_prefix:
-        state = {k[len(strip_prefix):] if k.startswith(strip_prefix) else k: v for k, v in state.items()}
-    return state
+    return store.read_checkpoint(path, state_key=state_key, strip_prefix=strip_prefix)[0]
 
 
 # ----------------------------------------------------------------------------- models
@@ -383,6 +369,12 @@ def recurrent_module(model):
     return found[0] if len(found) == 1 else None
 
 
+def probe_for(model, seq):
+    """The time-major probe in the layout the model's recurrent module expects."""
+    rnn = [m for m in model.modules() if isinstance(m, nn.RNNBase)]
+    return seq.transpose(0, 1) if rnn and rnn[0].batch_first else seq
+
+
 # ----------------------------------------------------------------------------- probe inputs
 
 @dataclass
@@ -406,8 +398,6 @@ class Probe:
 def _read_tensor_file(path: Path, key: str | None, role: str,
                       defaults: Sequence[str]) -> tuple[Any, dict]:
     """(tensor, every tensor in the file) from .safetensors/.npy/.npz/.pt; ``key`` names one."""
-    import numpy as np
-
     if not path.is_file():
         raise SourceError(f"{role} file {path} does not exist")
     suffix = path.suffix.lower()
@@ -424,13 +414,9 @@ def _read_tensor_file(path: Path, key: str | None, role: str,
         else:
             tensors = {k: torch.from_numpy(np.ascontiguousarray(loaded[k])) for k in loaded.files}
     elif suffix in (".pt", ".pth"):
-        import pickle
-
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-            raise SourceError(f"{path} could not be read as a weights-only PyTorch file "
-                              f"({str(e).splitlines()[0]}); mdesc never unpickles code") from e
+        # a probe file may hold a bare tensor, which store.read_checkpoint (state dicts only)
+        # refuses: the store's weights-only load, without the state-dict search
+        obj = store.load_torch_file(path)
         if isinstance(obj, torch.Tensor):
             tensors = {"": obj}
         elif isinstance(obj, Mapping):
@@ -460,10 +446,8 @@ def load_probe(path: str | os.PathLike, key: str | None = None, *, lengths=None,
     ``lengths`` is a tensor, a path to a tensor file, or None: then a tensor named
     ``lengths_key`` (default ``"lengths"``) in the probe file is used if there is one, else
     every sequence is driven for its full length.  ``samples`` keeps a seeded subset of that
-    many sequences (sorted indices).
+    many sequences (sorted indices, :func:`mdesc.sweep.select_samples`).
     """
-    import numpy as np
-
     path = Path(path)
     seq, everything = _read_tensor_file(path, key, "probe", ("ids", "input_ids", "inputs", "x", "seq"))
     if seq.is_complex() or seq.dtype == torch.bool:
@@ -504,8 +488,7 @@ def load_probe(path: str | os.PathLike, key: str | None = None, *, lengths=None,
         if samples < 1:
             raise SourceError(f"samples must be at least 1, got {samples}")
         if samples < B:
-            rng = np.random.default_rng(seed)
-            index = sorted(int(i) for i in rng.permutation(B)[:samples])
+            index = select_samples(B, samples, seed).tolist()
             sel = torch.tensor(index)
             seq = seq.index_select(1, sel)
             lengths = None if lengths is None else lengths.index_select(0, sel)

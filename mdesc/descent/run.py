@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from mdesc import store
+from mdesc.data.pang_lee import find_corpus
 from mdesc.data.sentiment import EncodedSplit, TextSettings, load_sentiment
 from mdesc.descent.folder import (CHECKPOINT_DIR, KEEP_OPTIMIZER_STATES, CheckpointError,
                                   DescentRun, load_checkpoint, read_safetensors,
@@ -197,7 +198,7 @@ def train_run(run_dir: str | os.PathLike, data: TextSettings | None = None,
     n_batches = math.ceil(len(train_split) / train.batch_size)
     todo = max(train.epochs - start, 0)
     if todo:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # optional progress bar, imported only when training
 
         bar = tqdm(total=todo * n_batches, desc=f"train epochs {start + 1}-{train.epochs}",
                    unit="batch", disable=not progress, dynamic_ncols=True)
@@ -231,8 +232,6 @@ def _save_epoch(run: DescentRun, net, opt, epoch: int, train_split, test_split, 
 def _data_file(data: TextSettings, data_path) -> str | None:
     if data.source != "pang_lee":
         return None
-    from mdesc.data.pang_lee import find_corpus
-
     return str(find_corpus(data_path))
 
 

@@ -1,7 +1,8 @@
-"""Figures of the multiple-descent study (PNG bytes; matplotlib on the Agg backend).
+"""Figures of a run's sweep (PNG bytes; matplotlib on the Agg backend, imported only when a
+figure is drawn, so the engine works without it until a report is asked for).
 
-With :mod:`mdesc.descent.report` the only modules that import matplotlib.  Every figure takes
-the epoch-sorted run table (:func:`mdesc.descent.analysis.sorted_table`) and its analysis.
+With :mod:`mdesc.sweep.report` the only modules that import matplotlib.  Every figure takes
+the epoch-sorted run table (:func:`mdesc.sweep.analysis.sorted_table`) and its analysis.
 
 - :func:`descent_figure`: losses with D~ (top) and lambda_1 (bottom), phases shaded,
   transitions, critical stretches, minima, stability events (ticks at the bottom of each
@@ -16,6 +17,8 @@ import math
 from typing import Any, Mapping
 
 import numpy as np
+
+from mdesc.sweep.settings import RunDescription
 
 EVENT_COLOR = "#e08214"
 DROP_COLOR = "black"
@@ -144,7 +147,9 @@ def _mark_events(ax, analysis, with_labels: bool) -> list:
     return handles
 
 
-def descent_figure(t: Mapping[str, np.ndarray], analysis) -> bytes:
+def descent_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription | None = None
+                   ) -> bytes:
+    d = d or RunDescription()
     epoch = t["epoch"]
     test, train = _col(t, "test_loss"), _col(t, "train_loss")
     ld, lam, se = _col(t, "log_distance"), _col(t, "lyapunov_max"), _col(t, "lyapunov_stderr")
@@ -172,7 +177,7 @@ def descent_figure(t: Mapping[str, np.ndarray], analysis) -> bytes:
         hs.append(ax1.plot(epoch[g], test[g], "*", color="#d7191c", ms=15, mec="black", mew=0.6,
                            zorder=7, label="global test-loss minimum")[0])
     hs += _mark_events(ax1, analysis, with_labels=True)
-    ax1.set_ylabel("loss (binary cross-entropy, nats)")
+    ax1.set_ylabel(f"loss ({d.loss}, nats)")
     h_d, = ax2.plot(epoch, ld, color="#c0392b", lw=1.3, marker="s", ms=max(ms - 1, 0),
                     alpha=0.9, label="D̃ = mean ln Dᵢ (right axis)")
     hs_extra = []
@@ -202,7 +207,7 @@ def descent_figure(t: Mapping[str, np.ndarray], analysis) -> bytes:
     band = np.nan_to_num(se, nan=0.0) * k
     ax3.fill_between(epoch, lam - band, lam + band, color="#8e44ad", alpha=0.25, lw=0)
     h_l, = ax3.plot(epoch, lam, color="#8e44ad", lw=1.3, marker="o", ms=max(ms - 1, 0),
-                    label="λ₁ (mean over reviews)")
+                    label=f"λ₁ (mean over {d.probe})")
     ax3.axhline(s["lyapunov_threshold"], color="#8e44ad", ls=":", lw=0.9)
     lam_d = _col(t, "lyapunov_max_driven")
     h_ld = []
@@ -243,7 +248,9 @@ def _title(analysis) -> str:
     return ";  ".join(parts) or "no transitions, no test-loss minimum"
 
 
-def bifurcation_figure(t: Mapping[str, np.ndarray], analysis) -> bytes | None:
+def bifurcation_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription | None = None
+                       ) -> bytes | None:
+    d = d or RunDescription()
     if "reduced_sum" not in t or t["reduced_sum"].ndim != 2:
         return None
     epoch, rs = t["epoch"], t["reduced_sum"]
@@ -267,8 +274,8 @@ def bifurcation_figure(t: Mapping[str, np.ndarray], analysis) -> bytes | None:
     handles += _mark_events(ax, analysis, with_labels=True)
     _xlim(ax, epoch)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("reduced sum  Σⱼ h_T,j  (per review)")
-    ax.set_title(f"Bifurcation diagram: {rs.shape[1]} test reviews per checkpoint, "
+    ax.set_ylabel(f"reduced sum  Σⱼ h_T,j  (per {d.sample})")
+    ax.set_title(f"Bifurcation diagram: {rs.shape[1]} {d.probe} per checkpoint, "
                  f"{epoch.size} checkpoints", fontsize=10.5, loc="left")
     leg = ax.legend(handles=handles + _phase_handles(lab), loc="upper left",
                     bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False, markerscale=2)

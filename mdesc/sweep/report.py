@@ -1,14 +1,16 @@
-"""Figures, summary and a self-contained HTML page for one multiple-descent run.
+"""Figures, summary and a self-contained HTML page for one run, and several seeds pooled.
 
-:func:`write_report` turns a run folder (its sweep's run table, see
-:func:`mdesc.descent.load_table`) and its phase analysis (:func:`mdesc.descent.analyse`) into::
+The engine's one report writer, for study 1 and any run alike: its words come from the run's
+:class:`~mdesc.sweep.RunDescription` (the loss, the probe, the task, the run's name).
+:func:`write_report` turns a sweep's folder (its run table, :func:`mdesc.sweep.load_table`) and
+its phase analysis (:func:`mdesc.sweep.analyse`) into::
 
     out_dir/                      (default: run_dir/report)
       report.html     one page, images embedded as base64 PNG, no external assets
       descent.png     test/train loss with D~ (top) and lambda_1 (bottom) on twin axes,
                       ordered/chaotic phases shaded, transitions, critical stretches,
                       local/global minima and the recommended checkpoint marked
-      bifurcation.png per-review reduced sums sum_j h_T,j against epoch
+      bifurcation.png per-sequence reduced sums sum_j h_T,j against epoch
       summary.json    the claims, transitions, stretches, minima, cycles, settings, run info
       phase_table.csv one row per checkpoint (labels, regimes, minima, recommendation)
 
@@ -30,9 +32,14 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from mdesc.descent import figures
-from mdesc.descent.figures import _fmt
 from mdesc.store import atomic_write_bytes, to_json
+from mdesc.sweep import claims as _cl
+from mdesc.sweep import figures
+from mdesc.sweep.analysis import analyse, phase_table
+from mdesc.sweep.figures import _fmt
+from mdesc.sweep.phases import sorted_table, uniform_grid
+from mdesc.sweep.settings import RunDescription
+from mdesc.sweep.table import load_table, table_description
 
 __all__ = ["write_report", "claims_rows"]
 
@@ -49,8 +56,9 @@ _PER_CHECKPOINT = ("epoch", "train_loss", "test_loss", "log_distance", "lyapunov
                    "lyapunov_stderr", "reduced_sum")
 
 
-def claims_rows(analysis) -> list[tuple[str, str]]:
+def claims_rows(analysis, description: RunDescription | None = None) -> list[tuple[str, str]]:
     """The paper's claims as (what, measured value) rows, formatted for people."""
+    d = description or RunDescription()
     c = analysis.claims
     w = c["window_epochs"]
     rows = [
@@ -109,7 +117,7 @@ def claims_rows(analysis) -> list[tuple[str, str]]:
          _perm(c.get("minima_at_events"))),
         ("sharp test-loss drops at events vs random events (permutation test)",
          _perm(c.get("drops_at_events"))),
-        ("twins: drive-end vs t = 0 perturbation", _twins_row(c.get("twins") or {})),
+        ("twins: drive-end vs t = 0 perturbation", _twins_row(c.get("twins") or {}, d)),
         (f"recommended checkpoint (rule: {analysis.recommendation_rule})",
          (f"epoch {_fmt(analysis.recommended_epoch)}: " if analysis.recommended_epoch is not None
           else "none: ") + analysis.recommendation_reason),
@@ -129,13 +137,13 @@ def _perm(test) -> str:
             f"average); p = {test['p_value']:.3g} ({test['permutations']} permutations)")
 
 
-def _twins_row(tw) -> str:
+def _twins_row(tw, d: RunDescription) -> str:
     if not tw.get("available"):
         return tw.get("reason", "—")
     return (f"labels differ at {tw['n_disagree']} of {tw['n_checkpoints']} checkpoints"
             + (f" (epochs {_short(tw['disagree_epochs'])})" if tw["n_disagree"] else "")
             + f"; t = 0 twins collapsed by the drive at {tw['n_any_collapsed']} checkpoints "
-            f"(all reviews at {tw['n_all_collapsed']}; mean fraction "
+            f"(all {d.probe} at {tw['n_all_collapsed']}; mean fraction "
             f"{_fmt(tw['mean_collapsed_fraction'], 3)}): collapsed twins are not evidence of order")
 
 
@@ -184,19 +192,19 @@ details{margin:.5em 0}summary{cursor:pointer;font-weight:600}
 
 
 def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, np.ndarray],
-          run_info: dict[str, Any]) -> str:
+          run_info: dict[str, Any], d: RunDescription) -> str:
     e = html.escape
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-             f"<title>mdesc descent report — {e(run_dir.name)}</title><style>{_CSS}</style>"
+             f"<title>mdesc report — {e(d.name or run_dir.name)}</title><style>{_CSS}</style>"
              f"</head><body>",
-             "<h1>Multiple descents and order–chaos transitions</h1>",
+             f"<h1>{e(d.title)}</h1>",
              f"<p class='sub'>run <code>{e(str(run_dir))}</code> · {analysis.claims['n_checkpoints']}"
              f" checkpoints · phases from <b>{e(analysis.measure)}</b></p>"]
     if analysis.warnings:
         parts.append("<ul class='warn'>" + "".join(f"<li>{e(w)}</li>" for w in analysis.warnings)
                      + "</ul>")
     parts.append("<h2>Claims, measured on this run</h2>")
-    parts.append(_html_table(["", "measured"], [list(r) for r in claims_rows(analysis)], "claims"))
+    parts.append(_html_table(["", "measured"], [list(r) for r in claims_rows(analysis, d)], "claims"))
     parts.append(
         "<p class='note'>Transitions are label changes between consecutive checkpoints, dated by "
         "linear interpolation of the chaos measure across its threshold. A critical stretch runs "
@@ -210,7 +218,7 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
                    "primary measure; purple bars: critical stretches. Bottom: λ₁ ± k standard "
                    "errors with the test loss, background by the sign of λ₁.",
         "bifurcation": "Reduced sums Σⱼ h_T,j at the end of the zero-input run, for every "
-                       "analysed test review at every checkpoint (colour: the checkpoint's "
+                       f"analysed {d.sample} at every checkpoint (colour: the checkpoint's "
                        "label). Ordered dynamics settle on one or a few fixed points (a few thin "
                        "branches); chaotic or oscillating dynamics spread into clouds.",
     }
@@ -220,6 +228,15 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
                      f"src='data:image/png;base64,{b64}'><figcaption class='note'>"
                      f"{e(captions.get(name, ''))}</figcaption></figure>")
 
+    parts += _transitions_html(analysis)
+    parts += _events_html(analysis, run_info, d)
+    parts += _tables_html(analysis, ptable, run_info)
+    return "".join(parts)
+
+
+def _transitions_html(analysis) -> list[str]:
+    e = html.escape
+    parts = []
     parts.append("<h2>Transitions and critical stretches</h2>")
     rows = []
     for t, st in zip(analysis.transitions, analysis.stretches):
@@ -235,6 +252,12 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
             f"{t.kind.replace('_', ' ')} at {_fmt(t.epoch)}"
             for t in analysis.secondary_transitions) + ".</p>")
 
+    return parts
+
+
+def _events_html(analysis, run_info: dict[str, Any], d: RunDescription) -> list[str]:
+    e = html.escape
+    parts = []
     parts.append("<h2>Stability events</h2>")
     rows = [[ev.kind, ev.epoch_before, ev.epoch_after, ev.size, ev.significance]
             for ev in analysis.events]
@@ -244,7 +267,7 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
         "<p class='note'>A λ₁ event is a change of the zero-input λ₁ between neighbouring "
         "checkpoints beyond the given number of combined standard errors and a multiple of the "
         "run's median change; a structure event is a rearrangement of the zero-input end "
-        "states (mean |Δ reduced sum| over reviews beyond a multiple of its median). The "
+        f"states (mean |Δ reduced sum| over {d.probe} beyond a multiple of its median). The "
         "permutation test compares how many test-loss minima (or sharp drops) sit at events "
         "with the same count for events placed at random among the gaps.</p>")
     skipped = run_info.get("skipped checkpoints") or []
@@ -259,6 +282,12 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
                      + _html_table(["epoch", "verdict", "why"], [list(d) for d in disagree])
                      + "</details>")
 
+    return parts
+
+
+def _tables_html(analysis, ptable: dict[str, np.ndarray], run_info: dict[str, Any]) -> list[str]:
+    e = html.escape
+    parts = []
     parts.append("<h2>Test-loss minima and descent cycles</h2>")
     rows = [[m.epoch, m.test_loss, m.prominence, m.nearest_transition_epoch,
              m.distance_to_transition] for m in analysis.minima]
@@ -295,10 +324,9 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
         if d and isinstance(d, dict):
             parts.append(_html_table([f"{name}", "value"],
                                      [[k, v] for k, v in _flat_items(d)]))
-    parts.append("</details><p class='note'>Generated by mdesc.descent.report; data files: summary.json, "
+    parts.append("</details><p class='note'>Generated by mdesc.sweep.report; data files: summary.json, "
                  "phase_table.csv.</p></body></html>")
-    return "".join(parts)
-
+    return parts
 
 def _py(v):
     return v.item() if isinstance(v, np.generic) else v
@@ -327,50 +355,47 @@ def _csv_bytes(ptable: dict[str, np.ndarray]) -> bytes:
 
 def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = None,
                  analysis=None, out_dir: str | os.PathLike | None = None,
-                 **phase_settings: Any) -> Path:
+                 description: RunDescription | None = None, **phase_settings: Any) -> Path:
     """Write the figures, summary and HTML page of one run; returns the path of ``report.html``.
 
     Args:
-        run_dir: the run folder (used for the run table, the training ``config.json`` and the
-            sweep's ``sweep/settings.json``, and as the default output location).
-        table: the run table; default ``mdesc.descent.load_table(run_dir)``.
-        analysis: a :class:`mdesc.descent.analysis.PhaseAnalysis`; default
-            ``mdesc.descent.analyse(table, **phase_settings)``.
+        run_dir: the sweep's folder (its run table, ``config.json`` and ``sweep/settings.json``
+            are shown; the default output location).
+        table: the run table; default :func:`mdesc.sweep.load_table` of ``run_dir``.
+        analysis: a :class:`mdesc.sweep.PhaseAnalysis`; default
+            :func:`mdesc.sweep.analyse` ``(table, **phase_settings)``.
         out_dir: where to write (created if needed); default ``run_dir/report``.
-        **phase_settings: settings for :func:`mdesc.descent.analyse` when ``analysis`` is None.
+        description: the run in words; default the one recorded with the sweep
+            (:func:`mdesc.sweep.table.table_description`), else a generic one named after the
+            folder.
+        **phase_settings: settings for :func:`mdesc.sweep.analyse` when ``analysis`` is None.
     """
-    from mdesc.descent.analysis import analyse, phase_table, sorted_table
-
     run_dir = Path(run_dir)
-    if table is None:
-        from mdesc.descent.sweep import load_table
-
-        table = load_table(run_dir)
+    table = load_table(run_dir) if table is None else table
     if analysis is None:
         analysis = analyse(table, **phase_settings)
     elif phase_settings:
         raise TypeError("write_report: pass either an analysis or phase settings, not both")
+    d = description or table_description(table) or RunDescription()
+    d = RunDescription(**{**d.to_dict(), "name": d.name or run_dir.name})
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-
     t = sorted_table(table)
     if t["epoch"].size != analysis.epochs.size or not np.array_equal(t["epoch"], analysis.epochs):
         raise ValueError("write_report: the analysis was made from a different table "
                          f"({analysis.epochs.size} checkpoints vs {t['epoch'].size}); "
-                         "re-run mdesc.descent.analyse on this table")
+                         "re-run mdesc.sweep.analyse on this table")
     ptable = phase_table(table, analysis)
     run_info = {"training config (config.json)": _read_json(run_dir / "config.json"),
                 "sweep settings (sweep/settings.json)":
                     _read_json(run_dir / "sweep" / "settings.json"),
                 "skipped checkpoints": list(table.get("skipped", []) or [])}
-
-    images: dict[str, bytes] = {"descent": figures.descent_figure(t, analysis)}
-    bif = figures.bifurcation_figure(t, analysis)
+    images: dict[str, bytes] = {"descent": figures.descent_figure(t, analysis, d)}
+    bif = figures.bifurcation_figure(t, analysis, d)
     if bif is not None:
         images["bifurcation"] = bif
     for name, png in images.items():
         atomic_write_bytes(out / f"{name}.png", png)
-
     summary = {"run_dir": str(run_dir), "claims": analysis.claims,
                "recommended_epoch": analysis.recommended_epoch,
                "recommendation_rule": analysis.recommendation_rule,
@@ -378,23 +403,23 @@ def write_report(run_dir: str | os.PathLike, table: Mapping[str, Any] | None = N
                "analysis": analysis.to_dict(),
                "skipped_checkpoints": run_info["skipped checkpoints"],
                "run": {k.split(" (")[0]: v for k, v in run_info.items()},
+               "description": d.to_dict(),
                "files": sorted([f"{n}.png" for n in images]
                                + ["report.html", "summary.json", "phase_table.csv"])}
     atomic_write_bytes(out / "summary.json",
-                  json.dumps(to_json(summary), indent=1, allow_nan=False).encode("utf-8"))
+                       json.dumps(to_json(summary), indent=1, allow_nan=False).encode("utf-8"))
     atomic_write_bytes(out / "phase_table.csv", _csv_bytes(ptable))
     page = out / "report.html"
-    atomic_write_bytes(page, _html(run_dir, analysis, images, ptable, run_info).encode("utf-8"))
+    atomic_write_bytes(page, _html(run_dir, analysis, images, ptable, run_info, d).encode("utf-8"))
     return page
 
 
 # ----------------------------------------------------------------------------- seeds pooled
 
-def seed_row(name: str, analysis, table, grid=None) -> dict[str, Any]:
+def seed_row(name: str, analysis, table, grid=None,
+             description: RunDescription | None = None) -> dict[str, Any]:
     """The README numbers of one run: best epoch and accuracy, transitions, stretches, where
     the minima sit, whether the optimum is at the first order->chaos transition, p-values."""
-    from mdesc.descent.analysis import sorted_table
-
     c = analysis.claims
     epoch = analysis.epochs
     t = sorted_table(table)
@@ -419,7 +444,7 @@ def seed_row(name: str, analysis, table, grid=None) -> dict[str, Any]:
         "drop_epochs": c.get("drop_epochs", []),
         "minima_at_events": _perm(m_ev), "minima_at_events_p": m_ev.get("p_value"),
         "drops_at_events": _perm(d_ev), "drops_at_events_p": d_ev.get("p_value"),
-        "twins": _twins_row(c.get("twins") or {}),
+        "twins": _twins_row(c.get("twins") or {}, description or RunDescription()),
         **_grid_cells(grid),
     }
 
@@ -464,15 +489,11 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 
 
 def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
-                        **phase_settings: Any) -> Path:
+                        description: RunDescription | None = None, **phase_settings: Any) -> Path:
     """Several seeds of one setting side by side: per-seed claims, the fraction of seeds for
-    which each holds (:func:`mdesc.descent.claims.pool`), a figure of every seed's test loss
+    which each holds (:func:`mdesc.sweep.claims.pool`), a figure of every seed's test loss
     and lambda_1 with its events, ``pooled.json`` and ``pooled.md`` (the README table).
     Returns the path of ``pooled.html``."""
-    from mdesc.descent import claims as _cl
-    from mdesc.descent.analysis import analyse, sorted_table
-    from mdesc.descent.sweep import load_table
-
     run_dirs = [Path(r) for r in run_dirs]
     names = list(names) if names else [r.name for r in run_dirs]
     if len(set(names)) != len(names):
@@ -481,13 +502,12 @@ def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
     for r in run_dirs:
         tables.append(load_table(r))
         analyses.append(analyse(tables[-1], **phase_settings))
-    from mdesc.descent.analysis import uniform_grid
-
+    d = description or table_description(tables[0]) or RunDescription()
     grids = []
     for t in tables:
         gt, k = uniform_grid(t)
         grids.append((k, analyse(gt, **phase_settings)) if k else None)
-    rows = [seed_row(n, a, t, g) for n, a, t, g in zip(names, analyses, tables, grids)]
+    rows = [seed_row(n, a, t, g, d) for n, a, t, g in zip(names, analyses, tables, grids)]
     pooled = _cl.pool(names, [a.claims for a in analyses])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -507,9 +527,9 @@ def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
     e = html.escape
     b64 = base64.b64encode(png).decode("ascii")
     keys = list(rows[0]) if rows else []
-    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>mdesc descent: "
+    page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>mdesc: "
             f"seeds pooled</title><style>{_CSS}</style></head><body>"
-            "<h1>Multiple descents: seeds side by side</h1>"
+            f"<h1>{e(d.title)}: seeds side by side</h1>"
             + _html_table(["claim", "holds in", "fraction"], frac_rows, "claims")
             + f"<figure><img alt='pooled' src='data:image/png;base64,{b64}'></figure>"
             + "<h2>Per seed</h2>" + _html_table(keys, [[r[k] if not isinstance(r[k], list)

@@ -25,6 +25,7 @@ import warnings
 from typing import Any, Sequence
 
 import numpy as np
+from scipy import stats
 
 LOSS_RESOLUTION = 1e-12
 
@@ -56,8 +57,6 @@ def correlation(x, y, x_name: str, x_resolution: float, y_name: str = "test loss
                 y_resolution: float = LOSS_RESOLUTION, x_floor: float | None = None
                 ) -> dict[str, Any]:
     """Spearman and Pearson correlation of finite pairs, or ``refused`` with the reason."""
-    from scipy import stats
-
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y)
     res = {"n": int(ok.sum()), "spearman": math.nan, "spearman_p": math.nan,
@@ -155,7 +154,7 @@ MEASURE_COLUMN = {"distance": "log_distance", "lyapunov": "lyapunov_max"}
 def run_claims(epoch, cols, labels, measure, transitions, stretches, minima, global_min,
                cycles, window, rec_idx, n, *, floor: float = -15.0,
                distance_resolution: float = 1e-6) -> dict[str, Any]:
-    """Every measured claim of one run (see :func:`mdesc.descent.analysis.analyse`)."""
+    """Every measured claim of one run (see :func:`mdesc.sweep.analysis.analyse`)."""
     nan = math.nan
     loss = cols["test_loss"]
     c: dict[str, Any] = {"n_checkpoints": n, "measure": measure, "window_epochs": window}
@@ -185,34 +184,8 @@ def run_claims(epoch, cols, labels, measure, transitions, stretches, minima, glo
     else:
         c["minima_near_transition_chance"] = 0.0 if interior.size else nan
 
-    c["overtrained_n"] = 0
-    if global_min is not None:
-        after = epoch > global_min["epoch"]
-        c["overtrained_n"] = int(np.sum(after & np.isfinite(loss)))
-        res = {"distance": (distance_resolution, "D~", floor),
-               "lyapunov": (lyapunov_resolution(cols["lyapunov_stderr"]), "lambda_1", None)}
-        for m in ("distance", "lyapunov"):
-            r_, name, fl = res[m]
-            col = cols["log_distance" if m == "distance" else "lyapunov_max"]
-            r = correlation(col[after], loss[after], name, r_, x_floor=fl)
-            c[f"overtrained_{m}"] = r
-            for k in ("spearman", "spearman_p", "pearson", "pearson_p"):
-                c[f"overtrained_{k}_{m}"] = r[k]
-            c[f"overtrained_pairs_{m}"] = r["n"]
-
-    o2c = [st for st in stretches if st.kind == "order_to_chaos"]
-    if stretches:
-        widest = max(stretches, key=lambda st: (st.width, -st.start_epoch))
-        c["widest_stretch_width"] = widest.width
-        c["widest_stretch_centre_epoch"] = widest.centre_epoch
-        c["widest_stretch_kind"] = widest.kind
-    else:
-        c["widest_stretch_width"] = c["widest_stretch_centre_epoch"] = nan
-        c["widest_stretch_kind"] = None
-    c["first_transition_stretch_width"] = o2c[0].width if o2c else nan
-    c["first_transition_stretch_is_widest"] = (
-        bool(o2c[0].width >= max(st.width for st in stretches)) if o2c else None)
-
+    _overtrained_claims(c, epoch, cols, loss, global_min, floor, distance_resolution)
+    _stretch_claims(c, stretches)
     c["n_cycles"] = len(cycles)
     c["n_overtrained_cycles"] = sum(cy.overtrained for cy in cycles)
     c["fraction_cycles_sharp_drop"] = (
@@ -239,6 +212,40 @@ def run_claims(epoch, cols, labels, measure, transitions, stretches, minima, glo
     c["recommended_regret"] = (float(rl - global_min["test_loss"])
                                if global_min is not None and np.isfinite(rl) else nan)
     return c
+
+def _overtrained_claims(c, epoch, cols, loss, global_min, floor, distance_resolution) -> None:
+    """Test loss against each chaos measure after the global minimum (into ``c``)."""
+    c["overtrained_n"] = 0
+    if global_min is not None:
+        after = epoch > global_min["epoch"]
+        c["overtrained_n"] = int(np.sum(after & np.isfinite(loss)))
+        res = {"distance": (distance_resolution, "D~", floor),
+               "lyapunov": (lyapunov_resolution(cols["lyapunov_stderr"]), "lambda_1", None)}
+        for m in ("distance", "lyapunov"):
+            r_, name, fl = res[m]
+            col = cols["log_distance" if m == "distance" else "lyapunov_max"]
+            r = correlation(col[after], loss[after], name, r_, x_floor=fl)
+            c[f"overtrained_{m}"] = r
+            for k in ("spearman", "spearman_p", "pearson", "pearson_p"):
+                c[f"overtrained_{k}_{m}"] = r[k]
+            c[f"overtrained_pairs_{m}"] = r["n"]
+
+
+def _stretch_claims(c, stretches) -> None:
+    """The widest critical stretch and the first order->chaos one (into ``c``)."""
+    nan = math.nan
+    o2c = [st for st in stretches if st.kind == "order_to_chaos"]
+    if stretches:
+        widest = max(stretches, key=lambda st: (st.width, -st.start_epoch))
+        c["widest_stretch_width"] = widest.width
+        c["widest_stretch_centre_epoch"] = widest.centre_epoch
+        c["widest_stretch_kind"] = widest.kind
+    else:
+        c["widest_stretch_width"] = c["widest_stretch_centre_epoch"] = nan
+        c["widest_stretch_kind"] = None
+    c["first_transition_stretch_width"] = o2c[0].width if o2c else nan
+    c["first_transition_stretch_is_widest"] = (
+        bool(o2c[0].width >= max(st.width for st in stretches)) if o2c else None)
 
 
 # ----------------------------------------------------------------------------- seeds pooled

@@ -1,7 +1,7 @@
 """The test-loss curve of a run: local minima and descent cycles (pure numpy/scipy).
 
-Definitions: see :mod:`mdesc.descent.analysis` (module docstring, "Local minima of the test
-loss" and "Descent cycle").  :func:`phase_table` is the per-checkpoint table for Python users.
+Definitions: see :mod:`mdesc.sweep.analysis` (module docstring, "Local minima of the test
+loss" and "Descent cycle").
 """
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+from scipy.signal import find_peaks
+
+from mdesc.sweep.phases import PhaseSettings
 
 
 @dataclass
@@ -54,11 +57,9 @@ def _moving_average(y: np.ndarray, width: int) -> np.ndarray:
     return (c[hi] - c[lo]) / (hi - lo)
 
 
-def _local_minima(epoch: np.ndarray, loss: np.ndarray, s: PhaseSettings
+def local_minima(epoch: np.ndarray, loss: np.ndarray, s: PhaseSettings
                   ) -> list[tuple[int, float]]:
     """(checkpoint index, prominence) of the test-loss local minima."""
-    from scipy.signal import find_peaks
-
     idx = np.flatnonzero(np.isfinite(loss))
     if idx.size < 3:
         return []
@@ -77,7 +78,7 @@ def _local_minima(epoch: np.ndarray, loss: np.ndarray, s: PhaseSettings
     return sorted(found.items())
 
 
-def _cycles(epoch: np.ndarray, loss: np.ndarray, minima: list[LocalMinimum],
+def cycles(epoch: np.ndarray, loss: np.ndarray, minima: list[LocalMinimum],
             label: np.ndarray, transitions: list[Transition], global_epoch: float | None
             ) -> list[DescentCycle]:
     out = []
@@ -99,58 +100,4 @@ def _cycles(epoch: np.ndarray, loss: np.ndarray, minima: list[LocalMinimum],
             chaotic_fraction_rise=float(np.mean(lab == 1)) if lab.size else None,
             transition_in_drop=any(epoch[p] <= t.epoch <= epoch[i1] for t in transitions),
             overtrained=bool(global_epoch is not None and epoch[i0] >= global_epoch)))
-    return out
-
-
-def phase_table(table: Mapping[str, Any], analysis: PhaseAnalysis | None = None,
-                **settings: Any) -> dict[str, np.ndarray]:
-    """Per-checkpoint table (dict of (C,) arrays, sorted by epoch) for Python users.
-
-    Columns: the scalar run-table columns, ``label`` / ``regime`` (primary measure, strings),
-    ``label_distance``, ``label_lyapunov``, ``regime_distance``, ``regime_lyapunov``,
-    ``in_critical_stretch`` (bool), ``local_min``, ``global_min``, ``recommended`` (bool) and
-    ``transition`` (the kind of the transition whose ``index_after`` is this checkpoint, else
-    ``""``).  ``analysis`` defaults to ``analyse(table, **settings)``.
-    """
-    from mdesc.descent.analysis import (LABEL_NAMES, MEASURES, REGIME_NAMES, _prepare,
-                                        analyse)
-
-    if analysis is None:
-        analysis = analyse(table, **settings)
-    elif settings:
-        raise TypeError("pass either an analysis or settings, not both")
-    cols, _ = _prepare(table)
-    n = cols["epoch"].size
-    out: dict[str, np.ndarray] = {k: v for k, v in cols.items()}
-    m = analysis.measure
-    names = np.vectorize(LABEL_NAMES.get, otypes=[object])
-    rnames = np.vectorize(REGIME_NAMES.get, otypes=[object])
-    out["label"] = names(analysis.labels[m]).astype(str)
-    out["regime"] = rnames(analysis.regimes[m]).astype(str)
-    for mm in MEASURES:
-        out[f"label_{mm}"] = names(analysis.labels[mm]).astype(str)
-        out[f"regime_{mm}"] = rnames(analysis.regimes[mm]).astype(str)
-    crit = np.zeros(n, bool)
-    for st in analysis.stretches:
-        crit[st.start_index:st.end_index + 1] = True
-    out["in_critical_stretch"] = crit
-    out["local_min"] = np.isin(np.arange(n), [mi.index for mi in analysis.minima])
-    g = np.zeros(n, bool)
-    if analysis.global_minimum is not None:
-        g[analysis.global_minimum["index"]] = True
-    out["global_min"] = g
-    r = np.zeros(n, bool)
-    if analysis.recommended_index is not None:
-        r[analysis.recommended_index] = True
-    out["recommended"] = r
-    tr = np.array([""] * n, dtype=object)
-    for t in analysis.transitions:
-        tr[t.index_after] = t.kind
-    out["transition"] = tr.astype(str)
-    if analysis.verdicts:
-        out["verdict"] = np.array(analysis.verdicts, dtype=str)
-    ev = np.array([""] * n, dtype=object)
-    for e in analysis.events:
-        ev[e.gap + 1] = (ev[e.gap + 1] + "+" if ev[e.gap + 1] else "") + e.kind
-    out["event"] = ev.astype(str)
     return out

@@ -1,0 +1,119 @@
+"""The one sweep loop: checkpoints in chunks -> the core -> one record each, resumably.
+
+Every run goes through :func:`sweep_jobs`: a study-1 run folder (:func:`mdesc.descent.sweep_run`),
+any run's checkpoints (:func:`mdesc.anyrun.sweep_checkpoints`, sharded under torchrun) and, one
+model at a time, the :class:`mdesc.anyrun.StabilityMonitor`.  The caller says what its
+checkpoints are (:class:`Job`), how one is loaded and what to do with one that does not load;
+the loop measures each chunk with :func:`mdesc.sweep.record.measure`, writes each record
+atomically when it is done (a killed sweep loses at most the chunk in progress) and reports
+warnings and skipped checkpoints in one readable line each.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from mdesc.sweep.record import full_record, measure
+from mdesc.sweep.settings import SweepSettings
+from mdesc.sweep.table import SweepStore
+
+
+@dataclass
+class Job:
+    """One checkpoint to measure: its training-axis value, its file and what is recorded."""
+
+    step: int
+    path: Any                       # the file (shown in messages)
+    checkpoint: str | None = None   # the name recorded in the record (default: str(path))
+    metrics: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)   # more record fields (e.g. "step")
+
+
+@dataclass
+class Probe:
+    """The probe inputs as the core takes them: ``x`` in the models' layout, on their device;
+    ``lengths`` each sequence's drive length (None: the full length); ``index`` the analysed
+    sequences' indices; ``zero_steps`` the zero-input steps after the drive."""
+
+    x: Any
+    lengths: Any
+    index: Sequence[int]
+    zero_steps: int
+
+
+def sweep_jobs(jobs: list[Job], st: SweepStore, settings: SweepSettings, probe: Probe,
+               load: Callable[[Job], tuple[Any, dict | None]], *,
+               template=None, errors: tuple = (), on_bad: Callable[[Job, Exception], str] | None
+               = None, notice: Callable[[str], None] = print, progress: bool = False,
+               desc: str = "sweep checkpoints",
+               on_record: Callable[[int, dict], None] | None = None) -> tuple[list[int], list]:
+    """Measure ``jobs`` chunk by chunk (``settings.chunk``) into ``st``.
+
+    ``load(job)`` returns ``(model or state dict, metrics or None)``; an exception of a type in
+    ``errors`` is handed to ``on_bad(job, error)``, which re-raises to stop the sweep or returns
+    the reason the checkpoint is skipped (recorded, and named in one line through ``notice``).
+    ``template``: the module the state dicts fill (None: ``load`` returns modules).  Returns
+    ``(steps computed, [(path, reason)] skipped)``.
+    """
+    from tqdm.auto import tqdm  # optional progress bar: imported only for a sweep
+
+    bar = tqdm(total=len(jobs), desc=desc, unit="ckpt", disable=not progress,
+               dynamic_ncols=True)
+    say = bar.write if progress else notice
+    computed, skipped = [], []
+    try:
+        for lo in range(0, len(jobs), settings.chunk):
+            group, models = [], []
+            for job in jobs[lo: lo + settings.chunk]:
+                try:
+                    model, metrics = load(job)
+                except errors as e:
+                    reason = on_bad(job, e) if on_bad is not None else str(e)
+                    say(f"skipping checkpoint {job.path}: {reason}")
+                    st.skip(job.step, str(job.path), reason)
+                    skipped.append((str(job.path), reason))
+                    bar.update(1)
+                    continue
+                if metrics is not None:
+                    job.metrics = {**job.metrics, **metrics}
+                group.append(job)
+                models.append(model)
+            if not group:
+                continue
+            with warnings.catch_warnings(record=True) as seen:  # shown below, one line each
+                warnings.simplefilter("always")
+                measured = measure(models, probe.x, probe.lengths, settings, probe.zero_steps,
+                                   probe.index, template=template)
+            for w in dict.fromkeys(str(w.message).splitlines()[0] for w in seen):
+                say(f"warning (epochs {group[0].step}-{group[-1].step}): {w}")
+            for job, rec in zip(group, measured):
+                full = full_record(job.step, job.checkpoint if job.checkpoint is not None
+                                   else str(job.path), job.metrics, rec, **job.extra)
+                st.write(job.step, full)
+                computed.append(job.step)
+                bar.update(1)
+                bar.set_postfix(step=job.step, lam=f"{rec['lyapunov_max'] or float('nan'):.4f}")
+                if on_record is not None:
+                    on_record(job.step, full)
+    finally:
+        bar.close()
+    return computed, skipped
+
+
+def select_jobs(jobs: list[Job], st: SweepStore, sample_index, *, every: int = 1,
+                steps: tuple[int, int] | None = None, limit: int | None = None
+                ) -> tuple[list[Job], list[int]]:
+    """The jobs still to do (no valid record; divisible by ``every``; within ``steps`` =
+    (first, last); at most ``limit``) and the steps that already have a record."""
+    todo, existing = [], []
+    for job in jobs:
+        if job.step % every or (steps is not None and not steps[0] <= job.step <= steps[1]):
+            continue
+        if st.has(job.step, sample_index):
+            existing.append(job.step)
+        else:
+            todo.append(job)
+    if limit is not None:
+        todo = todo[:limit]
+    return todo, existing
