@@ -15,11 +15,11 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
-from scipy.stats import t as t_dist
 
 from mdesc.glassy.analysis import (AgingCurves, aging_collapse, fit_critical_width, fit_power_law,
                                    learning_time)
 from mdesc.options import option
+from mdesc.stats import mean_interval
 
 __all__ = ["AnalysisSettings", "seed_interval", "critical_width_over_seeds", "summarize_net",
            "analyze_sweep", "phase_aging", "depth_trend", "first_spike_time", "censor_at"]
@@ -39,26 +39,8 @@ class AnalysisSettings:
     partial: bool = option(False, "analyse unfinished groups with their records so far")
 
 
-def seed_interval(values, confidence: float = 0.95) -> dict[str, Any]:
-    """Mean and Student-t interval over the finite ``values`` (e.g. one per seed).
-
-    Returns ``n`` (finite values), ``n_total``, ``mean``, ``sem``, ``lo``, ``hi``, ``median``,
-    ``min``, ``max``; ``sem/lo/hi`` are NaN for n < 2, and ``sem = 0`` with ``lo = hi = mean``
-    when all values are equal.
-    """
-    v = np.asarray(values, dtype=np.float64).ravel()
-    fin = v[np.isfinite(v)]
-    out: dict[str, Any] = {"n": int(fin.size), "n_total": int(v.size)}
-    if fin.size == 0:
-        return out | {k: math.nan for k in ("mean", "sem", "lo", "hi", "median", "min", "max")}
-    mean = float(fin.mean())
-    out.update(mean=mean, median=float(np.median(fin)), min=float(fin.min()),
-               max=float(fin.max()))
-    if fin.size < 2:
-        return out | {"sem": math.nan, "lo": math.nan, "hi": math.nan}
-    sem = float(fin.std(ddof=1) / math.sqrt(fin.size))
-    half = float(t_dist.ppf(0.5 + confidence / 2, fin.size - 1)) * sem
-    return out | {"sem": sem, "lo": mean - half, "hi": mean + half}
+#: Mean and Student-t interval over seeds: :func:`mdesc.stats.mean_interval` (its glassy name).
+seed_interval = mean_interval
 
 
 def critical_width_over_seeds(widths, t_star, confidence: float = 0.95) -> dict[str, Any]:

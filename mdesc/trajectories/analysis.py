@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from mdesc.stats import bootstrap_median, wilson_interval
+
 __all__ = [
     "LossCurveClass", "LOSS_CURVE_LABELS", "classify_loss_curve", "REGIME_LABELS",
     "laminar_phases", "spectral_concentration", "loss_regime", "exponent_per_run",
@@ -182,22 +184,6 @@ def exponent_per_run(log_growth: np.ndarray, warmup: int = 0, n_blocks: int = 10
     return lam, se
 
 
-def bootstrap_median(values: np.ndarray, n_boot: int = 2000, level: float = 0.95,
-                     seed: int = 0) -> tuple[float, float, float]:
-    """(median, low, high): the median of the finite ``values`` and its percentile-bootstrap
-    interval (``n_boot`` resamples with replacement, seeded, so the interval is reproducible).
-    NaN for an empty sample."""
-    x = np.asarray(values, dtype=np.float64).reshape(-1)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return math.nan, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    meds = np.median(x[rng.integers(0, x.size, (int(n_boot), x.size))], axis=1)
-    a = (1 - level) / 2
-    lo, hi = np.quantile(meds, [a, 1 - a])
-    return float(np.median(x)), float(lo), float(hi)
-
-
 def fraction_beyond_error(lam: np.ndarray, se: np.ndarray, k: float = 2.0) -> dict:
     """Fractions of runs with λ > k·se (positive beyond its error), λ < -k·se, and neither,
     over the runs with a finite λ and se; with ``n`` (the count) and a 95 % Wilson interval
@@ -208,13 +194,11 @@ def fraction_beyond_error(lam: np.ndarray, se: np.ndarray, k: float = 2.0) -> di
     if n == 0:
         return {"n": 0, "positive": math.nan, "negative": math.nan, "undecided": math.nan,
                 "positive_interval": [math.nan, math.nan]}
-    pos = float(np.mean(lam[ok] > k * se[ok]))
+    n_pos = int(np.sum(lam[ok] > k * se[ok]))
+    pos = n_pos / n
     neg = float(np.mean(lam[ok] < -k * se[ok]))
-    z = 1.959963984540054
-    centre = (pos + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(pos * (1 - pos) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return {"n": n, "positive": pos, "negative": neg, "undecided": 1 - pos - neg,
-            "positive_interval": [max(0.0, centre - half), min(1.0, centre + half)]}
+            "positive_interval": list(wilson_interval(n_pos, n))}
 
 
 def finite_time_exponents(log_dist: np.ndarray, weight_l1: np.ndarray,
