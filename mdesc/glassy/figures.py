@@ -37,6 +37,18 @@ def _colors(n):
     return [cmap(i / max(n - 1, 1) * 0.92) for i in range(n)]
 
 
+def _finish_row(fig, axes, ylabel: str, path) -> None:
+    """A one-row figure of loss against SGD step: x label and grid on every panel, the y label
+    on the first, the legend on the last; then saved."""
+    for ax in axes[0]:
+        ax.set_xlabel("SGD step t")
+        ax.grid(True, which="both", alpha=0.2)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def plot_losses(path, nets, result) -> None:
     """Training loss against SGD step, log-log, one panel per depth: every seed thin, the
     power-law fit of seed 0 dashed; minibatch means dotted in the background."""
@@ -67,12 +79,7 @@ def plot_losses(path, nets, result) -> None:
             ax.axhline(thr, color="0.5", lw=0.6, ls=":")
         ax.set_title(f"depth {d}: training loss (dashed: L_inf + A t^-alpha fit; "
                      "x: first loss spike)", fontsize=8.5)
-        ax.set_xlabel("SGD step t")
-        ax.grid(True, which="both", alpha=0.2)
-    axes[0][0].set_ylabel("training cross-entropy (nats / voice / step)")
-    axes[0][-1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    _save(fig, path)
+    _finish_row(fig, axes, "training cross-entropy (nats / voice / step)", path)
 
 
 def plot_learning_time(path, result) -> None:
@@ -215,12 +222,7 @@ def plot_spikes(path, nets) -> None:
             ax.loglog(n.times[ok], n.batch_max[ok], ".", ms=2.5, color=col[n.width])
         ax.set_title(f"depth {d}, seed {seed}: minibatch loss per bin (line mean, dots max)",
                      fontsize=8.5)
-        ax.set_xlabel("SGD step t")
-        ax.grid(True, which="both", alpha=0.2)
-    axes[0][0].set_ylabel("minibatch cross-entropy")
-    axes[0][-1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    _save(fig, path)
+    _finish_row(fig, axes, "minibatch cross-entropy", path)
 
 
 def plot_lr_pilot(path, groups) -> None:
