@@ -92,9 +92,10 @@ from mdesc.store import to_json
 from mdesc.sweep import claims as _cl
 from mdesc.sweep import events as _ev
 from mdesc.sweep.losscurve import DescentCycle, LocalMinimum, cycles, local_minima
-from mdesc.sweep.phases import (LABEL_NAMES, MEASURES, MEASURE_COLUMN, REGIME_NAMES,
-                                UNKNOWN_REGIME, CriticalStretch, PhaseSettings, Transition,
-                                labels_and_regimes, measure_value, nearest_index,
+from mdesc.sweep.phases import (LABEL_NAMES, LABELLINGS, MEASURES, MEASURE_COLUMN,
+                                REGIME_NAMES, UNKNOWN_REGIME, CriticalStretch, PhaseSettings,
+                                Transition, combined_label, labels_and_regimes, measure_value,
+                                nearest_index,
                                 prepare, sorted_table, stretches_of, transitions_of,
                                 uniform_grid)
 
@@ -187,6 +188,7 @@ def analyse(table: Mapping[str, Any], settings: PhaseSettings | None = None,
     measure, other, has, chaotic_level, window, used = _resolve(cols, s, notes)
     labels, regimes = labels_and_regimes(cols, s, chaotic_level)
     _collapsed_unknown(table, cols, labels, regimes, notes)
+    labels["combined"], regimes["combined"] = combined_label(cols, s, labels["distance"] < 0)
     value, thr = measure_value(cols, measure, s)
     transitions = transitions_of(epoch, labels[measure], value, thr, measure)
     ovalue, othr = measure_value(cols, other, s)
@@ -199,8 +201,8 @@ def analyse(table: Mapping[str, Any], settings: PhaseSettings | None = None,
     claims = _cl.run_claims(epoch, cols, labels, measure, transitions, stretches, minima,
                             global_min, cyc, window, rec_idx, epoch.size, floor=s.floor,
                             distance_resolution=s.distance_resolution)
-    verdicts, reasons = _cl.verdicts(labels["distance"], labels["lyapunov"],
-                                     cols["lyapunov_max"], cols["log_distance"], s.floor)
+    verdicts, reasons = _cl.combined_verdicts(labels["combined"], labels["distance"],
+                                              labels["lyapunov"], cols, s)
     claims["verdict_counts"] = {v: verdicts.count(v) for v in _cl.VERDICTS}
     events, drops = _events(table, cols, s, minima, claims)
     return PhaseAnalysis(
@@ -267,12 +269,16 @@ def _resolve(cols: dict[str, np.ndarray], s: PhaseSettings, notes: list[str]):
     else:
         chaotic_level = float(s.distance_chaotic_level)
     has = {m: bool(np.any(np.isfinite(cols[MEASURE_COLUMN[m]]))) for m in MEASURES}
+    has["combined"] = has["distance"] and has["lyapunov"]
     if s.measure == "auto":
-        measure = "distance" if has["distance"] or not has["lyapunov"] else "lyapunov"
+        measure = ("combined" if has["combined"] else
+                   "distance" if has["distance"] or not has["lyapunov"] else "lyapunov")
     else:
         measure = s.measure
     if not has[measure]:
-        notes.append(f"no finite {MEASURE_COLUMN[measure]} values: no transitions can be found")
+        what = ("both D~ and lambda_1" if measure == "combined"
+                else MEASURE_COLUMN[measure])
+        notes.append(f"no finite {what} values: no transitions can be found")
     other = "lyapunov" if measure == "distance" else "distance"
     n = epoch.size
     window = (float(s.window) if s.window is not None
@@ -322,10 +328,10 @@ def _recommend(epoch, s: PhaseSettings, measure: str, has_measure: bool, label,
     o2c = [k for k, t in enumerate(transitions) if t.kind == "order_to_chaos"]
     if not o2c:
         if not has_measure:
-            return None, f"no finite {MEASURE_COLUMN[measure]}: stability gives no recommendation"
-        if np.all(label[label >= 0] == 0):
+            return None, f"no finite {MEASURE_COLUMN.get(measure, 'D~ and lambda_1')}: stability gives no recommendation"
+        if not np.any(label == 1):
             return None, "the run stays ordered throughout: no order->chaos transition to recommend"
-        if np.all(label[label >= 0] == 1):
+        if not np.any(label == 0):
             return None, "the run is chaotic throughout: no order->chaos transition to recommend"
         return None, "no order->chaos transition (only chaos->order): no recommendation"
     if s.recommend == "first_transition":
@@ -398,7 +404,7 @@ def phase_table(table: Mapping[str, Any], analysis: PhaseAnalysis | None = None,
     rnames = np.vectorize(REGIME_NAMES.get, otypes=[object])
     out["label"] = names(analysis.labels[m]).astype(str)
     out["regime"] = rnames(analysis.regimes[m]).astype(str)
-    for mm in MEASURES:
+    for mm in LABELLINGS:
         out[f"label_{mm}"] = names(analysis.labels[mm]).astype(str)
         out[f"regime_{mm}"] = rnames(analysis.regimes[mm]).astype(str)
     crit = np.zeros(n, bool)

@@ -84,7 +84,7 @@ def correlation(x, y, x_name: str, x_resolution: float, y_name: str = "test loss
     return res
 
 
-VERDICTS = ("ordered", "chaotic", "disagree", "unknown")
+VERDICTS = ("ordered", "chaotic", "marginal", "disagree", "unknown")
 MARGINAL = 0.01   # |lambda_1| below this (per step) with D~ above its floor: marginal dynamics
 
 
@@ -115,6 +115,36 @@ def verdicts(label_distance, label_lyapunov, lam, log_distance, floor: float
             why.append(f"lambda_1 = {l1:.3g} > 0 while D~ = {d:.3g} sits at its floor "
                        f"{floor:g}: the twins had not separated within the zero-input steps "
                        "(a weak exponent) or lambda_1 is within its error of 0")
+    return out, why
+
+
+def combined_verdicts(combined, label_distance, label_lyapunov, cols, s
+                      ) -> tuple[list[str], list[str]]:
+    """The verdict of each checkpoint is its combined label (:func:`mdesc.sweep.phases.
+    combined_label`, the label the table, the figures and every claim use), with the reason
+    where it is neither ordered nor chaotic."""
+    names = {-1: "unknown", 0: "ordered", 1: "chaotic", 2: "marginal", 3: "disagree"}
+    _, why_single = verdicts(label_distance, label_lyapunov, cols["lyapunov_max"],
+                             cols["log_distance"], s.floor)
+    out, why = [], []
+    k = s.lyapunov_sigmas
+    for c, w, lam, se, d in zip(combined, why_single, cols["lyapunov_max"],
+                                cols["lyapunov_stderr"], cols["log_distance"]):
+        v = names[int(c)]
+        out.append(v)
+        if v == "disagree":
+            why.append(w)
+        elif v == "marginal":
+            x = d - s.floor
+            if abs(lam - s.lyapunov_threshold) <= k * (se if np.isfinite(se) else 0.0):
+                why.append(f"lambda_1 = {lam:.3g} +- {se:.2g} is within {k:g} standard errors "
+                           f"of {s.lyapunov_threshold:g}")
+            else:
+                why.append(f"D~ - floor = {x:.3g} lies between the order level "
+                           f"{s.distance_ordered_tol:g} and the chaos margin "
+                           f"{s.distance_margin:g}")
+        else:
+            why.append("" if v != "unknown" else w or "D~ or lambda_1 missing or non-finite")
     return out, why
 
 
@@ -198,6 +228,8 @@ def run_claims(epoch, cols, labels, measure, transitions, stretches, minima, glo
     c["distance_refused"] = flat_reason(cols["log_distance"], distance_resolution, "D~", floor)
     c["lyapunov_refused"] = flat_reason(cols["lyapunov_max"],
                                         lyapunov_resolution(cols["lyapunov_stderr"]), "lambda_1")
+    # the combined label's transitions are dated by lambda_1: refused when lambda_1 is flat
+    c["combined_refused"] = c["lyapunov_refused"]
     if c[f"{measure}_refused"]:
         c["transitions_refused"] = (f"the labels of {measure} rest on values that do not vary: "
                                     f"{c[f'{measure}_refused']}")
