@@ -83,6 +83,7 @@ If the run has no order->chaos transition there is no recommendation (``None``, 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -90,6 +91,7 @@ import numpy as np
 
 from mdesc.store import to_json
 from mdesc.sweep import claims as _cl
+from mdesc.sweep import controls as _co
 from mdesc.sweep import events as _ev
 from mdesc.sweep.losscurve import DescentCycle, LocalMinimum, cycles, local_minima
 from mdesc.sweep.phases import (LABEL_NAMES, LABELLINGS, MEASURES, MEASURE_COLUMN,
@@ -204,7 +206,7 @@ def analyse(table: Mapping[str, Any], settings: PhaseSettings | None = None,
     verdicts, reasons = _cl.combined_verdicts(labels["combined"], labels["distance"],
                                               labels["lyapunov"], cols, s)
     claims["verdict_counts"] = {v: verdicts.count(v) for v in _cl.VERDICTS}
-    events, drops = _events(table, cols, s, minima, claims)
+    events, drops = _events(table, cols, s, minima, global_min, claims)
     return PhaseAnalysis(
         epochs=epoch, measure=measure, labels=labels, regimes=regimes, transitions=transitions,
         secondary_transitions=secondary, stretches=stretches, minima=minima,
@@ -319,7 +321,11 @@ def _loss_curve(epoch, loss, s: PhaseSettings, transitions, label):
                                    prominence=prom, nearest_transition_epoch=near,
                                    distance_to_transition=dist))
     g_epoch = global_min["epoch"] if global_min else None
-    return global_min, minima, cycles(epoch, loss, minima, label, transitions, g_epoch)
+    start = _co.learning_end(loss)
+    noise = _co.noise_scale(loss[start:])
+    min_change = s.noise_sigmas * noise if np.isfinite(noise) else 0.0
+    return global_min, minima, cycles(epoch, loss, minima, label, transitions, g_epoch,
+                                      min_change)
 
 
 def _recommend(epoch, s: PhaseSettings, measure: str, has_measure: bool, label,
@@ -347,8 +353,10 @@ def _recommend(epoch, s: PhaseSettings, measure: str, has_measure: bool, label,
         f"{best.end_epoch:.4g}, width {best.width:.4g} epochs)")
 
 
-def _events(table, cols, s: PhaseSettings, minima, claims) -> tuple[list, list[int]]:
-    """Stability events, sharp test-loss drops and the permutation tests (into ``claims``,
+def _events(table, cols, s: PhaseSettings, minima, global_min, claims
+            ) -> tuple[list, list[int]]:
+    """Stability events, placebo events, sharp test-loss drops, and every test of "targets sit
+    at events" (mdesc.sweep.controls) with the family's Holm-adjusted values (into ``claims``,
     with the twin comparison); returns ``(events, drops)``."""
     epoch = cols["epoch"]
     n = epoch.size
@@ -362,19 +370,34 @@ def _events(table, cols, s: PhaseSettings, minima, claims) -> tuple[list, list[i
     if red.ndim == 2 and red.shape[0] == n and red.shape[1] > 0:
         events += _ev.structure_events(epoch, red, s.event_jump, s.distance_resolution)
     events.sort(key=lambda e: (e.gap, e.kind))
-    drops = _ev.loss_drops(cols["test_loss"], s.event_jump)
+    start = _co.learning_end(cols["test_loss"])
+    drops = _co.jumps(cols["test_loss"], -1, s.event_jump, s.noise_sigmas, start)
+    spikes = _co.jumps(cols["train_loss"], +1, s.event_jump, s.noise_sigmas)
+    pjumps = _co.param_jumps(cols["param_change"], s.event_jump)
     gaps = sorted({e.gap for e in events})
-    for name, targets in (("minima_at_events", [m.index for m in minima]),
-                          ("drops_at_events", [g + 0.5 for g in drops])):
-        claims[name] = _ev.permutation_test(max(n - 1, 0), gaps, targets, s.event_tolerance,
-                                            int(s.permutations), s.permutation_seed)
+    ctl = _co.controls_of(max(n - 1, 0), cols["param_change"], spikes, pjumps, s.event_tolerance)
+    draws, seed, tol = int(s.permutations), s.permutation_seed, s.event_tolerance
+    for what, targets in (("minima", [m.index for m in minima]),
+                          ("drops", [g + 0.5 for g in drops])):
+        tests = _co.association(n, gaps, targets, ctl, tol, draws, seed)
+        uniform = tests.pop("uniform")
+        claims[f"{what}_at_events"] = {**uniform, **tests}   # the uniform test stays on top
         if lam_flat and not gaps:
-            claims[name]["refused"] = f"no events can be found: {lam_flat}"
+            claims[f"{what}_at_events"]["refused"] = f"no events can be found: {lam_flat}"
+        claims[f"{what}_at_events"]["uniform"] = uniform
+        claims[f"{what}_at_spikes"] = _co.placebo(n, spikes, targets, tol, draws, seed)
+        claims[f"{what}_at_param_jumps"] = _co.placebo(n, pjumps, targets, tol, draws, seed)
+    claims["controls_note"] = ctl["note"]
+    claims["learning_phase_end_epoch"] = float(epoch[start]) if n else math.nan
+    claims["test_loss_noise"] = _co.noise_scale(cols["test_loss"][start:])
     claims["n_events"] = len(gaps)
     claims["n_lyapunov_events"] = sum(e.kind == "lyapunov" for e in events)
     claims["n_structure_events"] = sum(e.kind == "structure" for e in events)
     claims["event_epochs"] = [float(epoch[g + 1]) for g in gaps]
     claims["drop_epochs"] = [float(epoch[g + 1]) for g in drops]
+    claims["spike_epochs"] = [float(epoch[g + 1]) for g in spikes]
+    claims["param_jump_epochs"] = [float(epoch[g + 1]) for g in pjumps]
+    claims["tests"] = _co.family(claims)
     n_reviews = int(red.shape[1]) if red.ndim == 2 else 0
     claims["twins"] = _cl.twin_comparison(epoch, cols["log_distance_drive_end"],
                                           cols["log_distance_start"], cols["n_collapsed_start"],

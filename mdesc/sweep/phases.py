@@ -29,7 +29,8 @@ MEASURE_COLUMN = {"distance": "log_distance", "lyapunov": "lyapunov_max"}
 _SCALAR_COLUMNS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc",
                    "log_distance", "lyapunov_max", "lyapunov_stderr", "nonfinite_fraction")
 _EXTRA_COLUMNS = ("log_distance_drive_end", "log_distance_start", "n_collapsed_start",
-                  "lyapunov_max_driven", "lyapunov_stderr_driven")
+                  "lyapunov_max_driven", "lyapunov_stderr_driven", "param_change",
+                  "param_change_relative")
 
 
 
@@ -67,7 +68,10 @@ class PhaseSettings:
             10 gaps on either side; mdesc.sweep.events).
         event_tolerance: a test-loss minimum or drop sits at an event within this many
             checkpoints.
-        permutations, permutation_seed: the permutation test's draws and seed.
+        noise_sigmas: k; drops, training-loss spikes and descent cycles must exceed k robust
+            noise scales of their curve (mdesc.sweep.controls), drops only after the initial
+            learning phase.
+        permutations, permutation_seed: the permutation tests' draws and seed.
     """
 
     floor: float = option(-15.0, "the order floor of D~", cli=False)
@@ -104,6 +108,9 @@ class PhaseSettings:
                                "(median over 10 gaps either side)", metavar="X")
     event_tolerance: int = option(0, "a test-loss minimum or drop sits at an event within this "
                                   "many checkpoints", metavar="N")
+    noise_sigmas: float = option(3.0, "a test-loss drop, a training-loss spike and each half "
+                                 "of a descent cycle must exceed this many robust noise scales "
+                                 "(1.4826 MAD of the curve's differences)", metavar="X")
     permutations: int = option(10000, "draws of the permutation test", metavar="N")
     permutation_seed: int = option(0, "seed of the permutation test", cli=False)
 
@@ -133,8 +140,10 @@ class PhaseSettings:
             raise ValueError(f"window must be >= 0 epochs or None, got {self.window}")
         if not self.distance_resolution > 0:
             raise ValueError(f"distance_resolution must be > 0, got {self.distance_resolution}")
-        if self.event_sigmas < 0 or self.event_jump < 0 or self.event_tolerance < 0:
-            raise ValueError("event_sigmas, event_jump and event_tolerance must be >= 0")
+        if (self.event_sigmas < 0 or self.event_jump < 0 or self.event_tolerance < 0
+                or self.noise_sigmas < 0):
+            raise ValueError("event_sigmas, event_jump, event_tolerance and noise_sigmas must "
+                             "be >= 0")
         if int(self.permutations) != self.permutations or self.permutations < 1:
             raise ValueError(f"permutations must be a positive integer, got {self.permutations}")
 
