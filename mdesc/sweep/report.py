@@ -77,22 +77,7 @@ def claims_rows(analysis, description: RunDescription | None = None) -> list[tup
          f"(fraction {_fmt(c['minima_near_transition_fraction'], 3)}; by chance "
          f"{_fmt(c['minima_near_transition_chance'], 3)})"),
     ]
-    n_after = c.get("overtrained_n", 0)
-    for m, name in (("distance", "D̃"), ("lyapunov", "λ₁")):
-        refused = (c.get(f"overtrained_{m}") or {}).get("refused")
-        if refused:
-            rows.append((f"overtrained phase (after the global minimum, n = {n_after}): "
-                         f"test loss vs {name}", f"refused: {refused}"))
-        elif f"overtrained_spearman_{m}" in c:
-            sc = c.get(f"overtrained_series_{m}") or {}
-            rows.append((f"overtrained phase (after the global minimum, n = {n_after}): "
-                         f"test loss vs {name} (both drift with training time)",
-                         f"levels: Spearman {_fmt(c[f'overtrained_spearman_{m}'], 3)} "
-                         f"(circular-shift p = {_fmt(sc.get('levels_p_shift'), 2)}; the naive "
-                         f"p = {_fmt(c[f'overtrained_spearman_p_{m}'], 2)} treats the "
-                         f"checkpoints as independent); changes: Spearman "
-                         f"{_fmt(sc.get('differences'), 3)} "
-                         f"(p = {_fmt(sc.get('differences_p'), 2)})"))
+    rows += _overtrained_rows(c)
     for key, what in (("distance_refused", "D̃"), ("lyapunov_refused", "λ₁")):
         if c.get(key):
             rows.append((f"claims on {what}", f"refused: {c[key]}"))
@@ -138,6 +123,29 @@ def claims_rows(analysis, description: RunDescription | None = None) -> list[tup
         ("recommended checkpoint: test loss; excess over the global minimum",
          f"{_fmt(c['recommended_test_loss'])}; {_fmt(c['recommended_regret'])}"),
     ]
+    return rows
+
+
+def _overtrained_rows(c: dict[str, Any]) -> list[tuple[str, str]]:
+    """Test loss against each chaos measure after the global minimum: levels (circular-shift
+    null) and changes, the naive p beside."""
+    rows = []
+    n_after = c.get("overtrained_n", 0)
+    for m, name in (("distance", "D̃"), ("lyapunov", "λ₁")):
+        refused = (c.get(f"overtrained_{m}") or {}).get("refused")
+        if refused:
+            rows.append((f"overtrained phase (after the global minimum, n = {n_after}): "
+                         f"test loss vs {name}", f"refused: {refused}"))
+        elif f"overtrained_spearman_{m}" in c:
+            sc = c.get(f"overtrained_series_{m}") or {}
+            rows.append((f"overtrained phase (after the global minimum, n = {n_after}): "
+                         f"test loss vs {name} (both drift with training time)",
+                         f"levels: Spearman {_fmt(c[f'overtrained_spearman_{m}'], 3)} "
+                         f"(circular-shift p = {_fmt(sc.get('levels_p_shift'), 2)}; the naive "
+                         f"p = {_fmt(c[f'overtrained_spearman_p_{m}'], 2)} treats the "
+                         f"checkpoints as independent); changes: Spearman "
+                         f"{_fmt(sc.get('differences'), 3)} "
+                         f"(p = {_fmt(sc.get('differences_p'), 2)})"))
     return rows
 
 
