@@ -375,7 +375,8 @@ def _events(table, cols, s: PhaseSettings, minima, global_min, claims
     spikes = _co.jumps(cols["train_loss"], +1, s.event_jump, s.noise_sigmas)
     pjumps = _co.param_jumps(cols["param_change"], s.event_jump)
     gaps = sorted({e.gap for e in events})
-    ctl = _co.controls_of(max(n - 1, 0), cols["param_change"], spikes, pjumps, s.event_tolerance)
+    ctl = _co.controls_of(max(n - 1, 0), cols["param_change"], spikes, pjumps,
+                          s.event_tolerance + s.control_window)
     draws, seed, tol = int(s.permutations), s.permutation_seed, s.event_tolerance
     for what, targets in (("minima", [m.index for m in minima]),
                           ("drops", [g + 0.5 for g in drops])):

@@ -23,10 +23,13 @@ both exceed ``noise_sigmas`` x the same noise scale.
 
 *Conditional tests* (does a stability event predict a target *beyond* the controls?):
 
-- ``stratified``: events re-drawn within strata of the gaps (parameter-change tercile, and
-  whether a training-loss spike or a parameter jump lies within the tolerance): the hits
-  expected from where the weights jumped are the null;
-- ``logistic``: per gap, ``logit P(target) = a + b event + c1 log(param change) + c2 spike``,
+- ``stratified``: events re-drawn within strata of the gaps (parameter-change tercile, and the
+  offset of the nearest training-loss spike and of the nearest parameter jump, each from
+  -r to +r gaps with r = ``event_tolerance + control_window``, or none within r): an event
+  at a weight jump is compared with events at other weight jumps, one a gap after a spike with
+  other gaps a gap after a spike;
+- ``logistic``: per gap, ``logit P(target) = a + b event + c1 log(param change) + c2 spike``
+  (spike: within the same reach),
   Firth-penalised, with a likelihood-ratio test of b (:func:`mdesc.stats.logistic_lrt`) and
   its odds ratio with a 95 % interval.
 
@@ -108,6 +111,21 @@ def _dilate(gaps, n_gaps: int, tolerance: int) -> np.ndarray:
     return flag
 
 
+def _lag(gaps, n_gaps: int, reach: int) -> np.ndarray:
+    """Per gap: its offset from the nearest of ``gaps`` (0 .. 2 reach for -reach .. +reach),
+    or 2 reach + 1 when none is within ``reach``: strata by lag keep a drop that follows a spike
+    by one epoch in the same stratum as every gap that follows a spike by one epoch."""
+    out = np.full(n_gaps, 2 * reach + 1)
+    pos = np.arange(n_gaps)
+    g = np.asarray(sorted(gaps), int)
+    if g.size:
+        off = pos[:, None] - g[None, :]
+        near = np.argmin(np.abs(off), axis=1)
+        o = off[pos, near]
+        out = np.where(np.abs(o) <= reach, o + reach, out)
+    return out
+
+
 def _target_gaps(targets, n_gaps: int, tolerance: int) -> np.ndarray:
     """Per gap: a target (position in checkpoint units) within reach of it."""
     pos = np.arange(n_gaps) + 0.5
@@ -117,13 +135,15 @@ def _target_gaps(targets, n_gaps: int, tolerance: int) -> np.ndarray:
     return np.min(np.abs(pos[:, None] - t[None, :]), axis=1) <= tolerance + 0.5 + 1e-9
 
 
-def controls_of(n_gaps: int, param_change, spikes, pjumps, tolerance: int) -> dict[str, Any]:
-    """The per-gap controls: strata, the logistic model's regressors, and what was used."""
-    spike = _dilate(spikes, n_gaps, tolerance)
-    jump = _dilate(pjumps, n_gaps, tolerance)
+def controls_of(n_gaps: int, param_change, spikes, pjumps, reach: int) -> dict[str, Any]:
+    """The per-gap controls: strata, the logistic model's regressors, and what was used; a
+    spike or parameter jump marks the gaps within ``reach`` of it (the tolerance plus the
+    control window: a test loss that drops the epoch after the weights jumped is explained)."""
+    spike = _dilate(spikes, n_gaps, reach)
     p = np.asarray(param_change, float)[1:n_gaps + 1] if len(param_change) > 1 else np.zeros(0)
     have_p = p.size == n_gaps and np.sum(np.isfinite(p) & (p > 0)) >= 3
-    strata = spike.astype(int) + 2 * jump.astype(int)
+    width = 2 * reach + 2
+    strata = _lag(spikes, n_gaps, reach) * width + _lag(pjumps, n_gaps, reach)
     regress: dict[str, np.ndarray] = {"training-loss spike": spike.astype(float)}
     used = ["training-loss spike"]
     if have_p:
@@ -131,7 +151,7 @@ def controls_of(n_gaps: int, param_change, spikes, pjumps, tolerance: int) -> di
         fin = np.isfinite(logp)
         cuts = np.quantile(logp[fin], [1 / 3, 2 / 3])
         tercile = np.where(fin, np.searchsorted(cuts, logp), 3)
-        strata = strata + 4 * tercile
+        strata = strata * 4 + tercile
         regress["log parameter change"] = np.where(fin, logp, np.nanmedian(logp))
         used += ["parameter-change tercile", "parameter jump"]
     return {"strata": strata, "regressors": regress, "used": used,

@@ -71,6 +71,8 @@ class PhaseSettings:
         noise_sigmas: k; drops, training-loss spikes and descent cycles must exceed k robust
             noise scales of their curve (mdesc.sweep.controls), drops only after the initial
             learning phase.
+        control_window: a placebo event (training-loss spike, parameter jump) controls the gaps
+            within ``event_tolerance + control_window`` of it in the conditional tests.
         permutations, permutation_seed: the permutation tests' draws and seed.
     """
 
@@ -111,6 +113,9 @@ class PhaseSettings:
     noise_sigmas: float = option(3.0, "a test-loss drop, a training-loss spike and each half "
                                  "of a descent cycle must exceed this many robust noise scales "
                                  "(1.4826 MAD of the curve's differences)", metavar="X")
+    control_window: int = option(1, "a training-loss spike or parameter jump controls the gaps "
+                                 "within event_tolerance + this many checkpoints of it "
+                                 "(conditional tests)", metavar="N")
     permutations: int = option(10000, "draws of the permutation test", metavar="N")
     permutation_seed: int = option(0, "seed of the permutation test", cli=False)
 
@@ -141,9 +146,9 @@ class PhaseSettings:
         if not self.distance_resolution > 0:
             raise ValueError(f"distance_resolution must be > 0, got {self.distance_resolution}")
         if (self.event_sigmas < 0 or self.event_jump < 0 or self.event_tolerance < 0
-                or self.noise_sigmas < 0):
-            raise ValueError("event_sigmas, event_jump, event_tolerance and noise_sigmas must "
-                             "be >= 0")
+                or self.noise_sigmas < 0 or self.control_window < 0):
+            raise ValueError("event_sigmas, event_jump, event_tolerance, noise_sigmas and "
+                             "control_window must be >= 0")
         if int(self.permutations) != self.permutations or self.permutations < 1:
             raise ValueError(f"permutations must be a positive integer, got {self.permutations}")
 
