@@ -229,11 +229,12 @@ def _accuracy_panel(ax, t, analysis) -> None:
                 va="center", color="0.4")
         ax.set_yticks([])
         return
-    ax.plot(epoch, te, color="black", lw=1.4, label="test accuracy")
-    ax.plot(epoch, tr, color="0.55", lw=1.1, label="train accuracy")
+    hs = [ax.plot(epoch, te, color="black", lw=1.4, label="test accuracy")[0],
+          ax.plot(epoch, tr, color="0.55", lw=1.1, label="train accuracy")[0]]
     _mark_events(ax, analysis, with_labels=False)
     ax.set_ylabel("accuracy")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8.5, frameon=False)
+    ax.legend(handles=hs, loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8.5,
+              frameon=False)
 
 
 def _lyapunov_panel(ax3, t, analysis, d: RunDescription, ms: int) -> None:
