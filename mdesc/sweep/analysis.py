@@ -33,8 +33,12 @@ Definitions (all thresholds are settings, see :class:`PhaseSettings`):
   network.
 - lyapunov: ``lambda_1`` (mean over samples) with standard error ``s``.
 
-*Label* (binary, used for transitions): chaotic if ``x > distance_margin`` (distance), or if
-``lambda_1 > lyapunov_threshold`` (lyapunov); otherwise ordered.
+*Label* (used for transitions and everything derived): by default the **combined** label
+(:func:`mdesc.sweep.phases.combined_label`): chaotic when ``lambda_1 - k s > threshold`` and
+``x > distance_margin``, ordered when ``lambda_1 + k s < threshold`` and
+``x <= distance_ordered_tol``, otherwise marginal or disagree.  Single-measure labels (named
+options ``measure="distance"`` / ``"lyapunov"``): chaotic if ``x > distance_margin``, or if
+``lambda_1 > lyapunov_threshold``; otherwise ordered.
 
 *Regime* (three states, used for the width of the edge of chaos):
 
@@ -45,9 +49,12 @@ Definitions (all thresholds are settings, see :class:`PhaseSettings`):
 - lyapunov: clearly chaotic if ``lambda_1 - k s > threshold``; clearly ordered if
   ``lambda_1 + k s < threshold`` (``k = lyapunov_sigmas``, default 2); otherwise critical.
 
-*Transition*: consecutive finite checkpoints ``a < b`` (by epoch, unknowns skipped) whose labels
-differ; ``order_to_chaos`` or ``chaos_to_order``.  Its epoch is where the measure crosses the
-label threshold, by linear interpolation between the two checkpoints.
+*Transition*: an ordered and a chaotic checkpoint ``a < b`` with only unknown (or, for the
+combined label, marginal/disagreeing) checkpoints between them; ``order_to_chaos`` or
+``chaos_to_order``.  Its epoch is where the measure crosses the label threshold, by linear
+interpolation between the two checkpoints (D~ for the combined label); a combined transition
+across marginal checkpoints is dated in its last gap, where lambda_1 crosses its threshold
+(:func:`mdesc.sweep.phases.date_entries`).
 
 *Critical stretch and its width* (the "width of the edge of chaos" along the training axis).
 For an order->chaos transition between ``a`` and ``b``: the stretch starts at the last clearly
@@ -96,8 +103,8 @@ from mdesc.sweep import events as _ev
 from mdesc.sweep.losscurve import DescentCycle, LocalMinimum, cycles, local_minima
 from mdesc.sweep.phases import (LABEL_NAMES, LABELLINGS, MEASURES, MEASURE_COLUMN,
                                 REGIME_NAMES, UNKNOWN_REGIME, CriticalStretch, PhaseSettings,
-                                Transition, combined_label, labels_and_regimes, measure_value,
-                                nearest_index,
+                                Transition, combined_label, date_entries, labels_and_regimes,
+                                measure_value, nearest_index,
                                 prepare, sorted_table, stretches_of, transitions_of,
                                 uniform_grid)
 
@@ -193,6 +200,8 @@ def analyse(table: Mapping[str, Any], settings: PhaseSettings | None = None,
     labels["combined"], regimes["combined"] = combined_label(cols, s, labels["distance"] < 0)
     value, thr = measure_value(cols, measure, s)
     transitions = transitions_of(epoch, labels[measure], value, thr, measure)
+    if measure == "combined":
+        date_entries(transitions, epoch, cols["lyapunov_max"], s.lyapunov_threshold)
     ovalue, othr = measure_value(cols, other, s)
     secondary = transitions_of(epoch, labels[other], ovalue, othr, other) if has[other] else []
     stretches = stretches_of(epoch, regimes[measure], transitions)

@@ -343,6 +343,22 @@ def transitions_of(epoch: np.ndarray, label: np.ndarray, value: np.ndarray, thre
     return out
 
 
+def date_entries(transitions: list[Transition], epoch: np.ndarray, lam: np.ndarray,
+                 threshold: float) -> None:
+    """Re-date the combined label's transitions that pass marginal/disagreeing checkpoints: the
+    run enters the new phase in the last gap, between ``index_after - 1`` and ``index_after``
+    (where lambda_1 crosses its threshold, interpolated; the middle of the gap when it does
+    not), not somewhere across the checkpoints that were neither.  In place."""
+    for t in transitions:
+        a, b = t.index_after - 1, t.index_after
+        if a == t.index_before:
+            continue
+        va, vb = lam[a], lam[b]
+        frac = (float(np.clip((threshold - va) / (vb - va), 0.0, 1.0))
+                if np.isfinite(va) and np.isfinite(vb) and vb != va else 0.5)
+        t.epoch = float(epoch[a] + frac * (epoch[b] - epoch[a]))
+
+
 def stretches_of(epoch: np.ndarray, regime: np.ndarray, transitions: list[Transition]
                ) -> list[CriticalStretch]:
     out = []
