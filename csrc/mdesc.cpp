@@ -1,9 +1,12 @@
-// Operator schemas of the mdesc extension, and nothing else.
+// Operator schemas of the mdesc extension (one TORCH_LIBRARY), and the two small ops that answer
+// from the C++ tables (counted_blocks, cells); nothing else.
 //
-// Each backend registers its implementation in its own folder, under the same file name:
-//   csrc/cpu/tangent_run.cpp   TORCH_LIBRARY_IMPL(mdesc, CPU, m)
-//   csrc/cuda/tangent_run.cu   TORCH_LIBRARY_IMPL(mdesc, CUDA, m)
-// and both take the cell math from csrc/common/cell_math.h.
+// Each backend registers its implementation of both runs in its own folder, under the same file
+// name:
+//   csrc/cpu/run.cpp    TORCH_LIBRARY_IMPL(mdesc, CPU, m)
+//   csrc/cuda/run.cu    TORCH_LIBRARY_IMPL(mdesc, CUDA, m)
+// and both take the cell math from csrc/common/cell_math.h (the twin's: common/twin_math.h) and
+// the input checks from csrc/common/run_checks.h.
 //
 // Shapes (C checkpoints, T driven steps, B sequences, L layers, H hidden, I input, G gate rows
 // per layer, n tangent-space dimension, k tangent vectors; "C|1" means either C or 1, broadcast
@@ -49,11 +52,49 @@
 //                         AVX2 code even on an AVX-512 CPU: for tests) or "gemm" (BLAS + pointwise);
 //                         portable_gemm runs the portable loops whatever this says
 //
+// lstm_twin_run(x, lengths, w_ih, w_hh, bias, h0, c0, dh0, dc0, q0, zero_input_steps, warmup,
+//               qr_every, *, cpu_tile_columns, portable_gemm, cpu_path)
+//     -> (block_logs, h_T, c_T, dh_T, dc_T)
+//   The twin run without cancellation (issue 11; Python: mdesc/core/_twin_ops.py, public API
+//   mdesc/core/twin.py).  Everything as for tangent_run with LSTM cells, plus the difference to
+//   a twin carried beside the state:
+//   dh0, dc0 [C|1, L, B, H]  the twin's initial state minus the run's (h0 + dh0, c0 + dc0)
+//   dh_T, dc_T [C, L, B, H]  the twin's final state minus the run's, computed as a difference
+//                            (finite, not linearised; relative precision, no cancellation)
+//   The tangent vectors follow the Jacobian of the unperturbed run (as in the tangent run); the
+//   twin is the full nonlinear dynamics from the perturbed state.  Differences below the dtype's
+//   smallest normal number are flushed to zero.  Tuning knobs: tangent_run's CPU ones.
+//
 // cpu_fused_lanes(elem_bytes) -> int: vector lanes of the fused CPU step on this CPU for 4- or
 // 8-byte elements (0: none; layers need H >= lanes).
+//
+// counted_blocks(steps, warmup, qr_every) -> int: the counted blocks of a run of `steps` steps,
+// the one rule of common/cell_math.h every backend sizes block_logs by (mdesc/core/schedule.py is
+// Python's copy, tested against this one).
+//
+// cells() -> str[]: the cells' names in the order of common/cell_math.h's table (Cells), which
+// mdesc/core/cells.py's CELLS must list.
 #include <torch/library.h>
 
+#include <string>
+#include <vector>
+
+#include "common/cell_math.h"
 #include "cpu/fused_step.h"
+
+namespace mdesc {
+namespace {
+
+int64_t counted_blocks_op(int64_t steps, int64_t warmup, int64_t qr_every) {
+  TORCH_CHECK(steps >= 0 && warmup >= 0 && qr_every >= 1, "counted_blocks: need steps >= 0, warmup >= 0 and ",
+              "qr_every >= 1, got ", steps, ", ", warmup, ", ", qr_every);
+  return counted_blocks(steps, warmup, qr_every);
+}
+
+std::vector<std::string> cells_op() { return {std::begin(Cells::names), std::end(Cells::names)}; }
+
+}  // namespace
+}  // namespace mdesc
 
 TORCH_LIBRARY(mdesc, m) {
   m.def(
@@ -62,7 +103,14 @@ TORCH_LIBRARY(mdesc, m) {
       "str cell=\"lstm\", int cpu_tile_columns=48, bool portable_gemm=False, str cuda_path=\"auto\", "
       "int cuda_max_checkpoints=0, bool poison_outputs=False, str cpu_path=\"auto\") "
       "-> (Tensor block_logs, Tensor h_T, Tensor c_T)");
+  m.def(
+      "lstm_twin_run(Tensor x, Tensor lengths, Tensor[] w_ih, Tensor[] w_hh, Tensor[] bias, "
+      "Tensor h0, Tensor c0, Tensor dh0, Tensor dc0, Tensor q0, int zero_input_steps, int warmup, "
+      "int qr_every, *, int cpu_tile_columns=48, bool portable_gemm=False, str cpu_path=\"auto\") "
+      "-> (Tensor block_logs, Tensor h_T, Tensor c_T, Tensor dh_T, Tensor dc_T)");
   m.def("cpu_fused_lanes(int elem_bytes) -> int", &mdesc::cpu::fused_lanes);
+  m.def("counted_blocks(int steps, int warmup, int qr_every) -> int", &mdesc::counted_blocks_op);
+  m.def("cells() -> str[]", &mdesc::cells_op);
 }
 
 // `import mdesc._C` loads this library (and with it the registrations above); it defines no

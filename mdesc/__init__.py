@@ -20,19 +20,10 @@ import importlib
 __version__ = "0.1.0"
 
 # Public core API -> the module that defines it.
-_CORE = {
-    "DistanceResult": "mdesc.core.stability",
-    "LyapunovResult": "mdesc.core.lyapunov",
-    "asymptotic_distance": "mdesc.core.stability",
-    "lyapunov_checkpoints": "mdesc.core.lyapunov",
-    "lyapunov_spectrum": "mdesc.core.lyapunov",
-    "max_lyapunov": "mdesc.core.lyapunov",
-    "random_frame": "mdesc.core.lyapunov",
-    "stability_record": "mdesc.core.twin",
-    "Derived": "mdesc.core.derived",
-    "StabilityMonitor": "mdesc.anyrun.monitor",
-    "sweep_checkpoints": "mdesc.anyrun.sweep",
-}
+_CORE = {name: "mdesc.core" for name in (
+    "DistanceResult", "LyapunovResult", "Derived", "asymptotic_distance", "lyapunov_checkpoints",
+    "lyapunov_spectrum", "max_lyapunov", "random_frame", "stability_record")}
+_CORE.update(StabilityMonitor="mdesc.anyrun", sweep_checkpoints="mdesc.anyrun")
 # Sub-packages and modules reachable as attributes (mdesc.glassy, mdesc.reference, ...).
 _SUBMODULES = {
     "core": "mdesc.core",
@@ -44,6 +35,8 @@ _SUBMODULES = {
     "glassy": "mdesc.glassy",
     "trajectories": "mdesc.trajectories",
     "anyrun": "mdesc.anyrun",
+    "sweep": "mdesc.sweep",
+    "stats": "mdesc.stats",
 }
 
 

@@ -8,7 +8,7 @@ import math
 import torch
 from hypothesis import strategies as st
 
-from mdesc.core import cells, reference, schedule
+from mdesc.core import cells, reference_backend, schedule
 
 CELLS = cells.CELLS  # "lstm", "gru", "rnn_tanh", "rnn_relu"
 F64 = torch.float64
@@ -76,7 +76,7 @@ def column_tolerance(prep, floor: float = 1e-12, factor: float = 64.0) -> torch.
     compared (a later column is orthogonalised against the earlier one's rounding noise, so it
     carries none either).
     """
-    g = reference.run_prepared(prep, every_qr=True)[0].reshape(-1, prep.k)
+    g = reference_backend.run_prepared(prep, every_qr=True)[0].reshape(-1, prep.k)
     lost = torch.cumsum((~torch.isfinite(g)).to(torch.int64), dim=-1) > 0
     g = g.masked_fill(lost, 0.0)
     gap = (torch.cummax(g, dim=-1).values - g).masked_fill(lost, math.inf)
@@ -148,7 +148,7 @@ def growth_bound(prep) -> float:
     its first frame column): how much a rounding difference made at one step can grow by a later
     one.  Infinite growth (a non-finite run) gives inf."""
     lead = dataclasses.replace(prep, q0=prep.q0[..., :1].contiguous())
-    g = reference.run_prepared(lead, every_qr=True)[0][..., 0]   # [C, B, events]
+    g = reference_backend.run_prepared(lead, every_qr=True)[0][..., 0]   # [C, B, events]
     g = g.reshape(-1, g.shape[-1])
     g = torch.nan_to_num(g, nan=math.inf, posinf=math.inf, neginf=-1e300)
     best = torch.zeros(g.shape[0], dtype=F64)

@@ -1,5 +1,6 @@
-"""The CUDA kernels compiled for the CPU (csrc/cuda/emulation/) and the comparisons the CUDA tests
-make, shared by tests/test_cuda.py and tests/test_cells.py."""
+"""The CUDA kernels compiled for the CPU (csrc/cuda/emulation/: both runs, ``emulate`` and
+``emulate_twin``) and the comparisons the CUDA tests make, shared by tests/test_cuda.py,
+tests/test_cells.py and tests/test_twin.py."""
 from __future__ import annotations
 
 import functools

@@ -15,7 +15,7 @@ from torch import nn
 
 import mdesc
 from mdesc.core import _ops, reference
-from mdesc.core.lyapunov import prepare
+from mdesc.core.engine import prepare
 from cell_cases import (CELLS, DETERMINISTIC, F64, assert_columns_close, column_tolerance, make_rnn,
                         problems, run_tolerance, state_dim)
 from emulation import assert_same_run, emulate, emulator, op_args

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 
 import mdesc
 from mdesc.core import _ops, reference, schedule
-from mdesc.core.lyapunov import prepare
+from mdesc.core.engine import prepare
 from cell_cases import DETERMINISTIC, column_tolerance, run_tolerance
 from emulation import assert_same_run as _assert_same_run
 from emulation import emulate as _emulate

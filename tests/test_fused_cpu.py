@@ -18,7 +18,7 @@ import mdesc
 from mdesc.core import _ops, reference
 from cell_cases import (CELLS, DETERMINISTIC, F64, assert_columns_close, column_tolerance, make_rnn, problems,
                         run_tolerance)
-from mdesc.core.lyapunov import prepare
+from mdesc.core.engine import prepare
 
 LANES64 = _ops.cpu_fused_lanes(8)
 LANES32 = _ops.cpu_fused_lanes(4)

@@ -13,7 +13,7 @@ import mdesc
 from mdesc.core import reference
 from lstm_cases import conditioning, make_lstm, on, problem_conditioning, problems, state_amplification
 from cell_cases import run_tolerance
-from mdesc.core.lyapunov import prepare
+from mdesc.core.engine import prepare
 from utils import devices
 
 F64 = dict(dtype=torch.float64)
@@ -198,7 +198,7 @@ def test_exponent_bookkeeping_on_identity_like_dynamics(device):
 
 
 def test_opcheck():
-    from mdesc.core.lyapunov import prepare
+    from mdesc.core.engine import prepare
 
     lstm = make_lstm(3, 4, 2, seed=1)
     prep = prepare(lstm, torch.randn(5, 2, 3, dtype=torch.float64), k=3, zero_input_steps=2,

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 import mdesc
-from mdesc.core import _ops, reference
-from mdesc.core.lyapunov import prepare
+from mdesc.core import _ops, reference, reference_backend
+from mdesc.core.engine import prepare
 from cell_cases import CELLS, F64, assert_columns_close, column_tolerance, run_tolerance
 from emulation import emulate, op_args
 
@@ -145,7 +145,7 @@ def _near_collinear(delta: float, dtype, k: int, H: int = 12):
 def test_lost_column_threshold_is_the_documented_one(dtype, k):
     """R_jj / norm just below LOST_COLUMN_EPS * eps is lost, just above it is kept with its exact log,
     in the reference and on every CPU path (k = 2: Gram-Schmidt, k = 12: LAPACK's Householder)."""
-    tau = reference.LOST_COLUMN_EPS * torch.finfo(dtype).eps
+    tau = reference_backend.LOST_COLUMN_EPS * torch.finfo(dtype).eps
     for delta, lost in ((0.5 * tau, True), (2.0 * tau, False)):
         m, seq, q0 = _near_collinear(delta, dtype, k)
         runs = {"reference": reference.lyapunov_spectrum(m, seq, k, q0=q0, qr_every=1)}

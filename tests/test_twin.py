@@ -1,4 +1,4 @@
-"""The twin run without cancellation (mdesc.core.twin, csrc/cpu/twin_run.cpp, csrc/common/twin_math.h).
+"""The twin run without cancellation (mdesc.core.twin, csrc/cpu/run.cpp's twin variant, csrc/common/twin_math.h).
 
 Against the plain twin in float64 where that is accurate, against mpmath (50 digits) where float64
 twins lose digits, ordered models exactly on the floor in float32, a chaotic model's D_i
@@ -7,14 +7,14 @@ the twin.  Every test is seeded and deterministic.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import pytest
 import torch
 
 import mdesc
-from mdesc.core import lyapunov, twin, windows
+from mdesc.core import engine, twin
+from emulation import emulator as _emulator
 from lstm_cases import make_lstm
 
 F32, F64 = torch.float32, torch.float64
@@ -40,9 +40,9 @@ def _op(prep, dh0, dc0, **kw):
 def test_state_and_tangent_columns_equal_the_tangent_run(L):
     """The state and the k tangent columns are the tangent kernel's, whatever the delta does."""
     m = make_lstm(3, 5, L, gain=2.5, seed=L)
-    prep = lyapunov.prepare(m, _seq(9, 4, 3, 1), k=3, lengths=[9, 4, 7, 9], zero_input_steps=6, warmup=2,
+    prep = engine.prepare(m, _seq(9, 4, 3, 1), k=3, lengths=[9, 4, 7, 9], zero_input_steps=6, warmup=2,
                             qr_every=3, dtype=F64)
-    want = lyapunov.run_prepared(prep)
+    want = engine.run_prepared(prep)
     dh0 = 1e-2 * torch.randn(prep.h0.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
     logs, h, c, dh, dc = _op(prep, dh0, torch.zeros_like(dh0))
     torch.testing.assert_close(logs, want[0], rtol=0, atol=1e-12)
@@ -55,7 +55,7 @@ def test_delta_equals_the_difference_of_two_float64_runs():
     """A perturbation large enough for the plain float64 difference to be accurate (1e-2): the
     delta equals twin - run to ~1e-14, per layer, for h and c, per checkpoint."""
     ms = [make_lstm(2, 4, 2, gain=3.0, seed=s) for s in range(3)]
-    prep = lyapunov.prepare(ms, _seq(12, 5, 2, 3), k=0, lengths=[12, 3, 8, 12, 1], zero_input_steps=10,
+    prep = engine.prepare(ms, _seq(12, 5, 2, 3), k=0, lengths=[12, 3, 8, 12, 1], zero_input_steps=10,
                             dtype=F64, checkpoint_axis=True)
     g = torch.Generator().manual_seed(4)
     dh0 = 1e-2 * torch.randn(3, *prep.h0.shape[1:], generator=g, dtype=F64)
@@ -64,14 +64,14 @@ def test_delta_equals_the_difference_of_two_float64_runs():
     import dataclasses
 
     h0 = prep.h0.expand(3, -1, -1, -1)
-    _, h2, c2 = lyapunov.run_prepared(dataclasses.replace(prep, h0=h0 + dh0, c0=h0 * 0 + prep.c0 + dc0))
+    _, h2, c2 = engine.run_prepared(dataclasses.replace(prep, h0=h0 + dh0, c0=h0 * 0 + prep.c0 + dc0))
     torch.testing.assert_close(dh, h2 - h, rtol=0, atol=1e-14)
     torch.testing.assert_close(dc, c2 - c, rtol=0, atol=1e-14)
 
 
 def test_kernel_options_change_nothing_but_rounding():
     m = make_lstm(3, 6, 2, gain=3.0, seed=5)
-    prep = lyapunov.prepare(m, _seq(10, 7, 3, 5), k=2, zero_input_steps=8, qr_every=4, dtype=F64)
+    prep = engine.prepare(m, _seq(10, 7, 3, 5), k=2, zero_input_steps=8, qr_every=4, dtype=F64)
     dh0 = 1e-7 * torch.randn(prep.h0.shape, generator=torch.Generator().manual_seed(6), dtype=F64)
     base = _op(prep, dh0, torch.zeros_like(dh0))
     for kw in (dict(portable_gemm=True), dict(cpu_tile_columns=1), dict(cpu_tile_columns=500)):
@@ -84,7 +84,7 @@ def test_fake_kernel_shapes():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     m = make_lstm(3, 4, 2, seed=0)
-    prep = lyapunov.prepare(m, _seq(5, 2, 3, 0), k=2, zero_input_steps=7, qr_every=3, dtype=F32)
+    prep = engine.prepare(m, _seq(5, 2, 3, 0), k=2, zero_input_steps=7, qr_every=3, dtype=F32)
     real = _op(prep, torch.zeros_like(prep.h0), torch.zeros_like(prep.h0))
     with FakeTensorMode(allow_non_fake_inputs=True):
         fake = _op(prep, torch.zeros_like(prep.h0), torch.zeros_like(prep.h0))
@@ -94,7 +94,7 @@ def test_fake_kernel_shapes():
 
 def test_bad_inputs_are_refused_with_the_reason():
     m = make_lstm(3, 4, 1, seed=0)
-    prep = lyapunov.prepare(m, _seq(5, 2, 3, 0), k=0, dtype=F64)
+    prep = engine.prepare(m, _seq(5, 2, 3, 0), k=0, dtype=F64)
     with pytest.raises(RuntimeError, match="dh0 and dc0 must be"):
         _op(prep, torch.zeros(1, 1, 2, 5, dtype=F64), torch.zeros(1, 1, 2, 5, dtype=F64))
     with pytest.raises(RuntimeError, match="dtype"):
@@ -143,11 +143,11 @@ def test_delta_matches_mpmath_where_the_plain_twin_loses_digits(dtype):
     dh0 = 1e-10 * torch.randn(H, generator=torch.Generator().manual_seed(9), dtype=F64)
     dh0 = dh0.to(dtype).double()
     want = torch.tensor(_mp_twin(m, seq, dh0, steps), dtype=F64)
-    prep = lyapunov.prepare(m.to(dtype), seq.to(dtype), k=0, zero_input_steps=steps - T, dtype=dtype)
+    prep = engine.prepare(m.to(dtype), seq.to(dtype), k=0, zero_input_steps=steps - T, dtype=dtype)
     _, h, _, dh, _ = _op(prep, dh0.to(dtype).view(1, 1, 1, H), torch.zeros(1, 1, 1, H, dtype=dtype))
     import dataclasses
 
-    _, h2, _ = lyapunov.run_prepared(dataclasses.replace(prep, h0=prep.h0 + dh0.to(dtype).view(1, 1, 1, H)))
+    _, h2, _ = engine.run_prepared(dataclasses.replace(prep, h0=prep.h0 + dh0.to(dtype).view(1, 1, 1, H)))
     rel = lambda got: float((got.double().flatten() - want).norm() / want.norm())  # noqa: E731
     delta_err, plain_err = rel(dh), rel(h2 - h)
     if dtype == F64:
@@ -288,30 +288,15 @@ def test_default_method_is_delta_only_for_float32_lstms():
 
 
 # --------------------------------------------------------------------------------------------
-# the CUDA path (csrc/cuda/twin_host.h), compiled for the CPU by the emulation, and on a GPU
-
-
-@functools.lru_cache(maxsize=1)
-def _emulator():
-    import os
-
-    from torch.utils.cpp_extension import is_ninja_available, load
-
-    csrc = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "csrc")
-    source = os.path.join(csrc, "cuda", "emulation", "emulate_twin.cpp")
-    if not os.path.exists(source):
-        pytest.skip("the CUDA sources (csrc/cuda) are not in this tree, e.g. testing an installed wheel")
-    if not is_ninja_available():
-        pytest.skip("building the CUDA emulation needs ninja (pip install ninja)")
-    return load(name="mdesc_cuda_twin_emulation", sources=[source], extra_include_paths=[csrc],
-                extra_cflags=["-O1", "-std=c++20", "-pthread"], extra_ldflags=["-pthread"], verbose=False)
+# the CUDA path (csrc/cuda/run_host.h's stepwise path, its twin variant), compiled for the CPU by
+# the emulation (tests/emulation.py), and on a GPU
 
 
 def _emulated_case(dtype):
     import dataclasses
 
     ms = [make_lstm(3, 5, 2, gain=g, seed=3) for g in (1.0, 4.0, 6.0)]
-    prep = lyapunov.prepare(ms, _seq(9, 5, 3, 4), k=2, lengths=[9, 2, 6, 9, 5], zero_input_steps=7, warmup=3,
+    prep = engine.prepare(ms, _seq(9, 5, 3, 4), k=2, lengths=[9, 2, 6, 9, 5], zero_input_steps=7, warmup=3,
                             qr_every=4, dtype=dtype, checkpoint_axis=True)
     g = torch.Generator().manual_seed(5)
     dh0 = (1e-9 * torch.randn(3, *prep.h0.shape[1:], generator=g, dtype=F64)).to(dtype)

@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 // Always inlined: on the CPU these must melt into the vectorised loops of every instruction-set
 // clone of csrc/cpu/pointwise.cpp.
@@ -51,6 +52,7 @@ namespace mdesc {
 // cells
 
 struct LstmCell {
+  static constexpr const char* kName = "lstm";
   static constexpr int kGates = 4;
   static constexpr int kCoefs = 6;
   static constexpr int kHalves = 2;
@@ -90,6 +92,7 @@ struct LstmCell {
 };
 
 struct GruCell {
+  static constexpr const char* kName = "gru";
   static constexpr int kGates = 4;
   static constexpr int kCoefs = 5;
   static constexpr int kHalves = 1;
@@ -121,6 +124,7 @@ struct GruCell {
 // PyTorch's autograd.
 template <bool kRelu>
 struct RnnCell {
+  static constexpr const char* kName = kRelu ? "rnn_relu" : "rnn_tanh";
   static constexpr int kGates = 1;
   static constexpr int kCoefs = 1;
   static constexpr int kHalves = 1;
@@ -149,10 +153,13 @@ using RnnReluCell = RnnCell<true>;
 // ------------------------------------------------------------------------------------------
 // the re-orthonormalisation schedule
 
-// Counted blocks of a run of S steps: ceil((S - warmup) / qr_every).  Python's copy of this rule
-// is mdesc/core/schedule.py::counted_blocks; tests/test_cuda.py checks the two agree.
+// Counted blocks of a run of S steps: ceil((S - warmup) / qr_every), 0 when no step is counted
+// (S <= warmup); qr_every >= 1.  The one rule: every backend's block count and output shape come
+// from here, Python reads it as torch.ops.mdesc.counted_blocks (csrc/mdesc.cpp), and its Python
+// copy for the fake kernels, mdesc/core/schedule.py::counted_blocks, is tested against it
+// (tests/test_schedule.py).
 MDESC_HD int64_t counted_blocks(int64_t S, int64_t warmup, int64_t qr_every) {
-  return (S - warmup + qr_every - 1) / qr_every;
+  return S <= warmup ? 0 : (S - warmup + qr_every - 1) / qr_every;
 }
 
 // What happens after step s (1-based) of S: -2 no QR; -1 QR with logs discarded (during warm-up:
@@ -168,7 +175,7 @@ MDESC_HD int64_t qr_block_after_step(int64_t s, int64_t warmup, int64_t qr_every
 
 // ------------------------------------------------------------------------------------------
 // singular tangent maps: when a frame column is lost (docs/conventions.md §3, "Singular tangent
-// maps"; the reference: mdesc/core/reference.py::lost_columns)
+// maps"; the reference: mdesc/core/reference_backend.py::lost_columns)
 //
 // At a re-orthonormalisation, column j of a frame (after the steps since the last one) has norm
 // nu_j and a component R_jj > 0 orthogonal to the earlier columns.  It is lost when
@@ -191,22 +198,53 @@ MDESC_HD double lost_column_ratio() {
 MDESC_HD bool column_lost(double r, double nu, double ratio) { return !(r > ratio * nu); }
 
 // ------------------------------------------------------------------------------------------
-// choosing a cell at run time (host code)
+// the cell table: choosing a cell at run time (host code)
 
-enum class CellKind : int { kLstm = 0, kGru = 1, kRnnTanh = 2, kRnnRelu = 3 };
+// Every cell the kernels know, Cells below, in the order of mdesc/core/cells.py's CELLS.  Adding
+// a cell is one struct above (kName, kGates, kCoefs, kHalves, state, tangent) and one entry in
+// Cells; every backend dispatches through dispatch_cell, so nothing else in C++ lists the cells.
 
-// The schema's names of the cells ("lstm", "gru", "rnn_tanh", "rnn_relu"), index = CellKind.
-inline const char* const kCellNames[] = {"lstm", "gru", "rnn_tanh", "rnn_relu"};
+// A cell chosen at run time: its index in Cells (parse_cell in common/run_checks.h reads it from
+// the schema's name).
+enum class CellKind : int {};
 
-// Calls f(Cell{}) for the cell of `kind`; every backend dispatches through this one switch.
+template <class... C>
+struct CellList {
+  static constexpr int size = sizeof...(C);
+  static constexpr const char* names[] = {C::kName...};
+  static constexpr int max_coefs = [] {
+    int m = 0;
+    ((m = C::kCoefs > m ? C::kCoefs : m), ...);
+    return m;
+  }();
+
+  // The index of a cell type in the list.
+  template <class Cell>
+  static constexpr CellKind kind() {
+    int i = 0, found = -1;
+    ((found = std::is_same_v<Cell, C> ? i : found, ++i), ...);
+    return static_cast<CellKind>(found);
+  }
+
+  // Calls f(Cell{}) for the cell at index `kind`.
+  template <class F>
+  static void dispatch(CellKind kind, F&& f) {
+    int i = 0;
+    (void)((static_cast<int>(kind) == i++ ? (f(C{}), true) : false) || ...);
+  }
+};
+using Cells = CellList<LstmCell, GruCell, RnnTanhCell, RnnReluCell>;
+
+// The CellKind of a cell type.
+template <class Cell>
+constexpr CellKind cell_kind() {
+  return Cells::kind<Cell>();
+}
+
+// Calls f(Cell{}) for the cell of `kind`; every backend dispatches through this one function.
 template <class F>
 inline void dispatch_cell(CellKind kind, F&& f) {
-  switch (kind) {
-    case CellKind::kLstm: f(LstmCell{}); return;
-    case CellKind::kGru: f(GruCell{}); return;
-    case CellKind::kRnnTanh: f(RnnTanhCell{}); return;
-    case CellKind::kRnnRelu: f(RnnReluCell{}); return;
-  }
+  Cells::dispatch(kind, static_cast<F&&>(f));
 }
 
 // A cell's sizes as run-time values, for host code that lays out buffers.

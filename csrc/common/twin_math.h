@@ -4,7 +4,7 @@
 // numbers.  So delta keeps *relative* precision however small it gets (down to the dtype's
 // smallest normal number, below which the kernels flush to zero), and float32 resolves distances
 // far below the e^-15 floor of docs/conventions.md §5.  Compiled by the CPU kernel
-// (csrc/cpu/twin_run.cpp), by nvcc (csrc/cuda/twin_run.cu) and by the CUDA-on-CPU emulation.
+// (csrc/cpu/twin_pointwise.cpp, fused_twin.cpp), by nvcc (csrc/cuda/pointwise.cuh via run.cu) and by the CUDA-on-CPU emulation.
 // No tensors, no allocation: plain functions of scalars.
 //
 // The finite (not linearised) difference of every piece of a step, for a unit with state
@@ -31,7 +31,7 @@
 // tiny).  exp and expm1 of non-positive arguments share one range reduction x = n ln2 + r,
 // |r| <= ln2/2: e^r - 1 by its Taylor polynomial (degree 8 in float32, 13 in float64: below half
 // an ulp on that interval), exp(x) = 2^n (1 + (e^r - 1)), expm1(x) = 2^n (e^r - 1) + (2^n - 1);
-// branch-free, so the CPU's loops vectorise (csrc/cpu/twin_run.cpp compiles it with
+// branch-free, so the CPU's loops vectorise (csrc/cpu/twin_pointwise.cpp compiles it with
 // -fno-trapping-math: with trapping math GCC 12 will not if-convert the clamp of exp's argument).
 #pragma once
 

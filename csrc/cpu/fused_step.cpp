@@ -48,43 +48,35 @@ MDESC_FUSED_GEMM(gemm_f_v3, "arch=x86-64-v3", float, 32)
 MDESC_FUSED_GEMM(gemm_d_v3, "arch=x86-64-v3", double, 32)
 #undef MDESC_FUSED_GEMM
 
-#define MDESC_FUSED_ENTRY(NAME, TARGET, CELL, T, BYTES, GEMM)                                            \
-  __attribute__((target(TARGET))) void NAME(const FusedLayerStep<T>& s) {                             \
-    fused_detail::layer_step<fused_detail::TangentUpdate<CELL>, T, BYTES>(s, GEMM);                                                   \
+// The layer steps, one per ISA, cell and dtype (instantiated for every cell of the table by
+// dispatch_cell).
+template <class Cell, typename T>
+__attribute__((target("arch=x86-64-v4"))) void step_v4(const FusedLayerStep<T>& s) {
+  if constexpr (sizeof(T) == 4) {
+    fused_detail::layer_step<fused_detail::TangentUpdate<Cell>, T, 64>(s, gemm_f_v4);
+  } else {
+    fused_detail::layer_step<fused_detail::TangentUpdate<Cell>, T, 64>(s, gemm_d_v4);
   }
-#define MDESC_FUSED_CELLS(SUFFIX, TARGET, BYTES)                                                         \
-  MDESC_FUSED_ENTRY(lstm_f_##SUFFIX, TARGET, LstmCell, float, BYTES, gemm_f_##SUFFIX)                   \
-  MDESC_FUSED_ENTRY(lstm_d_##SUFFIX, TARGET, LstmCell, double, BYTES, gemm_d_##SUFFIX)                  \
-  MDESC_FUSED_ENTRY(gru_f_##SUFFIX, TARGET, GruCell, float, BYTES, gemm_f_##SUFFIX)                     \
-  MDESC_FUSED_ENTRY(gru_d_##SUFFIX, TARGET, GruCell, double, BYTES, gemm_d_##SUFFIX)                    \
-  MDESC_FUSED_ENTRY(rnn_tanh_f_##SUFFIX, TARGET, RnnTanhCell, float, BYTES, gemm_f_##SUFFIX)            \
-  MDESC_FUSED_ENTRY(rnn_tanh_d_##SUFFIX, TARGET, RnnTanhCell, double, BYTES, gemm_d_##SUFFIX)           \
-  MDESC_FUSED_ENTRY(rnn_relu_f_##SUFFIX, TARGET, RnnReluCell, float, BYTES, gemm_f_##SUFFIX)            \
-  MDESC_FUSED_ENTRY(rnn_relu_d_##SUFFIX, TARGET, RnnReluCell, double, BYTES, gemm_d_##SUFFIX)
-MDESC_FUSED_CELLS(v4, "arch=x86-64-v4", 64)
-MDESC_FUSED_CELLS(v3, "arch=x86-64-v3", 32)
-#undef MDESC_FUSED_CELLS
-#undef MDESC_FUSED_ENTRY
+}
+
+template <class Cell, typename T>
+__attribute__((target("arch=x86-64-v3"))) void step_v3(const FusedLayerStep<T>& s) {
+  if constexpr (sizeof(T) == 4) {
+    fused_detail::layer_step<fused_detail::TangentUpdate<Cell>, T, 32>(s, gemm_f_v3);
+  } else {
+    fused_detail::layer_step<fused_detail::TangentUpdate<Cell>, T, 32>(s, gemm_d_v3);
+  }
+}
 
 template <typename T>
 bool dispatch(CellKind cell, const FusedLayerStep<T>& s) {
-  constexpr bool f = sizeof(T) == 4;
   if (s.sh.lanes == 0) return false;
   const bool v4 = s.sh.bytes == 64;
-#define MDESC_FUSED_CALL(NAME_F, NAME_D)                                                                 \
-  if constexpr (f) {                                                                                     \
-    v4 ? NAME_F##_v4(s) : NAME_F##_v3(s);                                                              \
-  } else {                                                                                               \
-    v4 ? NAME_D##_v4(s) : NAME_D##_v3(s);                                                              \
-  }
-  switch (cell) {
-    case CellKind::kLstm: MDESC_FUSED_CALL(lstm_f, lstm_d) return true;
-    case CellKind::kGru: MDESC_FUSED_CALL(gru_f, gru_d) return true;
-    case CellKind::kRnnTanh: MDESC_FUSED_CALL(rnn_tanh_f, rnn_tanh_d) return true;
-    case CellKind::kRnnRelu: MDESC_FUSED_CALL(rnn_relu_f, rnn_relu_d) return true;
-  }
-#undef MDESC_FUSED_CALL
-  return false;
+  dispatch_cell(cell, [&](auto c) {
+    using Cell = decltype(c);
+    v4 ? step_v4<Cell, T>(s) : step_v3<Cell, T>(s);
+  });
+  return true;
 }
 #endif
 

@@ -1,7 +1,7 @@
 // One layer's step of the CPU tangent kernel as one fused pass over the work unit's columns: the
 // products with the recurrent weights and the cell's pointwise update, block of columns by block
 // of columns, while the products' output is in L1 (issue 11).  The run's structure and layouts
-// are in csrc/cpu/tangent_run.cpp, the cell math in csrc/common/cell_math.h.
+// are in csrc/cpu/run.cpp, the cell math in csrc/common/cell_math.h.
 //
 // Why: the unfused path calls BLAS once per layer and step on [G x H] . [H x M] (G = 240, H = 60,
 // M ~ 48 at the paper's size) and then reads the [G x M] result back for the pointwise pass.

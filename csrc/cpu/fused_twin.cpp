@@ -1,10 +1,10 @@
-// The twin kernel's fused layer step (csrc/cpu/twin_run.cpp; the tangent kernel's is in
+// The twin kernel's fused layer step (csrc/cpu/run.cpp's TwinVariant; the tangent kernel's is in
 // fused_step.h / fused_step.cpp): the same packed, register-tiled products, with the twin's update
 // of each sequence's columns -- state (its pre-activations kept for the delta), delta (the state
 // and the delta together, csrc/common/twin_math.h's lstm_twin_unit, writing the tangent
 // coefficients) and tangents (lstm_tangent_unit).
 //
-// Compiled without trapping math, as twin_run.cpp is: GCC 12 will not if-convert (so not
+// Compiled without trapping math, as twin_pointwise.cpp is: GCC 12 will not if-convert (so not
 // vectorise) twin_math.h's clamps otherwise.  Nothing here uses floating-point exceptions.
 #pragma GCC push_options
 #pragma GCC optimize("no-trapping-math")

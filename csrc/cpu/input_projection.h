@@ -1,5 +1,5 @@
 // The layer-0 input projection of a work unit's driven steps, shared by the tangent and twin
-// kernels (csrc/cpu/tangent_run.cpp, twin_run.cpp): XP[:, t * nb + s] = W_ih x[t, b0 + s] + bias
+// kernels (csrc/cpu/run.cpp, both variants): XP[:, t * nb + s] = W_ih x[t, b0 + s] + bias
 // for t < tu, through the fused step's block GEMM where the unit runs the fused step
 // (sh.lanes > 0), else through BLAS (or the portable loops).
 #pragma once

@@ -202,7 +202,14 @@ void cell_pointwise_tile(CellKind cell, int64_t H, int64_t nb, int64_t cols, int
 void cell_pointwise_tile(CellKind cell, int64_t H, int64_t nb, int64_t cols, int64_t n, const double* g,
                          const double* const* in, double* z, double* coef);
 
+// The twin kernel's pointwise pass (LSTM only; csrc/cpu/twin_pointwise.cpp, math in
+// common/twin_math.h): as cell_pointwise_tile with columns state, delta (= twin - state), tangents.
+void twin_pointwise_tile(int64_t H, int64_t nb, int64_t cols, int64_t n, const float* g, const float* const* in,
+                         float* z, float* coef);
+void twin_pointwise_tile(int64_t H, int64_t nb, int64_t cols, int64_t n, const double* g, const double* const* in,
+                         double* z, double* coef);
+
 // Scratch elements cell_pointwise needs per hidden unit, for any cell.
-constexpr int64_t kMaxCoefs = 6;
+constexpr int64_t kMaxCoefs = Cells::max_coefs;
 
 }  // namespace mdesc::cpu

@@ -1,5 +1,5 @@
 // Kernel of the fused CUDA path of mdesc::tangent_run (small hidden sizes): one launch runs all S
-// steps.  Device code only (host side: tangent_host.h); the including file provides the
+// steps.  Device code only (host side: run_host.h); the including file provides the
 // __pipeline_* intrinsics (<cuda_pipeline.h>).  Templated on the cell (common/cell_math.h).
 //
 // Grid:  (ceil(B / BT), cc)   block (x, y) runs sequences [x*BT, x*BT + BT) of checkpoint

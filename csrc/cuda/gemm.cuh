@@ -1,5 +1,5 @@
 // The matrix products of the fused CUDA path (the CPU's counterpart: csrc/cpu/gemm.h; the
-// stepwise path uses cuBLAS through at::bmm_out, see tangent_host.h).  Device code only.
+// stepwise path uses cuBLAS through at::bmm_out, see run_host.h).  Device code only.
 #pragma once
 
 #include <cstdint>

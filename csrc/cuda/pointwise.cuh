@@ -1,8 +1,10 @@
 // The pointwise half of a step on the GPU: the cell of common/cell_math.h applied to state and
 // tangent columns (the CPU's counterpart: csrc/cpu/pointwise.h).  Device code only; the matrix
-// layout is described in qr.cuh, the host side is tangent_host.h.
+// layout is described in qr.cuh, the host side is run_host.h.
 //
 //   stepwise_pointwise_kernel   the stepwise path: one thread per (checkpoint, unit, sequence)
+//   twin_pointwise_kernel       the same for the twin run (LSTM; common/twin_math.h), whose
+//                               columns hold a delta = twin - state after the tangent vectors
 //   fused_state_pointwise,
 //   fused_tangent_pointwise     the fused path's passes over a tile in shared memory
 #pragma once
@@ -10,6 +12,7 @@
 #include <cstdint>
 
 #include "common/cell_math.h"
+#include "common/twin_math.h"
 
 namespace mdesc::cuda_impl {
 
@@ -32,6 +35,7 @@ struct PointwiseArgs {
   const T* xproj;          // [cc, G, T, B] (layer 0 only)
   const T* bias;           // [cc, G] bias of layer l, already offset to the first checkpoint
   const int64_t* lengths;  // [B]
+  // N = B (1 + k) columns, or B (2 + k) for the twin (its deltas in columns B (1 + k) + b)
   int64_t cc, B, H, k, N, Tdrive;  // Tdrive: driven steps (time axis of x)
   int layer;
 };
@@ -82,6 +86,56 @@ __global__ void __launch_bounds__(kPointwiseThreads) stepwise_pointwise_kernel(c
       Cell::tangent(k, da, dh, dc);
       Z[col] = dh;
       if constexpr (kHasC) Cm[col] = dc;
+    }
+  }
+}
+
+// The twin run's stepwise kernel (LSTM): one thread per (checkpoint, unit, sequence), the state
+// and the delta of its unit, then every tangent vector of the sequence, the coefficients kept in
+// registers.  Columns: b state, B + b k + j tangent j, B (1 + k) + b delta (no bias: it cancels).
+template <typename T>
+__global__ void __launch_bounds__(kPointwiseThreads) twin_pointwise_kernel(const PointwiseArgs<T> a, int64_t t) {
+  const int64_t total = a.cc * a.H * a.B;
+  const int64_t H = a.H, N = a.N, HN = a.H * a.N, D0 = a.B * (1 + a.k);
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t b = idx % a.B;
+    const int64_t u = (idx / a.B) % H;
+    const int64_t cl = idx / (a.B * H);
+    T* Z = a.z + cl * HN + u * N;
+    T* Cm = a.cm + cl * HN + u * N;
+    const T* G = a.g + cl * 4 * HN + u * N;
+    T in[4];
+    if (a.layer == 0 && t < a.lengths[b]) {
+      const T* xp = a.xproj + ((cl * 4 * H + u) * a.Tdrive + t) * a.B + b;
+      const int64_t gate_stride = H * a.Tdrive * a.B;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) in[q] = xp[q * gate_stride];
+    } else {
+      const T* bias = a.bias + cl * 4 * H + u;
+#pragma unroll
+      for (int q = 0; q < 4; ++q) in[q] = bias[q * H];
+    }
+    T pre[4], da[4];
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+      pre[q] = G[q * HN + b] + in[q];
+      da[q] = G[q * HN + D0 + b];
+    }
+    T h = Z[b], c = Cm[b], dh = Z[D0 + b], dc = Cm[D0 + b];
+    T k0, k1, k2, k3, k4, k5;
+    twin::lstm_twin_unit(pre[0], pre[1], pre[2], pre[3], da[0], da[1], da[2], da[3], h, c, dh, dc, k0, k1, k2, k3,
+                         k4, k5);
+    Z[b] = h;
+    Cm[b] = c;
+    Z[D0 + b] = dh;
+    Cm[D0 + b] = dc;
+    for (int64_t j = 0; j < a.k; ++j) {
+      const int64_t col = a.B + b * a.k + j;
+      T th = Z[col], tc = Cm[col];
+      twin::lstm_tangent_unit(k0, k1, k2, k3, k4, k5, G[col], G[HN + col], G[2 * HN + col], G[3 * HN + col], th, tc);
+      Z[col] = th;
+      Cm[col] = tc;
     }
   }
 }

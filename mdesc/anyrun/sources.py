@@ -33,11 +33,11 @@ import torch
 from torch import nn
 
 from mdesc import store
+from mdesc.core.cells import CELLS
 from mdesc.errors import UserError
 from mdesc.sweep.settings import select_samples
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
 
 class SourceError(UserError):

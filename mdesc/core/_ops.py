@@ -18,6 +18,7 @@ except ImportError as e:  # pragma: no cover - exercised only on broken installs
 
 from mdesc import _build_info
 from mdesc.core import schedule
+from mdesc.core.cells import CELLS
 
 if _build_info.TORCH_VERSION != torch.__version__:  # pragma: no cover
     raise ImportError(
@@ -27,9 +28,6 @@ if _build_info.TORCH_VERSION != torch.__version__:  # pragma: no cover
     )
 
 WITH_CUDA: bool = bool(_build_info.WITH_CUDA)
-
-
-CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 
 
 def tangent_run(
@@ -55,7 +53,7 @@ def tangent_run(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run stacked recurrent layers with k tangent vectors; shapes and semantics in csrc/mdesc.cpp.
 
-    ``cell`` is one of :data:`CELLS`.  The keywords after it are tuning knobs (results do not
+    ``cell`` is one of :data:`mdesc.core.cells.CELLS` (the order of csrc/common/cell_math.h's table).  The keywords after it are tuning knobs (results do not
     depend on them beyond rounding): ``cpu_tile_columns`` and ``portable_gemm`` for the CPU
     kernel, ``cuda_path`` ("auto", "fused", "stepwise"), ``cuda_max_checkpoints`` and
     ``poison_outputs`` for the CUDA kernels, ``cpu_path`` ("auto": the CPU kernel's fused step

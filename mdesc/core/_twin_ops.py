@@ -1,6 +1,6 @@
 """Typed wrapper over ``torch.ops.mdesc.lstm_twin_run`` and its fake (meta) kernel.
 
-Schema and shapes: csrc/mdesc_twin.cpp.  Importing this module loads the compiled extension
+Schema and shapes: csrc/mdesc.cpp (one schema file for every op).  Importing this module loads the compiled extension
 (through :mod:`mdesc.core._ops`, which checks it matches the running torch).
 """
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 
 from mdesc.core import _ops  # noqa: F401  (loads mdesc._C, registers torch.ops.mdesc.*)
+from mdesc.core import schedule
 
 
 def lstm_twin_run(x, lengths, w_ih, w_hh, bias, h0, c0, dh0, dc0, q0, zero_input_steps: int, warmup: int,
@@ -38,7 +39,6 @@ def _lstm_twin_run_fake(x, lengths, w_ih, w_hh, bias, h0, c0, dh0, dc0, q0, zero
                         cpu_tile_columns=48, portable_gemm=False, cpu_path="auto"):
     C, H, L = w_hh[0].shape[0], w_hh[0].shape[2], len(w_hh)
     B, k = x.shape[2], q0.shape[3]
-    steps = x.shape[1] + zero_input_steps
-    nblocks = -(-(steps - warmup) // qr_every) if k > 0 else 0
+    nblocks = schedule.counted_blocks(x.shape[1] + zero_input_steps, warmup, qr_every) if k > 0 else 0
     logs = x.new_empty((C, B, nblocks, k), dtype=torch.float64)
     return (logs,) + tuple(x.new_empty((C, L, B, H)) for _ in range(4))

@@ -14,11 +14,33 @@ zero-input steps, can do that).
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
+
+import torch
+
+from mdesc.core.lyapunov import lyapunov_checkpoints
+from mdesc.core.stability import asymptotic_distance
+from mdesc.errors import UserError
+from mdesc.options import HelpFormatter, add_options, from_args, option
+
+
+@dataclass(frozen=True)
+class GainSweepSettings:
+    """Every setting of ``mdesc gain-sweep`` (each default written once, here)."""
+
+    gains: str = option("0.5,1,2,4,8,16,32", "comma-separated weight gains g")
+    hidden: int = option(60, "hidden size H")
+    input: int = option(32, "input size")
+    layers: int = option(1, "LSTM layers")
+    batch: int = option(32, "noise sequences per gain")
+    steps: int = option(1600, "total steps per run")
+    drive: int = option(500, "steps of noise input before zero input")
+    warmup: int = option(100, "uncounted zero-input steps after the drive")
+    seed: int = option(0, "seed of the weights and the noise")
+    threads: int = option(0, "torch threads (0: torch's choice)")
 
 
 def _floats(text: str) -> list[float]:
-    from mdesc.cli import UserError
-
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -28,39 +50,46 @@ def _floats(text: str) -> list[float]:
     return values
 
 
-def gain_sweep(args: argparse.Namespace) -> int:
-    import torch
-
-    import mdesc
-    from mdesc.cli import UserError
-
+def _check(s: GainSweepSettings) -> list[float]:
+    """The gains, once every setting is checked."""
     for name in ("hidden", "layers", "batch", "steps", "drive"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.drive > args.steps:
-        raise UserError(f"--drive ({args.drive}) cannot exceed --steps ({args.steps})")
-    if args.warmup < 0 or args.warmup >= args.steps - args.drive:
-        raise UserError(f"--warmup ({args.warmup}) must be >= 0 and leave counted zero-input steps: "
-                        f"--steps - --drive = {args.steps - args.drive} zero-input steps")
-    torch.set_num_threads(args.threads) if args.threads else None
-    gains = _floats(args.gains)
-    g = torch.Generator().manual_seed(args.seed)
+        if getattr(s, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(s, name)}")
+    if s.drive > s.steps:
+        raise UserError(f"--drive ({s.drive}) cannot exceed --steps ({s.steps})")
+    if s.warmup < 0 or s.warmup >= s.steps - s.drive:
+        raise UserError(f"--warmup ({s.warmup}) must be >= 0 and leave counted zero-input steps: "
+                        f"--steps - --drive = {s.steps - s.drive} zero-input steps")
+    return _floats(s.gains)
+
+
+def _models(s: GainSweepSettings, gains: list[float], g: torch.Generator) -> list[torch.nn.LSTM]:
+    """One LSTM per gain, weights N(0, g^2/H)."""
     models = []
     for gain in gains:
-        lstm = torch.nn.LSTM(args.input, args.hidden, num_layers=args.layers)
+        lstm = torch.nn.LSTM(s.input, s.hidden, num_layers=s.layers)
         with torch.no_grad():
             for p in lstm.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * gain / args.hidden ** 0.5)
+                p.copy_(torch.randn(p.shape, generator=g) * gain / s.hidden ** 0.5)
         models.append(lstm)
-    seq = torch.randn(args.drive, args.batch, args.input, generator=g)
-    zero = args.steps - args.drive
-    lyap = mdesc.lyapunov_checkpoints(models, seq, k=1, zero_input_steps=zero, warmup=args.warmup,
-                                      window="zero_input", dtype=torch.float32)
-    dist = mdesc.asymptotic_distance(models, seq, zero_input_steps=zero, perturb_at="drive_end",
-                                     dtype=torch.float64)
-    print(f"LSTM(input={args.input}, hidden={args.hidden}, layers={args.layers}), {args.batch} noise "
-          f"sequences, {args.drive} driven + {zero} zero-input steps; lambda_1 over the zero-input "
-          f"steps after a warm-up of {args.warmup}, D~ of twins perturbed at the drive's end")
+    return models
+
+
+def gain_sweep(args: argparse.Namespace) -> int:
+    s = from_args(GainSweepSettings, args)
+    gains = _check(s)
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    g = torch.Generator().manual_seed(s.seed)
+    models = _models(s, gains, g)
+    seq = torch.randn(s.drive, s.batch, s.input, generator=g)
+    zero = s.steps - s.drive
+    lyap = lyapunov_checkpoints(models, seq, k=1, zero_input_steps=zero, warmup=s.warmup,
+                                window="zero_input", dtype=torch.float32)
+    dist = asymptotic_distance(models, seq, zero_input_steps=zero, perturb_at="drive_end", dtype=torch.float64)
+    print(f"LSTM(input={s.input}, hidden={s.hidden}, layers={s.layers}), {s.batch} noise "
+          f"sequences, {s.drive} driven + {zero} zero-input steps; lambda_1 over the zero-input "
+          f"steps after a warm-up of {s.warmup}, D~ of twins perturbed at the drive's end")
     print(f"{'gain':>8} {'lambda_1':>10} {'stderr':>9} {'driven':>9} {'D~':>9} {'by_lam':>7} "
           f"{'by_D':>6}  phase")
     driven = lyap.driven_exponents[..., 0].mean(dim=-1)
@@ -77,15 +106,6 @@ def gain_sweep(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser(
         "gain-sweep", help="order-to-chaos transition of a random LSTM vs its weight gain (no data)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--gains", default="0.5,1,2,4,8,16,32", help="comma-separated weight gains g")
-    p.add_argument("--hidden", type=int, default=60, help="hidden size H (default 60)")
-    p.add_argument("--input", type=int, default=32, help="input size (default 32)")
-    p.add_argument("--layers", type=int, default=1, help="LSTM layers (default 1)")
-    p.add_argument("--batch", type=int, default=32, help="noise sequences per gain (default 32)")
-    p.add_argument("--steps", type=int, default=1600, help="total steps per run (default 1600)")
-    p.add_argument("--drive", type=int, default=500, help="steps of noise input before zero input (default 500)")
-    p.add_argument("--warmup", type=int, default=100, help="uncounted zero-input steps after the drive (default 100)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+        description=__doc__, formatter_class=HelpFormatter)
+    add_options(p, GainSweepSettings)
     p.set_defaults(func=gain_sweep)

@@ -152,7 +152,7 @@ def derive(name: str, exponents, block_exponents, block_steps, n: int | None = N
     """``name`` ("positive_count", "ks_entropy", "kaplan_yorke") of each spectrum with its error.
 
     ``exponents`` [..., k] (the run's estimates), ``block_exponents`` [..., nblocks, k] and
-    ``block_steps`` as in :class:`~mdesc.core.lyapunov.LyapunovResult`; ``n`` the tangent-space
+    ``block_steps`` as in :class:`~mdesc.core.results.LyapunovResult`; ``n`` the tangent-space
     dimension (None: unknown, so k < n is assumed).
     """
     if name not in QUANTITIES:

@@ -2,16 +2,18 @@
 
 The one Python copy of the rule in csrc/common/cell_math.h (``qr_block_after_step``,
 ``counted_blocks``); everything in Python that needs it (the fake kernel in :mod:`mdesc.core._ops`,
-:meth:`mdesc.core.lyapunov.PreparedRun.block_steps`, the reference in :mod:`mdesc.core.reference`)
-calls these, and tests/test_cuda.py checks them against the compiled kernels.  Importing this
-module loads nothing compiled.
+:meth:`mdesc.core.engine.PreparedRun.block_steps`, the reference in :mod:`mdesc.core.reference_backend`)
+calls these.  tests/test_schedule.py checks ``counted_blocks`` against the C++ rule over many
+inputs (``torch.ops.mdesc.counted_blocks``) and tests/test_cuda.py the whole schedule against the
+compiled kernels.  Importing this module loads nothing compiled.
 """
 from __future__ import annotations
 
 
 def counted_blocks(steps: int, warmup: int, qr_every: int) -> int:
-    """Counted blocks of a run of ``steps`` steps: ceil((steps - warmup) / qr_every)."""
-    return -(-(steps - warmup) // qr_every)
+    """Counted blocks of a run of ``steps`` steps: ceil((steps - warmup) / qr_every), 0 when no
+    step is counted (steps <= warmup); ``qr_every >= 1``."""
+    return -(-(steps - warmup) // qr_every) if steps > warmup else 0
 
 
 def block_sizes(steps: int, warmup: int, qr_every: int) -> list[int]:

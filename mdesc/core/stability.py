@@ -15,73 +15,25 @@ that contracts strongly can make a t = 0 twin bit-identical to its run before th
 begins; such a twin says nothing about the zero-input dynamics, is flagged ``collapsed`` and is
 never counted as ordered.  Conventions: docs/conventions.md §5.  Both trajectories of every
 sequence, of every checkpoint, run batched in the fused kernel: one call for the drives and one
-for the zero-input phases per distinct drive length (mdesc.core.windows).
+for the zero-input phases per distinct drive length (:func:`mdesc.core.windows.chain`).
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, Sequence
+import dataclasses
+from typing import Sequence
 
 import torch
 from torch import nn
 
-from mdesc.core import lyapunov as _lyapunov
-
-
-@dataclass
-class DistanceResult:
-    """Result of :func:`asymptotic_distance`; a leading C axis for checkpoint lists.
-
-    distance      float64 [(C,) B]  D_i = |h'_T - h_T| + e^floor
-    log_distance  float64 [(C,)]    D~ = mean_i ln D_i (NaN if any run went non-finite)
-    reduced_sum   float64 [(C,) B]  sum_j h_T,j of the unperturbed run
-    h_T           [(C,) B, H]       last layer's final hidden state of the unperturbed run
-    collapsed     bool [(C,) B]     the twin (perturbed at t = 0) was bit-identical to the run at
-                                    the end of the drive: the drive erased the perturbation, and
-                                    this D_i says nothing about the zero-input dynamics (always
-                                    False for ``perturb_at="drive_end"``)
-    settings      every setting (steps, perturbation, perturb_at, seed, floor, dtype, ...)
-    """
-
-    distance: torch.Tensor
-    log_distance: torch.Tensor
-    reduced_sum: torch.Tensor
-    h_T: torch.Tensor
-    settings: dict[str, Any]
-    collapsed: torch.Tensor | None = None
-
-    @property
-    def chaotic(self) -> torch.Tensor:
-        """[(C,)] True where D~ is above its floor (by more than 1e-6): some perturbation survived."""
-        return self.log_distance > self.settings["floor"] + 1e-6
-
-    @property
-    def ordered(self) -> torch.Tensor:
-        """[(C,)] True where D~ sits at its floor (to 1e-6) and no twin was collapsed by the drive:
-        every perturbation died out in the zero-input phase.  Where neither ``ordered`` nor
-        ``chaotic`` holds, D~ is at its floor only because the drive collapsed twins: undetermined."""
-        at_floor = self.log_distance <= self.settings["floor"] + 1e-6
-        if self.collapsed is None:
-            return at_floor
-        return at_floor & ~self.collapsed.any(dim=-1)
-
-    def __repr__(self) -> str:
-        return (f"DistanceResult(log_distance={self.log_distance.tolist() if self.log_distance.dim() else float(self.log_distance):}, "
-                f"B={self.distance.shape[-1]}, steps={self.settings['steps']}, "
-                f"perturbation={self.settings['perturbation']:g}, "
-                f"perturb_at={self.settings.get('perturb_at')}, "
-                f"collapsed={int(self.collapsed.sum()) if self.collapsed is not None else 0})")
-
-
-PERTURB_AT = ("drive_end", "start")
-
+from mdesc.core import engine, twin, windows
+from mdesc.core.results import DistanceResult
 
 def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torch.Tensor, *,
-                        lengths=None, zero_input_steps: int = 1100, perturbation: float = 1e-6,
-                        perturb_at: str = "drive_end", seed: int = 0, floor: float = -15.0,
+                        lengths=None, zero_input_steps: int = engine.DISTANCE_ZERO_INPUT_STEPS,
+                        perturbation: float = engine.PERTURBATION, perturb_at: str = engine.PERTURB_AT,
+                        seed: int = engine.SEED, floor: float = engine.FLOOR,
                         h0=None, c0=None, dtype: torch.dtype | None = None,
-                        template: nn.Module | None = None, backend: str = "fused",
+                        template: nn.Module | None = None, backend: str = engine.BACKEND,
                         kernel_options: dict | None = None,
                         method: str | None = None) -> DistanceResult:
     """Distance between a run and its perturbed twin after drive + zero input (see module doc).
@@ -92,7 +44,10 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
         seq: inputs or token ids, as in :func:`mdesc.lyapunov_spectrum`.
         lengths: drive lengths of a padded batch; each sequence gets zero input after its own.
         zero_input_steps: zero-input steps after the drive (paper: 500 + 1100 = 1600 steps);
-            every run, twin included, ends at step T + zero_input_steps.
+            every run, twin included, ends at step T + zero_input_steps.  The default, 1100
+            (engine.DISTANCE_ZERO_INPUT_STEPS), differs from the exponents' 0 because the
+            distance is defined by a long zero-input phase, in which a perturbation dies out
+            (order) or survives (chaos).
         perturbation: standard deviation of the Gaussian noise added to the twin's h.
         perturb_at: ``"drive_end"`` (default): perturb h where each sequence's zero input begins,
             after its own drive (the published reproduction's code; the zero-input dynamics
@@ -111,72 +66,62 @@ def asymptotic_distance(model: nn.Module | Sequence[nn.Module | dict], seq: torc
             only).  None (default): "delta" for float32 LSTMs with the fused backend, "plain"
             otherwise.  Recorded in ``settings["method"]``.
     """
-    from mdesc.core import windows
-
-    if not (isinstance(perturbation, (int, float)) and math.isfinite(perturbation) and perturbation > 0):
-        raise ValueError(f"perturbation must be a positive finite number, got {perturbation!r}")
-    if perturb_at not in PERTURB_AT:
+    perturbation = twin.check_perturbation(perturbation)
+    if perturb_at not in engine.PERTURB_POINTS:
         raise ValueError(f"perturb_at must be 'drive_end' (perturb h where the zero input begins) or "
                          f"'start' (perturb h0 at t = 0), got {perturb_at!r}")
-    from mdesc.core import twin
-
     if method is not None and method not in twin.METHODS:
         raise ValueError(f"method must be 'plain' (subtract two runs) or 'delta' (carry their difference "
                          f"without cancellation), got {method!r}")
-    if method == "delta" or (method is None and dtype == torch.float32 and backend == "fused"):
-        result = twin.asymptotic_distance_delta(
-            model, seq, lengths=lengths, zero_input_steps=zero_input_steps, perturbation=perturbation,
-            perturb_at=perturb_at, seed=seed, floor=floor, h0=h0, c0=c0,
-            dtype=torch.float64 if dtype is None else dtype, template=template, backend=backend,
-            dtype_source="default" if dtype is None else "explicit", kernel_options=kernel_options,
-            lstm_only=method is None)
-        if result is not None:
-            return result  # (None: method=None on a cell without the delta kernel -> plain twin)
-    checkpoint_axis = not isinstance(model, nn.Module)
-    prep = _lyapunov.prepare(model, seq, k=0, lengths=lengths, zero_input_steps=zero_input_steps,
-                             h0=h0, c0=c0, dtype=torch.float64 if dtype is None else dtype,
-                             template=template,
-                             checkpoint_axis=checkpoint_axis, kernel_options=kernel_options)
+    if method == "delta" and backend != "fused":
+        raise ValueError(f"method='delta' runs in the fused kernels only (backend='fused'), got backend={backend!r}; "
+                         "the reference backend has the plain twin (method='plain')")
+    prep = engine.prepare(model, seq, k=0, lengths=lengths, zero_input_steps=zero_input_steps, h0=h0, c0=c0,
+                          dtype=engine.DISTANCE_DTYPE if dtype is None else dtype, template=template,
+                          checkpoint_axis=not isinstance(model, nn.Module), kernel_options=kernel_options)
+    if method is None:  # the delta where it exists and float32 needs it
+        lstm = prep.weights.cell == "lstm"
+        method = "delta" if dtype == torch.float32 and backend == "fused" and lstm else "plain"
+    nz = twin.noise(prep, perturbation, seed)
+    if method == "delta":
+        twin.check_lstm(prep)
+        last, difference, collapsed = twin.delta_twins(prep, nz, perturb_at)
+    else:
+        last, twins, collapsed = _plain_twins(prep, nz, perturb_at, backend)
+        difference = twins - last
+    return twin.distance_result(prep, difference, last, collapsed, perturbation=perturbation,
+                                perturb_at=perturb_at, dtype_source="default" if dtype is None else "explicit",
+                                method=method, seed=seed, floor=floor, backend=backend)
+
+
+def _plain_twins(prep: engine.PreparedRun, nz: torch.Tensor, perturb_at: str, backend: str):
+    """The runs and their twins perturbed by ``nz`` [L, B, H] as a second batch of trajectories:
+    (the runs' last layers [C, B, H], the twins' [C, B, H], both float64; collapsed bool [C, B])."""
     C, B = prep.weights.checkpoints, prep.x.shape[2]
-    g = torch.Generator().manual_seed(int(seed))
-    noise = torch.randn(prep.h0.shape[1:], generator=g, dtype=torch.float64)  # [L, B, H]
-    noise = (perturbation * noise).to(device=prep.h0.device, dtype=prep.h0.dtype)
     last = None
     collapsed = torch.zeros(C, B, dtype=torch.bool)
-    for idx, length in windows.length_groups(prep.lengths.cpu()):
-        G, dev_idx = idx.numel(), idx.to(prep.x.device)
-        nz = noise.index_select(1, dev_idx)
-        h_g = prep.h0.index_select(2, dev_idx) if prep.h0.shape[2] > 1 else prep.h0.expand(-1, -1, G, -1)
-        c_g = prep.c0.index_select(2, dev_idx) if prep.c0.shape[2] > 1 else prep.c0.expand(-1, -1, G, -1)
-        x_g = prep.x[:, :length].index_select(2, dev_idx)
+
+    def run_drive(d_prep, idx):
+        G, nz_g = idx.numel(), nz.index_select(1, idx.to(nz.device))
+        h_g, c_g = d_prep.h0.expand(-1, -1, G, -1), d_prep.c0.expand(-1, -1, G, -1)
         if perturb_at == "start":  # run and twin through the drive together
-            d_prep = windows.drive(prep, idx, length, x=torch.cat([x_g, x_g], dim=2),
-                                   h0=torch.cat([h_g, h_g + nz], dim=2), c0=torch.cat([c_g, c_g], dim=2))
-            _, h_l, c_l = _lyapunov.run_prepared(d_prep, backend)
+            d_prep = dataclasses.replace(
+                d_prep, x=torch.cat([d_prep.x, d_prep.x], dim=2).contiguous(), lengths=d_prep.lengths.repeat(2),
+                h0=torch.cat([h_g, h_g + nz_g], dim=2).contiguous(), c0=torch.cat([c_g, c_g], dim=2).contiguous())
+            logs, h_l, c_l = engine.run_prepared(d_prep, backend)
             collapsed[:, idx] = ((h_l[:, :, :G] == h_l[:, :, G:]).all(dim=3).all(dim=1)
                                  & (c_l[:, :, :G] == c_l[:, :, G:]).all(dim=3).all(dim=1)).cpu()
         else:  # the run's drive, then the twin branches off where the zero input begins
-            d_prep = windows.drive(prep, idx, length, x=x_g, h0=h_g, c0=c_g)
-            _, h_l, c_l = _lyapunov.run_prepared(d_prep, backend)
-            h_l, c_l = torch.cat([h_l, h_l + nz], dim=2), torch.cat([c_l, c_l], dim=2)
-        rest = prep.steps - length
-        if rest > 0:
-            z_prep = windows.zero_input(d_prep, torch.arange(2 * G), h_l, c_l, rest, 0)
-            _, h_l, _ = _lyapunov.run_prepared(z_prep, backend)
+            d_prep = dataclasses.replace(d_prep, h0=h_g.contiguous(), c0=c_g.contiguous())
+            logs, h_l, c_l = engine.run_prepared(d_prep, backend)
+            h_l, c_l = torch.cat([h_l, h_l + nz_g], dim=2), torch.cat([c_l, c_l], dim=2)
+        return d_prep, (logs, h_l, c_l)
+
+    for g in windows.chain(prep, backend, run_drive=run_drive):
+        h_l = (g.drive_out if g.zero_input_out is None else g.zero_input_out)[1]
+        G = g.idx.numel()
         if last is None:
             last = torch.empty(C, 2, B, h_l.shape[-1], dtype=torch.float64)
         pair = h_l[:, -1].to(torch.float64).cpu()  # [C, 2G, H]
-        last[:, 0, idx], last[:, 1, idx] = pair[:, :G], pair[:, G:]
-    distance = (last[:, 1] - last[:, 0]).norm(dim=-1) + math.exp(floor)
-    log_distance = distance.log().mean(dim=-1)
-    reduced_sum = last[:, 0].sum(dim=-1)
-    h_final = last[:, 0].to(device=prep.x.device, dtype=prep.x.dtype)
-    if not checkpoint_axis:
-        distance, log_distance, reduced_sum, h_final = distance[0], log_distance[0], reduced_sum[0], h_final[0]
-        collapsed = collapsed[0]
-    settings = dict(prep.settings, perturbation=float(perturbation), perturb_at=perturb_at,
-                    dtype_source="default" if dtype is None else "explicit", method="plain",
-                    seed=seed, floor=floor, backend=backend)
-    for key in ("k", "warmup", "counted_steps", "qr_every", "q0_given"):
-        settings.pop(key, None)
-    return DistanceResult(distance, log_distance, reduced_sum, h_final, settings, collapsed)
+        last[:, 0, g.idx], last[:, 1, g.idx] = pair[:, :G], pair[:, G:]
+    return last[:, 0], last[:, 1], collapsed

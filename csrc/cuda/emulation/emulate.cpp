@@ -1,13 +1,19 @@
-// CPU emulation of the CUDA implementation of mdesc::tangent_run, for tests on machines without
-// a GPU.  The kernels (fused_kernel.cuh, pointwise.cuh, qr.cuh, gemm.cuh), the cells
-// (common/cell_math.h) and the host orchestration (tangent_host.h) are compiled unchanged; only the launcher differs: each kernel launch runs
-// through emu_launch (cuda_shim.h), one OS thread per CUDA thread.  Built on demand by
-// tests/test_cuda.py with torch.utils.cpp_extension.load; not part of the mdesc extension.
+// CPU emulation of the CUDA implementation of mdesc::tangent_run and mdesc::lstm_twin_run, for
+// tests on machines without a GPU.  The kernels (fused_kernel.cuh, pointwise.cuh, qr.cuh,
+// gemm.cuh), the cells (common/cell_math.h, common/twin_math.h) and the host orchestration
+// (run_host.h) are compiled unchanged; only the launcher differs: each kernel launch runs through
+// emu_launch (cuda_shim.h), one OS thread per CUDA thread.  Built on demand by tests/emulation.py
+// with torch.utils.cpp_extension.load; not part of the mdesc extension.
 #include <torch/extension.h>
 
 #include "cuda/emulation/cuda_shim.h"
 #include "common/run_checks.h"
-#include "cuda/tangent_host.h"
+#include "cuda/run_host.h"
+
+#if defined(__x86_64__) || defined(__SSE__)
+#include <xmmintrin.h>
+#define MDESC_EMU_HAVE_MXCSR 1
+#endif
 
 namespace mdesc::cuda_impl {
 
@@ -19,11 +25,21 @@ namespace {
 
 struct EmuLaunch {
   unsigned threads_override = 0;  // 0: the thread count the host code asks for
+  // Flush denormals, as the CPU kernel does for the twin (and the GPU for float32 under
+  // --use_fast_math); the emulated threads inherit the calling thread's floating-point environment.
+  bool flush_denormals = false;
   template <typename... KArgs, typename... Args>
   void operator()(void (*kernel)(KArgs...), unsigned grid_x, unsigned grid_y, unsigned threads, size_t smem_bytes,
                   const Args&... args) const {
+#ifdef MDESC_EMU_HAVE_MXCSR
+    const unsigned saved = _mm_getcsr();
+    if (flush_denormals) _mm_setcsr(saved | 0x8040u);
+#endif
     emu_launch(kernel, grid_x, grid_y, threads_override ? threads_override : threads, smem, kSmemCapacity,
                smem_bytes, args...);
+#ifdef MDESC_EMU_HAVE_MXCSR
+    _mm_setcsr(saved);
+#endif
   }
 };
 
@@ -49,25 +65,11 @@ std::vector<at::Tensor> emulate(const at::Tensor& x, const at::Tensor& lengths, 
                                 const at::Tensor& c0, const at::Tensor& q0, int64_t zero_input_steps, int64_t warmup,
                                 int64_t qr_every, const std::string& cell, const std::string& path, int64_t bt, int64_t gc,
                                 int64_t max_ckpt, int64_t threads) {
-  const RunDims d =
-      check_run_inputs(cell, x, lengths, w_ih, w_hh, bias, h0, c0, q0, zero_input_steps, warmup, qr_every);
+  const RunInputs in{"tangent_run", cell, x, lengths, w_ih, w_hh, bias, h0, c0, q0};
+  const RunDims d = check_run_inputs(in, zero_input_steps, warmup, qr_every);
   TORCH_CHECK(x.device().is_cpu(), "emulate: CPU tensors only");
-  check_lengths(d, lengths.contiguous().data_ptr<int64_t>());
-  RunTensors t;
-  t.x = x.contiguous();
-  t.lengths = lengths.contiguous();
-  for (int64_t l = 0; l < d.L; ++l) {
-    t.w_ih.push_back(w_ih[l].contiguous());
-    t.w_hh.push_back(w_hh[l].contiguous());
-    t.bias.push_back(bias[l].contiguous());
-  }
-  t.h0 = h0.contiguous();
-  t.c0 = c0.contiguous();
-  t.q0 = q0.contiguous();
-  const double nan = std::numeric_limits<double>::quiet_NaN();
-  t.logs = at::full({d.C, d.B, d.nblocks, d.k}, nan, x.options().dtype(at::kDouble));
-  t.hT = at::full({d.C, d.L, d.B, d.H}, nan, x.options());
-  t.cT = at::full({d.C, d.L, d.B, d.Hc}, nan, x.options());
+  check_lengths(in.op, d, lengths.contiguous().data_ptr<int64_t>());
+  const RunTensors t = contiguous_tensors(in, d, lengths, /*poison=*/true);
   const int64_t cc = max_ckpt > 0 ? std::min(max_ckpt, d.C) : d.C;
   const EmuLaunch launch{static_cast<unsigned>(threads)};
   FusedConfig cfg;
@@ -89,10 +91,32 @@ std::vector<at::Tensor> emulate(const at::Tensor& x, const at::Tensor& lengths, 
     dev.sms = 1;  // few pointwise blocks, so the grid-stride loop is exercised
     dispatch_cell(d.cell, [&](auto cell_tag) {
       using Cell = decltype(cell_tag);
-      for (int64_t c = 0; c < d.C; c += cc) run_stepwise<Cell>(d, t, c, std::min(cc, d.C - c), dev, launch);
+      for (int64_t c = 0; c < d.C; c += cc) run_stepwise<Cell, false>(d, t, c, std::min(cc, d.C - c), dev, launch);
     });
   }
   return {t.logs, t.hT, t.cT, at::tensor(std::vector<int64_t>{cfg.BT, cfg.GC})};
+}
+
+// Same contract as torch.ops.mdesc.lstm_twin_run; `sms` bounds the pointwise grid (1 exercises
+// the grid-stride loop).  Outputs start as NaN (block_logs as zeros, as on the GPU), so an
+// element nobody writes shows.
+std::vector<at::Tensor> emulate_twin(const at::Tensor& x, const at::Tensor& lengths, std::vector<at::Tensor> w_ih,
+                                     std::vector<at::Tensor> w_hh, std::vector<at::Tensor> bias, const at::Tensor& h0,
+                                     const at::Tensor& c0, const at::Tensor& dh0, const at::Tensor& dc0,
+                                     const at::Tensor& q0, int64_t zero_input_steps, int64_t warmup, int64_t qr_every,
+                                     int64_t max_ckpt, int64_t sms) {
+  const RunInputs in{"lstm_twin_run", LstmCell::kName, x, lengths, w_ih, w_hh, bias, h0, c0, q0, &dh0, &dc0};
+  const RunDims d = check_run_inputs(in, zero_input_steps, warmup, qr_every);
+  TORCH_CHECK(x.device().is_cpu(), "emulate_twin: CPU tensors only");
+  check_lengths(in.op, d, lengths.contiguous().data_ptr<int64_t>());
+  RunTensors t = contiguous_tensors(in, d, lengths, /*poison=*/true);
+  t.logs.zero_();
+  DeviceLimits dev = h100_limits();
+  dev.sms = static_cast<int>(sms);
+  const EmuLaunch launch{0, /*flush_denormals=*/true};
+  const int64_t cc = max_ckpt > 0 ? std::min(max_ckpt, d.C) : d.C;
+  for (int64_t c = 0; c < d.C; c += cc) run_stepwise<LstmCell, true>(d, t, c, std::min(cc, d.C - c), dev, launch);
+  return {t.logs, t.hT, t.cT, t.dhT, t.dcT};
 }
 
 // What choose_fused_config picks on an H100 for these sizes: [BT, GC, shared bytes per block]
@@ -100,7 +124,7 @@ std::vector<at::Tensor> emulate(const at::Tensor& x, const at::Tensor& lengths, 
 std::vector<int64_t> h100_fused_config(int64_t C, int64_t B, int64_t L, int64_t H, int64_t k, int64_t elem,
                                        const std::string& cell) {
   RunDims d{};
-  d.cell = parse_cell(cell);
+  d.cell = parse_cell("h100_fused_config", cell);
   d.G = cell_gates(d.cell) * H;
   d.halves = cell_halves(d.cell);
   d.C = C;
@@ -120,4 +144,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("emulate", &mdesc::cuda_impl::emulate, "CPU emulation of the CUDA tangent_run (tests only)");
   m.def("h100_fused_config", &mdesc::cuda_impl::h100_fused_config,
         "[BT, GC, shared bytes] the fused path would use on an H100 (BT = 0: stepwise path)");
+  m.def("emulate_twin", &mdesc::cuda_impl::emulate_twin, "CPU emulation of the CUDA lstm_twin_run (tests only)");
 }

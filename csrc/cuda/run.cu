@@ -1,16 +1,19 @@
-// CUDA implementation of mdesc::tangent_run (schema and shapes: csrc/mdesc.cpp; the CPU kernel
-// csrc/cpu/tangent_run.cpp defines the semantics this must reproduce; the cells:
-// csrc/common/cell_math.h).
+// CUDA implementation of mdesc::tangent_run and mdesc::lstm_twin_run (schemas and shapes:
+// csrc/mdesc.cpp; the CPU kernel csrc/cpu/run.cpp defines the semantics this must reproduce; the
+// cells: csrc/common/cell_math.h, the twin's math: csrc/common/twin_math.h).
 //
 // This file (the only CUDA translation unit) validates the inputs, allocates the outputs, splits
 // the checkpoints into launches that bound the memory of the layer-0 input projection, picks one
-// of the two paths of tangent_host.h and launches its kernels on the current stream:
+// of the two paths of run_host.h and launches its kernels on the current stream:
 //
 //   fused     all S steps in one kernel; weights, states, tangent frames and the Gram-Schmidt
 //             in shared memory.  Used whenever one checkpoint's weights plus a one-sequence tile
 //             fit in a block's opt-in shared memory (H100, k = 1: one layer up to H = 116 in
 //             float32 / 80 in float64, two layers up to 67 / 47, three up to 52 / 36).
 //   stepwise  per step cuBLAS batched GEMMs + one fused pointwise kernel per layer; any size.
+//             The twin always runs this path, with its delta column beside the state.
+//   (float32 is compiled with --use_fast_math, which flushes denormals to zero as the CPU kernel
+//   does for the twin.)
 //
 // Tuning arguments of the op (no environment variables; defaults in csrc/mdesc.cpp):
 //   cuda_path = auto|fused|stepwise    force a path (fused errors if it does not fit)
@@ -31,7 +34,7 @@
 #include <cuda_pipeline.h>
 
 #include "common/run_checks.h"
-#include "cuda/tangent_host.h"
+#include "cuda/run_host.h"
 
 namespace mdesc::cuda_impl {
 namespace {
@@ -52,7 +55,7 @@ DeviceLimits current_device_limits() {
   return d;
 }
 
-// Launches a kernel on the current stream (the launcher of tangent_host.h).
+// Launches a kernel on the current stream (the launcher of run_host.h).
 struct CudaLaunch {
   template <typename... KArgs, typename... Args>
   void operator()(void (*kernel)(KArgs...), unsigned grid_x, unsigned grid_y, unsigned threads, size_t smem,
@@ -78,47 +81,30 @@ int64_t checkpoints_per_launch(const RunDims& d, int64_t bytes_per_ckpt, int64_t
   return cc;
 }
 
+// Checks one call's inputs on the device and returns them contiguous with the outputs allocated.
+RunTensors prepare_cuda(const RunInputs& in, const RunDims& d, bool poison_outputs) {
+  TORCH_CHECK(in.x.is_cuda(), in.op, " (CUDA): tensors must be on a CUDA device, x is on ", in.x.device());
+  // Lengths are checked on the host (one small copy), then used on the device.
+  const at::Tensor len_host = in.lengths.to(at::kCPU).contiguous();
+  check_lengths(in.op, d, len_host.data_ptr<int64_t>());
+  TORCH_CHECK(d.C <= std::numeric_limits<int>::max() && d.B <= std::numeric_limits<int>::max() &&
+                  d.T <= std::numeric_limits<int>::max(),
+              in.op, " (CUDA): C, B and T must each be below 2^31");
+  return contiguous_tensors(in, d, in.lengths.to(in.x.device()), poison_outputs);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> tangent_run_cuda(
     const at::Tensor& x_in, const at::Tensor& lengths_in, at::TensorList w_ih, at::TensorList w_hh,
     at::TensorList bias, const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& q0_in,
     int64_t zero_input_steps, int64_t warmup, int64_t qr_every, c10::string_view cell,
     int64_t /*cpu_tile_columns*/, bool /*portable_gemm*/, c10::string_view cuda_path,
     int64_t cuda_max_checkpoints, bool poison_outputs, c10::string_view /*cpu_path*/) {
-  const RunDims d = check_run_inputs(std::string(cell), x_in, lengths_in, w_ih, w_hh, bias, h0_in, c0_in,
-                                     q0_in, zero_input_steps, warmup, qr_every);
-  TORCH_CHECK(x_in.is_cuda(), "tangent_run (CUDA): tensors must be on a CUDA device, x is on ",
-              x_in.device());
+  const RunInputs in{"tangent_run", std::string(cell), x_in, lengths_in, w_ih, w_hh, bias, h0_in, c0_in, q0_in};
+  const RunDims d = check_run_inputs(in, zero_input_steps, warmup, qr_every);
   TORCH_CHECK(cuda_max_checkpoints >= 0, "tangent_run: cuda_max_checkpoints must be >= 0, got ",
               cuda_max_checkpoints);
   const c10::cuda::CUDAGuard guard(x_in.device());
-
-  // Lengths are checked on the host (one small copy), then used on the device.
-  const at::Tensor len_host = lengths_in.to(at::kCPU).contiguous();
-  check_lengths(d, len_host.data_ptr<int64_t>());
-  TORCH_CHECK(d.C <= std::numeric_limits<int>::max() && d.B <= std::numeric_limits<int>::max() &&
-                  d.T <= std::numeric_limits<int>::max(),
-              "tangent_run (CUDA): C, B and T must each be below 2^31");
-
-  RunTensors t;
-  t.x = x_in.contiguous();
-  t.lengths = lengths_in.to(x_in.device()).contiguous();
-  for (int64_t l = 0; l < d.L; ++l) {
-    t.w_ih.push_back(w_ih[l].contiguous());
-    t.w_hh.push_back(w_hh[l].contiguous());
-    t.bias.push_back(bias[l].contiguous());
-  }
-  t.h0 = h0_in.contiguous();
-  t.c0 = c0_in.contiguous();
-  t.q0 = q0_in.contiguous();
-  const auto opts = x_in.options();
-  t.logs = at::empty({d.C, d.B, d.nblocks, d.k}, opts.dtype(at::kDouble));
-  t.hT = at::empty({d.C, d.L, d.B, d.H}, opts);
-  t.cT = at::empty({d.C, d.L, d.B, d.Hc}, opts);
-  if (poison_outputs) {
-    t.logs.fill_(std::numeric_limits<double>::quiet_NaN());
-    t.hT.fill_(std::numeric_limits<double>::quiet_NaN());
-    t.cT.fill_(std::numeric_limits<double>::quiet_NaN());
-  }
+  const RunTensors t = prepare_cuda(in, d, poison_outputs);
 
   const std::string path(cuda_path);
   TORCH_CHECK(path == "auto" || path == "fused" || path == "stepwise",
@@ -149,14 +135,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> tangent_run_cuda(
       if (fused) {
         run_fused<Cell>(d, t, wpack, cfg, c0, n, CudaLaunch{});
       } else {
-        run_stepwise<Cell>(d, t, c0, n, dev, CudaLaunch{});
+        run_stepwise<Cell, false>(d, t, c0, n, dev, CudaLaunch{});
       }
     }
   });
   return {t.logs, t.hT, t.cT};
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_twin_run_cuda(
+    const at::Tensor& x_in, const at::Tensor& lengths_in, at::TensorList w_ih, at::TensorList w_hh,
+    at::TensorList bias, const at::Tensor& h0_in, const at::Tensor& c0_in, const at::Tensor& dh0_in,
+    const at::Tensor& dc0_in, const at::Tensor& q0_in, int64_t zero_input_steps, int64_t warmup, int64_t qr_every,
+    int64_t /*cpu_tile_columns*/, bool /*portable_gemm*/, c10::string_view /*cpu_path*/) {
+  const RunInputs in{"lstm_twin_run", LstmCell::kName, x_in, lengths_in, w_ih, w_hh, bias, h0_in, c0_in, q0_in,
+                     &dh0_in, &dc0_in};
+  const RunDims d = check_run_inputs(in, zero_input_steps, warmup, qr_every);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const RunTensors t = prepare_cuda(in, d, false);
+  const int64_t cc =
+      checkpoints_per_launch(d, stepwise_bytes_per_checkpoint(d, t.x.element_size(), /*twin=*/true), 0);
+  const DeviceLimits dev = current_device_limits();
+  for (int64_t c0 = 0; c0 < d.C; c0 += cc) {
+    run_stepwise<LstmCell, true>(d, t, c0, std::min(cc, d.C - c0), dev, CudaLaunch{});
+  }
+  return {t.logs, t.hT, t.cT, t.dhT, t.dcT};
+}
+
 }  // namespace
 }  // namespace mdesc::cuda_impl
 
-TORCH_LIBRARY_IMPL(mdesc, CUDA, m) { m.impl("tangent_run", &mdesc::cuda_impl::tangent_run_cuda); }
+TORCH_LIBRARY_IMPL(mdesc, CUDA, m) {
+  m.impl("tangent_run", &mdesc::cuda_impl::tangent_run_cuda);
+  m.impl("lstm_twin_run", &mdesc::cuda_impl::lstm_twin_run_cuda);
+}

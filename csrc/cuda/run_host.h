@@ -1,12 +1,13 @@
-// Host-side orchestration of the two CUDA paths of mdesc::tangent_run, written once and
-// parameterised by a launcher so the same code drives the GPU (tangent_run.cu) and the CPU
-// emulation used by the tests (emulation/emulate.cpp):
+// Host-side orchestration of the CUDA paths of mdesc::tangent_run and mdesc::lstm_twin_run,
+// written once and parameterised by a launcher so the same code drives the GPU (run.cu) and the
+// CPU emulation used by the tests (emulation/emulate.cpp):
 //
 //   fused     all S steps in one kernel (fused_kernel.cuh); weights, states, tangent frames and
-//             the Gram-Schmidt in shared memory
+//             the Gram-Schmidt in shared memory (tangent run only)
 //   stepwise  per step: batched GEMMs over checkpoints (at::bmm_out -> cuBLAS) into a preallocated
 //             buffer + one pointwise kernel per layer (pointwise.cuh), and a QR kernel every
-//             qr_every steps (qr.cuh); any size
+//             qr_every steps (qr.cuh); any size.  The twin is its variant (kTwin): one more
+//             column per sequence, the delta = twin - state, and the twin's pointwise kernel.
 //
 // Both are templated on the cell (common/cell_math.h); callers pick it with dispatch_cell.
 //
@@ -19,6 +20,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "common/run_checks.h"
@@ -37,9 +39,46 @@ struct RunTensors {
   std::vector<at::Tensor> bias; // per layer [C, G]
   at::Tensor h0, c0;            // [C|1, L, B, H] and [C|1, L, B, Hc]
   at::Tensor q0;                // [C|1, B|1, n, k]
+  at::Tensor dh0, dc0;          // twin only: [C|1, L, B, H] (else undefined)
   at::Tensor logs;              // out: [C, B, nblocks, k] float64
   at::Tensor hT, cT;            // out: [C, L, B, H] and [C, L, B, Hc]
+  at::Tensor dhT, dcT;          // twin only, out: [C, L, B, H]
 };
+
+// The inputs of one call made contiguous, and its outputs allocated: logs zeros (twin) or empty,
+// the states empty; NaN everywhere with `poison` (so a test sees every element is written).
+inline RunTensors contiguous_tensors(const RunInputs& in, const RunDims& d, const at::Tensor& lengths_on_device,
+                                     bool poison) {
+  RunTensors t;
+  t.x = in.x.contiguous();
+  t.lengths = lengths_on_device.contiguous();
+  for (int64_t l = 0; l < d.L; ++l) {
+    t.w_ih.push_back(in.w_ih[l].contiguous());
+    t.w_hh.push_back(in.w_hh[l].contiguous());
+    t.bias.push_back(in.bias[l].contiguous());
+  }
+  t.h0 = in.h0.contiguous();
+  t.c0 = in.c0.contiguous();
+  t.q0 = in.q0.contiguous();
+  const bool twin = in.dh0 != nullptr;
+  const auto opts = in.x.options();
+  t.logs = twin ? at::zeros({d.C, d.B, d.nblocks, d.k}, opts.dtype(at::kDouble))
+                : at::empty({d.C, d.B, d.nblocks, d.k}, opts.dtype(at::kDouble));
+  t.hT = at::empty({d.C, d.L, d.B, d.H}, opts);
+  t.cT = at::empty({d.C, d.L, d.B, d.Hc}, opts);
+  if (twin) {
+    t.dh0 = in.dh0->contiguous();
+    t.dc0 = in.dc0->contiguous();
+    t.dhT = at::empty({d.C, d.L, d.B, d.H}, opts);
+    t.dcT = at::empty({d.C, d.L, d.B, d.H}, opts);
+  }
+  if (poison) {
+    for (at::Tensor* o : {&t.logs, &t.hT, &t.cT, &t.dhT, &t.dcT}) {
+      if (o->defined()) o->fill_(std::numeric_limits<double>::quiet_NaN());
+    }
+  }
+  return t;
+}
 
 // The properties of the device the launch geometry depends on.
 struct DeviceLimits {
@@ -124,9 +163,9 @@ inline int64_t fused_bytes_per_checkpoint(const RunDims& d, size_t elem) {
   return d.T * d.B * d.G * static_cast<int64_t>(elem);
 }
 
-// ... and for the stepwise path: projection + G + the Z/Cm matrices.
-inline int64_t stepwise_bytes_per_checkpoint(const RunDims& d, size_t elem) {
-  const int64_t N = d.B * (1 + d.k);
+// ... and for the stepwise path: projection + G + the Z/Cm matrices (N columns per layer).
+inline int64_t stepwise_bytes_per_checkpoint(const RunDims& d, size_t elem, bool twin = false) {
+  const int64_t N = d.B * ((twin ? 2 : 1) + d.k);
   return (d.G * d.T * d.B + d.G * N + d.halves * d.L * d.H * N) * static_cast<int64_t>(elem);
 }
 
@@ -193,53 +232,95 @@ void run_fused(const RunDims& d, const RunTensors& t, const at::Tensor& wpack, c
   });
 }
 
-template <class Cell, typename Launch>
-void run_stepwise(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_t cc, const DeviceLimits& dev,
-                  const Launch& launch) {
+// The stepwise path's matrices of checkpoints [c_begin, c_begin + cc): per layer Z (h rows) and
+// Cm (c rows), [cc, H, N], columns b state, B + b k + j tangent j, D0 + b the twin's delta.
+struct StepwiseState {
+  at::Tensor Z, Cm;  // [L, cc, H, N], [L, cc, H or 0, N]
+  int64_t N, D0;
+};
+
+template <class Cell, bool kTwin>
+StepwiseState load_stepwise_state(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_t cc) {
   constexpr bool kHasC = Cell::kHalves == 2;
-  const int64_t H = d.H, GH = d.G, B = d.B, k = d.k, L = d.L, N = d.B * (1 + d.k), rows = d.halves * H;
+  const int64_t H = d.H, B = d.B, k = d.k, L = d.L, rows = d.halves * H;
+  StepwiseState st{};
+  st.N = B * ((kTwin ? 2 : 1) + k);
+  st.D0 = B * (1 + k);
   const auto opts = t.x.options();
-
-  // Layer-0 input projection incl. bias: [cc, G, T*B], one GEMM.
-  const at::Tensor w0 = t.w_ih[0].narrow(0, c_begin, cc);
-  const at::Tensor b0 = t.bias[0].narrow(0, c_begin, cc);
-  at::Tensor xp;
-  if (!d.x_per_ckpt) {
-    const at::Tensor x2 = t.x.reshape({d.T * B, d.I});
-    xp = at::addmm(b0.reshape({cc * GH, 1}), w0.reshape({cc * GH, d.I}), x2.t()).view({cc, GH, d.T * B});
-  } else {
-    const at::Tensor x3 = t.x.narrow(0, c_begin, cc).reshape({cc, d.T * B, d.I});
-    xp = at::baddbmm(b0.unsqueeze(2).expand({cc, GH, d.T * B}), w0, x3.transpose(1, 2));
-  }
-
-  // Initial states and frames.
-  at::Tensor Z = at::empty({L, cc, H, N}, opts);
-  at::Tensor Cm = at::empty({L, cc, kHasC ? H : 0, N}, opts);
+  st.Z = at::empty({L, cc, H, st.N}, opts);
+  st.Cm = at::empty({L, cc, kHasC ? H : 0, st.N}, opts);
   auto ckpt = [&](const at::Tensor& v, bool per_ckpt) { return per_ckpt ? v.narrow(0, c_begin, cc) : v; };
   const at::Tensor h0 = ckpt(t.h0, d.state_per_ckpt), c0 = ckpt(t.c0, d.state_per_ckpt);
   const at::Tensor q0 = ckpt(t.q0, d.q_per_ckpt);
   for (int64_t l = 0; l < L; ++l) {
-    Z[l].narrow(2, 0, B).copy_(h0.select(1, l).transpose(1, 2));   // [cc|1, H, B]
-    if (kHasC) Cm[l].narrow(2, 0, B).copy_(c0.select(1, l).transpose(1, 2));
+    st.Z[l].narrow(2, 0, B).copy_(h0.select(1, l).transpose(1, 2));   // [cc|1, H, B]
+    if (kHasC) st.Cm[l].narrow(2, 0, B).copy_(c0.select(1, l).transpose(1, 2));
+    if constexpr (kTwin) {
+      st.Z[l].narrow(2, st.D0, B).copy_(ckpt(t.dh0, d.delta_per_ckpt).select(1, l).transpose(1, 2));
+      st.Cm[l].narrow(2, st.D0, B).copy_(ckpt(t.dc0, d.delta_per_ckpt).select(1, l).transpose(1, 2));
+    }
     if (k > 0) {
       // q0 rows [l*rows, l*rows + H) are layer l's h block, [l*rows + H, l*rows + 2H) its c block.
-      Z[l].narrow(2, B, B * k).view({cc, H, B, k}).copy_(q0.narrow(2, l * rows, H).permute({0, 2, 1, 3}));
+      st.Z[l].narrow(2, B, B * k).view({cc, H, B, k}).copy_(q0.narrow(2, l * rows, H).permute({0, 2, 1, 3}));
       if (kHasC) {
-        Cm[l].narrow(2, B, B * k).view({cc, H, B, k}).copy_(q0.narrow(2, l * rows + H, H).permute({0, 2, 1, 3}));
+        st.Cm[l].narrow(2, B, B * k).view({cc, H, B, k}).copy_(q0.narrow(2, l * rows + H, H).permute({0, 2, 1, 3}));
       }
     }
   }
-  at::Tensor G = at::empty({cc, GH, N}, opts);
+  return st;
+}
+
+template <class Cell, bool kTwin>
+void store_stepwise_state(const RunDims& d, const RunTensors& t, const StepwiseState& st, int64_t c_begin,
+                          int64_t cc) {
+  constexpr bool kHasC = Cell::kHalves == 2;
+  const int64_t B = d.B;
+  for (int64_t l = 0; l < d.L; ++l) {
+    t.hT.narrow(0, c_begin, cc).select(1, l).copy_(st.Z[l].narrow(2, 0, B).transpose(1, 2));
+    if (kHasC) t.cT.narrow(0, c_begin, cc).select(1, l).copy_(st.Cm[l].narrow(2, 0, B).transpose(1, 2));
+    if constexpr (kTwin) {
+      t.dhT.narrow(0, c_begin, cc).select(1, l).copy_(st.Z[l].narrow(2, st.D0, B).transpose(1, 2));
+      t.dcT.narrow(0, c_begin, cc).select(1, l).copy_(st.Cm[l].narrow(2, st.D0, B).transpose(1, 2));
+    }
+  }
+}
+
+// Layer-0 input projection incl. bias for the stepwise path: [cc, G, T*B], one GEMM.
+inline at::Tensor stepwise_projection(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_t cc) {
+  const int64_t GH = d.G, B = d.B;
+  const at::Tensor w0 = t.w_ih[0].narrow(0, c_begin, cc);
+  const at::Tensor b0 = t.bias[0].narrow(0, c_begin, cc);
+  if (!d.x_per_ckpt) {
+    const at::Tensor x2 = t.x.reshape({d.T * B, d.I});
+    return at::addmm(b0.reshape({cc * GH, 1}), w0.reshape({cc * GH, d.I}), x2.t()).view({cc, GH, d.T * B});
+  }
+  const at::Tensor x3 = t.x.narrow(0, c_begin, cc).reshape({cc, d.T * B, d.I});
+  return at::baddbmm(b0.unsqueeze(2).expand({cc, GH, d.T * B}), w0, x3.transpose(1, 2));
+}
+
+// Checkpoints [c_begin, c_begin + cc) through all S steps on the stepwise path; kTwin: the twin
+// run (Cell = LstmCell).  dev.sms bounds the pointwise grid.
+template <class Cell, bool kTwin, typename Launch>
+void run_stepwise(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_t cc, const DeviceLimits& dev,
+                  const Launch& launch) {
+  constexpr bool kHasC = Cell::kHalves == 2;
+  const int64_t H = d.H, GH = d.G, B = d.B, k = d.k, L = d.L;
+  const at::Tensor xp = stepwise_projection(d, t, c_begin, cc);
+  const StepwiseState st = load_stepwise_state<Cell, kTwin>(d, t, c_begin, cc);
+  const int64_t N = st.N;
+  const at::Tensor &Z = st.Z, &Cm = st.Cm;
+  at::Tensor G = at::empty({cc, GH, N}, t.x.options());
 
   const int64_t pw_total = cc * H * B;
   const unsigned pw_blocks = static_cast<unsigned>(std::min<int64_t>(
       ceil_div(pw_total, kPointwiseThreads), static_cast<int64_t>(dev.sms) * 32));
   const int nslots = k <= 2 ? kQrThreads / kWarpSize : 1;  // one warp per sequence, or all warps on one
   const unsigned qr_blocks = static_cast<unsigned>(ceil_div(B, nslots));
-  at::Tensor qr_scratch = at::empty({k > 0 ? cc * B * mgs_scratch_per_slot(k) : 0}, opts.dtype(at::kDouble));
+  at::Tensor qr_scratch = at::empty({k > 0 ? cc * B * mgs_scratch_per_slot(k) : 0}, t.x.options().dtype(at::kDouble));
 
-  AT_DISPATCH_FLOATING_TYPES(t.x.scalar_type(), "tangent_run_cuda_stepwise", [&] {
+  AT_DISPATCH_FLOATING_TYPES(t.x.scalar_type(), "mdesc_run_cuda_stepwise", [&] {
     std::vector<PointwiseArgs<scalar_t>> pw(L);
+    std::vector<at::Tensor> whh(L), wih(L), zl(L);
     for (int64_t l = 0; l < L; ++l) {
       PointwiseArgs<scalar_t>& a = pw[l];
       a.z = Z[l].data_ptr<scalar_t>();
@@ -255,9 +336,6 @@ void run_stepwise(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_
       a.N = N;
       a.Tdrive = d.T;
       a.layer = static_cast<int>(l);
-    }
-    std::vector<at::Tensor> whh(L), wih(L), zl(L);
-    for (int64_t l = 0; l < L; ++l) {
       whh[l] = t.w_hh[l].narrow(0, c_begin, cc);
       wih[l] = t.w_ih[l].narrow(0, c_begin, cc);
       zl[l] = Z[l];
@@ -266,24 +344,24 @@ void run_stepwise(const RunDims& d, const RunTensors& t, int64_t c_begin, int64_
       for (int64_t l = 0; l < L; ++l) {
         at::bmm_out(G, whh[l], zl[l]);
         if (l > 0) G.baddbmm_(wih[l], zl[l - 1]);
-        launch(stepwise_pointwise_kernel<Cell, scalar_t>, pw_blocks, 1u, kPointwiseThreads, size_t(0), pw[l], step);
+        if constexpr (kTwin) {
+          launch(twin_pointwise_kernel<scalar_t>, pw_blocks, 1u, kPointwiseThreads, size_t(0), pw[l], step);
+        } else {
+          launch(stepwise_pointwise_kernel<Cell, scalar_t>, pw_blocks, 1u, kPointwiseThreads, size_t(0), pw[l], step);
+        }
       }
       if (k > 0) {
         const int64_t blk = qr_block_after_step(d, step + 1);
         if (blk != -2) {
           launch(stepwise_qr_kernel<scalar_t>, qr_blocks, static_cast<unsigned>(cc), kQrThreads, size_t(0),
-                 Z.data_ptr<scalar_t>(), kHasC ? Cm.data_ptr<scalar_t>() : nullptr, cc, static_cast<int>(H), static_cast<int>(L), B,
-                 static_cast<int>(k), N, nslots, t.logs.data_ptr<double>(), c_begin, d.nblocks, blk,
-                 qr_scratch.data_ptr<double>());
+                 Z.data_ptr<scalar_t>(), kHasC ? Cm.data_ptr<scalar_t>() : nullptr, cc, static_cast<int>(H),
+                 static_cast<int>(L), B, static_cast<int>(k), N, nslots, t.logs.data_ptr<double>(), c_begin,
+                 d.nblocks, blk, qr_scratch.data_ptr<double>());
         }
       }
     }
   });
-
-  for (int64_t l = 0; l < L; ++l) {
-    t.hT.narrow(0, c_begin, cc).select(1, l).copy_(Z[l].narrow(2, 0, B).transpose(1, 2));
-    if (kHasC) t.cT.narrow(0, c_begin, cc).select(1, l).copy_(Cm[l].narrow(2, 0, B).transpose(1, 2));
-  }
+  store_stepwise_state<Cell, kTwin>(d, t, st, c_begin, cc);
 }
 
 }  // namespace mdesc::cuda_impl
