@@ -141,3 +141,25 @@ def test_iv_every_label_a_figure_or_claim_uses_is_the_tables(seed):
         assert f"{a.transitions[0].epoch:.4g}" in title
     assert CL.seed_claims(a.claims)["has_order_chaos_transition"] == any(pt["transition"] != "")
     assert [LABEL_NAMES[int(v)] for v in a.label] == shown
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_drops_and_cycles_are_judged_against_the_curves_noise_after_learning(seed):
+    """The ordinary early fall is no drop; a dip within the noise after a large rise is no
+    descent cycle; a drop well beyond the noise after the learning phase is one."""
+    rng = np.random.default_rng(seed)
+    n = 60
+    loss = np.r_[[2.0, 1.2, 0.8, 0.65], np.full(n - 4, 0.6)] + 0.01 * rng.standard_normal(n)
+    loss[20:30] += np.linspace(0, 0.91, 10)           # a slow rise of 0.91 ...
+    loss[30:] += 0.91 - 0.015                          # ... then a dip within the noise
+    table = {"epoch": np.arange(n, dtype=float), "test_loss": loss,
+             "train_loss": np.linspace(0.7, 0.05, n), "log_distance": np.full(n, -15.0),
+             "lyapunov_max": np.full(n, -0.05) + 1e-4 * rng.standard_normal(n),
+             "lyapunov_stderr": np.full(n, 1e-4)}
+    a = analyse(table, permutations=200)
+    assert a.drops == [] and a.cycles == []
+    assert a.claims["learning_phase_end_epoch"] >= 3
+    table["test_loss"] = loss.copy()
+    table["test_loss"][45:] -= 0.5                     # a real drop after the learning phase
+    b = analyse(table, permutations=200)
+    assert b.drops == [44]
