@@ -198,6 +198,14 @@ def _loss_panel(ax1, t, analysis, d: RunDescription, ms: int) -> None:
         hs.append(ax1.plot(epoch[g], test[g], "*", color="#d7191c", ms=15, mec="black", mew=0.6,
                            zorder=7, label="global test-loss minimum")[0])
     hs += _mark_events(ax1, analysis, with_labels=True)
+    placebo = [(analysis.claims.get("spike_epochs") or [], "0.3", "training-loss spike (placebo)"),
+               (analysis.claims.get("param_jump_epochs") or [], "#2b8cbe",
+                "parameter jump (placebo)")]
+    for xs, color, name in placebo:
+        for x in xs:
+            h = ax1.axvline(x, ymin=0.07, ymax=0.13, color=color, lw=1.6, zorder=4, label=name)
+        if xs:
+            hs.append(h)
     ax1.set_ylabel(f"loss ({d.loss}, nats)")
     hs.append(ax2.plot(epoch, ld, color="#c0392b", lw=1.3, marker="s", ms=max(ms - 1, 2),
                        alpha=0.9, label="D̃ = mean ln Dᵢ (right axis)")[0])
