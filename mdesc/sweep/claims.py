@@ -311,7 +311,8 @@ POOLED_CLAIMS = {
     "drops_at_spikes_significant": "placebo: sharp test-loss drops sit at training-loss spikes "
                                    "(uniform null, Holm p < 0.05)",
     "overtrained_loss_rises_with_chaos": "after the global optimum, test loss rises with "
-                                         "lambda_1 (Spearman > 0, circular-shift Holm p < 0.05)",
+                                         "lambda_1: levels (circular-shift null) and changes "
+                                         "both Spearman > 0 with Holm p < 0.05",
 }
 
 
@@ -332,8 +333,11 @@ def seed_claims(claims: dict[str, Any]) -> dict[str, bool | None]:
     corr = claims.get("overtrained_series_lyapunov") or {}
     rises = None
     if corr and not corr.get("refused") and corr.get("levels") is not None:
+        # a shared drift moves the levels together; only changes that co-vary are evidence
         sig = _holm_sig(claims, "overtrained_series_lyapunov", "levels_p_shift")
-        rises = None if sig is None else bool(corr["levels"] > 0 and sig)
+        sig_d = _holm_sig(claims, "overtrained_series_lyapunov", "differences_p")
+        rises = None if sig is None else bool(
+            corr["levels"] > 0 and sig and (corr.get("differences") or 0) > 0 and sig_d)
     return {
         "has_order_chaos_transition": bool(claims.get("n_transitions", 0) > 0),
         "global_min_at_first_order_to_chaos": first,
