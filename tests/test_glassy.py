@@ -321,3 +321,21 @@ def test_analyze_sweep_on_planted_runs():
     under, over = out["aging"]
     assert (under["phase"], under["widths"], over["widths"]) == ("under", [3], [5, 6, 8, 12, 20])
     assert under["fraction_collapsing"] == 1.0 and over["n_nets"] == 15
+
+
+def test_sweep_options_come_from_the_settings_dataclasses():
+    from mdesc.cli import build_parser
+    from mdesc.glassy.cli import _settings
+
+    parser = build_parser("glassy")
+    args = parser.parse_args(["glassy", "sweep", "--out", "x"])
+    assert _settings(args) == glassy.SweepSettings()  # every default from the dataclass
+    args = parser.parse_args(["glassy", "sweep", "--out", "x", "--depths", "1", "3",
+                              "--depth-steps", "3=50", "--grad-clip", "0", "--no-analysis"])
+    s = _settings(args)
+    assert s.depths == (1, 3) and s.depth_steps == {3: 50} and s.grad_clip is None
+    assert args.analysis is False
+    text = parser.format_help() + "".join(
+        a.format_help() for a in parser._subparsers._group_actions[0].choices["glassy"]
+        ._subparsers._group_actions[0].choices.values())
+    assert "[default: 2000]" in text and "[default: 1.4 1.2 1.0]" in text

@@ -170,3 +170,36 @@ def test_unknown_learning_times_are_left_out_not_counted_as_unreached():
     assert fit.w_c == pytest.approx(5.0, abs=1e-3)
     out = summary.critical_width_over_seeds(widths, np.stack([t, t_unknown]))
     assert out["median_t_star"][-1] == pytest.approx(t[-1])  # the known seed decides
+
+
+def test_the_recorded_analysis_reproduces_from_its_recorded_curves(tmp_path):
+    """results/glassy: the analysis of the recorded sweep, re-run from curves.safetensors (the
+    run folder is not committed), gives the committed tables byte for byte."""
+    import json
+    from pathlib import Path
+
+    from mdesc import store
+    from mdesc.glassy.cli import _write_tables
+
+    src = Path(__file__).resolve().parents[1] / "results" / "glassy"
+    fits = json.loads((src / "fits.json").read_text())
+    tensors, meta = store.load_tensors(src / "curves.safetensors")
+    rows = {f"d{r['depth']}_w{r['width']}_s{r['seed']}": r for r in fits["nets"]}
+    nets = []
+    for key in meta["nets"]:
+        r, get = rows[key], (lambda name, key=key: tensors[f"{key}/{name}"].numpy())
+        tws = sorted({int(k.split("/")[2]) for k in tensors if k.startswith(f"{key}/aging/")})
+        aging = glassy.AgingCurves(np.asarray(tws, dtype=np.int64),
+                                   [get(f"aging/{t}/lag") for t in tws],
+                                   [get(f"aging/{t}/delta") for t in tws])
+        nets.append(glassy.NetRecord(r["depth"], r["width"], r["seed"], r["n_parameters"],
+                                     get("times"), get("train_loss"), get("test_loss"),
+                                     get("batch_mean"), get("batch_max"), aging, r["step"],
+                                     r["steps"]))
+    a = fits["analysis"]
+    result = glassy.analyze_sweep(nets, a["thresholds"], a["fit_from"],
+                                  aging_min_tw=a["aging_min_tw"], censor_spikes=a["censor_spikes"])
+    result.update(settings=fits["settings"], analysis=a, curves_file=fits["curves_file"])
+    _write_tables(tmp_path, result, nets)
+    for name in ("fits.json", "nets.csv", "critical_width.csv", "curves.safetensors"):
+        assert (tmp_path / name).read_bytes() == (src / name).read_bytes(), name

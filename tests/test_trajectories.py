@@ -341,3 +341,58 @@ def test_cli_writes_results_and_resumes(tmp_path, capsys):
     assert main(args[:-1] + [str(out), "--steps", "50"]) == 2
     assert "other settings" in capsys.readouterr().err
     assert main(["trajectories", "--lrs", "zero"]) == 2
+
+
+def test_cli_help_is_plain_text_with_each_default_once():
+    from mdesc.cli import build_parser
+    from mdesc.trajectories.cli import SingleNetSettings, TrajectoriesCommand
+
+    parser = build_parser("trajectories")
+    sub = parser._subparsers._group_actions[0].choices["trajectories"]
+    text = sub.format_help()
+    assert "``" not in text and ":func:" not in text and "* " not in text
+    assert "[default: 500]" in text and "[default: 2000]" in text
+    args = parser.parse_args(["trajectories"])
+    from mdesc.options import from_args
+    assert from_args(SingleNetSettings, args) == SingleNetSettings()
+    assert from_args(tr.PaperPreset, args).jobs() == tr.paper_jobs()
+    assert from_args(TrajectoriesCommand, parser.parse_args(
+        ["trajectories", "--no-figure"])).figure is False
+
+
+def _synthetic_run(steep: float):
+    """ln d(t), t = 0..200: a slow, wiggly transient (0.02 per step + 0.5 sin(pi t / 10)) for
+    60 steps, a clean steep stretch (``steep`` per step) until saturation, a noisy plateau;
+    and the tangent's per-step log growth (the same curve without saturation)."""
+    t = np.arange(201, dtype=float)
+    free = math.log(1e-8) + np.where(t < 60, 0.02 * t + 0.5 * np.sin(np.pi * t / 10),
+                                     1.2 + steep * (t - 60))
+    plateau = 0.78 + 0.1 * np.sin(t)
+    top = 60 + (0.78 - free[60]) / steep  # where the free curve reaches the plateau
+    return np.where(t <= top, np.minimum(free, plateau + 1), plateau), np.diff(free)
+
+
+def test_three_estimators_on_a_synthetic_distance_curve():
+    """Tangent exponent (every step), endpoint slope (t = 0 to saturation) and the authors'
+    windowed max-R² slope return their known values on a curve with a slow transient and a
+    steep stretch."""
+    from mdesc.trajectories import analysis as an
+
+    log_d, tan_log = _synthetic_run(0.3)
+    lam, _ = an.exponent_per_run(tan_log)
+    assert lam[0] == pytest.approx((0.02 * 60 + 0.3 * 140) / 200, abs=1e-12)  # 0.216
+    # endpoint: saturation at 1 % of |w|_1 = 100, i.e. ln d = 0, first passed at t = 118
+    ft, ts = an.finite_time_exponents(log_d[:, None, None], np.full((201, 1), 100.0))
+    assert ts[0, 0] == 117
+    assert ft[0, 0] == pytest.approx((1.2 + 0.3 * 57) / 117, abs=1e-12)  # 0.1564
+    slope, r2, window = an.windowed_exponents(log_d)
+    assert slope == pytest.approx(0.3, abs=1e-9) and r2 > 1 - 1e-9
+    assert 60 <= window[0] and window[1] <= 119  # inside the steep stretch
+    # the authors' summary: runs passing R^2 > 0.9 and slope > 0.05, mean +- std, fraction
+    runs = np.stack([_synthetic_run(s)[0] for s in (0.3, 0.2, 0.04)], axis=1)
+    slopes, r2s, _ = an.windowed_exponents(runs)
+    assert slopes == pytest.approx([0.3, 0.2, 0.04], abs=1e-9)
+    summary = an.windowed_summary(slopes, r2s)
+    assert summary["n_pass"] == 2 and summary["fraction_pass"] == pytest.approx(2 / 3)
+    assert summary["mean"] == pytest.approx(0.25) and summary["std"] == pytest.approx(0.05)
+    assert summary["median"] == pytest.approx(0.25)

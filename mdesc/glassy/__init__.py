@@ -14,40 +14,30 @@ aging of the weight fluctuations. The package is split along mdesc's seams:
 * :mod:`.figures` -- the plots (the only module importing matplotlib); :mod:`.cli` -- the
   ``mdesc glassy`` command.
 
-Names are imported on first use (``from mdesc import glassy; glassy.fit_power_law``), so
-``import mdesc.glassy`` is cheap and needs neither torch nor the compiled extension.
+Importing the package imports torch (the models and runners); ``import mdesc`` alone does not.
 """
 from __future__ import annotations
 
-import importlib
+from mdesc.glassy.analysis import (AgingCollapse, AgingCurves, CriticalWidthFit, PowerLawFit,
+                                   aging_collapse, aging_correlation, aging_schedule,
+                                   fit_critical_width, fit_power_law, learning_time,
+                                   log_spaced_times)
+from mdesc.glassy.ensemble import EnsembleConfig, EnsembleResult, load_ensemble, train_ensemble
+from mdesc.glassy.model import EnsembleRNN, TanhRecurrence, VoiceRNN, voice_offsets
+from mdesc.glassy.run import (RUN_FILE, SNAPSHOT_FILE, STATE_FILE, GlassyConfig, GlassyRun,
+                              batch_indices, data_fingerprint, default_waiting_times,
+                              load_glassy_run, train_glassy_run)
+from mdesc.glassy.summary import (analyze_sweep, critical_width_over_seeds, depth_trend,
+                                  phase_aging, seed_interval, summarize_net)
+from mdesc.glassy.sweep import NetRecord, SweepSettings, collect, load_data, run_sweep
 
-_EXPORTS = {
-    "mdesc.glassy.analysis": (
-        "PowerLawFit", "fit_power_law", "learning_time", "CriticalWidthFit",
-        "fit_critical_width", "log_spaced_times", "aging_schedule", "AgingCurves",
-        "aging_correlation", "AgingCollapse", "aging_collapse"),
-    "mdesc.glassy.summary": ("analyze_sweep", "seed_interval", "critical_width_over_seeds",
-                             "summarize_net", "phase_aging", "depth_trend"),
-    "mdesc.glassy.sweep": ("SweepSettings", "NetRecord", "run_sweep", "collect", "load_data"),
-    "mdesc.glassy.model": ("VoiceRNN", "EnsembleRNN", "TanhRecurrence", "voice_offsets"),
-    "mdesc.glassy.run": ("GlassyConfig", "GlassyRun", "train_glassy_run", "load_glassy_run",
-                         "data_fingerprint", "batch_indices", "default_waiting_times",
-                         "STATE_FILE", "RUN_FILE", "SNAPSHOT_FILE"),
-    "mdesc.glassy.ensemble": ("EnsembleConfig", "EnsembleResult", "train_ensemble",
-                              "load_ensemble"),
-}
-_WHERE = {name: mod for mod, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    mod = _WHERE.get(name)
-    if mod is None:
-        raise AttributeError(f"module 'mdesc.glassy' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_WHERE))
+__all__ = [
+    "AgingCollapse", "AgingCurves", "CriticalWidthFit", "EnsembleConfig", "EnsembleRNN",
+    "EnsembleResult", "GlassyConfig", "GlassyRun", "NetRecord", "PowerLawFit", "RUN_FILE",
+    "SNAPSHOT_FILE", "STATE_FILE", "SweepSettings", "TanhRecurrence", "VoiceRNN",
+    "aging_collapse", "aging_correlation", "aging_schedule", "analyze_sweep", "batch_indices",
+    "collect", "critical_width_over_seeds", "data_fingerprint", "default_waiting_times",
+    "depth_trend", "fit_critical_width", "fit_power_law", "learning_time", "load_data",
+    "load_ensemble", "load_glassy_run", "log_spaced_times", "phase_aging", "run_sweep",
+    "seed_interval", "summarize_net", "train_ensemble", "train_glassy_run", "voice_offsets",
+]

@@ -21,6 +21,8 @@ import warnings
 from typing import Any, Sequence
 
 import numpy as np
+from scipy.optimize import OptimizeWarning, curve_fit
+from scipy.stats import f as f_dist
 
 from mdesc.store import to_json as _jsonable
 
@@ -82,8 +84,6 @@ def _power_law_log(t, l_inf, amplitude, alpha):
 
 def _fit_power_law_once(t: np.ndarray, loss: np.ndarray):
     """Least squares in ln L over (l_inf >= 0, A > 0, alpha > 0), from several starts."""
-    from scipy.optimize import curve_fit
-
     y = np.log(loss)
     best = None
     lmin = float(loss.min())
@@ -119,8 +119,6 @@ def fit_power_law(t, loss, t_min: float | None = None, t_max: float | None = Non
     (resampled residuals in ``ln L``, seeded by ``seed``) instead of the fit covariance.
     significance: level of the test ``L_inf > 0`` (see :class:`PowerLawFit`).
     """
-    from scipy.stats import f as f_dist
-
     t = np.asarray(t, dtype=np.float64).ravel()
     loss = np.asarray(loss, dtype=np.float64).ravel()
     if t.shape != loss.shape:
@@ -253,8 +251,6 @@ def fit_critical_width(widths, t_star, w_c_min: float | None = None) -> Critical
     fitted width; ``w_c_min`` (default ``min(w) - 100 * (max(w) - min(w))``) bounds it below.
     Needs at least 2 finite points (3 for uncertainties).
     """
-    from scipy.optimize import OptimizeWarning, curve_fit
-
     widths = np.asarray(widths, dtype=np.float64).ravel()
     t_star = np.asarray(t_star, dtype=np.float64).ravel()
     if widths.shape != t_star.shape:

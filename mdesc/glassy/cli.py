@@ -7,25 +7,54 @@
 resumable: re-running the same command continues where it stopped), then fits and plots;
 `analyze` redoes the fits and figures (of a partial sweep too, with --partial). The defaults
 (depths 1, 2; widths 4-32; one seed; 2000 steps on all chorales) take a few minutes on one core.
+The options come from the settings dataclasses (each default once, with its help):
+:class:`~mdesc.glassy.sweep.SweepSettings`, :class:`~mdesc.glassy.summary.AnalysisSettings`
+and :class:`SweepCommand`.
 """
 from __future__ import annotations
 
-import argparse
+import csv
+import io
+import json
 import math
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
 
-def _depth_steps(text: str) -> tuple[int, int]:
-    try:
-        d, s = text.split("=")
-        return int(d), int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected DEPTH=STEPS, e.g. 3=50000")
+from mdesc import cli as mdesc_cli
+from mdesc import store
+from mdesc.errors import UserError
+from mdesc.glassy.figures import write_figures
+from mdesc.glassy.summary import AnalysisSettings, analyze_sweep, censor_at, first_spike_time
+from mdesc.glassy.sweep import SweepSettings, collect, group_walls, run_sweep
+from mdesc.options import HelpFormatter, add_options, from_args, given_options, option
+
+__all__ = ["SweepCommand", "register", "main"]
+
+_SWEEP_ANALYSIS = ("thresholds", "fit_from", "aging_min_tw")  # analysis options of `sweep`
+
+
+@dataclass(frozen=True)
+class SweepCommand:
+    """The options of the commands themselves (not settings of the results)."""
+
+    out: str = option(help="sweep folder (settings, runs/, state)")
+    results: str | None = option(None, "folder for tables and figures",
+                                 default_help="the sweep folder, --out")
+    round_robin: int = option(0, "train the depths in turns of STEPS updates (0: one depth "
+                              "after the other), so an interrupted sweep has all depths "
+                              "equally far", metavar="STEPS")
+    threads: int = option(1, "torch CPU threads")
+    analysis: bool = option(True, "fit and plot after training (--no-analysis: train only)")
+    progress: bool = option(True, "progress lines (--no-progress: none)")
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "glassy", help="glassy dynamics near the learnability transition (deep RNN, Bach chorales)",
+        "glassy", help=mdesc_cli.COMMANDS["glassy"][1],
         description="Width x depth x seed sweeps of deep recurrent nets trained by SGD on the "
         "four-part Bach chorales: power-law loss decay, learning-time divergence at a critical "
         "width, aging of the weights.")
@@ -33,176 +62,123 @@ def register(subparsers) -> None:
     parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
 
     sw = sub.add_parser("sweep", help="train a (depth, width, seed) sweep, then fit and plot",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sw.add_argument("--out", required=True, help="sweep folder (settings, runs/, state)")
-    sw.add_argument("--results", default=None,
-                    help="folder for tables and figures (default: --out)")
-    sw.add_argument("--depths", type=int, nargs="+", default=[1, 2])
-    sw.add_argument("--widths", type=int, nargs="+", default=[4, 8, 16, 32])
-    sw.add_argument("--seeds", type=int, nargs="+", default=[0],
-                    help="one net per width and seed (weights and minibatches)")
-    sw.add_argument("--cell", choices=["rnn", "lstm", "gru"], default="rnn",
-                    help="rnn = tanh RNN, trained batched; lstm/gru are trained one at a time")
-    sw.add_argument("--steps", type=int, default=2000, help="SGD updates per net")
-    sw.add_argument("--depth-steps", type=_depth_steps, nargs="*", default=[],
-                    metavar="DEPTH=STEPS", help="other numbers of updates for some depths")
-    sw.add_argument("--lr", type=float, default=0.1, help="SGD learning rate")
-    sw.add_argument("--momentum", type=float, default=0.0)
-    sw.add_argument("--grad-clip", type=float, default=0.0,
-                    help="clip each net's gradient norm to this (0: no clipping)")
-    sw.add_argument("--batch-size", type=int, default=4, help="windows per SGD update")
-    sw.add_argument("--window", type=int, default=64,
-                    help="16th-note steps per training window (each from a zero state)")
-    sw.add_argument("--data", choices=["music21", "fixture"], default="music21",
-                    help="music21: all four-part chorales (parsed once, cached); fixture: the 8 "
-                    "shipped with mdesc")
-    sw.add_argument("--n-train", type=int, default=0,
-                    help="use only the first N training chorales of the split (0: all)")
-    sw.add_argument("--test-fraction", type=float, default=0.2,
-                    help="fraction of chorales held out (the split is by chorale)")
-    sw.add_argument("--split-seed", type=int, default=0)
-    sw.add_argument("--n-records", type=int, default=40, help="log-spaced loss records per net")
-    sw.add_argument("--waiting-times", type=int, nargs="+", default=None,
-                    help="aging waiting times tau_w (default: 4, a factor 4 apart, up to steps/8)")
-    sw.add_argument("--n-lags", type=int, default=16, help="log-spaced lags per waiting time")
-    sw.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    sw.add_argument("--round-robin", type=int, default=0, metavar="STEPS",
-                    help="train the depths in turns of STEPS updates (0: one depth after the "
-                    "other), so an interrupted sweep has all depths equally far")
-    sw.add_argument("--thresholds", type=float, nargs="+", default=[1.4, 1.2, 1.0],
-                    help="training-loss thresholds (nats per voice and step) for t*")
-    sw.add_argument("--fit-from", type=float, default=0.05,
-                    help="fit the power law from t >= FIT_FROM * steps")
-    sw.add_argument("--aging-min-tw", type=float, default=None,
-                    help="measure the aging collapse on waiting times >= this only (e.g. past "
-                    "the initial transient; default: all)")
-    sw.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    sw.add_argument("--no-analysis", action="store_true", help="train only")
-    sw.add_argument("--no-progress", action="store_true", help="no progress lines")
+                        formatter_class=HelpFormatter)
+    add_options(sw, SweepCommand)
+    add_options(sw.add_argument_group("the sweep (recorded in settings.json)"), SweepSettings)
+    add_options(sw.add_argument_group("the analysis"), AnalysisSettings, only=_SWEEP_ANALYSIS)
     sw.set_defaults(func=cmd_sweep)
 
     an = sub.add_parser("analyze", help="fit and plot a sweep folder",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=HelpFormatter)
     an.add_argument("out", help="folder written by `mdesc glassy sweep`")
-    an.add_argument("--results", default=None, help="folder for tables and figures "
-                    "(default: the sweep folder)")
-    an.add_argument("--thresholds", type=float, nargs="+", default=None,
-                    help="loss thresholds for t* (default: those of the sweep command)")
-    an.add_argument("--fit-from", type=float, default=None,
-                    help="power-law fit start as a fraction of the steps (default: the sweep's)")
-    an.add_argument("--aging-min-tw", type=float, default=None,
-                    help="aging collapse on waiting times >= this only (default: the sweep's)")
-    an.add_argument("--censor-spikes", action="store_true",
-                    help="analyse each net only up to its first loss spike")
-    an.add_argument("--partial", action="store_true",
-                    help="analyse unfinished groups with their records so far")
+    add_options(an, SweepCommand, only=("results",))
+    shown = {n: " ".join(map(str, v)) if isinstance(v, tuple) else str(v).lower()
+             for n, v in ((n, getattr(AnalysisSettings, n)) for n in _SWEEP_ANALYSIS)}
+    add_options(an, AnalysisSettings,
+                defaults={n: f"the sweep's (its fits.json), else {v}" for n, v in shown.items()})
     an.set_defaults(func=cmd_analyze)
 
 
-def _settings(args):
-    from mdesc.cli import UserError
-    from mdesc.glassy.sweep import SweepSettings
-
-    for name in ("steps", "n_records", "n_lags", "threads", "batch_size", "window"):
-        if getattr(args, name) < 1:
+def _check(settings: SweepSettings) -> None:
+    """Raise UserError on settings a sweep cannot use."""
+    for name in ("steps", "n_records", "n_lags", "batch_size", "window"):
+        if getattr(settings, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1")
-    if args.steps < 16:
+    if settings.steps < 16:
         raise UserError("--steps must be >= 16 for log-spaced records and aging waiting times")
-    if min(args.widths) < 1 or min(args.depths) < 1:
+    if min(settings.widths) < 1 or min(settings.depths) < 1:
         raise UserError("--widths and --depths must be >= 1")
-    if args.lr <= 0:
+    if settings.lr <= 0:
         raise UserError("--lr must be > 0")
-    if not 0 <= args.test_fraction < 1:
+    if not 0 <= settings.test_fraction < 1:
         raise UserError("--test-fraction must be in [0, 1)")
-    if len(set(args.seeds)) != len(args.seeds) or len(set(args.widths)) != len(args.widths):
+    if len(set(settings.seeds)) != len(settings.seeds) or \
+            len(set(settings.widths)) != len(settings.widths):
         raise UserError("--widths and --seeds must not repeat a value")
-    steps = dict(args.depth_steps)
-    for d, s in steps.items():
-        if d not in args.depths or s < 16:
+    for d, s in settings.depth_steps.items():
+        if d not in settings.depths or s < 16:
             raise UserError(f"--depth-steps {d}={s}: the depth must be one of --depths and "
                             "the steps >= 16")
-    if args.waiting_times:
-        top = min([args.steps, *steps.values()])
-        bad = [t for t in args.waiting_times if not 1 <= t < top]
+    if settings.waiting_times:
+        top = min([settings.steps, *settings.depth_steps.values()])
+        bad = [t for t in settings.waiting_times if not 1 <= t < top]
         if bad:
-            raise UserError(f"--waiting-times {bad}: each must be in [1, {top}) (the fewest "
-                            "steps of any depth)")
-    return SweepSettings(
-        depths=tuple(args.depths), widths=tuple(args.widths), seeds=tuple(args.seeds),
-        steps=args.steps, depth_steps=steps, cell=args.cell, lr=args.lr,
-        momentum=args.momentum, grad_clip=args.grad_clip if args.grad_clip > 0 else None,
-        batch_size=args.batch_size, window=args.window, n_records=args.n_records,
-        waiting_times=tuple(args.waiting_times) if args.waiting_times else None,
-        n_lags=args.n_lags, data=args.data, test_fraction=args.test_fraction,
-        split_seed=args.split_seed, n_train=args.n_train, dtype=args.dtype)
+            raise UserError(f"--waiting-times {list(bad)}: each must be in [1, {top}) (the "
+                            "fewest steps of any depth)")
+
+
+def _settings(args) -> SweepSettings:
+    given = given_options(SweepSettings, args)
+    clip = given.get("grad_clip")
+    settings = from_args(SweepSettings, args, depth_steps=dict(given.get("depth_steps", ())),
+                         grad_clip=clip if clip is not None and clip > 0 else None)
+    _check(settings)
+    return settings
 
 
 def cmd_sweep(args) -> int:
-    import torch
-
-    from mdesc import store
-    from mdesc.cli import UserError
-    from mdesc.glassy.sweep import run_sweep
-
     settings = _settings(args)
-    torch.set_num_threads(args.threads)
-    log = (lambda line: None) if args.no_progress else (lambda line: print(line, flush=True))
+    cmd = from_args(SweepCommand, args)
+    if cmd.threads < 1:
+        raise UserError("--threads must be >= 1")
+    torch.set_num_threads(cmd.threads)
+    log = (lambda line: print(line, flush=True)) if cmd.progress else (lambda line: None)
     try:
-        info = run_sweep(args.out, settings, log=log, round_robin=args.round_robin)
+        info = run_sweep(cmd.out, settings, log=log, round_robin=cmd.round_robin)
     except ImportError as e:
         raise UserError(f"{e}; or use --data fixture for the chorales shipped with mdesc")
-    except (store.StoreError, ValueError) as e:
-        raise UserError(str(e))
+    except ValueError as e:  # the store's errors are UserErrors already
+        raise UserError(str(e)) from e
     print(f"trained: wall times (s) {info['wall_s']}", flush=True)
-    if args.no_analysis:
+    if not cmd.analysis:
         return 0
-    return _analyze(Path(args.out), Path(args.results or args.out), args.thresholds,
-                    args.fit_from, partial=False, aging_min_tw=args.aging_min_tw)
+    return _analyze(Path(cmd.out), Path(cmd.results or cmd.out), from_args(AnalysisSettings, args))
 
 
 def cmd_analyze(args) -> int:
-    from mdesc import store
-    from mdesc.cli import UserError
-
     out = Path(args.out)
     if not store.RunFolder(out).exists():
         raise UserError(f"{out} holds no sweep (no settings.json): give a folder written by "
                         "`mdesc glassy sweep`")
-    prev = store.RunFolder(args.results or out)
-    analysis = prev.read_json("fits.json").get("analysis", {}) if prev.path("fits.json").exists() \
+    results = Path(getattr(args, "results", None) or out)
+    prev = store.RunFolder(results)
+    stored = prev.read_json("fits.json").get("analysis", {}) if prev.path("fits.json").exists() \
         else {}
-    thresholds = args.thresholds or analysis.get("thresholds") or [1.4, 1.2, 1.0]
-    fit_from = args.fit_from if args.fit_from is not None else analysis.get("fit_from", 0.05)
-    min_tw = args.aging_min_tw if args.aging_min_tw is not None else analysis.get("aging_min_tw")
-    return _analyze(out, Path(args.results or out), thresholds, fit_from, args.partial, min_tw,
-                    args.censor_spikes)
+    # options not given: the sweep's last analysis (fits.json), else the defaults
+    inherited = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()
+                 if k in _SWEEP_ANALYSIS and v not in (None, [])}
+    return _analyze(out, results, from_args(AnalysisSettings, args, overrides=inherited))
 
 
-def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool,
-             aging_min_tw: float | None = None, censor_spikes: bool = False) -> int:
-    import numpy as np
-
-    from mdesc import store
-    from mdesc.cli import UserError
-    from mdesc.glassy.figures import write_figures
-    from mdesc.glassy.summary import analyze_sweep
-    from mdesc.glassy.sweep import collect, group_walls
-
+def _analyze(out: Path, results: Path, a: AnalysisSettings) -> int:
     try:
-        settings, nets = collect(out, partial=partial)
+        settings, nets = collect(out, partial=a.partial)
     except FileNotFoundError as e:
         raise UserError(str(e))
     if not nets:
         raise UserError(f"{out} has no trained nets yet; run the sweep command first")
-    result = analyze_sweep(nets, thresholds, fit_from, aging_min_tw=aging_min_tw,
-                           censor_spikes=censor_spikes)
+    result = analyze_sweep(nets, list(a.thresholds), a.fit_from, aging_min_tw=a.aging_min_tw,
+                           censor_spikes=a.censor_spikes)
     result["settings"] = settings.to_dict()
-    result["analysis"] = {"thresholds": list(thresholds), "fit_from": fit_from,
-                          "aging_min_tw": aging_min_tw, "censor_spikes": censor_spikes,
-                          "partial": partial,
+    result["analysis"] = {"thresholds": list(a.thresholds), "fit_from": a.fit_from,
+                          "aging_min_tw": a.aging_min_tw, "censor_spikes": a.censor_spikes,
+                          "partial": a.partial,
                           "steps_reached": {f"d{d}": min(n.step for n in nets if n.depth == d)
                                             for d in sorted({n.depth for n in nets})},
                           "groups": group_walls(out)}
+    result["curves_file"] = "curves.safetensors (per net: loss records and aging curves)"
+    results.mkdir(parents=True, exist_ok=True)
+    _write_tables(results, result, nets)
+    aging_nets = [censor_at(n, first_spike_time(n)) for n in nets] if a.censor_spikes else nets
+    names = write_figures(results, nets, result, aging_nets=aging_nets)
+    _print_summary(result)
+    print(f"wrote {results}/fits.json, curves.safetensors, nets.csv, critical_width.csv, "
+          + ", ".join(names))
+    return 0
+
+
+def _write_tables(results: Path, result: dict, nets) -> None:
+    """fits.json, curves.safetensors (every net's records), nets.csv, critical_width.csv."""
     curves = {}
     for n in nets:
         key = f"d{n.depth}_w{n.width}_s{n.seed}"
@@ -211,8 +187,6 @@ def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool,
         for tw, lag, delta in zip(n.aging.waiting_times, n.aging.lags, n.aging.delta):
             curves[f"{key}/aging/{int(tw)}/lag"] = np.array(lag, dtype=np.int64)
             curves[f"{key}/aging/{int(tw)}/delta"] = np.array(delta, dtype=np.float64)
-    result["curves_file"] = "curves.safetensors (per net: loss records and aging curves)"
-    results.mkdir(parents=True, exist_ok=True)
     store.write_json(results / "fits.json", result)
     store.save_tensors(results / "curves.safetensors", curves,
                        {"nets": [f"d{n.depth}_w{n.width}_s{n.seed}" for n in nets]})
@@ -222,15 +196,6 @@ def _analyze(out: Path, results: Path, thresholds, fit_from, partial: bool,
          **{f"pooled_{k}": v for k, v in c["pooled"].items()},
          **{f"seeds_w_c_{k}": v for k, v in c["w_c_seeds"].items()},
          "fraction_seeds_fitted": c["fraction_fitted"]} for c in result["critical_width"]])
-    aging_nets = nets
-    if censor_spikes:
-        from mdesc.glassy.summary import censor_at, first_spike_time
-        aging_nets = [censor_at(n, first_spike_time(n)) for n in nets]
-    names = write_figures(results, nets, result, aging_nets=aging_nets)
-    _print_summary(result)
-    print(f"wrote {results}/fits.json, curves.safetensors, nets.csv, critical_width.csv, "
-          + ", ".join(names))
-    return 0
 
 
 def _print_summary(result) -> None:
@@ -257,12 +222,6 @@ def _print_summary(result) -> None:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    import csv
-    import io
-    import json
-
-    from mdesc import store
-
     keys: list[str] = []
     for r in rows:
         keys += [k for k in r if k not in keys]
@@ -276,20 +235,9 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m mdesc.glassy.cli sweep ...``: the same as ``mdesc glassy sweep ...``, without
-    building the other studies' commands."""
-    import sys
-
-    from mdesc.cli import UserError
-
-    parser = argparse.ArgumentParser(prog="mdesc")
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["glassy", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except UserError as e:
-        print(f"mdesc glassy: error: {e}", file=sys.stderr)
-        return 2
+    """``python -m mdesc.glassy.cli sweep ...``: the same as ``mdesc glassy sweep ...`` (the
+    recorded commands use this spelling)."""
+    return mdesc_cli.main(["glassy", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

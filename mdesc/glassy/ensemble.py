@@ -19,20 +19,19 @@ history is stored. Resumable through :mod:`mdesc.store`: ``settings.json`` (chec
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 
 from mdesc import store
-from mdesc.glassy.analysis import AgingCurves, aging_schedule, log_spaced_times
+from mdesc.glassy.analysis import AgingCurves
 from mdesc.glassy.model import EnsembleRNN
-from mdesc.glassy.run import (RESULT_FILE, STATE_FILE, WEIGHTS_FILE, _flat, batch_indices,
-                              data_fingerprint, default_waiting_times)
+from mdesc.glassy.run import (RESULT_FILE, SCHEDULE_FIELDS, STATE_FILE, WEIGHTS_FILE, RunData,
+                              Schedule, batch_indices, open_run_folder)
 
 __all__ = ["EnsembleConfig", "EnsembleResult", "train_ensemble", "load_ensemble"]
 
@@ -40,29 +39,23 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclasses.dataclass
-class EnsembleConfig:
+class EnsembleConfig(Schedule):
     """Settings of a batched group of nets (all recorded with its results).
 
-    depth: layers of every net; widths, seeds: one entry per net (same length).
-    steps, lr, momentum, grad_clip, batch_size, n_records, waiting_times, n_lags: as in
-    :class:`~mdesc.glassy.run.GlassyConfig`, the same for every net of the group.
-    dtype: "float32" (fast) or "float64" (validation); eval_batch: windows per block when the
-    full losses are evaluated (memory only; the result does not depend on it beyond rounding).
+    depth: layers of every net; widths, seeds: one entry per net (same length); the SGD and
+    recording settings of :class:`~mdesc.glassy.run.Schedule` (keywords), the same for every
+    net of the group. dtype: "float32" (fast) or "float64" (validation); eval_batch: windows
+    per block when the full losses are evaluated (memory only, not recorded; the result does
+    not depend on it beyond rounding).
     """
 
     depth: int
     widths: tuple[int, ...]
     seeds: tuple[int, ...]
-    steps: int = 2000
-    lr: float = 0.1
-    momentum: float = 0.0
-    grad_clip: float | None = None
-    batch_size: int | None = None
-    n_records: int = 40
-    waiting_times: tuple[int, ...] | None = None
-    n_lags: int = 20
     dtype: str = "float32"
     eval_batch: int = 128
+
+    _RECORDED: ClassVar[tuple[str, ...]] = ("depth", "widths", "seeds", *SCHEDULE_FIELDS, "dtype")
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
@@ -75,16 +68,6 @@ class EnsembleConfig:
         if self.steps < 1 or self.lr <= 0:
             raise ValueError(f"need steps >= 1 and lr > 0, got {self.steps}, {self.lr}")
 
-    def resolved_waiting_times(self) -> tuple[int, ...]:
-        if self.waiting_times is not None:
-            return tuple(int(x) for x in self.waiting_times)
-        return default_waiting_times(self.steps)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["waiting_times"] = list(self.resolved_waiting_times())
-        d.pop("eval_batch")  # memory knob, not a setting of the result
-        return d
 
 
 @dataclasses.dataclass
@@ -149,6 +132,125 @@ def _eval_losses(ens: EnsembleRNN, tok: torch.Tensor, lens: torch.Tensor, block:
     return (sums / counts.clamp(min=1)).numpy()
 
 
+class _Group:
+    """The training state of a batched group: the nets, their momentum buffers, the records
+    (:class:`EnsembleResult`), the weights at each waiting time (``refs``) and the statistics of
+    the current minibatch-loss bin; saved to and restored from the group's state file."""
+
+    def __init__(self, config: EnsembleConfig, vocab_sizes: Sequence[int], data: RunData):
+        self.config, self.data = config, data
+        self.dtype = _DTYPES[config.dtype]
+        self.m = m = len(config.widths)
+        self.n_train = data.n_train
+        self.batch = self.n_train if config.batch_size is None else \
+            min(int(config.batch_size), self.n_train)
+        times, tws = config.record_times(), np.asarray(config.resolved_waiting_times(), np.int64)
+        snap_times = config.snapshot_times()
+        self.rec_index = {int(t): k for k, t in enumerate(times)}
+        self.snap_index = {int(t): j for j, t in enumerate(snap_times)}
+        nan = lambda *s: np.full(s, np.nan)  # noqa: E731
+        self.res = EnsembleResult(config, times, nan(len(times), m), nan(len(times), m),
+                                  nan(len(times), m), nan(len(times), m), snap_times, tws,
+                                  nan(len(tws), len(snap_times), m), 0, {})
+        self.ens = EnsembleRNN.from_seeds(vocab_sizes, config.widths, config.depth, config.seeds,
+                                          dtype=self.dtype)
+        self.n_par = np.asarray(self.ens.n_parameters, dtype=np.float64)
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.ens.params)
+        self.refs = torch.zeros(len(tws), m, sum(p[0].numel() for p in self.ens.params),
+                                dtype=self.dtype)
+        self.have_ref = np.zeros(len(tws), dtype=bool)
+        self.bin_sum, self.bin_max, self.bin_n = np.zeros(m), np.full(m, -np.inf), 0
+
+    def restore(self, path) -> float:
+        """Load the saved state; returns the wall seconds trained before."""
+        tensors, meta = store.read_checkpoint(path)
+        with torch.no_grad():
+            for i, name in enumerate(self.ens.names):
+                self.ens.params[i].copy_(tensors[f"param.{name}"])
+                if f"momentum.{name}" in tensors:
+                    self.buffers[i] = tensors[f"momentum.{name}"].to(self.dtype)
+        for key, arr in _record_arrays(self.res).items():
+            arr[...] = tensors[key].numpy()
+        self.refs.copy_(tensors["refs"])
+        self.have_ref[:] = tensors["have_ref"].numpy().astype(bool)
+        self.res.step = int(meta["step"])
+        # the current bin's partial statistics were saved with the state
+        self.bin_sum[:] = tensors["bin_sum"].numpy()
+        self.bin_max[:] = tensors["bin_max"].numpy()
+        self.bin_n = int(meta["bin_n"])
+        return float(meta["wall_s"])
+
+    def save(self, path, wall_s: float) -> None:
+        ens = self.ens
+        tensors = {f"param.{n}": p.detach() for n, p in zip(ens.names, ens.params)}
+        tensors.update({f"momentum.{n}": b for n, b in zip(ens.names, self.buffers)
+                        if b is not None})
+        tensors.update(_record_arrays(self.res))
+        tensors["refs"] = self.refs
+        tensors["have_ref"] = torch.from_numpy(self.have_ref.astype(np.int8))
+        tensors["bin_sum"], tensors["bin_max"] = self.bin_sum, self.bin_max
+        store.save_tensors(path, tensors, {"step": self.res.step, "bin_n": self.bin_n,
+                                           "wall_s": wall_s})
+
+    def observe(self, t: int) -> None:
+        """Full losses at a record time; the aging Delta (or a reference) at a snapshot time."""
+        res, k = self.res, self.rec_index.get(t)
+        if k is not None:
+            res.train_loss[k] = _eval_losses(self.ens, *self.data.train, self.config.eval_batch)
+            if self.data.test is not None:
+                res.test_loss[k] = _eval_losses(self.ens, *self.data.test,
+                                                self.config.eval_batch)
+        j = self.snap_index.get(t)
+        if j is not None:
+            w = torch.cat([p.detach().reshape(self.m, -1) for p in self.ens.params], dim=1)
+            for kk, tw in enumerate(res.waiting_times):
+                if tw == t:
+                    self.refs[kk] = w
+                    self.have_ref[kk] = True
+                elif tw < t and self.have_ref[kk]:
+                    d = (w.double() - self.refs[kk].double()).pow(2).sum(dim=1).numpy()
+                    res.delta[kk, j] = d / self.n_par
+
+    def update(self) -> np.ndarray:
+        """One SGD update of every net on its own minibatch; returns the (M,) minibatch losses
+        and adds them to the current bin of ``batch_mean``/``batch_max``."""
+        config, res, ens, m = self.config, self.res, self.ens, self.m
+        by_seed = {s: batch_indices(s, res.step, self.n_train, self.batch)
+                   for s in sorted(set(config.seeds))}
+        idx = torch.as_tensor(np.stack([by_seed[s] for s in config.seeds]))     # (M, b)
+        tok, lens = self.data.train
+        sums, counts = ens.loss_sums(tok[:, idx], lens[idx])
+        losses = sums / counts.clamp(min=1)
+        for p in ens.params:
+            p.grad = None
+        losses.sum().backward()
+        with torch.no_grad():
+            grads = [p.grad * mk for p, mk in zip(ens.params, ens.masks)]
+            if config.grad_clip is not None:
+                norms = torch.stack([g.reshape(m, -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
+                coef = (config.grad_clip / (norms + 1e-6)).clamp(max=1.0)
+                grads = [g * coef.reshape((m,) + (1,) * (g.ndim - 1)) for g in grads]
+            for i, (p, g) in enumerate(zip(ens.params, grads)):
+                if config.momentum:
+                    if self.buffers[i] is None:
+                        self.buffers[i] = g.clone()
+                    else:
+                        self.buffers[i].mul_(config.momentum).add_(g)
+                    g = self.buffers[i]
+                p.add_(g, alpha=-config.lr)
+        lv = losses.detach().double().numpy()
+        res.step += 1
+        k = int(np.searchsorted(res.times, res.step))  # bin (times[k-1], times[k]]
+        if self.bin_n == 0 or (k > 0 and res.step == res.times[k - 1] + 1):
+            self.bin_sum[:], self.bin_max[:], self.bin_n = 0.0, -np.inf, 0
+        self.bin_sum += lv
+        self.bin_max = np.maximum(self.bin_max, lv)
+        self.bin_n += 1
+        res.batch_mean[k] = self.bin_sum / self.bin_n
+        res.batch_max[k] = self.bin_max
+        return lv
+
+
 def train_ensemble(out_dir: str | os.PathLike, train_tokens, train_lengths,
                    config: EnsembleConfig, vocab_sizes: Sequence[int],
                    test_tokens=None, test_lengths=None, data_info: dict | None = None,
@@ -166,172 +268,65 @@ def train_ensemble(out_dir: str | os.PathLike, train_tokens, train_lengths,
     interruption; re-running continues). log(line): progress lines, at most every
     ``log_every_s``. callback(step) runs after each update (tests use it).
     """
-    from mdesc.glassy.run import _as_tokens
-
-    folder = store.RunFolder(out_dir)
-    tr_tok, tr_len = _as_tokens(train_tokens, train_lengths, "train")
-    has_test = test_tokens is not None
-    if has_test:
-        te_tok, te_len = _as_tokens(test_tokens, test_lengths, "test")
-    fingerprint = data_fingerprint(tr_tok.numpy(), tr_len.numpy(),
-                                   te_tok.numpy() if has_test else None,
-                                   te_len.numpy() if has_test else None)
-    settings = {"config": config.to_dict(), "vocab_sizes": [int(v) for v in vocab_sizes],
-                "data_fingerprint": fingerprint}
-    if folder.exists():  # name the differing fields of the config, not just "config"
-        store.check_settings(folder.root, _flat(folder.settings()), _flat(settings))
-    folder.open(settings)
+    data = RunData.of(train_tokens, train_lengths, test_tokens, test_lengths)
+    folder, settings = open_run_folder(out_dir, config, vocab_sizes, data)
     if folder.path(RESULT_FILE).exists():
         return load_ensemble(out_dir)
-
-    dtype = _DTYPES[config.dtype]
-    m = len(config.widths)
-    n_train = int(tr_tok.shape[1])
-    batch = n_train if config.batch_size is None else min(int(config.batch_size), n_train)
-    times = np.concatenate([[0], log_spaced_times(config.steps, config.n_records)]).astype(np.int64)
-    tws = np.asarray(config.resolved_waiting_times(), dtype=np.int64)
-    snap_times = aging_schedule(tws.tolist(), config.steps, config.n_lags)
-    rec_index = {int(t): k for k, t in enumerate(times)}
-    snap_index = {int(t): j for j, t in enumerate(snap_times)}
-    nan = lambda *s: np.full(s, np.nan)  # noqa: E731
-    res = EnsembleResult(config, times, nan(len(times), m), nan(len(times), m),
-                         nan(len(times), m), nan(len(times), m), snap_times, tws,
-                         nan(len(tws), len(snap_times), m), 0, {})
-
-    ens = EnsembleRNN.from_seeds(vocab_sizes, config.widths, config.depth, config.seeds,
-                                 dtype=dtype)
-    n_par = np.asarray(ens.n_parameters, dtype=np.float64)
-    buffers: list[torch.Tensor | None] = [None] * len(ens.params)
-    refs = torch.zeros(len(tws), m, sum(p[0].numel() for p in ens.params), dtype=dtype)
-    have_ref = np.zeros(len(tws), dtype=bool)
-    wall_before = 0.0
+    group = _Group(config, vocab_sizes, data)
+    res, wall_before = group.res, 0.0
     state_path = folder.path(STATE_FILE)
     if state_path.exists():
-        tensors, meta = store.load_tensors(state_path)
-        with torch.no_grad():
-            for i, name in enumerate(ens.names):
-                ens.params[i].copy_(tensors[f"param.{name}"])
-                if f"momentum.{name}" in tensors:
-                    buffers[i] = tensors[f"momentum.{name}"].to(dtype)
-        for key, arr in _record_arrays(res).items():
-            arr[...] = tensors[key].numpy()
-        refs.copy_(tensors["refs"])
-        have_ref[:] = tensors["have_ref"].numpy().astype(bool)
-        res.step, wall_before = int(meta["step"]), float(meta["wall_s"])
-
-    te_len_ = te_len if has_test else None
+        wall_before = group.restore(state_path)
     t_start = time.perf_counter()
-    bin_sum = np.zeros(m)
-    bin_max = np.full(m, -np.inf)
-    bin_n = 0
-    if state_path.exists():  # the current bin's partial statistics were saved with the state
-        bin_sum[:] = tensors["bin_sum"].numpy()
-        bin_max[:] = tensors["bin_max"].numpy()
-        bin_n = int(meta["bin_n"])
-
-    def flat() -> torch.Tensor:
-        return torch.cat([p.detach().reshape(m, -1) for p in ens.params], dim=1)
-
-    def observe(t: int) -> None:
-        k = rec_index.get(t)
-        if k is not None:
-            res.train_loss[k] = _eval_losses(ens, tr_tok, tr_len, config.eval_batch)
-            if has_test:
-                res.test_loss[k] = _eval_losses(ens, te_tok, te_len_, config.eval_batch)
-        j = snap_index.get(t)
-        if j is not None:
-            w = flat()
-            for kk, tw in enumerate(tws):
-                if tw == t:
-                    refs[kk] = w
-                    have_ref[kk] = True
-                elif tw < t and have_ref[kk]:
-                    d = (w.double() - refs[kk].double()).pow(2).sum(dim=1).numpy()
-                    res.delta[kk, j] = d / n_par
-
-    def save_state() -> None:
-        tensors = {f"param.{n}": p.detach() for n, p in zip(ens.names, ens.params)}
-        tensors.update({f"momentum.{n}": b for n, b in zip(ens.names, buffers) if b is not None})
-        tensors.update(_record_arrays(res))
-        tensors["refs"] = refs
-        tensors["have_ref"] = torch.from_numpy(have_ref.astype(np.int8))
-        tensors["bin_sum"], tensors["bin_max"] = bin_sum, bin_max
-        store.save_tensors(state_path, tensors, {
-            "step": res.step, "bin_n": bin_n,
-            "wall_s": wall_before + (time.perf_counter() - t_start)})
-
     if stop_after is not None and res.step >= stop_after:
         res.info = {"wall_s": wall_before, "partial": True}
         return res
     if res.step == 0:
-        observe(0)
-    seeds = np.asarray(config.seeds)
-    unique_seeds = sorted(set(config.seeds))
+        group.observe(0)
     last_save = last_log = time.perf_counter()
     step0 = res.step
-    params, masks = ens.params, ens.masks
     while res.step < config.steps:
-        by_seed = {s: batch_indices(s, res.step, n_train, batch) for s in unique_seeds}
-        idx = torch.as_tensor(np.stack([by_seed[s] for s in seeds]))          # (M, b)
-        sums, counts = ens.loss_sums(tr_tok[:, idx], tr_len[idx])
-        losses = sums / counts.clamp(min=1)
-        for p in params:
-            p.grad = None
-        losses.sum().backward()
-        with torch.no_grad():
-            grads = [p.grad * mk for p, mk in zip(params, masks)]
-            if config.grad_clip is not None:
-                norms = torch.stack([g.reshape(m, -1).pow(2).sum(1) for g in grads]).sum(0).sqrt()
-                coef = (config.grad_clip / (norms + 1e-6)).clamp(max=1.0)
-                grads = [g * coef.reshape((m,) + (1,) * (g.ndim - 1)) for g in grads]
-            for i, (p, g) in enumerate(zip(params, grads)):
-                if config.momentum:
-                    if buffers[i] is None:
-                        buffers[i] = g.clone()
-                    else:
-                        buffers[i].mul_(config.momentum).add_(g)
-                    g = buffers[i]
-                p.add_(g, alpha=-config.lr)
-        lv = losses.detach().double().numpy()
-        res.step += 1
-        k = int(np.searchsorted(times, res.step))  # bin (times[k-1], times[k]]
-        if bin_n == 0 or (k > 0 and res.step == times[k - 1] + 1):
-            bin_sum[:], bin_max[:], bin_n = 0.0, -np.inf, 0
-        bin_sum += lv
-        bin_max = np.maximum(bin_max, lv)
-        bin_n += 1
-        res.batch_mean[k] = bin_sum / bin_n
-        res.batch_max[k] = bin_max
-        observe(res.step)
+        lv = group.update()
+        group.observe(res.step)
         if callback is not None:
             callback(res.step)
         now = time.perf_counter()
         if log is not None and now - last_log >= log_every_s:
             rate = (res.step - step0) / max(now - t_start, 1e-9)
             log(f"d={config.depth} step {res.step}/{config.steps} ({rate:.1f} updates/s, "
-                f"{rate * m:.0f} model-steps/s); minibatch loss {np.nanmin(lv):.3f}.."
+                f"{rate * group.m:.0f} model-steps/s); minibatch loss {np.nanmin(lv):.3f}.."
                 f"{np.nanmax(lv):.3f}")
             last_log = now
         if stop_after is not None and res.step >= stop_after and res.step < config.steps:
-            save_state()
+            group.save(state_path, wall_before + (time.perf_counter() - t_start))
             res.info = {"wall_s": wall_before + (time.perf_counter() - t_start)}
             return res
         if now - last_save >= save_every_s and res.step < config.steps:
-            save_state()
+            group.save(state_path, wall_before + (time.perf_counter() - t_start))
             last_save = now
-
     wall = wall_before + (time.perf_counter() - t_start)
+    return _finish_group(folder, group, settings, data_info, vocab_sizes, wall)
+
+
+def _finish_group(folder: store.RunFolder, group: _Group, settings: dict,
+                  data_info: dict | None, vocab_sizes: Sequence[int], wall: float
+                  ) -> EnsembleResult:
+    """Write the finished group (``result.json``, ``weights.safetensors``), drop the state."""
+    res, ens, config = group.res, group.ens, group.config
     res.info = {"data": data_info or {}, "settings": settings, "n_parameters": ens.n_parameters,
-                "n_train_sequences": n_train, "wall_s": wall, "torch_version": torch.__version__,
-                "threads": torch.get_num_threads(), "python": sys.version.split()[0],
+                "n_train_sequences": group.n_train, "wall_s": wall,
+                "torch_version": torch.__version__, "threads": torch.get_num_threads(),
+                "python": sys.version.split()[0],
                 "nonfinite": [bool(not np.isfinite(x)) for x in res.train_loss[-1]]}
-    folder.save_tensors(WEIGHTS_FILE, {f"param.{n}": p.detach() for n, p in zip(ens.names, params)},
+    folder.save_tensors(WEIGHTS_FILE, {f"param.{n}": p.detach()
+                                       for n, p in zip(ens.names, ens.params)},
                         {"widths": list(config.widths), "seeds": list(config.seeds),
                          "depth": config.depth, "vocab_sizes": list(vocab_sizes)})
-    folder.write_json(RESULT_FILE, {"config": config.to_dict(), "times": times,
-                                    "snapshot_times": snap_times, "waiting_times": tws,
-                                    "step": res.step, "info": res.info,
-                                    **{k: v for k, v in _record_arrays(res).items()}})
+    folder.write_json(RESULT_FILE, {"config": config.to_dict(), "times": res.times,
+                                    "snapshot_times": res.snapshot_times,
+                                    "waiting_times": res.waiting_times, "step": res.step,
+                                    "info": res.info, **_record_arrays(res)})
+    state_path = folder.path(STATE_FILE)
     if state_path.exists():
         state_path.unlink()
     return res
@@ -364,13 +359,11 @@ def load_ensemble(out_dir: str | os.PathLike, partial: bool = False) -> Ensemble
     cfg = dict(settings["config"])
     cfg["waiting_times"] = tuple(cfg["waiting_times"])
     config = EnsembleConfig(**cfg)
-    tensors, meta = folder.load_tensors(STATE_FILE)
-    times = np.concatenate([[0], log_spaced_times(config.steps, config.n_records)]).astype(np.int64)
+    tensors, meta = store.read_checkpoint(folder.path(STATE_FILE))
     tws = np.asarray(config.resolved_waiting_times(), dtype=np.int64)
-    snap = aging_schedule(tws.tolist(), config.steps, config.n_lags)
-    return EnsembleResult(config, times, *(tensors[k].numpy() for k in
+    return EnsembleResult(config, config.record_times(), *(tensors[k].numpy() for k in
                                            ("train_loss", "test_loss", "batch_mean",
                                             "batch_max")),
-                          snap, tws, tensors["delta"].numpy(), int(meta["step"]),
+                          config.snapshot_times(), tws, tensors["delta"].numpy(), int(meta["step"]),
                           {"wall_s": float(meta["wall_s"]), "partial": True,
                            "settings": settings})

@@ -10,11 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
+from mdesc.glassy.analysis import aging_collapse
+from mdesc.glassy.summary import late_waiting_times
+from mdesc.store import atomic_path
+
 __all__ = ["plot_losses", "plot_learning_time", "plot_aging", "plot_spikes", "plot_lr_pilot",
            "write_figures"]
 
 
 def _plt():
+    # matplotlib is imported only when a figure is drawn: the analyses run without it
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -22,8 +27,6 @@ def _plt():
 
 
 def _save(fig, path) -> None:
-    from mdesc.store import atomic_path
-
     with atomic_path(path, suffix=".tmp.png") as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     _plt().close(fig)
@@ -32,6 +35,18 @@ def _save(fig, path) -> None:
 def _colors(n):
     cmap = _plt().get_cmap("viridis")
     return [cmap(i / max(n - 1, 1) * 0.92) for i in range(n)]
+
+
+def _finish_row(fig, axes, ylabel: str, path) -> None:
+    """A one-row figure of loss against SGD step: x label and grid on every panel, the y label
+    on the first, the legend on the last; then saved."""
+    for ax in axes[0]:
+        ax.set_xlabel("SGD step t")
+        ax.grid(True, which="both", alpha=0.2)
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    _save(fig, path)
 
 
 def plot_losses(path, nets, result) -> None:
@@ -64,12 +79,7 @@ def plot_losses(path, nets, result) -> None:
             ax.axhline(thr, color="0.5", lw=0.6, ls=":")
         ax.set_title(f"depth {d}: training loss (dashed: L_inf + A t^-alpha fit; "
                      "x: first loss spike)", fontsize=8.5)
-        ax.set_xlabel("SGD step t")
-        ax.grid(True, which="both", alpha=0.2)
-    axes[0][0].set_ylabel("training cross-entropy (nats / voice / step)")
-    axes[0][-1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    _save(fig, path)
+    _finish_row(fig, axes, "training cross-entropy (nats / voice / step)", path)
 
 
 def plot_learning_time(path, result) -> None:
@@ -164,10 +174,6 @@ def plot_aging(path, nets, result) -> None:
     """Delta(tau_w, tau) against tau (left) and tau/tau_w (right) for the narrowest and widest
     net of each depth; titles give the collapse ratio spread(tau/tau_w) / spread(tau)."""
     plt = _plt()
-    from mdesc.glassy.analysis import aging_collapse
-
-    from mdesc.glassy.summary import late_waiting_times
-
     shown = _pick_nets(nets, result)
     min_tw = result.get("aging_min_tw")
     fig, axes = plt.subplots(len(shown), 2, figsize=(10, 2.7 * len(shown)), squeeze=False)
@@ -216,12 +222,7 @@ def plot_spikes(path, nets) -> None:
             ax.loglog(n.times[ok], n.batch_max[ok], ".", ms=2.5, color=col[n.width])
         ax.set_title(f"depth {d}, seed {seed}: minibatch loss per bin (line mean, dots max)",
                      fontsize=8.5)
-        ax.set_xlabel("SGD step t")
-        ax.grid(True, which="both", alpha=0.2)
-    axes[0][0].set_ylabel("minibatch cross-entropy")
-    axes[0][-1].legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    _save(fig, path)
+    _finish_row(fig, axes, "minibatch cross-entropy", path)
 
 
 def plot_lr_pilot(path, groups) -> None:

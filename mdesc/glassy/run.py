@@ -21,19 +21,20 @@ import hashlib
 import math
 import os
 import time
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 
 from mdesc import store
-from mdesc.glassy.analysis import AgingCurves, aging_schedule, log_spaced_times
-from mdesc.glassy.model import EnsembleRNN, VoiceRNN
+from mdesc.glassy.analysis import (AgingCurves, aging_correlation, aging_schedule, fit_power_law,
+                                   learning_time, log_spaced_times)
+from mdesc.glassy.model import VoiceRNN
 
 __all__ = ["GlassyConfig", "GlassyRun", "train_glassy_run", "load_glassy_run",
-           "EnsembleConfig", "EnsembleResult", "train_ensemble", "load_ensemble",
-           "data_fingerprint", "batch_indices", "default_waiting_times"]
+           "data_fingerprint", "batch_indices", "default_waiting_times", "STATE_FILE",
+           "RUN_FILE", "SNAPSHOT_FILE", "RunData", "Schedule", "SCHEDULE_FIELDS",
+           "open_run_folder"]
 
 STATE_FILE = "state.safetensors"
 RUN_FILE = "run.json"
@@ -70,23 +71,19 @@ def default_waiting_times(steps: int, n: int = 4, factor: int = 4) -> tuple[int,
 
 # ============================================================================ one net at a time
 
-@dataclasses.dataclass
-class GlassyConfig:
-    """Settings of one training run (all recorded with its results).
+@dataclasses.dataclass(kw_only=True)
+class Schedule:
+    """The SGD and recording settings a one-net run and a batched group share.
 
-    width, depth, cell: the recurrent core (see :class:`VoiceRNN`).
     steps: SGD updates; lr, momentum: SGD as ``torch.optim.SGD`` (momentum 0 by default);
     grad_clip: if set, the gradient's global norm is clipped to it before each update;
     batch_size: sequences per update (:func:`batch_indices`); ``None`` = full batch.
     n_records: about this many log-spaced times (plus t = 0) at which the full training (and
     test) loss is evaluated. waiting_times: the aging ``tau_w`` (default
     :func:`default_waiting_times`); n_lags: lags per waiting time (see :func:`aging_schedule`).
-    seed: weight init and batches. device: "cpu", "cuda", ...
+    A subclass names its recorded settings, in their order, in ``_RECORDED``.
     """
 
-    width: int
-    depth: int = 1
-    cell: str = "rnn"
     steps: int = 2000
     lr: float = 0.1
     momentum: float = 0.0
@@ -95,18 +92,49 @@ class GlassyConfig:
     n_records: int = 40
     waiting_times: tuple[int, ...] | None = None
     n_lags: int = 20
-    seed: int = 0
-    device: str = "cpu"
+
+    _RECORDED: ClassVar[tuple[str, ...]] = ()
 
     def resolved_waiting_times(self) -> tuple[int, ...]:
         if self.waiting_times is not None:
             return tuple(int(x) for x in self.waiting_times)
         return default_waiting_times(self.steps)
 
+    def record_times(self) -> np.ndarray:
+        """(R,) int64: t = 0 and about ``n_records`` log-spaced updates (full-loss records)."""
+        return np.concatenate([[0], log_spaced_times(self.steps, self.n_records)]).astype(np.int64)
+
+    def snapshot_times(self) -> np.ndarray:
+        """The :func:`aging_schedule` of the waiting times (weights compared there)."""
+        return aging_schedule(self.resolved_waiting_times(), self.steps, self.n_lags)
+
     def to_dict(self) -> dict[str, Any]:
+        """The recorded settings (``_RECORDED``, in that order), waiting times resolved."""
         d = dataclasses.asdict(self)
         d["waiting_times"] = list(self.resolved_waiting_times())
-        return d
+        return {name: d[name] for name in self._RECORDED}
+
+
+SCHEDULE_FIELDS = tuple(f.name for f in dataclasses.fields(Schedule))
+
+
+@dataclasses.dataclass
+class GlassyConfig(Schedule):
+    """Settings of one training run (all recorded with its results).
+
+    width, depth, cell: the recurrent core (see :class:`VoiceRNN`); the SGD and recording
+    settings of :class:`Schedule` (keywords); seed: weight init and batches; device: "cpu",
+    "cuda", ...
+    """
+
+    width: int
+    depth: int = 1
+    cell: str = "rnn"
+    seed: int = 0
+    device: str = "cpu"
+
+    _RECORDED: ClassVar[tuple[str, ...]] = ("width", "depth", "cell", *SCHEDULE_FIELDS, "seed",
+                                            "device")
 
 
 @dataclasses.dataclass
@@ -131,17 +159,14 @@ class GlassyRun:
 
     def power_law(self, **kwargs):
         """:func:`~mdesc.glassy.analysis.fit_power_law` of the training loss."""
-        from mdesc.glassy.analysis import fit_power_law
         return fit_power_law(self.times, self.train_loss, **kwargs)
 
     def learning_time(self, threshold: float) -> float:
-        from mdesc.glassy.analysis import learning_time
         return learning_time(self.times, self.train_loss, threshold)
 
     def aging(self, waiting_times: Sequence[int] | None = None) -> AgingCurves:
         """Aging curves at ``waiting_times`` (default: the configured ones, stored with the run).
         Other waiting times need the snapshots and must be snapshot times."""
-        from mdesc.glassy.analysis import aging_correlation
         default = self.config.resolved_waiting_times()
         if waiting_times is None or tuple(int(x) for x in waiting_times) == default:
             return self.aging_curves
@@ -151,6 +176,29 @@ class GlassyRun:
         return aging_correlation(self.snapshot_times, self.snapshots, waiting_times)
 
 
+@dataclasses.dataclass
+class RunData:
+    """The token windows a run trains on, checked once: ``train`` and ``test`` are
+    ``(tokens (T, B, V) int64, lengths (B,) int64)``; ``test`` is None without held-out data."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor] | None
+
+    @classmethod
+    def of(cls, train_tokens, train_lengths, test_tokens=None, test_lengths=None) -> "RunData":
+        test = None if test_tokens is None else _as_tokens(test_tokens, test_lengths, "test")
+        return cls(_as_tokens(train_tokens, train_lengths, "train"), test)
+
+    @property
+    def n_train(self) -> int:
+        return int(self.train[0].shape[1])
+
+    def fingerprint(self) -> str:
+        """:func:`data_fingerprint` of the windows (recorded to check a resumed run's data)."""
+        test = self.test or (None, None)
+        return data_fingerprint(*(None if a is None else a.numpy() for a in (*self.train, *test)))
+
+
 def _as_tokens(tokens, lengths, what: str):
     tokens = torch.as_tensor(np.asarray(tokens), dtype=torch.int64)
     lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.int64)
@@ -158,6 +206,92 @@ def _as_tokens(tokens, lengths, what: str):
         raise ValueError(f"{what}_tokens must be (T, B, V) and {what}_lengths (B,), got "
                          f"{tuple(tokens.shape)} and {tuple(lengths.shape)}")
     return tokens, lengths
+
+
+def open_run_folder(out_dir, config, vocab_sizes: Sequence[int], data: RunData,
+                    **extra: Any) -> tuple[store.RunFolder, dict[str, Any]]:
+    """The run folder of ``config`` (a :class:`GlassyConfig` or an ``EnsembleConfig``) opened
+    with its settings (config, vocabulary, data fingerprint, then ``extra``): recorded the first
+    time, checked on resume, a mismatch naming the differing fields of the config."""
+    folder = store.RunFolder(out_dir)
+    settings = {"config": config.to_dict(), "vocab_sizes": [int(v) for v in vocab_sizes],
+                "data_fingerprint": data.fingerprint(), **extra}
+    if folder.exists():  # name the differing fields of the config, not just "config"
+        store.check_settings(folder.root, _flat(folder.settings()), _flat(settings))
+    folder.open(settings)
+    return folder, settings
+
+
+class _NetRecords:
+    """One net's records so far: full losses at the record times, flat weights at the
+    snapshot times (the aging schedule); saved with the state, so a resumed run continues."""
+
+    def __init__(self, config: GlassyConfig, data: RunData, device: torch.device):
+        self.record_set = set(config.record_times().tolist())
+        self.snap_set = set(config.snapshot_times().tolist())
+        self.train = tuple(a.to(device) for a in data.train)
+        self.test = None if data.test is None else tuple(a.to(device) for a in data.test)
+        self.times: list[int] = []
+        self.train_loss: list[float] = []
+        self.test_loss: list[float] = []
+        self.s_times: list[int] = []
+        self.snaps: list[np.ndarray] = []
+
+    def observe(self, t: int, model: VoiceRNN) -> None:
+        if t in self.record_set and (not self.times or self.times[-1] < t):
+            self.times.append(t)
+            self.train_loss.append(_mean_loss(model, *self.train))
+            self.test_loss.append(math.nan if self.test is None else _mean_loss(model, *self.test))
+        if t in self.snap_set and (not self.s_times or self.s_times[-1] < t):
+            self.s_times.append(t)
+            self.snaps.append(model.flat_weights().cpu().numpy())
+
+    def meta(self) -> dict[str, Any]:
+        return {"times": self.times, "train_loss": self.train_loss, "test_loss": self.test_loss,
+                "snapshot_times": self.s_times}
+
+    def restore(self, tensors: dict, meta: dict) -> None:
+        self.times, self.s_times = list(meta["times"]), list(meta["snapshot_times"])
+        self.train_loss = [math.nan if x is None else x for x in meta["train_loss"]]
+        self.test_loss = [math.nan if x is None else x for x in meta["test_loss"]]
+        if self.s_times:
+            self.snaps = list(tensors["snapshots"].cpu().numpy())
+
+
+def _mean_loss(model: VoiceRNN, tok: torch.Tensor, lens: torch.Tensor) -> float:
+    """Mean loss per voice and step over all windows, in blocks of 256 windows."""
+    with torch.no_grad():
+        total, count = 0.0, 0
+        for a in range(0, tok.shape[1], 256):
+            s, c = model.loss(tok[:, a:a + 256], lens[a:a + 256], reduction="sum")
+            total += float(s)
+            count += int(c)
+    return total / max(count, 1)
+
+
+def _save_net_state(path, model: VoiceRNN, opt, records: _NetRecords, step: int,
+                    wall_s: float) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for i, p in enumerate(model.parameters()):
+        buf = opt.state.get(p, {}).get("momentum_buffer")
+        if buf is not None:
+            tensors[f"momentum.{i}"] = buf
+    if records.snaps:
+        tensors["snapshots"] = np.stack(records.snaps)
+    store.save_tensors(path, tensors, {"step": step, **records.meta(), "wall_s": wall_s})
+
+
+def _restore_net_state(path, model: VoiceRNN, opt, records: _NetRecords,
+                       device: torch.device) -> tuple[int, float]:
+    """Load a saved state into ``model``, ``opt`` and ``records``: ``(step, wall seconds)``."""
+    tensors, meta = store.read_checkpoint(path, device=str(device))
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
+                           if k.startswith("model.")})
+    for i, p in enumerate(model.parameters()):
+        if f"momentum.{i}" in tensors:
+            opt.state[p]["momentum_buffer"] = tensors[f"momentum.{i}"]
+    records.restore(tensors, meta)
+    return int(meta["step"]), float(meta["wall_s"])
 
 
 def train_glassy_run(out_dir: str | os.PathLike, train_tokens, train_lengths,
@@ -178,115 +312,54 @@ def train_glassy_run(out_dir: str | os.PathLike, train_tokens, train_lengths,
     (return None: a planned interruption, as if killed); callback(step) runs after each update.
     Returns the finished :class:`GlassyRun` (``run.json`` + ``snapshots.safetensors``).
     """
-    folder = store.RunFolder(out_dir)
-    train_tokens, train_lengths = _as_tokens(train_tokens, train_lengths, "train")
-    has_test = test_tokens is not None
-    if has_test:
-        test_tokens, test_lengths = _as_tokens(test_tokens, test_lengths, "test")
-    fingerprint = data_fingerprint(train_tokens.numpy(), train_lengths.numpy(),
-                                   None if not has_test else test_tokens.numpy(),
-                                   None if not has_test else test_lengths.numpy())
-    settings = {"config": config.to_dict(), "vocab_sizes": [int(v) for v in vocab_sizes],
-                "data_fingerprint": fingerprint, "dtype": str(dtype).replace("torch.", "")}
-    if folder.exists():  # name the differing fields of the config, not just "config"
-        store.check_settings(folder.root, _flat(folder.settings()), _flat(settings))
-    folder.open(settings)
+    data = RunData.of(train_tokens, train_lengths, test_tokens, test_lengths)
+    folder, settings = open_run_folder(out_dir, config, vocab_sizes, data,
+                                       dtype=str(dtype).replace("torch.", ""))
     if folder.path(RUN_FILE).exists():
         return load_glassy_run(out_dir)
-
     device = torch.device(config.device)
-    n_train = int(train_tokens.shape[1])
+    n_train = data.n_train
     batch = n_train if config.batch_size is None else min(int(config.batch_size), n_train)
-    record_times = np.concatenate([[0], log_spaced_times(config.steps, config.n_records)])
-    snap_times = aging_schedule(config.resolved_waiting_times(), config.steps, config.n_lags)
-    record_set, snap_set = set(record_times.tolist()), set(snap_times.tolist())
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         model = VoiceRNN(vocab_sizes, config.width, config.depth, config.cell)
     model = model.to(device=device, dtype=dtype)
     params = list(model.parameters())
     opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum)
-
+    records = _NetRecords(config, data, device)
     step, wall_before = 0, 0.0
-    times: list[int] = []
-    train_loss: list[float] = []
-    test_loss: list[float] = []
-    s_times: list[int] = []
-    snaps: list[np.ndarray] = []
     state_path = folder.path(STATE_FILE)
     if state_path.exists():
-        tensors, meta = store.load_tensors(state_path, device=str(device))
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
-                               if k.startswith("model.")})
-        for i, p in enumerate(params):
-            if f"momentum.{i}" in tensors:
-                opt.state[p]["momentum_buffer"] = tensors[f"momentum.{i}"]
-        step, wall_before = int(meta["step"]), float(meta["wall_s"])
-        times, s_times = list(meta["times"]), list(meta["snapshot_times"])
-        train_loss = [math.nan if x is None else x for x in meta["train_loss"]]
-        test_loss = [math.nan if x is None else x for x in meta["test_loss"]]
-        if s_times:
-            snaps = list(tensors["snapshots"].cpu().numpy())
-
-    train_dev, train_len_dev = train_tokens.to(device), train_lengths.to(device)
-    if has_test:
-        test_dev, test_len_dev = test_tokens.to(device), test_lengths.to(device)
-
-    def full_loss(tok, lens) -> float:
-        with torch.no_grad():
-            total, count = 0.0, 0
-            for a in range(0, tok.shape[1], 256):
-                s, c = model.loss(tok[:, a:a + 256], lens[a:a + 256], reduction="sum")
-                total += float(s)
-                count += int(c)
-        return total / max(count, 1)
-
-    def observe(t: int) -> None:
-        if t in record_set and (not times or times[-1] < t):
-            times.append(t)
-            train_loss.append(full_loss(train_dev, train_len_dev))
-            test_loss.append(full_loss(test_dev, test_len_dev) if has_test else math.nan)
-        if t in snap_set and (not s_times or s_times[-1] < t):
-            s_times.append(t)
-            snaps.append(model.flat_weights().cpu().numpy())
+        step, wall_before = _restore_net_state(state_path, model, opt, records, device)
+    t_start = time.perf_counter()
 
     def save_state() -> None:
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        for i, p in enumerate(params):
-            buf = opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                tensors[f"momentum.{i}"] = buf
-        if snaps:
-            tensors["snapshots"] = np.stack(snaps)
-        store.save_tensors(state_path, tensors, {
-            "step": step, "times": times, "train_loss": train_loss, "test_loss": test_loss,
-            "snapshot_times": s_times, "wall_s": wall_before + (time.perf_counter() - t_start)})
+        _save_net_state(state_path, model, opt, records, step,
+                        wall_before + (time.perf_counter() - t_start))
 
-    t_start = time.perf_counter()
-    observe(step)
+    records.observe(step, model)
     last_save = time.perf_counter()
     bar = None
-    if progress:
+    if progress:  # tqdm only when a progress bar is asked for
         from tqdm import tqdm
         bar = tqdm(total=config.steps, initial=step, unit="step", leave=False,
                    desc=f"{config.cell} d={config.depth} w={config.width}")
+    tok, lens = records.train
     try:
         while step < config.steps:
             idx = torch.as_tensor(batch_indices(config.seed, step, n_train, batch), device=device)
             opt.zero_grad(set_to_none=True)
-            loss = model.loss(train_dev[:, idx], train_len_dev[idx])
-            loss.backward()
+            model.loss(tok[:, idx], lens[idx]).backward()
             if config.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             opt.step()
             step += 1
-            observe(step)
+            records.observe(step, model)
             if bar is not None:
                 bar.update(1)
             if callback is not None:
                 callback(step)
-            if ((step in record_set or step in snap_set or step % 1000 == 0)
+            if ((step in records.record_set or step in records.snap_set or step % 1000 == 0)
                     and time.perf_counter() - last_save >= save_every_s):
                 save_state()
                 last_save = time.perf_counter()
@@ -296,18 +369,24 @@ def train_glassy_run(out_dir: str | os.PathLike, train_tokens, train_lengths,
     finally:
         if bar is not None:
             bar.close()
-
-    from mdesc.glassy.analysis import aging_correlation
     wall = wall_before + (time.perf_counter() - t_start)
+    return _finish_net(folder, config, settings, data_info, records, params, n_train, wall)
+
+
+def _finish_net(folder: store.RunFolder, config: GlassyConfig, settings: dict,
+                data_info: dict | None, records: _NetRecords, params, n_train: int,
+                wall: float) -> GlassyRun:
+    """Write the finished run (``run.json``, ``snapshots.safetensors``), drop the state file."""
     info = {"settings": settings, "data": data_info or {},
             "n_parameters": int(sum(p.numel() for p in params)), "n_train_sequences": n_train,
             "wall_s": wall, "torch_version": torch.__version__,
-            "final_train_loss": train_loss[-1], "nonfinite": bool(not np.isfinite(train_loss[-1]))}
-    snap_arr = np.stack(snaps)
-    snap_t = np.asarray(s_times, dtype=np.int64)
-    run = GlassyRun(config=config, times=np.asarray(times, dtype=np.int64),
-                    train_loss=np.asarray(train_loss, dtype=np.float64),
-                    test_loss=np.asarray(test_loss, dtype=np.float64),
+            "final_train_loss": records.train_loss[-1],
+            "nonfinite": bool(not np.isfinite(records.train_loss[-1]))}
+    snap_arr = np.stack(records.snaps)
+    snap_t = np.asarray(records.s_times, dtype=np.int64)
+    run = GlassyRun(config=config, times=np.asarray(records.times, dtype=np.int64),
+                    train_loss=np.asarray(records.train_loss, dtype=np.float64),
+                    test_loss=np.asarray(records.test_loss, dtype=np.float64),
                     snapshot_times=snap_t, snapshots=snap_arr,
                     aging_curves=aging_correlation(snap_t, snap_arr,
                                                    config.resolved_waiting_times()),
@@ -317,6 +396,7 @@ def train_glassy_run(out_dir: str | os.PathLike, train_tokens, train_lengths,
         "config": config.to_dict(), "times": run.times, "train_loss": run.train_loss,
         "test_loss": run.test_loss, "snapshot_times": snap_t,
         "aging": run.aging_curves.to_dict(), "info": info})
+    state_path = folder.path(STATE_FILE)
     if state_path.exists():
         state_path.unlink()
     return run

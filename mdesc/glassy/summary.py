@@ -10,6 +10,7 @@ made). Every claim also carries the fraction of nets (or seeds) for which it hol
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -17,33 +18,29 @@ import numpy as np
 
 from mdesc.glassy.analysis import (AgingCurves, aging_collapse, fit_critical_width, fit_power_law,
                                    learning_time)
+from mdesc.options import option
+from mdesc.stats import mean_interval
 
-__all__ = ["seed_interval", "critical_width_over_seeds", "summarize_net", "analyze_sweep",
-           "phase_aging", "depth_trend", "first_spike_time", "censor_at"]
+__all__ = ["AnalysisSettings", "seed_interval", "critical_width_over_seeds", "summarize_net",
+           "analyze_sweep", "phase_aging", "depth_trend", "first_spike_time", "censor_at"]
 
 
-def seed_interval(values, confidence: float = 0.95) -> dict[str, Any]:
-    """Mean and Student-t interval over the finite ``values`` (e.g. one per seed).
+@dataclasses.dataclass(frozen=True)
+class AnalysisSettings:
+    """The settings of a sweep's analysis (recorded in ``fits.json`` under ``"analysis"``); the
+    options of ``mdesc glassy analyze`` (the first three also of ``mdesc glassy sweep``)."""
 
-    Returns ``n`` (finite values), ``n_total``, ``mean``, ``sem``, ``lo``, ``hi``, ``median``,
-    ``min``, ``max``; ``sem/lo/hi`` are NaN for n < 2, and ``sem = 0`` with ``lo = hi = mean``
-    when all values are equal.
-    """
-    from scipy.stats import t as t_dist
+    thresholds: tuple[float, ...] = option((1.4, 1.2, 1.0), "training-loss thresholds (nats "
+                                           "per voice and step) for t*")
+    fit_from: float = option(0.05, "fit the power law from t >= FIT_FROM * steps")
+    aging_min_tw: float | None = option(None, "measure the aging collapse on waiting times >= "
+                                        "this only, e.g. past the initial transient (none: all)")
+    censor_spikes: bool = option(False, "analyse each net only up to its first loss spike")
+    partial: bool = option(False, "analyse unfinished groups with their records so far")
 
-    v = np.asarray(values, dtype=np.float64).ravel()
-    fin = v[np.isfinite(v)]
-    out: dict[str, Any] = {"n": int(fin.size), "n_total": int(v.size)}
-    if fin.size == 0:
-        return out | {k: math.nan for k in ("mean", "sem", "lo", "hi", "median", "min", "max")}
-    mean = float(fin.mean())
-    out.update(mean=mean, median=float(np.median(fin)), min=float(fin.min()),
-               max=float(fin.max()))
-    if fin.size < 2:
-        return out | {"sem": math.nan, "lo": math.nan, "hi": math.nan}
-    sem = float(fin.std(ddof=1) / math.sqrt(fin.size))
-    half = float(t_dist.ppf(0.5 + confidence / 2, fin.size - 1)) * sem
-    return out | {"sem": sem, "lo": mean - half, "hi": mean + half}
+
+#: Mean and Student-t interval over seeds: :func:`mdesc.stats.mean_interval` (its glassy name).
+seed_interval = mean_interval
 
 
 def critical_width_over_seeds(widths, t_star, confidence: float = 0.95) -> dict[str, Any]:
@@ -129,8 +126,6 @@ def censor_at(net, t_cut: float):
     """A copy of ``net`` without anything recorded at or after ``t_cut``: losses become NaN,
     aging points with ``tau_w + tau >= t_cut`` are dropped (the net is then "not reached" for
     thresholds it had not reached before ``t_cut``)."""
-    import dataclasses
-
     if not math.isfinite(t_cut):
         return net
     keep = np.asarray(net.times) < t_cut
@@ -253,7 +248,8 @@ def depth_trend(critical: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
-def analyze_sweep(nets, thresholds: Sequence[float], fit_from: float = 0.05,
+def analyze_sweep(nets, thresholds: Sequence[float],
+                  fit_from: float = AnalysisSettings.fit_from,
                   phase_threshold: float | None = None,
                   aging_min_tw: float | None = None,
                   censor_spikes: bool = False) -> dict[str, Any]:

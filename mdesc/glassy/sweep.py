@@ -9,22 +9,39 @@ LSTM/GRU cells (:func:`train_glassy_run`, one at a time). :func:`collect` turns 
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from mdesc import store
+from mdesc.data import chorales as ch
+from mdesc.glassy.ensemble import EnsembleConfig, load_ensemble, train_ensemble
+from mdesc.glassy.model import EnsembleRNN
+from mdesc.glassy.run import (RESULT_FILE, STATE_FILE, GlassyConfig, load_glassy_run,
+                              train_glassy_run)
+from mdesc.options import option
 
 __all__ = ["SweepSettings", "NetRecord", "load_data", "run_sweep", "collect", "group_dir",
            "group_walls"]
 
 
+def _depth_steps(text: str) -> tuple[int, int]:
+    try:
+        d, s = text.split("=")
+        return int(d), int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected DEPTH=STEPS, e.g. 3=50000")
+
+
 @dataclasses.dataclass
 class SweepSettings:
-    """Everything that defines a sweep's results (recorded in ``settings.json``).
+    """Everything that defines a sweep's results (recorded in ``settings.json``); each field is
+    an option of ``mdesc glassy sweep`` with its help.
 
     depths, widths, seeds: the grid; steps: SGD updates per net, with ``depth_steps``
     ({depth: steps}) overriding it for some depths (a documented cut); cell: "rnn" (batched)
@@ -35,25 +52,32 @@ class SweepSettings:
     n_train: use only the first n_train training chorales (0 = all); dtype: float32/float64.
     """
 
-    depths: tuple[int, ...] = (1, 2)
-    widths: tuple[int, ...] = (4, 8, 16, 32)
-    seeds: tuple[int, ...] = (0,)
-    steps: int = 2000
-    depth_steps: dict[int, int] = dataclasses.field(default_factory=dict)
-    cell: str = "rnn"
-    lr: float = 0.1
-    momentum: float = 0.0
-    grad_clip: float | None = None
-    batch_size: int = 4
-    window: int = 64
-    n_records: int = 40
-    waiting_times: tuple[int, ...] | None = None
-    n_lags: int = 16
-    data: str = "music21"
-    test_fraction: float = 0.2
-    split_seed: int = 0
-    n_train: int = 0
-    dtype: str = "float32"
+    depths: tuple[int, ...] = option((1, 2), "depths (layers) of the nets")
+    widths: tuple[int, ...] = option((4, 8, 16, 32), "widths (units per layer) of the nets")
+    seeds: tuple[int, ...] = option((0,), "one net per width and seed (weights and minibatches)")
+    steps: int = option(2000, "SGD updates per net")
+    depth_steps: dict[int, int] = option(
+        help="other numbers of updates for some depths", type=_depth_steps, nargs="*",
+        metavar="DEPTH=STEPS", default_factory=dict, default_help="none")
+    cell: str = option("rnn", "rnn = tanh RNN, trained batched; lstm/gru are trained one at a "
+                       "time", choices=("rnn", "lstm", "gru"))
+    lr: float = option(0.1, "SGD learning rate")
+    momentum: float = option(0.0, "SGD momentum")
+    grad_clip: float | None = option(None, "clip each net's gradient norm to this (0: no "
+                                     "clipping)")
+    batch_size: int = option(4, "windows per SGD update")
+    window: int = option(64, "16th-note steps per training window (each from a zero state)")
+    n_records: int = option(40, "log-spaced loss records per net")
+    waiting_times: tuple[int, ...] | None = option(
+        None, "aging waiting times tau_w", default_help="4, a factor 4 apart, up to steps/8")
+    n_lags: int = option(16, "log-spaced lags per waiting time")
+    data: str = option("music21", "music21: all four-part chorales (parsed once, cached); "
+                       "fixture: the 8 shipped with mdesc", choices=("music21", "fixture"))
+    test_fraction: float = option(0.2, "fraction of chorales held out (the split is by "
+                                  "chorale)")
+    split_seed: int = option(0, "seed of the split by chorale")
+    n_train: int = option(0, "use only the first N training chorales of the split (0: all)")
+    dtype: str = option("float32", "weights dtype", choices=("float32", "float64"))
 
     def steps_for(self, depth: int) -> int:
         return int(self.depth_steps.get(depth, self.depth_steps.get(str(depth), self.steps)))
@@ -94,8 +118,6 @@ class NetRecord:
 def load_data(settings: SweepSettings, progress: bool = False):
     """The windows of the split: ``(train (T, B, V), train_lengths, test, test_lengths, vocab,
     info)``; the vocabulary covers all chorales; the split is by chorale."""
-    from mdesc.data import chorales as ch
-
     allc = ch.load_fixture_chorales() if settings.data == "fixture" else \
         ch.load_chorales(progress=progress)
     vocab = ch.VoiceVocabulary.from_grids(allc.grids)
@@ -133,8 +155,6 @@ def group_dir(root, depth: int, width: int | None = None, seed: int | None = Non
 
 
 def _group_config(settings: SweepSettings, depth: int):
-    from mdesc.glassy.ensemble import EnsembleConfig
-
     widths = [w for w in sorted(settings.widths) for _ in settings.seeds]
     seeds = [s for _ in sorted(settings.widths) for s in settings.seeds]
     return EnsembleConfig(depth=depth, widths=tuple(widths), seeds=tuple(seeds),
@@ -164,11 +184,6 @@ def run_sweep(root, settings: SweepSettings, log: Callable[[str], None] = print,
             limit = min(limit + round_robin, top)
             info = run_sweep(root, settings, log, progress, limit, save_every_s)
         return info
-    import torch
-
-    from mdesc.glassy.ensemble import train_ensemble
-    from mdesc.glassy.run import GlassyConfig, train_glassy_run
-
     folder = store.RunFolder(root)
     folder.open(settings.to_dict())
     tok, lens, ttok, tlens, vocab, info = load_data(settings, progress)
@@ -208,9 +223,6 @@ def collect(root, partial: bool = False) -> tuple[SweepSettings, list[NetRecord]
     """Every net's records in a sweep folder. With ``partial=True`` unfinished batched groups
     contribute their records so far (``NetRecord.step < steps``); without, an unfinished group
     raises FileNotFoundError naming it."""
-    from mdesc.glassy.ensemble import load_ensemble
-    from mdesc.glassy.run import load_glassy_run
-
     folder = store.RunFolder(root)
     raw = folder.settings()
     raw["depth_steps"] = {int(k): v for k, v in raw.get("depth_steps", {}).items()}
@@ -230,7 +242,6 @@ def collect(root, partial: bool = False) -> tuple[SweepSettings, list[NetRecord]
                 continue
             n_par = res.info.get("n_parameters")
             if n_par is None:
-                from mdesc.glassy.model import EnsembleRNN
                 n_par = EnsembleRNN(settings_vocab(folder), res.config.widths, depth).n_parameters
             for i, (w, s) in enumerate(zip(res.config.widths, res.config.seeds)):
                 nets.append(NetRecord(depth, w, s, int(n_par[i]), res.times,
@@ -265,15 +276,12 @@ def group_walls(root) -> dict[str, dict[str, Any]]:
         return out
     for name in sorted(os.listdir(runs), key=store.natural_key):
         folder = store.RunFolder(os.path.join(runs, name))
-        if folder.path("result.json").exists():
-            rec = folder.read_json("result.json")
+        if folder.path(RESULT_FILE).exists():
+            rec = folder.read_json(RESULT_FILE)
             out[name] = {"wall_s": rec["info"].get("wall_s"), "step": rec["step"],
                          "finished": True}
-        elif folder.path("state.safetensors").exists():
-            from safetensors import safe_open
-
-            with safe_open(str(folder.path("state.safetensors")), framework="np") as f:
-                meta = __import__("json").loads(f.metadata()["mdesc"])
+        elif folder.path(STATE_FILE).exists():
+            meta = store.read_checkpoint(folder.path(STATE_FILE))[1]
             out[name] = {"wall_s": meta["wall_s"], "step": meta["step"], "finished": False}
     return out
 

@@ -17,42 +17,33 @@ Modules (the study's seams):
 * :mod:`.analysis` — pure statistics (exponents with errors, bootstrap medians, regimes);
 * :mod:`.figures` — the figures; :mod:`.cli` — ``mdesc trajectories``.
 
-Everything public is re-exported here lazily, so ``import mdesc.trajectories`` imports neither
-torch nor matplotlib and needs no compiled extension.
+Everything public is re-exported here (``import mdesc`` alone imports neither torch nor this
+package; matplotlib is imported only when a figure is drawn).
 """
 from __future__ import annotations
 
-import importlib
+from .analysis import (LOSS_CURVE_LABELS, REGIME_LABELS, LossCurveClass, bootstrap_median,
+                       classify_loss_curve, distance_quantiles, exponent_per_run,
+                       finite_time_exponents, fraction_beyond_error, laminar_phases, loss_regime,
+                       near_zero_count, rate_regime, spectral_concentration)
+from .ensemble import ensemble_draws, run_ensemble, training_spectrum
+from .figures import plot_ensemble_sweep, plot_learning_rate_sweep, plot_rate_detail
+from .model import (PAPER_SETTING, BatchedProblem, MLPEnsemble, TrainingProblem, dataset_problem,
+                    iris_split, logistic_batched, module_problem, paper_problem,
+                    quadratic_batched, quadratic_problem)
+from .run import (DEFAULT_LEARNING_RATES, LearningRateSweep, ReplicaRun, SettingsMismatch,
+                  learning_rate_sweep, run_filename, train_replicas, training_lyapunov)
+from .sweep import PaperPreset, RateJob, ensemble_sweep, load_sweep, paper_jobs, summarise_rate
 
-_EXPORTS = {
-    "model": ("TrainingProblem", "module_problem", "dataset_problem", "quadratic_problem",
-              "BatchedProblem", "MLPEnsemble", "paper_problem", "iris_split", "PAPER_SETTING",
-              "quadratic_batched", "logistic_batched"),
-    "run": ("ReplicaRun", "train_replicas", "training_lyapunov", "LearningRateSweep",
-            "learning_rate_sweep", "run_filename", "DEFAULT_LEARNING_RATES", "SettingsMismatch"),
-    "ensemble": ("run_ensemble", "training_spectrum", "ensemble_draws"),
-    "sweep": ("RateJob", "ensemble_sweep", "paper_jobs", "summarise_rate", "load_sweep"),
-    "analysis": ("LossCurveClass", "LOSS_CURVE_LABELS", "classify_loss_curve", "REGIME_LABELS",
-                 "laminar_phases", "spectral_concentration", "loss_regime", "exponent_per_run",
-                 "bootstrap_median", "fraction_beyond_error", "finite_time_exponents",
-                 "distance_quantiles", "near_zero_count", "rate_regime"),
-    "figures": ("plot_learning_rate_sweep", "plot_ensemble_sweep", "plot_rate_detail"),
-}
-_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str):
-    module = _WHERE.get(name)
-    if module is None:
-        if name in _EXPORTS:  # a submodule: mdesc.trajectories.run etc.
-            return importlib.import_module(f"{__name__}.{name}")
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_WHERE))
+__all__ = [
+    "BatchedProblem", "DEFAULT_LEARNING_RATES", "LOSS_CURVE_LABELS", "LearningRateSweep",
+    "LossCurveClass", "MLPEnsemble", "PAPER_SETTING", "REGIME_LABELS", "RateJob", "ReplicaRun",
+    "PaperPreset", "SettingsMismatch", "TrainingProblem", "bootstrap_median", "classify_loss_curve",
+    "dataset_problem", "distance_quantiles", "ensemble_draws", "ensemble_sweep",
+    "exponent_per_run", "finite_time_exponents", "fraction_beyond_error", "iris_split",
+    "laminar_phases", "learning_rate_sweep", "load_sweep", "logistic_batched", "loss_regime",
+    "module_problem", "near_zero_count", "paper_jobs", "paper_problem", "plot_ensemble_sweep",
+    "plot_learning_rate_sweep", "plot_rate_detail", "quadratic_batched", "quadratic_problem",
+    "rate_regime", "run_filename", "run_ensemble", "spectral_concentration", "summarise_rate",
+    "train_replicas", "training_lyapunov", "training_spectrum",
+]

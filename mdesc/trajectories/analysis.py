@@ -16,10 +16,13 @@ from typing import Sequence
 
 import numpy as np
 
+from mdesc.stats import bootstrap_median, wilson_interval
+
 __all__ = [
     "LossCurveClass", "LOSS_CURVE_LABELS", "classify_loss_curve", "REGIME_LABELS",
     "laminar_phases", "spectral_concentration", "loss_regime", "exponent_per_run",
-    "bootstrap_median", "fraction_beyond_error", "finite_time_exponents", "distance_quantiles",
+    "bootstrap_median", "fraction_beyond_error", "finite_time_exponents", "WindowedFit",
+    "windowed_exponents", "windowed_summary", "distance_quantiles",
     "near_zero_count", "rate_regime",
 ]
 
@@ -59,6 +62,14 @@ def _runs(mask: np.ndarray, merge_gap: int) -> list[tuple[int, int]]:
         prev = i
     runs.append((start, prev + 1))
     return runs
+
+
+def _bursts(dy: np.ndarray, factor: float, merge_gap: int) -> list[tuple[int, int]]:
+    """Bursts of the activity |dy|: runs of steps above ``factor`` times its median (the calm
+    level), runs fewer than ``merge_gap`` steps apart merged; none when the median is 0."""
+    activity = np.abs(dy)
+    calm = float(np.median(activity))
+    return _runs(activity > factor * calm, merge_gap) if calm > 0 else []
 
 
 def classify_loss_curve(loss: Sequence[float] | np.ndarray, *, tail: float = 0.5,
@@ -127,40 +138,17 @@ def classify_loss_curve(loss: Sequence[float] | np.ndarray, *, tail: float = 0.5
     stats["tail_over_initial"] = float(np.median(window) / l0)
 
     y = np.log(window) if np.all(window > 0) else window
-    dy = np.diff(y)
-    activity = np.abs(dy)
-    calm = float(np.median(activity))
-    bursts = _runs(activity > burst_factor * calm, burst_merge_gap) if calm > 0 else []
-    burst_steps = sum(b - a for a, b in bursts)
+    bursts = _bursts(np.diff(y), burst_factor, burst_merge_gap)
     stats["n_bursts"] = len(bursts)
-    stats["burst_fraction"] = burst_steps / activity.size
-
-    x = (dy - dy.mean()) * np.hanning(dy.size)
-    power = np.abs(np.fft.rfft(x)) ** 2
-    power[0] = 0.0
-    total = power.sum()
-    if total > 0:
-        interior = np.r_[False, (power[1:-1] >= power[:-2]) & (power[1:-1] >= power[2:]), False]
-        if power[-1] >= power[-2]:
-            interior[-1] = True  # a line at the Nyquist frequency (period 2) is a peak too
-        peaks = np.flatnonzero(interior)
-        top = peaks[np.argsort(power[peaks])[::-1][:spectral_peaks]]
-        counted = np.zeros(power.size, dtype=bool)
-        for k in top:
-            counted[max(k - 1, 1):k + 2] = True
-        concentration = float(power[counted].sum() / total)
-        k_max = int(np.argmax(power))
-        dominant_period = float(dy.size / k_max) if k_max > 0 else math.inf
-    else:
-        concentration, dominant_period = 0.0, math.inf
-    stats["spectral_concentration"] = concentration
-    stats["dominant_period"] = dominant_period
+    stats["burst_fraction"] = sum(b - a for a, b in bursts) / (y.size - 1)
+    stats["spectral_concentration"], stats["dominant_period"] = \
+        spectral_concentration(y, spectral_peaks)
 
     if frac_up <= monotone_max_increasing:
         return LossCurveClass("monotone", stats)
     if len(bursts) >= min_bursts and stats["burst_fraction"] <= burst_max_fraction:
         return LossCurveClass("intermittent", stats)
-    if concentration >= spectral_min_concentration:
+    if stats["spectral_concentration"] >= spectral_min_concentration:
         return LossCurveClass("oscillating", stats)
     return LossCurveClass("irregular", stats)
 
@@ -196,22 +184,6 @@ def exponent_per_run(log_growth: np.ndarray, warmup: int = 0, n_blocks: int = 10
     return lam, se
 
 
-def bootstrap_median(values: np.ndarray, n_boot: int = 2000, level: float = 0.95,
-                     seed: int = 0) -> tuple[float, float, float]:
-    """(median, low, high): the median of the finite ``values`` and its percentile-bootstrap
-    interval (``n_boot`` resamples with replacement, seeded, so the interval is reproducible).
-    NaN for an empty sample."""
-    x = np.asarray(values, dtype=np.float64).reshape(-1)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        return math.nan, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    meds = np.median(x[rng.integers(0, x.size, (int(n_boot), x.size))], axis=1)
-    a = (1 - level) / 2
-    lo, hi = np.quantile(meds, [a, 1 - a])
-    return float(np.median(x)), float(lo), float(hi)
-
-
 def fraction_beyond_error(lam: np.ndarray, se: np.ndarray, k: float = 2.0) -> dict:
     """Fractions of runs with λ > k·se (positive beyond its error), λ < -k·se, and neither,
     over the runs with a finite λ and se; with ``n`` (the count) and a 95 % Wilson interval
@@ -222,18 +194,17 @@ def fraction_beyond_error(lam: np.ndarray, se: np.ndarray, k: float = 2.0) -> di
     if n == 0:
         return {"n": 0, "positive": math.nan, "negative": math.nan, "undecided": math.nan,
                 "positive_interval": [math.nan, math.nan]}
-    pos = float(np.mean(lam[ok] > k * se[ok]))
+    n_pos = int(np.sum(lam[ok] > k * se[ok]))
+    pos = n_pos / n
     neg = float(np.mean(lam[ok] < -k * se[ok]))
-    z = 1.959963984540054
-    centre = (pos + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(pos * (1 - pos) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return {"n": n, "positive": pos, "negative": neg, "undecided": 1 - pos - neg,
-            "positive_interval": [max(0.0, centre - half), min(1.0, centre + half)]}
+            "positive_interval": list(wilson_interval(n_pos, n))}
 
 
 def finite_time_exponents(log_dist: np.ndarray, weight_l1: np.ndarray,
                           saturation: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
-    """The paper's finite-time exponent from unrenormalised replicas, per run and size.
+    """The endpoint slope of the unrenormalised replica distance, per run and size (mdesc's
+    finite-time estimate; the authors' own estimator is :func:`windowed_exponents`).
 
     ``log_dist`` (T+1, M, E): ln of the mean L1 distance of the replicas to the reference;
     ``weight_l1`` (T+1, M): |w(t)|_1 of the reference.  For each (m, e), t_s is the last step
@@ -251,6 +222,79 @@ def finite_time_exponents(log_dist: np.ndarray, weight_l1: np.ndarray,
     with np.errstate(invalid="ignore", divide="ignore"):
         lam = np.where(ts > 0, (end - ld[0]) / np.maximum(ts, 1), np.nan)
     return lam, ts
+
+
+@dataclass(frozen=True)
+class WindowedFit:
+    """The authors' estimator of a network's Lyapunov exponent ("windowed max-R²").
+
+    Danovski, Soriano & Lacasa's figures notebook (GitHub GitKalo/ann_dynamics,
+    ``report_figures.ipynb``, the η = 1 exponent-vs-ε cell) fits a straight line to
+    ``ln d(t)``, d the mean L1 distance of the replicas to the reference, on every window
+    ``[start, start + length)`` with ``start`` in 0, 5, ..., 100 and ``length`` in 30, 35, ...,
+    100 epochs, and keeps, per initialisation, the slope of the window with the highest R²
+    (the first such window, starts outer, lengths inner).  Its figure then reports the mean
+    ± std of the slopes with R² > ``r2_min`` (0.9) and slope > ``slope_min`` (0.05 per epoch)
+    and how many passed.  The window skips a slow first stretch and picks the steepest clean
+    stretch of each trajectory, so it differs from the tangent exponent (all steps) and the
+    endpoint slope (:func:`finite_time_exponents`, from t = 0 to saturation).
+    """
+
+    starts: tuple[int, ...] = tuple(range(0, 101, 5))
+    lengths: tuple[int, ...] = tuple(range(30, 101, 5))
+    r2_min: float = 0.9
+    slope_min: float = 0.05
+
+
+def windowed_exponents(log_dist: np.ndarray, fit: WindowedFit = WindowedFit()
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The authors' per-run exponent (:class:`WindowedFit`) of ``log_dist`` (T+1, ...): ln of
+    the mean replica distance, time first.  Returns ``(slope, r2, window)``: the slope (per
+    step) and R² of the best window, shapes ``log_dist.shape[1:]``, and its ``(start, stop)``
+    (shape ``(..., 2)``); NaN (and ``(-1, -1)``) where no window fits (windows reaching past
+    the series, holding a non-finite value or a constant, are skipped)."""
+    ld = np.asarray(log_dist, dtype=np.float64)
+    y_all = ld.reshape(ld.shape[0], -1)
+    best_r2 = np.full(y_all.shape[1], -np.inf)
+    slope = np.full(y_all.shape[1], np.nan)
+    window = np.full((y_all.shape[1], 2), -1, dtype=np.int64)
+    for a in fit.starts:
+        for n in fit.lengths:
+            if a + n > y_all.shape[0]:
+                continue
+            y = y_all[a:a + n]
+            xc = np.arange(a, a + n, dtype=np.float64)
+            xc -= xc.mean()
+            yc = y - y.mean(0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                b = xc @ yc / (xc @ xc)
+                sst = (yc * yc).sum(0)
+                r2 = 1.0 - ((yc - b * xc[:, None]) ** 2).sum(0) / sst
+            better = np.isfinite(r2) & (sst > 0) & (r2 > best_r2)
+            best_r2[better], slope[better] = r2[better], b[better]
+            window[better] = (a, a + n)
+    best_r2[~np.isfinite(slope)] = np.nan
+    rest = ld.shape[1:]
+    return slope.reshape(rest), best_r2.reshape(rest), window.reshape(*rest, 2)
+
+
+def windowed_summary(slope: np.ndarray, r2: np.ndarray, fit: WindowedFit = WindowedFit(),
+                     n_boot: int = 2000) -> dict:
+    """The authors' summary of per-run windowed exponents: mean ± std (numpy's, ddof = 0) of
+    the slopes passing R² > ``fit.r2_min`` and slope > ``fit.slope_min``, the number and
+    fraction passing (of all runs), and the passing slopes' median with a bootstrap interval
+    (:func:`bootstrap_median`)."""
+    slope, r2 = np.asarray(slope, float).ravel(), np.asarray(r2, float).ravel()
+    with np.errstate(invalid="ignore"):
+        ok = (r2 > fit.r2_min) & (slope > fit.slope_min)
+    kept = slope[ok]
+    med, lo, hi = bootstrap_median(kept, n_boot)
+    return {"mean": float(kept.mean()) if kept.size else math.nan,
+            "std": float(kept.std()) if kept.size else math.nan,
+            "n_pass": int(kept.size), "n": int(slope.size),
+            "fraction_pass": float(kept.size / slope.size) if slope.size else math.nan,
+            "median": med, "low": lo, "high": hi,
+            "r2_min": fit.r2_min, "slope_min": fit.slope_min}
 
 
 def distance_quantiles(log_dist: np.ndarray, q: Sequence[float] = (0.1, 0.25, 0.5, 0.75, 0.9)

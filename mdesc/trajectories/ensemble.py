@@ -74,18 +74,8 @@ def run_ensemble(problem: BatchedProblem, w0: torch.Tensor, lr: float, steps: in
     plus the problem's held-out metrics of the final weights (``test_loss``, ``test_accuracy``
     and ``train_accuracy`` for the MLP).  Non-finite values (a diverged run) stay NaN/inf.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}.")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"learning rate must be a positive finite number, got {lr}.")
-    eps = [float(e) for e in eps]
-    if any(not (e > 0) for e in eps) or not (twin_eps > 0):
-        raise ValueError(f"perturbation sizes must be > 0, got eps={eps}, twin_eps={twin_eps}.")
-    if n_pert < 0:
-        raise ValueError(f"n_pert must be >= 0, got {n_pert}.")
-    W = torch.as_tensor(w0, dtype=torch.float64)
-    if W.ndim != 2 or W.shape[1] != problem.n_params:
-        raise ValueError(f"w0 must have shape (M, {problem.n_params}), got {tuple(W.shape)}.")
+    eps = _check_ensemble_settings(lr, steps, eps, twin_eps, n_pert)
+    W = _weights(problem, w0)
     M, P = W.shape
     E = len(eps) if n_pert else 0
     init_ids = list(range(M)) if init_ids is None else [int(i) for i in init_ids]
@@ -124,35 +114,75 @@ def run_ensemble(problem: BatchedProblem, w0: torch.Tensor, lr: float, steps: in
             break
         ref = ref - lr * g_ref
         if n_twin:
-            twin_w = twin_w - lr * g_o[:M]
-            d = twin_w - ref
-            nd = d.norm(dim=1)
-            twin_log[t] = torch.log(nd / twin_eps).numpy()
-            bad = ~(torch.isfinite(nd) & (nd > 0))
-            scale = torch.where(bad, torch.zeros_like(nd), twin_eps / nd)
-            twin_w = ref + d * scale[:, None]
-            if bool(bad.any()):  # offset rounded to zero (or blew up): restart along u
-                twin_w[bad] = ref[bad] + twin_eps * u[bad]
+            twin_w, twin_log[t] = _renormalised_twins(twin_w - lr * g_o[:M], ref, u, twin_eps)
         if E:
             reps = reps - lr * g_o[n_twin:]
         if tangent:
-            V = V - lr * hv
-            nv = V.norm(dim=1)
-            tan_log[t] = torch.log(nv).numpy()
-            bad = ~(torch.isfinite(nv) & (nv > 0))
-            V = V / torch.where(bad, torch.ones_like(nv), nv)[:, None]
-            if bool(bad.any()):
-                V[bad] = u[bad]
+            V, tan_log[t] = _normalised_tangents(V - lr * hv, u)
         if progress is not None:
             progress(t + 1)
     out = {"loss": loss, "log_dist": log_dist, "twin_log": twin_log if twin else twin_log[:, :0],
            "tan_log": tan_log if tangent else tan_log[:, :0], "weight_l1": weight_l1,
            "w_final": ref.numpy().copy()}
+    return out | _final_metrics(problem, ref)
+
+
+def _check_ensemble_settings(lr: float, steps: int, eps: Sequence[float], twin_eps: float,
+                             n_pert: int) -> list[float]:
+    """Raise on settings :func:`run_ensemble` cannot use; returns ``eps`` as floats."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}.")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"learning rate must be a positive finite number, got {lr}.")
+    eps = [float(e) for e in eps]
+    if any(not (e > 0) for e in eps) or not (twin_eps > 0):
+        raise ValueError(f"perturbation sizes must be > 0, got eps={eps}, twin_eps={twin_eps}.")
+    if n_pert < 0:
+        raise ValueError(f"n_pert must be >= 0, got {n_pert}.")
+    return eps
+
+
+def _weights(problem: BatchedProblem, w0) -> torch.Tensor:
+    """``w0`` as a float64 (M, P) tensor, checked against the problem."""
+    W = torch.as_tensor(w0, dtype=torch.float64)
+    if W.ndim != 2 or W.shape[1] != problem.n_params:
+        raise ValueError(f"w0 must have shape (M, {problem.n_params}), got {tuple(W.shape)}.")
+    return W
+
+
+def _renormalised_twins(twin_w: torch.Tensor, ref: torch.Tensor, u: torch.Tensor,
+                        twin_eps: float) -> tuple[torch.Tensor, np.ndarray]:
+    """Twins moved back to distance ``twin_eps`` from ``ref``: ``(twins (M, P), ln(|d| /
+    twin_eps) (M,))``; an offset that rounded to zero (or blew up) restarts along ``u``."""
+    d = twin_w - ref
+    nd = d.norm(dim=1)
+    log_growth = torch.log(nd / twin_eps).numpy()
+    bad = ~(torch.isfinite(nd) & (nd > 0))
+    scale = torch.where(bad, torch.zeros_like(nd), twin_eps / nd)
+    twin_w = ref + d * scale[:, None]
+    if bool(bad.any()):
+        twin_w[bad] = ref[bad] + twin_eps * u[bad]
+    return twin_w, log_growth
+
+
+def _normalised_tangents(V: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
+    """Tangents divided by their norms: ``(V (M, P), ln|V| (M,))``; a zero or non-finite one
+    restarts along ``u``."""
+    nv = V.norm(dim=1)
+    log_growth = torch.log(nv).numpy()
+    bad = ~(torch.isfinite(nv) & (nv > 0))
+    V = V / torch.where(bad, torch.ones_like(nv), nv)[:, None]
+    if bool(bad.any()):
+        V[bad] = u[bad]
+    return V, log_growth
+
+
+def _final_metrics(problem: BatchedProblem, ref: torch.Tensor) -> dict[str, np.ndarray]:
+    """The problem's held-out metrics of the final weights (and its training accuracy)."""
     metrics = problem.test_metrics(ref)
     if hasattr(problem, "train_accuracy"):
         metrics["train_accuracy"] = problem.train_accuracy(ref)
-    out.update({k: v.numpy() for k, v in metrics.items()})
-    return out
+    return {k: v.numpy() for k, v in metrics.items()}
 
 
 def _random_frames(M: int, P: int, k: int, seed: int, init_ids: Sequence[int]) -> torch.Tensor:
@@ -178,9 +208,7 @@ def training_spectrum(problem: BatchedProblem, w0: torch.Tensor, lr: float, step
     ``k = None`` is the full spectrum (k = P).  Returns ``exponents`` (M, k), ``log_r`` (T, M, k)
     per-step logs (before sorting), ``counted_steps`` and ``k``.
     """
-    W = torch.as_tensor(w0, dtype=torch.float64)
-    if W.ndim != 2 or W.shape[1] != problem.n_params:
-        raise ValueError(f"w0 must have shape (M, {problem.n_params}), got {tuple(W.shape)}.")
+    W = _weights(problem, w0)
     M, P = W.shape
     k = P if k is None else int(k)
     if not 1 <= k <= P:

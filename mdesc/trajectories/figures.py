@@ -19,9 +19,17 @@ from mdesc.store import atomic_path
 __all__ = ["plot_learning_rate_sweep", "plot_ensemble_sweep", "plot_rate_detail"]
 
 
-def _save(fig, path) -> Path:
-    import matplotlib.pyplot as plt
+def _plt():
+    # matplotlib is imported only when a figure is drawn, so the analyses run without it
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path) -> Path:
+    plt = _plt()
     path = Path(path)
     try:
         with atomic_path(path, suffix=".tmp.png") as tmp:
@@ -52,6 +60,15 @@ def _default_show(runs: list, n: int = 6) -> list[int]:
     return sorted(chosen)
 
 
+def _bands(lrs: np.ndarray, pad: float) -> tuple[np.ndarray, np.ndarray]:
+    """Edges of each learning rate's background band: the geometric midpoints between rates,
+    mirrored at both ends (a lone rate gets ``[lr / pad, lr * pad]``)."""
+    if len(lrs) > 1:
+        edges = np.sqrt(lrs[:-1] * lrs[1:])
+        return np.r_[lrs[0] ** 2 / edges[0], edges], np.r_[edges, lrs[-1] ** 2 / edges[-1]]
+    return lrs / pad, lrs * pad
+
+
 def plot_learning_rate_sweep(sweep, path: str | os.PathLike, *,
                show_lrs: Sequence[float] | None = None, title: str | None = None) -> Path:
     """Save the sweep's figure (PNG, matplotlib Agg) to ``path`` and return the path.
@@ -65,12 +82,7 @@ def plot_learning_rate_sweep(sweep, path: str | os.PathLike, *,
     learning rates of (b) and the bottom row (nearest in the sweep); default up to 6 chosen by
     :func:`_default_show`.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
+    plt = _plt()
     runs = sweep.runs
     lrs = sweep.lrs
     if show_lrs is None:
@@ -84,13 +96,20 @@ def plot_learning_rate_sweep(sweep, path: str | os.PathLike, *,
     ax = fig.add_subplot(grid[0, :half])
     ax_d = fig.add_subplot(grid[0, half:])
 
-    # (a) exponent vs learning rate, regime bands between geometric midpoints
-    if len(lrs) > 1:
-        edges = np.sqrt(lrs[:-1] * lrs[1:])
-        lo = np.r_[lrs[0] ** 2 / edges[0], edges]
-        hi = np.r_[edges, lrs[-1] ** 2 / edges[-1]]
-    else:
-        lo, hi = lrs / 1.2, lrs * 1.2
+    _panel_exponent(ax, runs, lrs)
+    cmap = plt.get_cmap("viridis")
+    colours = [cmap(0.9 * i / max(1, len(idx) - 1)) for i in range(len(idx))]
+    _panel_divergence(ax_d, [runs[i] for i in idx], colours, runs[0].eps)
+    _panel_losses(fig, grid, [runs[i] for i in idx], colours)
+    fig.suptitle(title or runs[0].problem, fontsize=11)
+    return _save(fig, path)
+
+
+def _panel_exponent(ax, runs: list, lrs: np.ndarray) -> None:
+    """(a) exponent vs learning rate, regime bands between geometric midpoints."""
+    from matplotlib.patches import Patch
+
+    lo, hi = _bands(lrs, 1.2)
     for r, a, b in zip(runs, lo, hi):
         ax.axvspan(a, b, color=_REGIME_COLOURS.get(r.regime, "white"), alpha=0.25, lw=0)
     ax.plot(lrs, [r.lyapunov_twin for r in runs], "o-", color="k", label="twin (renormalised)")
@@ -117,11 +136,10 @@ def plot_learning_rate_sweep(sweep, path: str | os.PathLike, *,
                 for k in regimes]
     ax.legend(handles=handles, fontsize=7.5, loc="upper left")
 
-    # (b) divergence curves
-    cmap = plt.get_cmap("viridis")
-    colours = [cmap(0.9 * i / max(1, len(idx) - 1)) for i in range(len(idx))]
-    for c, i in zip(colours, idx):
-        r = runs[i]
+
+def _panel_divergence(ax_d, shown: list, colours: list, eps: float) -> None:
+    """(b) divergence curves of the shown runs (replicas started ``eps`` apart)."""
+    for c, r in zip(colours, shown):
         if r.n_replicas:
             with np.errstate(divide="ignore", invalid="ignore"):
                 logd = np.mean(np.log10(r.distance), axis=0)
@@ -129,12 +147,13 @@ def plot_learning_rate_sweep(sweep, path: str | os.PathLike, *,
                       label=f"η = {r.lr:.3g} (λ = {r.lyapunov_twin:+.3g})")
     ax_d.set_xlabel("GD step t")
     ax_d.set_ylabel("log10 |w_r(t) − w(t)| (geometric mean over replicas)")
-    ax_d.set_title(f"(b) divergence of replicas started ε = {runs[0].eps:.0e} apart")
+    ax_d.set_title(f"(b) divergence of replicas started ε = {eps:.0e} apart")
     ax_d.legend(fontsize=7.5)
 
-    # bottom row: loss series, one panel per shown learning rate
-    for col, (c, i) in enumerate(zip(colours, idx)):
-        r = runs[i]
+
+def _panel_losses(fig, grid, shown: list, colours: list) -> None:
+    """Bottom row: the loss series of each shown run, with an inset of its last 40 steps."""
+    for col, (c, r) in enumerate(zip(colours, shown)):
         axl = fig.add_subplot(grid[1, col])
         t = np.arange(r.loss.size)
         axl.plot(t, r.loss, color=c, lw=0.6)
@@ -153,8 +172,6 @@ def plot_learning_rate_sweep(sweep, path: str | os.PathLike, *,
             ins.tick_params(labelsize=5)
             ins.ticklabel_format(axis="y", style="plain", useOffset=False)
             ins.set_title("last 40 steps", fontsize=6, pad=2)
-    fig.suptitle(title or runs[0].problem, fontsize=11)
-    return _save(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,12 +189,7 @@ def plot_ensemble_sweep(results: Sequence[tuple[dict, dict]], folder,
                         ) -> list[Path]:
     """``sweep.png`` (exponent statistics vs learning rate) and ``rate_<key>.png`` for the
     rates in ``detail_keys`` (:func:`plot_rate_detail`) into ``folder``; returns the paths."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
+    plt = _plt()
     folder = Path(folder)
     main = [(s, a) for s, a in results if not s["job"]["tag"]]  # one point per rate
     if not main:
@@ -185,16 +197,30 @@ def plot_ensemble_sweep(results: Sequence[tuple[dict, dict]], folder,
     lrs = np.array([s["job"]["lr"] for s, _ in main])
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8), gridspec_kw={"width_ratios": [1.6, 1, 1]})
     ax, ax_f, ax_n = axes
-    if lrs.size > 1:
-        edges = np.sqrt(lrs[:-1] * lrs[1:])
-        lo = np.r_[lrs[0] ** 2 / edges[0], edges]
-        hi = np.r_[edges, lrs[-1] ** 2 / edges[-1]]
-    else:
-        lo, hi = lrs / 1.3, lrs * 1.3
+    lo, hi = _bands(lrs, 1.3)
     for (s, _), a, b in zip(main, lo, hi):
         for axis in axes:
             axis.axvspan(a, b, color=_ENSEMBLE_COLOURS.get(s["regime"], "white"), alpha=0.22,
                          lw=0)
+    _ensemble_exponents(ax, main, lrs, lo, hi)
+    _ensemble_fractions(ax_f, main, lrs)
+    _ensemble_neutral_directions(ax_n, main)
+    fig.suptitle("Iris MLP 4-10-3 sigmoid (the paper's setting): ensemble statistics per learning "
+                 "rate", fontsize=11)
+    fig.tight_layout()
+    paths = [_save(fig, folder / "sweep.png")]
+    by_key = {s["key"]: (s, a) for s, a in results}
+    for key in detail_keys:
+        if key in by_key:
+            name = key.replace('=', '').replace('+', '_')
+            paths.append(plot_rate_detail(*by_key[key], folder / f"rate_{name}.png"))
+    return paths
+
+
+def _ensemble_exponents(ax, main: list, lrs: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+    """(a) median tangent and twin exponents with intervals, and the replicas' endpoint slope."""
+    from matplotlib.patches import Patch
+
     for name, style, colour in (("tangent", "o-", "k"), ("twin", "x--", "C3")):
         med = np.array([s[name]["median"] for s, _ in main])
         err = np.array([[s[name]["median"] - s[name]["low"], s[name]["high"] - s[name]["median"]]
@@ -206,7 +232,7 @@ def plot_ensemble_sweep(results: Sequence[tuple[dict, dict]], folder,
         rows = {r["eps"]: r["median"] for r in s.get("finite_time", [])}
         ft.append(rows.get(1e-8, np.nan))
     ax.plot(lrs, ft, "s:", color="C0", mfc="none", ms=5,
-            label="paper's finite-time exponent (replicas, ε = 1e-8, to saturation)")
+            label="endpoint slope of the replica distance (ε = 1e-8, t = 0 to saturation)")
     ax.axhline(0, color="k", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("symlog", linthresh=1e-3)
@@ -218,6 +244,10 @@ def plot_ensemble_sweep(results: Sequence[tuple[dict, dict]], folder,
     handles += [Patch(color=c, alpha=0.4, label=f"regime: {k}")
                 for k, c in _ENSEMBLE_COLOURS.items() if any(s["regime"] == k for s, _ in main)]
     ax.legend(handles=handles, fontsize=7, loc="upper left")
+
+
+def _ensemble_fractions(ax_f, main: list, lrs: np.ndarray) -> None:
+    """(b) fractions of initialisations chaotic (beyond their error) and intermittent."""
     fpos = np.array([s["tangent"]["fraction"]["positive"] for s, _ in main])
     fint = np.array([s["tangent"]["fraction"]["positive_interval"] for s, _ in main]).T
     ax_f.errorbar(lrs, fpos, yerr=[fpos - fint[0], fint[1] - fpos], fmt="o-", color="k",
@@ -230,6 +260,10 @@ def plot_ensemble_sweep(results: Sequence[tuple[dict, dict]], folder,
     ax_f.set_ylabel("fraction of initialisations")
     ax_f.set_title("(b) chaotic and intermittent fractions")
     ax_f.legend(fontsize=7)
+
+
+def _ensemble_neutral_directions(ax_n, main: list) -> None:
+    """(c) near-zero exponents of the full spectrum against the learning rate."""
     for tol, style in (("0.001", "o-"), ("1e-05", "x--")):
         pts = [(s["job"]["lr"], np.median(s["spectrum"]["near_zero"][tol]))
                for s, _ in main if "spectrum" in s]
@@ -246,16 +280,6 @@ def plot_ensemble_sweep(results: Sequence[tuple[dict, dict]], folder,
     ax_n.set_ylabel("near-zero exponents of the training map (median)")
     ax_n.set_title("(c) neutral directions of the full spectrum")
     ax_n.legend(fontsize=7)
-    fig.suptitle("Iris MLP 4-10-3 sigmoid (the paper's setting): ensemble statistics per learning "
-                 "rate", fontsize=11)
-    fig.tight_layout()
-    paths = [_save(fig, folder / "sweep.png")]
-    by_key = {s["key"]: (s, a) for s, a in results}
-    for key in detail_keys:
-        if key in by_key:
-            name = key.replace('=', '').replace('+', '_')
-            paths.append(plot_rate_detail(*by_key[key], folder / f"rate_{name}.png"))
-    return paths
 
 
 def plot_rate_detail(summary: dict, arrays: dict, path) -> Path:
@@ -263,10 +287,7 @@ def plot_rate_detail(summary: dict, arrays: dict, path) -> Path:
     vs epoch for each perturbation size (median and interquartile band over initialisations);
     (c) loss series of the first kept initialisations, titled with the regime label that
     :func:`~mdesc.trajectories.analysis.loss_regime` gave each; (d) the Lyapunov spectrum."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _plt()
 
     job = summary["job"]
     n_loss = min(4, arrays["loss_kept"].shape[1]) if "loss_kept" in arrays else 0

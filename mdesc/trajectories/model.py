@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from sklearn import datasets as skd
 
 __all__ = [
     "TrainingProblem", "module_problem", "dataset_problem", "quadratic_problem",
@@ -58,11 +59,9 @@ def iris_split(n_train: int = 120, order_seed: int = 0):
     hold out only one class).  Returns ``(x_train, y_train, x_test, y_test, order)``; ``order``
     is the row permutation (recorded with every run).
     """
-    from sklearn.datasets import load_iris
-
     if not 1 <= int(n_train) <= 150:
         raise ValueError(f"n_train must be between 1 and 150 (Iris has 150 flowers), got {n_train}.")
-    data = load_iris()
+    data = skd.load_iris()
     order = np.random.default_rng(int(order_seed)).permutation(150)
     x = np.asarray(data.data, dtype=np.float64)[order]
     y = np.asarray(data.target, dtype=np.int64)[order]
@@ -172,8 +171,6 @@ def dataset_problem(dataset: str = "iris", hidden: int | Sequence[int] = 16,
     (mean over samples) or ``"mse"`` (mean squared error of the raw outputs against one-hot
     targets).  ``model_factory(n_features, n_classes) -> nn.Module`` replaces the MLP.
     """
-    from sklearn import datasets as skd
-
     loaders = {"iris": skd.load_iris, "wine": skd.load_wine,
                "breast_cancer": skd.load_breast_cancer, "digits": skd.load_digits}
     if dataset not in loaders:

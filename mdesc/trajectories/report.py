@@ -13,6 +13,9 @@ from pathlib import Path
 
 from mdesc.store import RunFolder, StoreError, atomic_write_text
 
+from . import figures as fg
+from .sweep import RateJob, load_sweep, summarise_rate
+
 __all__ = ["write_report", "table_rows", "markdown_table"]
 
 
@@ -59,7 +62,7 @@ def table_rows(summaries: list[dict]) -> list[dict]:
 
 def markdown_table(rows: list[dict]) -> str:
     head = ("| η | epochs | inits | λ tangent median [95 % CI] | λ twin median | fraction λ > 0 "
-            "(beyond 2 se) | λ finite-time (paper, ε=1e-8) | regime | loss labels | near-zero "
+            "(beyond 2 se) | λ endpoint slope (replicas, ε=1e-8) | regime | loss labels | near-zero "
             "exponents (|λ|≤1e-3) / P | final loss | test acc. |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     body = []
@@ -78,8 +81,6 @@ def markdown_table(rows: list[dict]) -> str:
 
 def write_report(out, figures: bool = True, resummarise: bool = True) -> list[Path]:
     """Write the tables and figures of the sweep in ``out``; returns the paths written."""
-    from .sweep import RateJob, load_sweep, summarise_rate
-
     run = RunFolder(out)
     if not run.exists():
         raise StoreError(f"{out} holds no ensemble sweep (no settings.json)")
@@ -105,7 +106,5 @@ def write_report(out, figures: bool = True, resummarise: bool = True) -> list[Pa
     atomic_write_text(run.path("summary.md"), markdown_table(rows))
     written += [run.path("summary.csv"), run.path("summary.md")]
     if figures and results:
-        from . import figures as fg
-
         written += fg.plot_ensemble_sweep(results, run.root)
     return written

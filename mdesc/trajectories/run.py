@@ -9,6 +9,8 @@ learning rate, written atomically).  The batched ensembles of the paper's preset
 """
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
 import time
@@ -19,7 +21,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from mdesc.store import RunFolder, SettingsMismatch, atomic_write_text, to_json, write_json
+from mdesc.store import (RunFolder, SettingsMismatch, atomic_write_text, load_tensors,
+                         save_tensors, write_json)
 
 from .analysis import LossCurveClass, classify_loss_curve
 from .model import TrainingProblem
@@ -138,8 +141,6 @@ class ReplicaRun:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the run to ``path`` (safetensors arrays plus JSON metadata), atomically."""
-        from mdesc.store import save_tensors
-
         meta = {"settings": self.settings(), "summary": self.summary(),
                 "loss_class": {"label": self.loss_class.label, "stats": self.loss_class.stats}}
         save_tensors(path, {k: np.asarray(getattr(self, k)) for k in self._ARRAYS}, meta)
@@ -147,8 +148,6 @@ class ReplicaRun:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ReplicaRun":
         """Read a run written by :meth:`save` (safetensors only: nothing is unpickled)."""
-        from mdesc.store import load_tensors
-
         tensors, meta = load_tensors(path)
         arrays = {k: tensors[k].numpy() for k in cls._ARRAYS}
         s, summ = meta["settings"], meta["summary"]
@@ -203,6 +202,144 @@ def _classify_run_loss(loss: np.ndarray) -> LossCurveClass:
             np.all(np.isfinite(loss)))})
 
 
+def _check_replica_settings(lr: float, steps: int, eps: float, renorm_every: int, warmup: int,
+                            tangent_mode: str) -> None:
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}.")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise ValueError(f"learning rate must be a positive finite number, got {lr}.")
+    if not (eps > 0):
+        raise ValueError(f"eps must be > 0, got {eps}.")
+    if tangent_mode not in ("double_backward", "forward"):
+        raise ValueError(f"tangent_mode must be 'double_backward' or 'forward', got "
+                         f"{tangent_mode!r}.")
+    if renorm_every < 1:
+        raise ValueError(f"renorm_every must be >= 1, got {renorm_every}.")
+    if not 0 <= warmup < steps:
+        raise ValueError(f"warmup must be in [0, steps), got warmup={warmup}, steps={steps}.")
+
+
+def _start_directions(p: int, n_replicas: int, gen: torch.Generator, directions, tangent
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit directions of the replicas (R, P) and of the twin and tangent (P,)."""
+    if directions is None:
+        u = _unit_vectors(n_replicas, p, gen)
+    else:
+        u = torch.as_tensor(directions, dtype=torch.float64)
+        if tuple(u.shape) != (n_replicas, p):
+            raise ValueError(f"directions must have shape (n_replicas, n_params) = "
+                             f"({n_replicas}, {p}), got {tuple(u.shape)}.")
+        u = u / u.norm(dim=1, keepdim=True)
+    if tangent is None:
+        v = _unit_vectors(1, p, gen)[0]
+    else:
+        v = torch.as_tensor(tangent, dtype=torch.float64).reshape(p)
+        v = v / v.norm()
+    return u, v
+
+
+def _empty_series(steps: int, n_replicas: int, renorm_every: int, jvp: bool
+                  ) -> dict[str, np.ndarray]:
+    """The series one :func:`train_replicas` call records (``ReplicaRun._ARRAYS``), all NaN."""
+    nan = math.nan
+    n_blocks = -(-steps // renorm_every)
+    return {"loss": np.full(steps + 1, nan), "replica_loss": np.full((n_replicas, steps + 1), nan),
+            "distance": np.full((n_replicas, steps + 1), nan),
+            "weight_norm": np.full(steps + 1, nan), "twin_log_growth": np.full(n_blocks, nan),
+            "twin_block_steps": np.array([min(renorm_every, steps - b * renorm_every)
+                                          for b in range(n_blocks)], dtype=np.int64),
+            "jvp_log_growth": np.full(steps if jvp else 0, nan)}
+
+
+def _renormalised(offset: torch.Tensor, size: float | None, p: int, gen: torch.Generator
+                  ) -> tuple[torch.Tensor, float]:
+    """``(offset rescaled to norm size, ln(|offset| / size))``, ``size=None`` for a unit vector
+    (divided by its norm); an offset that is zero or not finite is re-drawn along a random unit
+    direction and logged as -inf or +inf."""
+    n = float(offset.norm())
+    if n > 0 and math.isfinite(n):
+        if size is None:
+            return offset / n, math.log(n)
+        return offset * (size / n), math.log(n / size)
+    unit = _unit_vectors(1, p, gen)[0]
+    return unit if size is None else size * unit, -math.inf if n == 0 else math.inf
+
+
+def _gd_steps(problem: TrainingProblem, lr: float, steps: int, w: torch.Tensor,
+              others: torch.Tensor, v: torch.Tensor, gen: torch.Generator,
+              series: dict[str, np.ndarray], *, n_replicas: int, eps: float, renorm_every: int,
+              jvp: bool, tangent_mode: str) -> int:
+    """Run the GD map on the reference ``w``, the replicas and twin (``others[:R]``,
+    ``others[R]``) and the tangent ``v``, filling ``series``; returns the divergence step or -1."""
+    loss_fn = problem.loss_fn
+    batched_loss = problem.batched_loss_fn or torch.func.vmap(loss_fn)
+    p = w.numel()
+    for t in range(steps + 1):
+        if jvp and t < steps:
+            if tangent_mode == "forward":
+                (g, l_ref), (hv, _) = torch.func.jvp(torch.func.grad_and_value(loss_fn),
+                                                     (w,), (v,))
+            else:
+                g, l_ref, hv = _grad_hvp(loss_fn, w, v)
+            g_o, l_o = _batched_grad(batched_loss, others)
+        else:  # the reference rides along in the batch
+            g_all, l_all = _batched_grad(batched_loss, torch.cat([w[None], others], dim=0))
+            g, l_ref, g_o, l_o = g_all[0], l_all[0], g_all[1:], l_all[1:]
+        l_ref_f = float(l_ref)
+        series["loss"][t] = l_ref_f
+        series["weight_norm"][t] = float(w.norm())
+        if n_replicas:
+            series["replica_loss"][:, t] = l_o[:n_replicas].numpy()
+            series["distance"][:, t] = (others[:n_replicas] - w).norm(dim=1).numpy()
+        if not (math.isfinite(l_ref_f) and math.isfinite(series["weight_norm"][t])):
+            series["loss"][t] = math.nan
+            return t
+        if t == steps:
+            break
+        # one GD step for everything
+        w = w - lr * g
+        others = others - lr * g_o
+        if jvp:
+            v, series["jvp_log_growth"][t] = _renormalised(v - lr * hv, None, p, gen)
+        if (t + 1) % renorm_every == 0 or t + 1 == steps:
+            d, series["twin_log_growth"][t // renorm_every] = \
+                _renormalised(others[n_replicas] - w, eps, p, gen)
+            others[n_replicas] = w + d
+    return -1
+
+
+def _replica_exponent(distance: np.ndarray, eps: float, saturation: float) -> tuple[float, int]:
+    """Finite-time exponent of the raw replicas and its saturation step (see
+    :class:`ReplicaRun`); ``(nan, -1)`` without replicas."""
+    if not distance.shape[0]:
+        return math.nan, -1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_d = np.mean(np.log(distance), axis=0)  # ln of the geometric mean distance
+    valid = np.isfinite(log_d)
+    over = np.flatnonzero(valid & (log_d > math.log(saturation)))
+    last = np.flatnonzero(valid)[-1] if valid.any() else 0
+    sat_step = int(over[0] - 1) if over.size else int(last)
+    if sat_step >= 1:
+        return float((log_d[sat_step] - math.log(eps)) / sat_step), sat_step
+    return math.nan, sat_step
+
+
+def _exponents(series: dict[str, np.ndarray], completed: int, warmup: int, renorm_every: int,
+               jvp: bool) -> tuple[float, float]:
+    """(twin, jvp) exponents over the completed steps from ``warmup`` on."""
+    # twin: blocks that start at or after warmup and were completed
+    blocks = series["twin_block_steps"]
+    block_start = np.arange(blocks.size) * renorm_every
+    counted = (block_start >= warmup) & (block_start + blocks <= completed)
+    lyap_twin = math.nan
+    if counted.any():
+        lyap_twin = float(np.sum(series["twin_log_growth"][counted]) / np.sum(blocks[counted]))
+    lyap_jvp = math.nan
+    if jvp and completed > warmup:
+        lyap_jvp = float(np.mean(series["jvp_log_growth"][warmup:completed]))
+    return lyap_twin, lyap_jvp
+
+
 def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
                    n_replicas: int = 4, eps: float = 1e-8, renorm_every: int = 1,
                    warmup: int = 0, jvp: bool = True, seed: int = 0,
@@ -228,137 +365,27 @@ def train_replicas(problem: TrainingProblem, lr: float, steps: int = 1000, *,
     recorded as log growth -inf and re-drawn.  ``renorm_every`` = 1 (default) keeps the twin
     linear even for exponents of several nats per step.
     """
-    if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}.")
-    if not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"learning rate must be a positive finite number, got {lr}.")
-    if not (eps > 0):
-        raise ValueError(f"eps must be > 0, got {eps}.")
-    if tangent_mode not in ("double_backward", "forward"):
-        raise ValueError(f"tangent_mode must be 'double_backward' or 'forward', got "
-                         f"{tangent_mode!r}.")
-    if renorm_every < 1:
-        raise ValueError(f"renorm_every must be >= 1, got {renorm_every}.")
-    if not 0 <= warmup < steps:
-        raise ValueError(f"warmup must be in [0, steps), got warmup={warmup}, steps={steps}.")
+    _check_replica_settings(lr, steps, eps, renorm_every, warmup, tangent_mode)
     t_start = time.perf_counter()
-    loss_fn = problem.loss_fn
     w = problem.w0.detach().to(torch.float64).reshape(-1).clone()
-    p = w.numel()
     gen = torch.Generator().manual_seed(int(seed))
-    if directions is None:
-        u = _unit_vectors(n_replicas, p, gen)
-    else:
-        u = torch.as_tensor(directions, dtype=torch.float64)
-        if tuple(u.shape) != (n_replicas, p):
-            raise ValueError(f"directions must have shape (n_replicas, n_params) = "
-                             f"({n_replicas}, {p}), got {tuple(u.shape)}.")
-        u = u / u.norm(dim=1, keepdim=True)
-    if tangent is None:
-        v = _unit_vectors(1, p, gen)[0]
-    else:
-        v = torch.as_tensor(tangent, dtype=torch.float64).reshape(p)
-        v = v / v.norm()
-    # others[:R] = replicas, others[R] = twin
-    others = torch.cat([w + eps * u, (w + eps * v)[None]], dim=0)
-
-    batched_loss = problem.batched_loss_fn or torch.func.vmap(loss_fn)
-
-    nan = math.nan
-    loss = np.full(steps + 1, nan)
-    replica_loss = np.full((n_replicas, steps + 1), nan)
-    distance = np.full((n_replicas, steps + 1), nan)
-    weight_norm = np.full(steps + 1, nan)
-    n_blocks = -(-steps // renorm_every)
-    twin_log = np.full(n_blocks, nan)
-    twin_block_steps = np.array([min(renorm_every, steps - b * renorm_every)
-                                 for b in range(n_blocks)], dtype=np.int64)
-    jvp_log = np.full(steps if jvp else 0, nan)
-    diverged_step = -1
-
-    t = 0
-    for t in range(steps + 1):
-        if jvp and t < steps:
-            if tangent_mode == "forward":
-                (g, l_ref), (hv, _) = torch.func.jvp(torch.func.grad_and_value(loss_fn),
-                                                     (w,), (v,))
-            else:
-                g, l_ref, hv = _grad_hvp(loss_fn, w, v)
-            g_o, l_o = _batched_grad(batched_loss, others)
-        else:  # the reference rides along in the batch
-            g_all, l_all = _batched_grad(batched_loss, torch.cat([w[None], others], dim=0))
-            g, l_ref, g_o, l_o = g_all[0], l_all[0], g_all[1:], l_all[1:]
-        l_ref_f = float(l_ref)
-        loss[t] = l_ref_f
-        weight_norm[t] = float(w.norm())
-        if n_replicas:
-            replica_loss[:, t] = l_o[:n_replicas].numpy()
-            distance[:, t] = (others[:n_replicas] - w).norm(dim=1).numpy()
-        if not (math.isfinite(l_ref_f) and math.isfinite(weight_norm[t])):
-            diverged_step = t
-            loss[t] = nan
-            break
-        if t == steps:
-            break
-        # one GD step for everything
-        w = w - lr * g
-        others = others - lr * g_o
-        if jvp:
-            v = v - lr * hv
-            nv = float(v.norm())
-            if nv > 0 and math.isfinite(nv):
-                jvp_log[t] = math.log(nv)
-                v = v / nv
-            else:
-                jvp_log[t] = -math.inf if nv == 0 else math.inf
-                v = _unit_vectors(1, p, gen)[0]
-        if (t + 1) % renorm_every == 0 or t + 1 == steps:
-            b = t // renorm_every
-            d = others[n_replicas] - w
-            nd = float(d.norm())
-            if nd > 0 and math.isfinite(nd):
-                twin_log[b] = math.log(nd / eps)
-                others[n_replicas] = w + d * (eps / nd)
-            else:
-                twin_log[b] = -math.inf if nd == 0 else math.inf
-                others[n_replicas] = w + eps * _unit_vectors(1, p, gen)[0]
-
+    u, v = _start_directions(w.numel(), n_replicas, gen, directions, tangent)
+    others = torch.cat([w + eps * u, (w + eps * v)[None]], dim=0)  # replicas, then the twin
+    series = _empty_series(steps, n_replicas, renorm_every, jvp)
+    diverged_step = _gd_steps(problem, lr, steps, w, others, v, gen, series,
+                              n_replicas=n_replicas, eps=eps, renorm_every=renorm_every,
+                              jvp=jvp, tangent_mode=tangent_mode)
     completed = steps if diverged_step < 0 else diverged_step  # GD steps fully done
-    # twin: blocks that start at or after warmup and were completed
-    block_start = np.arange(n_blocks) * renorm_every
-    counted = (block_start >= warmup) & (block_start + twin_block_steps <= completed)
-    if counted.any():
-        lyap_twin = float(np.sum(twin_log[counted]) / np.sum(twin_block_steps[counted]))
-    else:
-        lyap_twin = nan
-    if jvp and completed > warmup:
-        lyap_jvp = float(np.mean(jvp_log[warmup:completed]))
-    else:
-        lyap_jvp = nan
-
-    lyap_rep, sat_step = nan, -1
-    if n_replicas:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_d = np.mean(np.log(distance), axis=0)  # ln of the geometric mean distance
-        valid = np.isfinite(log_d)
-        over = np.flatnonzero(valid & (log_d > math.log(saturation)))
-        last = np.flatnonzero(valid)[-1] if valid.any() else 0
-        sat_step = int(over[0] - 1) if over.size else int(last)
-        if sat_step >= 1:
-            lyap_rep = float((log_d[sat_step] - math.log(eps)) / sat_step)
-
-    run = ReplicaRun(
+    lyap_twin, lyap_jvp = _exponents(series, completed, warmup, renorm_every, jvp)
+    lyap_rep, sat_step = _replica_exponent(series["distance"], eps, saturation)
+    return ReplicaRun(
         lr=float(lr), steps=int(steps), n_replicas=int(n_replicas), eps=float(eps),
         renorm_every=int(renorm_every), warmup=int(warmup), seed=int(seed), jvp=bool(jvp),
-        tangent_mode=tangent_mode,
-        saturation=float(saturation), problem=problem.name,
-        problem_settings=dict(problem.settings), n_params=p, loss=loss,
-        replica_loss=replica_loss, distance=distance, weight_norm=weight_norm,
-        twin_log_growth=twin_log, twin_block_steps=twin_block_steps, jvp_log_growth=jvp_log,
-        lyapunov_twin=lyap_twin, lyapunov_jvp=lyap_jvp, lyapunov_replicas=lyap_rep,
-        saturation_step=sat_step, diverged_step=int(diverged_step),
-        loss_class=_classify_run_loss(loss), seconds=time.perf_counter() - t_start)
-    return run
+        tangent_mode=tangent_mode, saturation=float(saturation), problem=problem.name,
+        problem_settings=dict(problem.settings), n_params=w.numel(),
+        **series, lyapunov_twin=lyap_twin, lyapunov_jvp=lyap_jvp,
+        lyapunov_replicas=lyap_rep, saturation_step=sat_step, diverged_step=int(diverged_step),
+        loss_class=_classify_run_loss(series["loss"]), seconds=time.perf_counter() - t_start)
 
 
 def training_lyapunov(problem: TrainingProblem, lr: float, steps: int = 1000, *,
@@ -402,9 +429,6 @@ class LearningRateSweep:
 
     def write_table(self, folder: str | os.PathLike) -> tuple[Path, Path]:
         """Write ``summary.csv`` and ``summary.json`` into ``folder`` (atomically)."""
-        import csv
-        import io
-
         folder = Path(folder)
         rows = self.table()
         keys: list[str] = []
@@ -458,7 +482,7 @@ def learning_rate_sweep(problem: TrainingProblem, lrs: Iterable[float] = DEFAULT
                      "n_params": problem.n_params})
     runs: list[ReplicaRun] = []
     bar = None
-    if progress:
+    if progress:  # tqdm only when a progress bar is asked for
         from tqdm.auto import tqdm
         bar = tqdm(total=len(lrs), desc="learning rates", unit="lr")
     for lr in lrs:

@@ -27,12 +27,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from mdesc.options import option
 from mdesc.store import RunFolder, StoreError, check_settings, to_json
 
 from . import analysis as an
+from .ensemble import run_ensemble, training_spectrum
+from .model import paper_problem
 
-__all__ = ["RateJob", "ensemble_sweep", "paper_jobs", "summarise_rate", "load_sweep",
-           "rate_key"]
+__all__ = ["RateJob", "PaperPreset", "ensemble_sweep", "paper_jobs", "summarise_rate",
+           "load_sweep", "rate_key"]
 
 #: Rows of one batch (trajectories trained together) and trajectory-steps per chunk.
 MAX_ROWS = 4000
@@ -94,22 +97,16 @@ def rate_key(lr: float, tag: str = "") -> str:
     return f"lr={lr:.6g}" + (f"+{tag}" if tag else "")
 
 
-def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 20,
-               steps_001: int = 1000, sweep_rates: Sequence[float] | None = None,
-               sweep_inits: int = 20, sweep_steps: int = 500,
-               sweep_eps: Sequence[float] = (1e-8,), eps_5: Sequence[float] = (1e-8,),
-               spectrum_inits: int = 2, spectrum_steps: int = 500,
-               sweep_spectrum_inits: int = 1, sweep_spectrum_steps: int = 200,
-               reversed_check: bool = True, long_001_steps: int = 5000,
-               n_init_5_more: int = 40) -> list[RateJob]:
-    """The recorded run's jobs: the paper's three rates, then the sweep between them.
+@dataclass(frozen=True)
+class PaperPreset:
+    """The recorded run's jobs (:meth:`jobs`): the paper's three rates, then the sweep between.
 
-    * η = 1: 200 epochs, ``n_init_1`` (500) initialisations x 5 perturbations x the 14 sizes
+    * η = 1: 200 epochs, ``n_init_1`` initialisations x 5 perturbations x the 14 sizes
       1e-14 .. 1e-1 (the authors' run_iris_eos_epsilons.py);
     * with ``reversed_check``: η = 1 again with the samples summed in reverse order (twin and
       tangent only): ensemble statistics must agree, single trajectories need not;
-    * η = 5: 10,000 epochs, ``n_init_5`` (20) initialisations (run_iris_chaotic.py, which
-      records only the loss; mdesc adds 5 replicas at each of ``eps_5``, a twin and a tangent);
+    * η = 5: 10,000 epochs, ``n_init_5`` initialisations (run_iris_chaotic.py, which records
+      only the loss; mdesc adds 5 replicas at each of ``eps_5``, a twin and a tangent);
     * η = 0.01 (the authors' default rate): ``steps_001`` epochs, ``n_init_001``
       initialisations, 5 perturbations x the 14 sizes;
     * with ``n_init_5_more`` (0: none): η = 5 again on ``n_init_5_more`` further
@@ -121,34 +118,62 @@ def paper_jobs(n_init_1: int = 500, n_init_5: int = 20, n_init_001: int = 20,
 
     Each rate also gets the full Lyapunov spectrum of its first ``spectrum_inits``
     initialisations over min(steps, ``spectrum_steps``) steps (``sweep_spectrum_inits`` and
-    ``sweep_spectrum_steps`` for the sweep).
+    ``sweep_spectrum_steps`` for the sweep).  The fields marked as options are the
+    ``[paper]`` options of ``mdesc trajectories``.
     """
-    eps14 = [float(x) for x in np.logspace(-14, -1, 14)]
-    k = int(spectrum_inits)
-    jobs = [RateJob(1.0, 200, n_init_1, eps14, 5, spectrum_inits=k)]  # spectrum: all 200
-    if reversed_check:
-        jobs.append(RateJob(1.0, 200, n_init_1, [1e-8], 0, spectrum_inits=0,
-                            sample_order="reversed", tag="reversed"))
-    jobs += [RateJob(5.0, 10_000, n_init_5, list(eps_5), 5, spectrum_inits=k,
-                     spectrum_steps=spectrum_steps),
-             RateJob(0.01, steps_001, n_init_001, eps14, 5, spectrum_inits=k,
-                     spectrum_steps=min(steps_001, spectrum_steps))]
-    if sweep_rates is None:
-        sweep_rates = [float(f"{x:.4g}") for x in np.geomspace(0.01, 5.0, 15)[1:-1]]
-    if n_init_5_more:
-        jobs.append(RateJob(5.0, 10_000, n_init_5_more, list(eps_5), 5, spectrum_inits=0,
-                            init_start=n_init_5, tag="more"))
-    if long_001_steps:
-        jobs.append(RateJob(0.01, long_001_steps, n_init_001, [1e-12, 1e-8, 1e-4], 5,
-                            spectrum_inits=k, spectrum_steps=min(long_001_steps, 2000),
-                            tag="long"))
-    # every other rate first, so that a sweep stopped early still spans the whole range
-    order = list(range(0, len(sweep_rates), 2)) + list(range(1, len(sweep_rates), 2))
-    jobs += [RateJob(sweep_rates[i], sweep_steps, sweep_inits, list(sweep_eps), 5,
-                     spectrum_inits=sweep_spectrum_inits,
-                     spectrum_steps=min(sweep_steps, sweep_spectrum_steps))
-             for i in order]
-    return jobs
+
+    n_init_1: int = option(500, "[paper] initialisations at eta=1")
+    n_init_5: int = option(20, "[paper] initialisations at eta=5")
+    n_init_001: int = option(20, "[paper] initialisations at eta=0.01")
+    steps_001: int = option(1000, "[paper] epochs at eta=0.01")
+    sweep_rates: tuple[float, ...] | None = option(None, cli=False)
+    sweep_inits: int = option(20, "[paper] initialisations per rate of the sweep")
+    sweep_steps: int = option(500, "[paper] epochs per sweep rate")
+    sweep_eps: tuple[float, ...] = option((1e-8,), cli=False)
+    eps_5: tuple[float, ...] = option((1e-8,), cli=False)
+    spectrum_inits: int = option(2, cli=False)
+    spectrum_steps: int = option(500, cli=False)
+    sweep_spectrum_inits: int = option(1, cli=False)
+    sweep_spectrum_steps: int = option(200, cli=False)
+    reversed_check: bool = option(True, "[paper] the eta=1 ensemble again with the samples "
+                                  "summed in reverse (--no-reversed-check: skip it)")
+    long_001_steps: int = option(5000, "[paper] epochs of the long eta=0.01 run (0: skip it)")
+    n_init_5_more: int = option(40, "[paper] further initialisations at eta=5, a replicate "
+                                "(0: skip)")
+
+    def jobs(self) -> list[RateJob]:
+        eps14 = [float(x) for x in np.logspace(-14, -1, 14)]
+        k = int(self.spectrum_inits)
+        jobs = [RateJob(1.0, 200, self.n_init_1, eps14, 5, spectrum_inits=k)]  # spectrum: all 200
+        if self.reversed_check:
+            jobs.append(RateJob(1.0, 200, self.n_init_1, [1e-8], 0, spectrum_inits=0,
+                                sample_order="reversed", tag="reversed"))
+        jobs += [RateJob(5.0, 10_000, self.n_init_5, list(self.eps_5), 5, spectrum_inits=k,
+                         spectrum_steps=self.spectrum_steps),
+                 RateJob(0.01, self.steps_001, self.n_init_001, eps14, 5, spectrum_inits=k,
+                         spectrum_steps=min(self.steps_001, self.spectrum_steps))]
+        sweep_rates = self.sweep_rates
+        if sweep_rates is None:
+            sweep_rates = [float(f"{x:.4g}") for x in np.geomspace(0.01, 5.0, 15)[1:-1]]
+        if self.n_init_5_more:
+            jobs.append(RateJob(5.0, 10_000, self.n_init_5_more, list(self.eps_5), 5,
+                                spectrum_inits=0, init_start=self.n_init_5, tag="more"))
+        if self.long_001_steps:
+            jobs.append(RateJob(0.01, self.long_001_steps, self.n_init_001, [1e-12, 1e-8, 1e-4],
+                                5, spectrum_inits=k,
+                                spectrum_steps=min(self.long_001_steps, 2000), tag="long"))
+        # every other rate first, so that a sweep stopped early still spans the whole range
+        order = list(range(0, len(sweep_rates), 2)) + list(range(1, len(sweep_rates), 2))
+        jobs += [RateJob(sweep_rates[i], self.sweep_steps, self.sweep_inits,
+                         list(self.sweep_eps), 5, spectrum_inits=self.sweep_spectrum_inits,
+                         spectrum_steps=min(self.sweep_steps, self.sweep_spectrum_steps))
+                 for i in order]
+        return jobs
+
+
+def paper_jobs(**settings) -> list[RateJob]:
+    """The recorded run's jobs: ``PaperPreset(**settings).jobs()`` (see :class:`PaperPreset`)."""
+    return PaperPreset(**settings).jobs()
 
 
 def _chunks(job: RateJob) -> list[tuple[int, int]]:
@@ -174,9 +199,6 @@ def ensemble_sweep(out, jobs: Sequence[RateJob], *, problem_factory: Callable | 
     and checked (default: the problem's own settings).  Initialisation i of every rate is the
     same network (seeded by ``seed`` and i), so rates are compared on the same networks.
     """
-    from .ensemble import run_ensemble, training_spectrum
-    from .model import paper_problem
-
     if problem_factory is None:
         def problem_factory(order):
             return paper_problem(sample_order=order)
@@ -255,9 +277,38 @@ def _stride(n: int, cap: int = 1001) -> np.ndarray:
     return np.unique(np.r_[np.arange(0, n, max(1, -(-n // cap))), n - 1])
 
 
+def _replica_estimates(d: dict, job: RateJob, n_boot: int, windowed: an.WindowedFit | None
+                       ) -> tuple[list[dict], dict]:
+    """Per perturbation size: the endpoint slope (median, bootstrap interval, saturation) and,
+    with ``windowed``, the authors' windowed max-R² summary; and their per-run arrays."""
+    ft, ts = an.finite_time_exponents(d["log_dist"], d["weight_l1"])
+    arrays = {"lam_finite_time": ft, "saturation_step": ts}
+    if windowed is not None:
+        arrays["lam_windowed"], arrays["r2_windowed"], _ = an.windowed_exponents(d["log_dist"],
+                                                                                 windowed)
+    rows = []
+    for e, eps in enumerate(job.eps):
+        med, lo, hi = an.bootstrap_median(ft[:, e], n_boot)
+        rows.append({"eps": eps, "median": med, "low": lo, "high": hi,
+                     "median_saturation_step": float(np.median(ts[:, e])),
+                     "median_final_log10_distance":
+                     float(np.nanmedian(d["log_dist"][-1, :, e]) / math.log(10))})
+        if windowed is not None:
+            rows[-1]["windowed"] = an.windowed_summary(arrays["lam_windowed"][:, e],
+                                                       arrays["r2_windowed"][:, e], windowed,
+                                                       n_boot)
+    return rows, arrays
+
+
 def summarise_rate(run: RunFolder, job: RateJob, n_boot: int = 2000,
-                   near_zero_tols: Sequence[float] = (1e-3, 1e-5)) -> tuple[dict, dict]:
-    """The statistics of one finished rate from its chunks: (summary JSON, small arrays)."""
+                   near_zero_tols: Sequence[float] = (1e-3, 1e-5),
+                   windowed: an.WindowedFit | None = an.WindowedFit()) -> tuple[dict, dict]:
+    """The statistics of one finished rate from its chunks: (summary JSON, small arrays).
+
+    Three estimators of each initialisation's exponent: the tangent (and twin) exponent over
+    every step (``summary["tangent"]``), the endpoint slope of the replica distance per size
+    (``summary["finite_time"][e]``) and, with ``windowed`` (the authors' estimator, None to
+    skip it), the windowed max-R² slope (``summary["finite_time"][e]["windowed"]``)."""
     d = _load_chunks(run, job)
     summary: dict = {"key": job.key, "job": to_json(dataclasses.asdict(job)),
                      "seconds": d["seconds"], "n_init": job.n_init}
@@ -272,16 +323,8 @@ def summarise_rate(run: RunFolder, job: RateJob, n_boot: int = 2000,
                          "median_se": float(np.nanmedian(se))}
         arrays[f"lam_{name}"], arrays[f"se_{name}"] = lam, se
     if job.n_pert:
-        ft, ts = an.finite_time_exponents(d["log_dist"], d["weight_l1"])
-        arrays["lam_finite_time"], arrays["saturation_step"] = ft, ts
-        rows = []
-        for e, eps in enumerate(job.eps):
-            med, lo, hi = an.bootstrap_median(ft[:, e], n_boot)
-            rows.append({"eps": eps, "median": med, "low": lo, "high": hi,
-                         "median_saturation_step": float(np.median(ts[:, e])),
-                         "median_final_log10_distance":
-                         float(np.nanmedian(d["log_dist"][-1, :, e]) / math.log(10))})
-        summary["finite_time"] = rows
+        summary["finite_time"], replica_arrays = _replica_estimates(d, job, n_boot, windowed)
+        arrays.update(replica_arrays)
         idx = _stride(job.steps + 1)
         arrays["dist_t"] = idx
         arrays["dist_quantiles"] = an.distance_quantiles(d["log_dist"][idx]).astype(np.float32)
