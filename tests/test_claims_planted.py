@@ -163,3 +163,13 @@ def test_drops_and_cycles_are_judged_against_the_curves_noise_after_learning(see
     table["test_loss"][45:] -= 0.5                     # a real drop after the learning phase
     b = analyse(table, permutations=200)
     assert b.drops == [44]
+
+
+def test_one_record_gets_the_tables_combined_label():
+    """The monitor's per-record label (record_label) is the analysis's one label."""
+    from mdesc.sweep.phases import record_label
+    t = _labelled_table(0)
+    shown = phase_table(t, analyse(t))["label"].tolist()
+    for i, want in enumerate(shown):
+        rec = {k: float(t[k][i]) for k in ("log_distance", "lyapunov_max", "lyapunov_stderr")}
+        assert record_label(rec, "combined") == want

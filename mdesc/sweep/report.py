@@ -239,9 +239,11 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
         "training-loss spikes and parameter jumps as if they were the events.</p>")
     captions = {
         "descent": "Top: test and train loss with D̃ (right axis; dotted: floor −15, dash-dot: "
-                   "chaos threshold); background: ordered (blue) / chaotic (orange) by the "
-                   "primary measure; purple bars: critical stretches. Bottom: λ₁ ± k standard "
-                   "errors with the test loss, background by the sign of λ₁.",
+                   "chaos threshold); ticks: stability events (bottom), placebo events, sharp "
+                   "drops (top); purple bars: critical stretches. Middle: accuracies. Bottom: "
+                   "λ₁ ± k standard errors (symlog: linear near 0) with the test loss. Every "
+                   "panel is shaded by the one label of the table (ordered, chaotic, marginal, "
+                   "disagree).",
         "bifurcation": "Reduced sums Σⱼ h_T,j at the end of the zero-input run, for every "
                        f"analysed {d.sample} at every checkpoint (colour: the checkpoint's "
                        "label). Ordered dynamics settle on one or a few fixed points (a few thin "
