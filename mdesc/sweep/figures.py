@@ -320,6 +320,8 @@ def bifurcation_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription 
     size = float(np.clip(30000.0 / max(rs.size, 1), 1.5, 10.0))   # points^2
     for value, color, name in ((0, "#2166ac", "ordered checkpoint"),
                                (1, "#b2182b", "chaotic checkpoint"),
+                               (2, "#8c6d00", "marginal checkpoint"),
+                               (3, "#6a3d9a", "checkpoint where λ₁ and D̃ disagree"),
                                (-1, "0.5", "unknown")):
         m = ok & (c == value)
         if m.any():
