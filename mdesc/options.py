@@ -147,6 +147,8 @@ def add_options(parser: argparse.ArgumentParser | Any, cls: type, *, only: Itera
         elif kw.get("action") is argparse.BooleanOptionalAction:
             text = f"{text} [default: {'on' if shown == 'True' else 'off'}]".strip()
         dest = dest_prefix + f.name
+        if "metavar" not in kw and "choices" not in kw and kw.get("action") is None:
+            kw["metavar"] = f.name.upper()  # not the prefixed dest's
         flag = (flags or {}).get(f.name) or meta.get("flag") or "--" + f.name.replace("_", "-")
         parser.add_argument(flag, dest=dest, help=text.replace("%", "%%"), required=required,
                             **({} if required else {"default": argparse.SUPPRESS}), **kw)

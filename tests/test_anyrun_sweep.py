@@ -280,6 +280,13 @@ def test_command_with_an_order_file(run, tmp_path, capsys):
                  "--probe", str(root / "probe.npy"), "--zero-input-steps", str(Z), "--no-progress",
                  "--no-report", "--twins", "drive_end", *STACK]) == 0
     assert load_table(tmp_path / "o")["epoch"].tolist() == [0, 10, 20]
+    # no architecture flags (issue 23): the stack is read off the first checkpoint, and said
+    capsys.readouterr()
     assert main(["analyse-run", "--out", str(tmp_path / "p"), "--probe", str(root / "probe.npy"),
-                 str(root / "ckpts")]) == 2
-    assert "say how to build the model" in capsys.readouterr().err
+                 "--zero-input-steps", str(Z), "--no-progress", "--no-report",
+                 "--twins", "drive_end", str(root / "ckpts")]) == 0
+    out = capsys.readouterr().out
+    assert f"cell=lstm, vocab_size={V}, embed_dim={E}, hidden_size={H}" in out
+    # the first file (step 0 in both) measures the same as with the flags
+    assert load_table(tmp_path / "p")["lyapunov_max"][0] == \
+        load_table(tmp_path / "o")["lyapunov_max"][0]

@@ -76,3 +76,4 @@ def test_only_exclude_and_prefix():
     a = p.parse_args(["--samples", "3"])
     assert a.s_samples == 3 and not hasattr(a, "s_seed")
     assert given_options(Settings, a, dest_prefix="s_") == {"samples": 3}
+    assert "--sweep-seed SEED" in p.format_help() and "S_SEED" not in p.format_help()

@@ -3,11 +3,13 @@ shard sweeps with torchrun.
 
     from mdesc import anyrun
     anyrun.sweep_checkpoints("ckpts/", "analysis/", model="mypkg.models:make", probe="probe.npy")
+    anyrun.sweep_checkpoints("ckpts/", "analysis/", model=None, probe="ids.pt")  # sizes read off
     monitor = anyrun.StabilityMonitor("analysis/", probe_ids)   # inside a plain training loop
     monitor.step(model, epoch)                                 # at the end of every epoch
     anyrun.load_table("analysis/")                             # the run table (numpy arrays)
 
-Modules: sources (checkpoints, models, probe inputs), metrics (metrics files), sweep (the
+Modules: sources (checkpoints, models, probe inputs), infer (the architecture of a plain stack
+read off a checkpoint's shapes), metrics (metrics files), sweep (the
 engine, :mod:`mdesc.sweep`, over any run's checkpoints), monitor (StabilityMonitor),
 distributed (torchrun sharding), lightning (the optional PyTorch Lightning callback, imported
 only when asked for), cli (``mdesc analyse-run``).  The settings, store, table, analysis and

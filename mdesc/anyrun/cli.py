@@ -7,7 +7,8 @@ import json
 import torch
 
 from mdesc import store
-from mdesc.anyrun.sources import SourceError
+from mdesc.anyrun.distributed import check_device
+from mdesc.anyrun.sources import CELLS, SourceError
 from mdesc.anyrun.sweep import sweep_checkpoints
 from mdesc.errors import UserError
 from mdesc.options import HelpFormatter
@@ -21,9 +22,9 @@ examples:
   mdesc analyse-run ckpts/ --out analysis/ --factory mypkg.models:make_model \\
       --factory-kwargs '{"vocab": 10000}' --probe probe.safetensors --metrics metrics.csv
 
-  # a plain Embedding -> LSTM -> Linear stack described by flags, checkpoints by glob
-  mdesc analyse-run 'ckpts/epoch_*.pt' --out analysis/ --cell lstm --vocab-size 10000 \\
-      --embed-dim 32 --hidden-size 60 --probe probe.npy --lengths lengths.npy
+  # a plain Embedding -> LSTM/GRU/RNN -> Linear model: its sizes and cell are read off the
+  # checkpoints' tensor shapes (and printed); flags given override what is read
+  mdesc analyse-run 'ckpts/epoch_*.pt' --out analysis/ --probe probe.npy --lengths lengths.npy
 
   # sharded over 4 GPUs (one rank per GPU; on CPUs, gloo): the same command under torchrun
   torchrun --standalone --nproc-per-node 4 -m mdesc analyse-run ckpts/ --out analysis/ ...
@@ -58,24 +59,7 @@ def register(subparsers) -> None:
                    help="read the training axis from this regex's group instead of the last "
                         "integer in each name, e.g. 'epoch=(\\d+)' for Lightning's "
                         "epoch=3-step=1200.ckpt")
-    g = p.add_argument_group("model (a factory, or the architecture of a plain stack)")
-    g.add_argument("--factory", metavar="PKG.MODULE:CALLABLE",
-                   help="importable callable that returns the (untrained) model")
-    g.add_argument("--factory-kwargs", metavar="JSON", default="{}",
-                   help="keyword arguments for the factory, as a JSON object [default: {}]")
-    g.add_argument("--cell", choices=("lstm", "gru", "rnn_tanh", "rnn_relu"), default="lstm",
-                   help="recurrent cell of the Embedding -> recurrent -> Linear stack [default: lstm]")
-    g.add_argument("--vocab-size", type=int, help="token-id inputs: the embedding's vocabulary")
-    g.add_argument("--embed-dim", type=int, help="token-id inputs: the embedding width")
-    g.add_argument("--input-size", type=int, help="feature inputs (no embedding): their width")
-    g.add_argument("--hidden-size", type=int, help="recurrent hidden size")
-    g.add_argument("--num-layers", type=int, default=1, help="stacked recurrent layers [default: 1]")
-    g.add_argument("--output-size", type=int, default=1, help="readout width (0: no readout) [default: 1]")
-    g.add_argument("--no-bias", action="store_true", help="the recurrent layers have no bias")
-    g.add_argument("--state-key", metavar="KEY",
-                   help="the weights sit under this key of a .pt file (e.g. model_state_dict)")
-    g.add_argument("--strip-prefix", metavar="PREFIX",
-                   help="remove this prefix from every weight name (e.g. 'module.' or 'model.')")
+    _add_model_options(p)
     g = p.add_argument_group("probe inputs")
     g.add_argument("--probe", required=True, metavar="FILE",
                    help="token ids (B, T) or features (B, T, I) in .safetensors/.npy/.npz/.pt")
@@ -95,7 +79,8 @@ def register(subparsers) -> None:
                    help="leave out (and list) checkpoints that do not read or fit the model, "
                         "instead of stopping at the first")
     g.add_argument("--device", default="auto",
-                   help="auto (each rank's GPU if any, else CPU), cpu, cuda, cuda:1, ... [default: auto]")
+                   help="auto (each rank's GPU if any, else CPU), cpu, cuda, cuda:1, ... "
+                        "[default: auto]")
     g.add_argument("--no-distributed", action="store_true",
                    help="ignore torchrun's environment (one process does everything)")
     g.add_argument("--no-report", action="store_true", help="records only, no report")
@@ -105,13 +90,57 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_analyse_run)
 
 
+def _add_model_options(p) -> None:
+    """--factory, or the stack's flags (each read off the first checkpoint when not given)."""
+    g = p.add_argument_group("model (a factory; or a plain Embedding -> LSTM/GRU/RNN -> Linear "
+                             "stack, its sizes read off the first checkpoint and printed)")
+    g.add_argument("--factory", metavar="PKG.MODULE:CALLABLE",
+                   help="importable callable that returns the (untrained) model")
+    g.add_argument("--factory-kwargs", metavar="JSON", default="{}",
+                   help="keyword arguments for the factory, as a JSON object [default: {}]")
+    g.add_argument("--cell", choices=CELLS,
+                   help="recurrent cell of the Embedding -> recurrent -> Linear stack "
+                        "[default: read off the checkpoint]")
+    g.add_argument("--vocab-size", type=int, metavar="N",
+                   help="token-id inputs: the embedding's vocabulary "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--embed-dim", type=int, metavar="N",
+                   help="token-id inputs: the embedding width "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--input-size", type=int, metavar="N",
+                   help="feature inputs (no embedding): their width "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--hidden-size", type=int, metavar="N", help="recurrent hidden size "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--num-layers", type=int, metavar="N", help="stacked recurrent layers "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--output-size", type=int, metavar="N", help="readout width (0: no readout) "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--no-bias", action="store_true", help="the recurrent layers have no bias "
+                   "[default: read off the checkpoint]")
+    g.add_argument("--state-key", metavar="KEY",
+                   help="the weights sit under this key of a .pt file, dotted if nested "
+                        "[default: the file itself if it is a state dict, else the first of the "
+                        f"entries {', '.join(store.STATE_KEYS)} that is one, else its one "
+                        "entry that is a state dict]")
+    g.add_argument("--strip-prefix", metavar="PREFIX",
+                   help="remove this prefix from every weight name (e.g. 'module.' or 'model.')")
+
+
+ARCHITECTURE_FLAGS = ("cell", "vocab_size", "embed_dim", "input_size", "hidden_size",
+                      "num_layers", "output_size")
+
+
 def _model_arg(args):
-    stack_flags = [f for f in ("vocab_size", "embed_dim", "input_size", "hidden_size")
-                   if getattr(args, f) is not None]
+    """``(model, factory kwargs)``: the factory, or the stack's flags that were given (the
+    rest is read off the first checkpoint)."""
+    given = {f: getattr(args, f) for f in ARCHITECTURE_FLAGS if getattr(args, f) is not None}
+    if args.no_bias:
+        given["bias"] = False
     if args.factory:
-        if stack_flags:
+        if given:
             raise UserError(f"--factory builds the model; drop the architecture flags "
-                            f"({', '.join('--' + f.replace('_', '-') for f in stack_flags)})")
+                            f"({', '.join('--' + f.replace('_', '-') for f in given)})")
         try:
             kwargs = json.loads(args.factory_kwargs)
         except json.JSONDecodeError as e:
@@ -120,20 +149,18 @@ def _model_arg(args):
         if not isinstance(kwargs, dict):
             raise UserError("--factory-kwargs must be a JSON object")
         return args.factory, kwargs
-    if args.hidden_size is None:
-        raise UserError("say how to build the model: --factory PKG.MODULE:CALLABLE, or the stack's "
-                        "--hidden-size with --vocab-size/--embed-dim (token ids) or --input-size")
-    return dict(cell=args.cell, hidden_size=args.hidden_size, num_layers=args.num_layers,
-                vocab_size=args.vocab_size, embed_dim=args.embed_dim, input_size=args.input_size,
-                output_size=args.output_size, bias=not args.no_bias), None
+    return given, None
 
 
 def cmd_analyse_run(args) -> int:
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be a positive integer, got {args.threads}")
         torch.set_num_threads(args.threads)
     if not args.checkpoints and not args.order:
         raise UserError("give checkpoint files, folders or globs, or --order FILE")
     model, kwargs = _model_arg(args)
+    check_device(None if args.device == "auto" else args.device)
     try:
         settings = sweep_settings_from_args(args).check()
         result = sweep_checkpoints(

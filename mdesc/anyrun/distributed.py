@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from mdesc.errors import UserError
+
 
 @dataclass
 class Shard:
@@ -81,9 +83,35 @@ class Shard:
             self.owns_group = False
 
 
+def check_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a torch.device (None for None/"auto"), or a :class:`~mdesc.errors.UserError`
+    in one line when it is not a device name or this torch cannot use it (a CUDA device on a
+    CPU-only build, a GPU index past the last one, a device mdesc has no kernels for)."""
+    if device is None or device == "auto":
+        return None
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise UserError(f"device {device!r} is not a device name; use auto, cpu, cuda or "
+                        "cuda:N") from e
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            why = ("this torch was built without CUDA" if torch.version.cuda is None
+                   else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)")
+            raise UserError(f"device {device!r} asked for, but {why} (torch "
+                            f"{torch.__version__}); use --device cpu / device='cpu', or auto")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise UserError(f"device {device!r} asked for, but there are only "
+                            f"{torch.cuda.device_count()} CUDA devices (cuda:0 ... "
+                            f"cuda:{torch.cuda.device_count() - 1})")
+    elif d.type != "cpu":
+        raise UserError(f"device {device!r}: mdesc's kernels run on cpu or cuda")
+    return d
+
+
 def _device_for(local_rank: int, device: str | None) -> torch.device:
     if device not in (None, "auto"):
-        d = torch.device(device)
+        d = check_device(device)
         if d.type == "cuda" and d.index is None and torch.cuda.is_available():
             return torch.device("cuda", local_rank % torch.cuda.device_count())
         return d

@@ -21,6 +21,7 @@ that the best epoch sits at the first order -> chaos transition, so
 """
 from __future__ import annotations
 
+import copy
 import os
 import time
 from typing import Any, Callable, Mapping
@@ -31,9 +32,10 @@ from torch import nn
 import torch.distributed as dist
 
 from mdesc.anyrun import sources
-from mdesc.anyrun.sweep import core_probe, make_probe, open_store
-from mdesc.sweep import (PhaseSettings, RunDescription, SweepSettings, SweepStore, full_record,
-                         load_table, measure, write_report)
+from mdesc.anyrun.distributed import check_device
+from mdesc.anyrun.sweep import check_out_dir, core_probe, make_probe, open_store
+from mdesc.sweep import (SAMPLE_KEYS, PhaseSettings, RunDescription, SweepSettings, SweepStore,
+                         full_record, load_table, measure, write_report)
 from mdesc.sweep.phases import record_label
 from mdesc.sweep.record import param_change, weights_of
 
@@ -48,6 +50,23 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _finite(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
+
+
+def nonfinite_record(index, settings: SweepSettings) -> dict:
+    """The record of a model whose weights hold NaN or inf: nothing measurable, everything
+    non-finite (the report and the labels treat it as unknown)."""
+    nothing = [None] * len(index)
+    rec = {"lyapunov_max": None, "lyapunov_stderr": None, "nonfinite_fraction": 1.0,
+           "lyapunov_spectrum": [None] * settings.k, "sample_index": [int(i) for i in index],
+           **{k: list(nothing) for k in SAMPLE_KEYS}, "log_distance": None,
+           "window": settings.window, "seconds": 0.0, "nonfinite_weights": True}
+    for twin in settings.twins:
+        rec.update({f"log_distance_{twin}": None, f"distance_{twin}": list(nothing)})
+    return rec
 
 
 class StabilityMonitor:
@@ -70,6 +89,12 @@ class StabilityMonitor:
         phase_settings: overrides of :class:`mdesc.sweep.PhaseSettings` (thresholds).
         description: the run in words (:class:`mdesc.sweep.RunDescription` or its fields).
         rank_zero_only: under torch.distributed, only rank 0 measures (others get None).
+        device: where to measure (``"cpu"``, ``"cuda"``, ``"cuda:1"``; None: wherever the model
+            is).  A model elsewhere is measured as a copy on ``device``; training is untouched.
+
+    A model whose weights hold NaN or inf (a diverging run) is recorded as non-finite
+    (``nonfinite_fraction`` 1, no exponents or distances, label "unknown") and the monitor
+    carries on.
     """
 
     def __init__(self, out_dir: str | os.PathLike, probe: Any, *, lengths=None,
@@ -78,7 +103,9 @@ class StabilityMonitor:
                  measure: str = "distance",
                  on_transition: Callable[[dict, nn.Module], None] | None = None,
                  phase_settings: Mapping[str, Any] | None = None, rank_zero_only: bool = True,
-                 description: RunDescription | Mapping | None = None, **setting_fields: Any):
+                 description: RunDescription | Mapping | None = None,
+                 device: str | torch.device | None = None, **setting_fields: Any):
+        self.device = check_device(device)
         if settings is None:
             setting_fields.setdefault("twins", ("drive_end",))
             settings = SweepSettings(**setting_fields)
@@ -94,6 +121,7 @@ class StabilityMonitor:
         self.every, self.measure_name, self.on_transition = every, measure, on_transition
         self.rank_zero_only = rank_zero_only
         self.probe = make_probe(probe, lengths, probe_key, time_major, None, self.settings.seed)
+        check_out_dir(out_dir)
         self.store = SweepStore(out_dir)
         self._opened = False
         self._on_device: dict[torch.device, tuple] = {}
@@ -149,14 +177,19 @@ class StabilityMonitor:
         if epoch % self.every or (self.rank_zero_only and _rank() != 0):
             return None
         t0 = time.perf_counter()
-        model = _unwrap(model)
-        if not self._opened:
-            self._open(model)
+        user = _unwrap(model)
+        model = self._on_measuring_device(user)
         rnn = sources.recurrent_module(model)
         device = next(rnn.parameters()).device if rnn is not None else torch.device("cpu")
-        pr = self._inputs(model, device)
-        with torch.no_grad():
-            rec = measure([model], pr.x, pr.lengths, self.settings, pr.zero_steps, pr.index)[0]
+        pr = self._inputs(model, device)  # checks the probe against the model before any write
+        if not self._opened:
+            self._open(model)
+        if _finite(model):
+            with torch.no_grad():
+                rec = measure([model], pr.x, pr.lengths, self.settings, pr.zero_steps,
+                              pr.index)[0]
+        else:
+            rec = nonfinite_record(pr.index, self.settings)
         weights, before = weights_of(model), getattr(self, "_weights", None)
         if before is not None and before[0] < epoch:  # as the engine: change since the last one
             rec.update(param_change(before[1], weights), previous_epoch=before[0])
@@ -171,12 +204,23 @@ class StabilityMonitor:
                 self.transitions.append(event)
                 transition = event["kind"]
                 if self.on_transition is not None:
-                    self.on_transition(event, model)
+                    self.on_transition(event, user)
             self._last = (epoch, lab)
         dt = time.perf_counter() - t0
         self.seconds += dt
         self.steps += 1
         return {**full, "label": lab, "transition": transition, "monitor_seconds": dt}
+
+    def _on_measuring_device(self, model: nn.Module) -> nn.Module:
+        """``model``, or a copy of it on the monitor's ``device`` when it sits elsewhere."""
+        if self.device is None:
+            return model
+        p = next(model.parameters(), None)
+        here = p.device if p is not None else torch.device("cpu")
+        want = self.device
+        if want.type == "cuda" and want.index is None:
+            want = torch.device("cuda", torch.cuda.current_device())
+        return model if here == want else copy.deepcopy(model).to(want)
 
     @property
     def first_order_to_chaos(self) -> int | None:
@@ -186,11 +230,19 @@ class StabilityMonitor:
                 return e["epoch"]
         return None
 
+    def _measured(self) -> None:
+        if not self.store.steps():
+            raise sources.SourceError(f"{self.out_dir} holds no monitored epoch yet; call "
+                                      "monitor.step(model, epoch) first")
+
     def table(self) -> dict:
+        """The run table of the monitored epochs (:func:`mdesc.sweep.load_table`)."""
+        self._measured()
         return load_table(self.out_dir)
 
     def report(self, **phase_settings: Any):
         """Write the engine's phase analysis and report (``out_dir/report``); returns its path."""
+        self._measured()
         return write_report(self.out_dir, **phase_settings)
 
     def __repr__(self) -> str:

@@ -246,6 +246,9 @@ class RecurrentStack(nn.Module):
                  vocab_size: int | None = None, embed_dim: int | None = None,
                  input_size: int | None = None, output_size: int | None = 1, bias: bool = True):
         super().__init__()
+        self.architecture = dict(cell=cell, hidden_size=hidden_size, num_layers=num_layers,
+                                 vocab_size=vocab_size, embed_dim=embed_dim,
+                                 input_size=input_size, output_size=output_size, bias=bias)
         if cell not in CELLS:
             raise SourceError(f"cell must be one of {', '.join(CELLS)}, got {cell!r}")
         if (vocab_size is None) == (input_size is None):

@@ -34,11 +34,14 @@ from torch import nn
 
 from mdesc import store
 from mdesc.anyrun import sources
-from mdesc.anyrun.distributed import shard
+from mdesc.anyrun.distributed import check_device, shard
+from mdesc.anyrun import infer
 from mdesc.anyrun.metrics import load_metrics
 from mdesc.sweep import (Job, Probe, RunDescription, SweepSettings, SweepStore, load_table,
                          recorded_settings, select_jobs, sweep_jobs, write_report)
 from mdesc.sweep.record import METRICS
+from mdesc.sweep.settings import MUTABLE
+from mdesc.sweep.table import SKIPPED
 
 METRICS_FILE = "metrics.json"  # the metrics overlay last given, {step: {"test_loss": ...}}
 CONFIG_FILE = "config.json"    # where the checkpoints, model and probe came from
@@ -79,8 +82,10 @@ def build_model(model: Any, factory_kwargs: Mapping[str, Any] | None = None) -> 
 
 def describe_model(template: nn.Module, model: Any) -> dict:
     """Where the model came from (recorded in ``config.json``)."""
-    spec = model if isinstance(model, str) else (dict(model) if isinstance(model, Mapping) else
-                                                 type(template).__qualname__)
+    if model is None or isinstance(model, Mapping):  # the flags, as given or read off a file
+        spec = dict(getattr(template, "architecture", None) or model or {})
+    else:
+        spec = model if isinstance(model, str) else type(template).__qualname__
     return {"spec": spec, "class": f"{type(template).__module__}.{type(template).__qualname__}"}
 
 
@@ -105,8 +110,18 @@ def store_settings(settings: SweepSettings, template: nn.Module, pr: sources.Pro
 
 def open_store(st: SweepStore, settings: SweepSettings, template: nn.Module, pr: sources.Probe,
                description: RunDescription | Mapping | None, config: Mapping | None) -> dict:
-    """Record (or check) the settings, the run's description and ``config.json``."""
-    stored = st.open(store_settings(settings, template, pr))
+    """Record (or check) the settings, the run's description and ``config.json``.
+
+    A store that holds settings but no record yet (an earlier attempt that stopped before
+    measuring anything) is started afresh with the settings asked for: only records are worth
+    protecting."""
+    if st.exists() and not st.steps():
+        st.settings_path.unlink()
+        for stale in (st.root / SKIPPED).glob("*.json"):  # that attempt's skipped files
+            stale.unlink()
+    wanted = store_settings(settings, template, pr)
+    _check_architecture(st, wanted)
+    stored = st.open(wanted)
     if description is not None or st.description() is None:
         d = description if isinstance(description, RunDescription) else \
             RunDescription.from_dict(description)
@@ -116,14 +131,69 @@ def open_store(st: SweepStore, settings: SweepSettings, template: nn.Module, pr:
     return stored
 
 
+def check_out_dir(out_dir) -> None:
+    """An output folder that cannot be one (a file, or a folder under a file) is a SourceError."""
+    for p in (Path(out_dir), *Path(out_dir).parents):
+        if p.exists() and not p.is_dir():
+            raise sources.SourceError(f"the output folder {out_dir} cannot be made: {p} is a "
+                                      "file; choose another --out")
+        if p.exists():
+            return
+
+
+def _check_architecture(st: SweepStore, wanted: Mapping[str, Any]) -> None:
+    """A store of another model: said as such (the shapes side by side), with any other
+    differing setting, rather than as a list of differing shape entries."""
+    have = st.settings() if st.exists() else {}
+    want = store.to_json(wanted)
+    if have.get("parameter_shapes") in (None, want["parameter_shapes"]):
+        return
+    show = lambda v: (lambda t: t if len(t) <= 160 else t[:157] + "...")(str(v))  # noqa: E731
+    others = store.settings_differences(have, want, ignore=(*MUTABLE, "parameter_shapes"))
+    raise store.SettingsMismatch(
+        f"{st.sweep_dir} holds a run of another model: its parameter shapes on disk "
+        f"{show(have['parameter_shapes'])}, this model's {show(want['parameter_shapes'])}"
+        + "".join(f"; {d}" for d in others) + ". Use the same model (or flags) to resume it, "
+        "or choose another output folder")
+
+
 def core_probe(pr: sources.Probe, template: nn.Module, settings: SweepSettings,
                device) -> Probe:
     """The probe as the engine hands it to the core: in the model's layout, on ``device``;
-    ``drive="padded"`` drives every sequence for the full length."""
+    ``drive="padded"`` drives every sequence for the full length.  A probe of the wrong kind
+    for the model (float features for a model that embeds token ids, ids for one that does
+    not, ids past the vocabulary, features of another width) is a SourceError."""
+    check_probe(pr, template)
     x = sources.probe_for(template, pr.seq.to(device))
     padded = (settings.drive or "own_length") == "padded"
     lens = None if pr.lengths is None or padded else pr.lengths.to(device)
     return Probe(x, lens, pr.index, settings.zero_steps(pr.drive_steps))
+
+
+def check_probe(pr: sources.Probe, template: nn.Module) -> None:
+    """Refuse a probe that does not fit the model's input (see :func:`core_probe`)."""
+    embeddings = [m for m in template.modules() if isinstance(m, nn.Embedding)]
+    rnn = sources.recurrent_module(template)
+    shape = tuple(pr.seq.transpose(0, 1).shape)
+    if pr.is_ids and not embeddings:
+        raise sources.SourceError(
+            f"the probe holds integer token ids {shape} but the model has no nn.Embedding to "
+            "map them; give float features (B, T, I)" +
+            (f" with I = {rnn.input_size}" if rnn is not None else ""))
+    if not pr.is_ids and embeddings:
+        raise sources.SourceError(
+            f"the probe holds float features {shape} but the model reads token ids through an "
+            f"nn.Embedding (vocabulary {embeddings[0].num_embeddings}); floats would skip the "
+            "embedding and drive the recurrent layer directly. Save the probe as integer token "
+            "ids (B, T), e.g. torch.save(ids.long(), 'probe.pt')")
+    if pr.is_ids and len(embeddings) == 1:
+        vocab, lo, hi = embeddings[0].num_embeddings, int(pr.seq.min()), int(pr.seq.max())
+        if lo < 0 or hi >= vocab:
+            raise sources.SourceError(f"the probe's token ids lie in [{lo}, {hi}] but the "
+                                      f"model's vocabulary has {vocab} entries [0, {vocab - 1}]")
+    if not pr.is_ids and rnn is not None and int(pr.seq.shape[-1]) != rnn.input_size:
+        raise sources.SourceError(f"the probe has {int(pr.seq.shape[-1])} features per step but "
+                                  f"the model's recurrent layer takes {rnn.input_size}")
 
 
 def make_probe(probe, lengths, probe_key, time_major, samples, seed) -> sources.Probe:
@@ -184,7 +254,9 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
             :class:`~mdesc.anyrun.sources.Checkpoint`.
         out_dir: the store (created; a re-run resumes it).
         model: see :func:`build_model` (a module, ``"package.module:factory"`` called with
-            ``factory_kwargs``, a callable, or a dict of RecurrentStack flags).
+            ``factory_kwargs``, a callable, or a dict of RecurrentStack flags); None, or a dict
+            that leaves flags out: those are read off the first checkpoint's tensor shapes
+            (:mod:`mdesc.anyrun.infer`) and said through ``say`` (default: printed).
         probe: a tensor file path, a :class:`~mdesc.anyrun.sources.Probe`, or a tensor of token
             ids ``(B, T)`` / features ``(B, T, I)`` (``time_major=True``: ``(T, B, ...)``).
         lengths: per-sequence drive lengths (tensor or tensor file); default: a ``lengths``
@@ -200,7 +272,9 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
         skip_bad: leave out (with a warning) checkpoints that do not read or fit the model,
             instead of stopping at the first with an error that names it.
         chunk: checkpoints measured per core call (``settings.chunk``; memory vs speed).
-        device: None/"auto": each rank's GPU if there are any, else the CPU.
+        device: None/"auto": each rank's GPU if any, else the CPU (one it cannot use: UserError).
+
+    Every input is checked before anything is written (a failed call leaves no store).
         distributed: "auto" (shard under torchrun), True (require it) or False.
         report, phase_settings: write the report (``OUT/report``, rank 0) at the end, with
             these overrides of :class:`mdesc.sweep.PhaseSettings`.
@@ -211,18 +285,21 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
     settings = (settings or SweepSettings()).replace(
         **{k: v for k, v in (("chunk", chunk), ("n_samples", samples)) if v is not None})
     settings.check()
+    check_device(device)
+    check_out_dir(out_dir)
     cks = _checkpoints(checkpoints, order_file, step_pattern)
     if isinstance(metrics, (str, os.PathLike)):
         metrics = load_metrics(metrics, cks)
-    template = build_model(model, factory_kwargs).cpu().eval()
     pr = make_probe(probe, lengths, probe_key, time_major, settings.n_samples, settings.seed)
+    # everything is checked before the store is touched: a run that stops here leaves nothing
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 says what it read
+    template = first_fit(cks, model, factory_kwargs, state_key, strip_prefix, skip_bad,
+                         say or (print if rank0 else lambda msg: None))
+    check_probe(pr, template)
     sh = shard(device, distributed)
     result = SweepResult(rank=sh.rank, world=sh.world)
     st = SweepStore(out_dir)
-    config = {"source": "mdesc analyse-run (checkpoints of any training run)",
-              "checkpoints": sorted({str(c.path.parent) for c in cks}),
-              "model": describe_model(template, model), "probe": probe_fingerprint(pr),
-              "state_key": state_key, "strip_prefix": strip_prefix}
+    config = run_config(cks, template, model, pr, state_key, strip_prefix)
     try:
         if sh.is_main:
             open_store(st, settings, template, pr, description, config)
@@ -232,17 +309,105 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
         todo = _plan(cks, st, metrics, sh, result, say or (lambda msg: None))
         _measure(todo, st, template, pr, settings, state_key, strip_prefix, skip_bad, sh,
                  progress, on_record, say, result)
-        sh.barrier()  # every rank's records are in
-        if sh.is_main:
-            st.write_skipped_list()
-        sh.barrier()
-        result.table = load_table(out_dir)
-        if report and sh.is_main:
-            result.report = write_report(out_dir, result.table, **dict(phase_settings or {}))
-        sh.barrier()
+        _finish(st, sh, result, len(cks), report, phase_settings)
     finally:
         sh.close()
     return result
+
+
+def run_config(cks, template, model, pr, state_key, strip_prefix) -> dict:
+    """``config.json``: where the checkpoints, the model and the probe came from."""
+    return {"source": "mdesc analyse-run (checkpoints of any training run)",
+            "checkpoints": sorted({str(c.path.parent) for c in cks}),
+            "model": describe_model(template, model), "probe": probe_fingerprint(pr),
+            "state_key": state_key, "strip_prefix": strip_prefix}
+
+
+def _finish(st: SweepStore, sh, result: SweepResult, n: int, report: bool,
+            phase_settings: Mapping[str, Any] | None) -> None:
+    """Once every rank's records are in: the skipped list, the table and (rank 0) the report."""
+    sh.barrier()
+    if sh.is_main:
+        st.write_skipped_list()
+    sh.barrier()
+    if not st.steps():
+        raise sources.SourceError(f"no checkpoint could be measured into {st.root}: "
+                                  f"{len(result.skipped)} of {n} were left out")
+    result.table = load_table(st.root)
+    if report and sh.is_main:
+        result.report = write_report(st.root, result.table, **dict(phase_settings or {}))
+    sh.barrier()
+
+
+def _needs_inference(model: Any) -> bool:
+    """A model given as None or as RecurrentStack flags with some left out (read them)."""
+    if model is None:
+        return True
+    if not isinstance(model, Mapping):
+        return False
+    given = {k for k, v in model.items() if v is not None}
+    inputs = {"vocab_size", "embed_dim"} <= given or "input_size" in given
+    return not (inputs and {"cell", "hidden_size", "num_layers", "output_size"} <= given)
+
+
+def _skip_hint(e: Exception) -> str:
+    if "skip-bad" in str(e):
+        return str(e)
+    return f"{e} (pass --skip-bad / skip_bad=True to leave it out)"
+
+
+def first_fit(cks: list[sources.Checkpoint], model: Any, factory_kwargs, state_key, strip_prefix,
+              skip_bad: bool, say: Callable[[str], None]) -> nn.Module:
+    """The template module, checked against the first checkpoint that reads and fits it (the
+    architecture read off that checkpoint's shapes where ``model`` leaves it open, and said).
+
+    Without ``skip_bad`` the first checkpoint that does not read or fit stops the run; with it,
+    a run none of whose checkpoints fits stops with one error that names the first reason."""
+    template = None if _needs_inference(model) else build_model(model, factory_kwargs).cpu().eval()
+    first = None
+    for ck in cks:
+        try:
+            if template is None:
+                state = sources.read_state_dict(ck.path, state_key, strip_prefix)
+                flags, said = infer.infer_stack(state, model, where=str(ck.path))
+                candidate = sources.RecurrentStack(**flags).eval()
+                _load_inferred(candidate, ck, state_key, strip_prefix, said)
+                say(f"read off {ck.path.name}: " + ", ".join(said))
+                return candidate
+            load_module(template, ck, torch.device("cpu"), state_key, strip_prefix)
+            return template
+        except infer.ArchitectureError:
+            raise  # the files cannot say: skipping them would not help
+        except (sources.SourceError, store.StoreError) as e:
+            if not skip_bad:
+                raise sources.SourceError(_skip_hint(e)) from e
+            first = first or (ck.path, _without_path(str(e), ck.path))
+    if first is None:
+        raise sources.SourceError("no checkpoints to measure")
+    raise sources.SourceError(
+        f"every checkpoint ({len(cks)}) was left out by --skip-bad, so nothing was written; "
+        f"the first, {first[0]}: {first[1]}")
+
+
+def _load_inferred(candidate, ck, state_key, strip_prefix, said) -> None:
+    """Load ``ck`` into the stack read off it; a misfit means the model is no plain stack."""
+    try:
+        load_module(candidate, ck, torch.device("cpu"), state_key, strip_prefix)
+    except sources.SourceError as e:
+        if "does not fit the model" not in str(e):
+            raise
+        raise infer.ArchitectureError(
+            f"{str(e).split('. Check the')[0]}, with the architecture read off it "
+            f"({', '.join(said)}): a model that is not a plain Embedding -> recurrent -> Linear "
+            "stack needs --factory PKG.MODULE:CALLABLE (or the flags that say otherwise)") from e
+
+
+def _without_path(reason: str, path) -> str:
+    """A checkpoint's error without the leading file name (said beside it already)."""
+    reason = reason.split(". Check the")[0]
+    for lead in (f"{path}: ", f"{path} "):
+        reason = reason[len(lead):] if reason.startswith(lead) else reason
+    return reason
 
 
 def _checkpoints(checkpoints, order_file, step_pattern) -> list[sources.Checkpoint]:
@@ -294,12 +459,8 @@ def _measure(todo, st, template, pr, settings, state_key, strip_prefix, skip_bad
 
     def why(job: Job, e: Exception) -> str:
         if not skip_bad:
-            raise sources.SourceError(f"{e} (pass --skip-bad / skip_bad=True to leave it out)"
-                                      if "skip-bad" not in str(e) else str(e)) from e
-        reason = str(e).split(". Check the")[0]
-        for lead in (f"{job.path}: ", f"{job.path} "):
-            reason = reason[len(lead):] if reason.startswith(lead) else reason
-        return reason
+            raise sources.SourceError(_skip_hint(e)) from e
+        return _without_path(str(e), job.path)
 
     def notice(msg: str) -> None:
         if say is not None:
