@@ -76,7 +76,8 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # exact ends for none / all (the formula leaves rounding residue like 5.6e-17 there)
+    return (0.0 if k == 0 else max(0.0, centre - half)), (1.0 if k == n else min(1.0, centre + half))
 
 
 def fraction_interval(flags: Sequence[bool | None]) -> dict[str, Any]:
@@ -126,7 +127,7 @@ def _placements(null: str, usable: np.ndarray, events: np.ndarray, strata: np.nd
         return usable[(pos + shift) % usable.size]
     out = []  # stratified: events re-drawn among the gaps of their own stratum
     for s in np.unique(strata[np.searchsorted(usable, events)]):
-        pool = usable[strata == s]
+        pool = usable[strata == s]    # a stratum the events fill keeps them where they are
         count = int(np.sum(strata[np.searchsorted(usable, events)] == s))
         out.append(rng.choice(pool, size=count, replace=False))
     return np.concatenate(out)
@@ -144,9 +145,10 @@ def _refuse_events(ev, tp, usable, null, strata) -> str | None:
     if null == "stratified":
         if strata is None or len(strata) != usable.size:
             return "the stratified null needs one stratum per usable gap"
-        for s in np.unique(strata):
-            if np.sum(np.isin(ev, usable[strata == s])) >= np.sum(strata == s):
-                return f"events fill stratum {s!r}: nothing to permute there"
+        held = [s for s in np.unique(strata) if np.any(np.isin(ev, usable[strata == s]))]
+        if all(np.sum(np.isin(ev, usable[strata == s])) >= np.sum(strata == s) for s in held):
+            return (f"events fill every stratum they occupy ({', '.join(map(str, held))}): "
+                    "given the strata their placement is fixed, nothing to permute")
     return None
 
 

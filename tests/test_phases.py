@@ -38,7 +38,7 @@ def make_table(excess, test_loss=None, lam=None, se=None, epoch=None):
 def test_planted_transitions_kinds_indices_and_interpolated_epochs():
     #           0  1  2  3   4   5   6  7  8  9  10  11
     excess = [0, 0, 0, 3, 10, 10, 0, 0, 0, 0, 0.5, 4]
-    a = analyse(make_table(excess), distance_chaotic_level=8.0)
+    a = analyse(make_table(excess), distance_chaotic_level=8.0, measure="distance")
     kinds = [(t.kind, t.index_before, t.index_after) for t in a.transitions]
     assert kinds == [("order_to_chaos", 2, 3), ("chaos_to_order", 5, 6),
                      ("order_to_chaos", 10, 11)]
@@ -55,7 +55,7 @@ def test_edge_of_chaos_width_known_values():
     # clearly ordered until epoch 10, critical 11..13, clearly chaotic from 14 (level 8)
     excess = [0] * 11 + [0.5, 2.0, 3.0] + [10] * 6
     epoch = np.arange(20) * 2.0            # checkpoints every 2 epochs
-    a = analyse(make_table(excess, epoch=epoch), distance_chaotic_level=8.0)
+    a = analyse(make_table(excess, epoch=epoch), distance_chaotic_level=8.0, measure="distance")
     assert len(a.transitions) == 1 and len(a.stretches) == 1
     st = a.stretches[0]
     assert (st.start_index, st.end_index) == (10, 14)
@@ -63,13 +63,13 @@ def test_edge_of_chaos_width_known_values():
     assert st.n_critical == 3 and not st.open_start and not st.open_end
     assert a.regimes["distance"][10:15].tolist() == [-1, 0, 0, 0, 1]
     # a sharp transition is as wide as the checkpoint spacing, with no critical checkpoint
-    b = analyse(make_table([0] * 5 + [10] * 5, epoch=np.arange(10) * 2.0))
+    b = analyse(make_table([0] * 5 + [10] * 5, epoch=np.arange(10) * 2.0), measure="distance")
     assert b.stretches[0].width == pytest.approx(2.0) and b.stretches[0].n_critical == 0
 
 
 def test_open_stretch_when_never_clearly_chaotic():
     excess = [0, 0, 0, 2, 2.5, 3]          # rises above the margin but never to the level
-    a = analyse(make_table(excess), distance_chaotic_level=8.0)
+    a = analyse(make_table(excess), distance_chaotic_level=8.0, measure="distance")
     st = a.stretches[0]
     assert st.open_end and not st.open_start
     assert (st.start_index, st.end_index) == (2, 5) and st.width == pytest.approx(3.0)
@@ -195,7 +195,8 @@ def test_claims_match_hand_computed_values():
     # order->chaos between 10 and 11.
     excess = np.array([0, 0, 0, 0, 5, 7, 9, 11, 0, 0, 0, 6, 8])
     loss = np.array([.9, .8, .7, .4, .5, .6, .7, .8, .45, .55, .6, .65, .7])
-    a = analyse(make_table(excess, test_loss=loss), distance_chaotic_level=4.0)
+    a = analyse(make_table(excess, test_loss=loss), distance_chaotic_level=4.0,
+                measure="distance")
     c = a.claims
     # first transition: excess 0 -> 5 crosses 1 at 3 + 1/5
     assert c["first_order_to_chaos_epoch"] == pytest.approx(3.2)
@@ -241,9 +242,10 @@ def test_recommendation_rules_differ_as_defined():
     # first transition sharp (3 -> 4); second order->chaos transition wide (9 .. 15)
     excess = [0, 0, 0, 0, 9, 9, 0, 0, 0, 0, 0.5, 0.6, 2, 3, 4, 9, 9]
     t = make_table(excess)
-    first = analyse(t, distance_chaotic_level=8.0)
+    first = analyse(t, distance_chaotic_level=8.0, measure="distance")
     assert first.recommended_epoch == 3.0              # nearest to crossing 3 + 1/9
-    widest = analyse(t, distance_chaotic_level=8.0, recommend="widest_stretch")
+    widest = analyse(t, distance_chaotic_level=8.0, recommend="widest_stretch",
+                     measure="distance")
     st = max(widest.stretches, key=lambda s: s.width)
     assert (st.start_epoch, st.end_epoch) == (9.0, 15.0)
     assert widest.recommended_epoch == 12.0
@@ -252,7 +254,8 @@ def test_recommendation_rules_differ_as_defined():
 
 
 def test_settings_object_and_to_dict_round_trip():
-    s = PhaseSettings(distance_margin=2.0, distance_ordered_tol=0.1, window=3.0)
+    s = PhaseSettings(distance_margin=2.0, distance_ordered_tol=0.1, window=3.0,
+                      measure="distance")
     a = analyse(make_table([0, 0, 5, 5]), s, smooth=3)
     assert a.settings["distance_margin"] == 2.0 and a.settings["smooth"] == 3
     assert a.settings["window"] == 3.0 and a.settings["measure"] == "distance"
@@ -265,7 +268,7 @@ def test_phase_table_columns():
     excess = [0, 0, 0.5, 3, 9, 9]
     loss = [1, 0.7, 0.5, 0.6, 0.8, 0.9]
     t = make_table(excess, test_loss=loss)
-    pt = phase_table(t, distance_chaotic_level=8.0, **SHARP)
+    pt = phase_table(t, distance_chaotic_level=8.0, measure="distance", **SHARP)
     assert pt["label"].tolist() == ["ordered"] * 3 + ["chaotic"] * 3
     assert pt["regime"].tolist() == ["ordered", "ordered", "critical", "critical",
                                      "chaotic", "chaotic"]

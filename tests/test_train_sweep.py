@@ -426,3 +426,29 @@ def test_settings_files_of_every_version_read_as_one_schema():
                                 "twins": ["drive_end"]})
     assert any_run["drive"] == "own_length" and any_run["n_samples"] is None
     assert "chunk" not in any_run and any_run["warmup"] == 2
+
+
+def test_parameter_change_against_the_predecessor_in_training_and_sweep(trained, tmp_path):
+    """Issue 22: each record's change is against the checkpoint before it (also for the first
+    checkpoint of a resumed sweep, whose predecessor the engine reads itself), and training
+    records the same change in its history."""
+    _, full = trained
+    run = _copy(full, tmp_path)
+    SW.sweep_run(run, SWEEP, progress=False, limit=3)     # chunk 2: the resumed chunk starts at 3
+    SW.sweep_run(run, SWEEP, progress=False)
+    weights = {e: mdesc.store.read_checkpoint(p)[0] for e, p in TR.list_checkpoints(run)}
+    history = TR.read_history(run)
+    for e in range(1, 5):
+        rec = json.loads((run / "sweep" / f"epoch_{e:04d}.json").read_text())
+        d = math.sqrt(sum(float(((weights[e][k].double() - weights[e - 1][k].double()) ** 2).sum())
+                          for k in weights[e]))
+        w = math.sqrt(sum(float((weights[e - 1][k].double() ** 2).sum()) for k in weights[e]))
+        assert rec["previous_epoch"] == e - 1
+        assert rec["param_change"] == pytest.approx(d, rel=1e-9)
+        assert rec["param_change_relative"] == pytest.approx(d / w, rel=1e-9)
+        assert set(rec["param_change_tensors"]) == set(weights[e])
+        assert history["param_change"][e] == pytest.approx(d, rel=1e-6)
+    first = json.loads((run / "sweep" / "epoch_0000.json").read_text())
+    assert "param_change" not in first                    # no predecessor
+    assert SW.load_table(run)["param_change"][1:] == pytest.approx(history["param_change"][1:],
+                                                                   rel=1e-6)

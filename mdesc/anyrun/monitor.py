@@ -37,6 +37,7 @@ from mdesc.anyrun.sweep import check_out_dir, core_probe, make_probe, open_store
 from mdesc.sweep import (SAMPLE_KEYS, PhaseSettings, RunDescription, SweepSettings, SweepStore,
                          full_record, load_table, measure, write_report)
 from mdesc.sweep.phases import record_label
+from mdesc.sweep.record import param_change, weights_of
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -189,6 +190,10 @@ class StabilityMonitor:
                               pr.index)[0]
         else:
             rec = nonfinite_record(pr.index, self.settings)
+        weights, before = weights_of(model), getattr(self, "_weights", None)
+        if before is not None and before[0] < epoch:  # as the engine: change since the last one
+            rec.update(param_change(before[1], weights), previous_epoch=before[0])
+        self._weights = (epoch, weights)
         full = full_record(epoch, None, metrics, rec, step=epoch)
         self.store.write(epoch, full)
         lab = record_label(full, self.measure_name, self.phase)

@@ -27,6 +27,7 @@ from mdesc.descent.folder import (CHECKPOINT_DIR, KEEP_OPTIMIZER_STATES, Checkpo
                                   save_safetensors)
 from mdesc.descent.model import (ModelSettings, RunError, SentimentLSTM, TrainSettings, _batch,
                                  build_model, evaluate, make_optimizer, resolve_device)
+from mdesc.sweep.record import param_change, weights_of
 
 __all__ = ["train_run", "read_history", "read_config", "load_run_data", "list_checkpoints",
            "checkpoint_path", "load_checkpoint", "save_optimizer", "load_optimizer",
@@ -34,6 +35,8 @@ __all__ = ["train_run", "read_history", "read_config", "load_run_data", "list_ch
 
 # Fields that may differ between the call that started a run and a later call.
 _MUTABLE_TRAIN_FIELDS = ("epochs", "device")
+#: the parameter change of an epoch recorded with its metrics (mdesc.sweep.record.param_change)
+PARAM_CHANGE = ("param_change", "param_change_relative")
 
 
 # ----------------------------------------------------------------------------- files
@@ -204,8 +207,11 @@ def train_run(run_dir: str | os.PathLike, data: TextSettings | None = None,
                    unit="batch", disable=not progress, dynamic_ncols=True)
         try:
             for epoch in range(start + 1, train.epochs + 1):
+                before = weights_of(net)
                 _train_epoch(net, opt, train_split, train, epoch, device, bar)
-                metrics = _save_epoch(run, net, opt, epoch, train_split, test_split, device)
+                change = param_change(before, weights_of(net))
+                metrics = _save_epoch(run, net, opt, epoch, train_split, test_split, device,
+                                      {k: change[k] for k in PARAM_CHANGE})
                 bar.set_postfix(epoch=epoch, train=f"{metrics['train_loss']:.3g}",
                                 test=f"{metrics['test_loss']:.3g}",
                                 acc=f"{metrics['test_acc']:.3f}")
@@ -216,12 +222,14 @@ def train_run(run_dir: str | os.PathLike, data: TextSettings | None = None,
     return read_history(run.root)
 
 
-def _save_epoch(run: DescentRun, net, opt, epoch: int, train_split, test_split, device) -> dict:
-    """Evaluate, then write optimizer state and checkpoint (the commit point) atomically."""
+def _save_epoch(run: DescentRun, net, opt, epoch: int, train_split, test_split, device,
+                change: dict | None = None) -> dict:
+    """Evaluate, then write optimizer state and checkpoint (the commit point) atomically;
+    ``change``: the epoch's parameter change (recorded with the metrics)."""
     train_loss, train_acc = evaluate(net, train_split, device)
     test_loss, test_acc = evaluate(net, test_split, device)
     metrics = {"epoch": epoch, "train_loss": train_loss, "test_loss": test_loss,
-               "train_acc": train_acc, "test_acc": test_acc}
+               "train_acc": train_acc, "test_acc": test_acc, **(change or {})}
     save_optimizer(run.optimizer_path(epoch), opt, epoch)
     run.save_checkpoint(epoch, net.state_dict(), metrics)
     run.prune_optimizer_states(epoch)
@@ -267,8 +275,11 @@ def _resume(run: DescentRun, net, opt, done: list[int], say) -> int:
 
 
 def read_history(run_dir: str | os.PathLike) -> dict[str, list]:
-    """Per-epoch metrics from the checkpoints' metadata (unreadable checkpoints skipped)."""
-    cols = {k: [] for k in ("epoch", "train_loss", "test_loss", "train_acc", "test_acc")}
+    """Per-epoch metrics from the checkpoints' metadata (unreadable checkpoints skipped), with
+    the parameter change of each epoch (|W_e - W_(e-1)|, total L2 and relative to
+    |W_(e-1)|; NaN for epoch 0 and for runs trained before it was recorded)."""
+    cols = {k: [] for k in ("epoch", "train_loss", "test_loss", "train_acc", "test_acc")
+            + PARAM_CHANGE}
     for epoch, path in DescentRun(run_dir).checkpoints():
         try:
             _, meta = read_safetensors(path, metadata_only=True)

@@ -13,11 +13,15 @@ training loop, with the user's probe.  Modules, bottom to top:
 
 - settings  SweepSettings (the one settings class), RunDescription (the run in words), the
             recorded form of the settings and the upgrade of older settings files (torch-free)
-- record    the one measurement of a chunk of checkpoints and the record each becomes (torch)
+- record    the one measurement of a chunk of checkpoints and the record each becomes, with
+            the parameter change against the checkpoint before it (torch)
 - table     the resumable store (one record per checkpoint) and the run table read from it
 - engine    the one sweep loop: chunks of checkpoints -> records, skipping bad checkpoints
-- phases    PhaseSettings, labels, transitions, critical stretches (pure numpy)
+- phases    PhaseSettings, the one label per checkpoint (combined_label: lambda_1 and D~ with
+            their margins) and the single-measure ones, transitions, critical stretches
 - losscurve, events, claims   the test-loss curve, stability events, claims and their tests
+- controls  what else could explain a claim: the curve's noise, placebo events (training-loss
+            spikes, parameter jumps), conditional tests, the family of tests with Holm
 - analysis  analyse(table): the one analysis entry -> PhaseAnalysis; phase_table
 - figures, report   the only matplotlib users: write_report, write_pooled_report
 

@@ -33,8 +33,12 @@ Definitions (all thresholds are settings, see :class:`PhaseSettings`):
   network.
 - lyapunov: ``lambda_1`` (mean over samples) with standard error ``s``.
 
-*Label* (binary, used for transitions): chaotic if ``x > distance_margin`` (distance), or if
-``lambda_1 > lyapunov_threshold`` (lyapunov); otherwise ordered.
+*Label* (used for transitions and everything derived): by default the **combined** label
+(:func:`mdesc.sweep.phases.combined_label`): chaotic when ``lambda_1 - k s > threshold`` and
+``x > distance_margin``, ordered when ``lambda_1 + k s < threshold`` and
+``x <= distance_ordered_tol``, otherwise marginal or disagree.  Single-measure labels (named
+options ``measure="distance"`` / ``"lyapunov"``): chaotic if ``x > distance_margin``, or if
+``lambda_1 > lyapunov_threshold``; otherwise ordered.
 
 *Regime* (three states, used for the width of the edge of chaos):
 
@@ -45,9 +49,12 @@ Definitions (all thresholds are settings, see :class:`PhaseSettings`):
 - lyapunov: clearly chaotic if ``lambda_1 - k s > threshold``; clearly ordered if
   ``lambda_1 + k s < threshold`` (``k = lyapunov_sigmas``, default 2); otherwise critical.
 
-*Transition*: consecutive finite checkpoints ``a < b`` (by epoch, unknowns skipped) whose labels
-differ; ``order_to_chaos`` or ``chaos_to_order``.  Its epoch is where the measure crosses the
-label threshold, by linear interpolation between the two checkpoints.
+*Transition*: an ordered and a chaotic checkpoint ``a < b`` with only unknown (or, for the
+combined label, marginal/disagreeing) checkpoints between them; ``order_to_chaos`` or
+``chaos_to_order``.  Its epoch is where the measure crosses the label threshold, by linear
+interpolation between the two checkpoints (D~ for the combined label); a combined transition
+across marginal checkpoints is dated in its last gap, where lambda_1 crosses its threshold
+(:func:`mdesc.sweep.phases.date_entries`).
 
 *Critical stretch and its width* (the "width of the edge of chaos" along the training axis).
 For an order->chaos transition between ``a`` and ``b``: the stretch starts at the last clearly
@@ -83,6 +90,7 @@ If the run has no order->chaos transition there is no recommendation (``None``, 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -90,11 +98,13 @@ import numpy as np
 
 from mdesc.store import to_json
 from mdesc.sweep import claims as _cl
+from mdesc.sweep import controls as _co
 from mdesc.sweep import events as _ev
 from mdesc.sweep.losscurve import DescentCycle, LocalMinimum, cycles, local_minima
-from mdesc.sweep.phases import (LABEL_NAMES, MEASURES, MEASURE_COLUMN, REGIME_NAMES,
-                                UNKNOWN_REGIME, CriticalStretch, PhaseSettings, Transition,
-                                labels_and_regimes, measure_value, nearest_index,
+from mdesc.sweep.phases import (LABEL_NAMES, LABELLINGS, MEASURES, MEASURE_COLUMN,
+                                REGIME_NAMES, UNKNOWN_REGIME, CriticalStretch, PhaseSettings,
+                                Transition, combined_label, date_entries, labels_and_regimes,
+                                measure_value, nearest_index,
                                 prepare, sorted_table, stretches_of, transitions_of,
                                 uniform_grid)
 
@@ -187,8 +197,11 @@ def analyse(table: Mapping[str, Any], settings: PhaseSettings | None = None,
     measure, other, has, chaotic_level, window, used = _resolve(cols, s, notes)
     labels, regimes = labels_and_regimes(cols, s, chaotic_level)
     _collapsed_unknown(table, cols, labels, regimes, notes)
+    labels["combined"], regimes["combined"] = combined_label(cols, s, labels["distance"] < 0)
     value, thr = measure_value(cols, measure, s)
     transitions = transitions_of(epoch, labels[measure], value, thr, measure)
+    if measure == "combined":
+        date_entries(transitions, epoch, cols["lyapunov_max"], s.lyapunov_threshold)
     ovalue, othr = measure_value(cols, other, s)
     secondary = transitions_of(epoch, labels[other], ovalue, othr, other) if has[other] else []
     stretches = stretches_of(epoch, regimes[measure], transitions)
@@ -199,10 +212,10 @@ def analyse(table: Mapping[str, Any], settings: PhaseSettings | None = None,
     claims = _cl.run_claims(epoch, cols, labels, measure, transitions, stretches, minima,
                             global_min, cyc, window, rec_idx, epoch.size, floor=s.floor,
                             distance_resolution=s.distance_resolution)
-    verdicts, reasons = _cl.verdicts(labels["distance"], labels["lyapunov"],
-                                     cols["lyapunov_max"], cols["log_distance"], s.floor)
+    verdicts, reasons = _cl.combined_verdicts(labels["combined"], labels["distance"],
+                                              labels["lyapunov"], cols, s)
     claims["verdict_counts"] = {v: verdicts.count(v) for v in _cl.VERDICTS}
-    events, drops = _events(table, cols, s, minima, claims)
+    events, drops = _events(table, cols, s, minima, global_min, claims)
     return PhaseAnalysis(
         epochs=epoch, measure=measure, labels=labels, regimes=regimes, transitions=transitions,
         secondary_transitions=secondary, stretches=stretches, minima=minima,
@@ -267,12 +280,16 @@ def _resolve(cols: dict[str, np.ndarray], s: PhaseSettings, notes: list[str]):
     else:
         chaotic_level = float(s.distance_chaotic_level)
     has = {m: bool(np.any(np.isfinite(cols[MEASURE_COLUMN[m]]))) for m in MEASURES}
+    has["combined"] = has["distance"] and has["lyapunov"]
     if s.measure == "auto":
-        measure = "distance" if has["distance"] or not has["lyapunov"] else "lyapunov"
+        measure = ("combined" if has["combined"] else
+                   "distance" if has["distance"] or not has["lyapunov"] else "lyapunov")
     else:
         measure = s.measure
     if not has[measure]:
-        notes.append(f"no finite {MEASURE_COLUMN[measure]} values: no transitions can be found")
+        what = ("both D~ and lambda_1" if measure == "combined"
+                else MEASURE_COLUMN[measure])
+        notes.append(f"no finite {what} values: no transitions can be found")
     other = "lyapunov" if measure == "distance" else "distance"
     n = epoch.size
     window = (float(s.window) if s.window is not None
@@ -313,7 +330,11 @@ def _loss_curve(epoch, loss, s: PhaseSettings, transitions, label):
                                    prominence=prom, nearest_transition_epoch=near,
                                    distance_to_transition=dist))
     g_epoch = global_min["epoch"] if global_min else None
-    return global_min, minima, cycles(epoch, loss, minima, label, transitions, g_epoch)
+    start = _co.learning_end(loss)
+    noise = _co.noise_scale(loss[start:])
+    min_change = s.noise_sigmas * noise if np.isfinite(noise) else 0.0
+    return global_min, minima, cycles(epoch, loss, minima, label, transitions, g_epoch,
+                                      min_change)
 
 
 def _recommend(epoch, s: PhaseSettings, measure: str, has_measure: bool, label,
@@ -322,10 +343,10 @@ def _recommend(epoch, s: PhaseSettings, measure: str, has_measure: bool, label,
     o2c = [k for k, t in enumerate(transitions) if t.kind == "order_to_chaos"]
     if not o2c:
         if not has_measure:
-            return None, f"no finite {MEASURE_COLUMN[measure]}: stability gives no recommendation"
-        if np.all(label[label >= 0] == 0):
+            return None, f"no finite {MEASURE_COLUMN.get(measure, 'D~ and lambda_1')}: stability gives no recommendation"
+        if not np.any(label == 1):
             return None, "the run stays ordered throughout: no order->chaos transition to recommend"
-        if np.all(label[label >= 0] == 1):
+        if not np.any(label == 0):
             return None, "the run is chaotic throughout: no order->chaos transition to recommend"
         return None, "no order->chaos transition (only chaos->order): no recommendation"
     if s.recommend == "first_transition":
@@ -341,8 +362,10 @@ def _recommend(epoch, s: PhaseSettings, measure: str, has_measure: bool, label,
         f"{best.end_epoch:.4g}, width {best.width:.4g} epochs)")
 
 
-def _events(table, cols, s: PhaseSettings, minima, claims) -> tuple[list, list[int]]:
-    """Stability events, sharp test-loss drops and the permutation tests (into ``claims``,
+def _events(table, cols, s: PhaseSettings, minima, global_min, claims
+            ) -> tuple[list, list[int]]:
+    """Stability events, placebo events, sharp test-loss drops, and every test of "targets sit
+    at events" (mdesc.sweep.controls) with the family's Holm-adjusted values (into ``claims``,
     with the twin comparison); returns ``(events, drops)``."""
     epoch = cols["epoch"]
     n = epoch.size
@@ -356,19 +379,35 @@ def _events(table, cols, s: PhaseSettings, minima, claims) -> tuple[list, list[i
     if red.ndim == 2 and red.shape[0] == n and red.shape[1] > 0:
         events += _ev.structure_events(epoch, red, s.event_jump, s.distance_resolution)
     events.sort(key=lambda e: (e.gap, e.kind))
-    drops = _ev.loss_drops(cols["test_loss"], s.event_jump)
+    start = _co.learning_end(cols["test_loss"])
+    drops = _co.jumps(cols["test_loss"], -1, s.event_jump, s.noise_sigmas, start)
+    spikes = _co.jumps(cols["train_loss"], +1, s.event_jump, s.noise_sigmas)
+    pjumps = _co.param_jumps(cols["param_change"], s.event_jump)
     gaps = sorted({e.gap for e in events})
-    for name, targets in (("minima_at_events", [m.index for m in minima]),
-                          ("drops_at_events", [g + 0.5 for g in drops])):
-        claims[name] = _ev.permutation_test(max(n - 1, 0), gaps, targets, s.event_tolerance,
-                                            int(s.permutations), s.permutation_seed)
+    ctl = _co.controls_of(max(n - 1, 0), cols["param_change"], spikes, pjumps,
+                          s.event_tolerance + s.control_window)
+    draws, seed, tol = int(s.permutations), s.permutation_seed, s.event_tolerance
+    for what, targets in (("minima", [m.index for m in minima]),
+                          ("drops", [g + 0.5 for g in drops])):
+        tests = _co.association(n, gaps, targets, ctl, tol, draws, seed)
+        uniform = tests.pop("uniform")
+        claims[f"{what}_at_events"] = {**uniform, **tests}   # the uniform test stays on top
         if lam_flat and not gaps:
-            claims[name]["refused"] = f"no events can be found: {lam_flat}"
+            claims[f"{what}_at_events"]["refused"] = f"no events can be found: {lam_flat}"
+        claims[f"{what}_at_events"]["uniform"] = uniform
+        claims[f"{what}_at_spikes"] = _co.placebo(n, spikes, targets, tol, draws, seed)
+        claims[f"{what}_at_param_jumps"] = _co.placebo(n, pjumps, targets, tol, draws, seed)
+    claims["controls_note"] = ctl["note"]
+    claims["learning_phase_end_epoch"] = float(epoch[start]) if n else math.nan
+    claims["test_loss_noise"] = _co.noise_scale(cols["test_loss"][start:])
     claims["n_events"] = len(gaps)
     claims["n_lyapunov_events"] = sum(e.kind == "lyapunov" for e in events)
     claims["n_structure_events"] = sum(e.kind == "structure" for e in events)
     claims["event_epochs"] = [float(epoch[g + 1]) for g in gaps]
     claims["drop_epochs"] = [float(epoch[g + 1]) for g in drops]
+    claims["spike_epochs"] = [float(epoch[g + 1]) for g in spikes]
+    claims["param_jump_epochs"] = [float(epoch[g + 1]) for g in pjumps]
+    claims["tests"] = _co.family(claims)
     n_reviews = int(red.shape[1]) if red.ndim == 2 else 0
     claims["twins"] = _cl.twin_comparison(epoch, cols["log_distance_drive_end"],
                                           cols["log_distance_start"], cols["n_collapsed_start"],
@@ -398,7 +437,7 @@ def phase_table(table: Mapping[str, Any], analysis: PhaseAnalysis | None = None,
     rnames = np.vectorize(REGIME_NAMES.get, otypes=[object])
     out["label"] = names(analysis.labels[m]).astype(str)
     out["regime"] = rnames(analysis.regimes[m]).astype(str)
-    for mm in MEASURES:
+    for mm in LABELLINGS:
         out[f"label_{mm}"] = names(analysis.labels[mm]).astype(str)
         out[f"regime_{mm}"] = rnames(analysis.regimes[mm]).astype(str)
     crit = np.zeros(n, bool)

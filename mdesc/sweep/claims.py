@@ -27,6 +27,9 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
+from mdesc.stats import fraction_interval, series_correlation
+from mdesc.sweep.controls import family
+
 LOSS_RESOLUTION = 1e-12
 
 
@@ -84,7 +87,7 @@ def correlation(x, y, x_name: str, x_resolution: float, y_name: str = "test loss
     return res
 
 
-VERDICTS = ("ordered", "chaotic", "disagree", "unknown")
+VERDICTS = ("ordered", "chaotic", "marginal", "disagree", "unknown")
 MARGINAL = 0.01   # |lambda_1| below this (per step) with D~ above its floor: marginal dynamics
 
 
@@ -115,6 +118,36 @@ def verdicts(label_distance, label_lyapunov, lam, log_distance, floor: float
             why.append(f"lambda_1 = {l1:.3g} > 0 while D~ = {d:.3g} sits at its floor "
                        f"{floor:g}: the twins had not separated within the zero-input steps "
                        "(a weak exponent) or lambda_1 is within its error of 0")
+    return out, why
+
+
+def combined_verdicts(combined, label_distance, label_lyapunov, cols, s
+                      ) -> tuple[list[str], list[str]]:
+    """The verdict of each checkpoint is its combined label (:func:`mdesc.sweep.phases.
+    combined_label`, the label the table, the figures and every claim use), with the reason
+    where it is neither ordered nor chaotic."""
+    names = {-1: "unknown", 0: "ordered", 1: "chaotic", 2: "marginal", 3: "disagree"}
+    _, why_single = verdicts(label_distance, label_lyapunov, cols["lyapunov_max"],
+                             cols["log_distance"], s.floor)
+    out, why = [], []
+    k = s.lyapunov_sigmas
+    for c, w, lam, se, d in zip(combined, why_single, cols["lyapunov_max"],
+                                cols["lyapunov_stderr"], cols["log_distance"]):
+        v = names[int(c)]
+        out.append(v)
+        if v == "disagree":
+            why.append(w)
+        elif v == "marginal":
+            x = d - s.floor
+            if abs(lam - s.lyapunov_threshold) <= k * (se if np.isfinite(se) else 0.0):
+                why.append(f"lambda_1 = {lam:.3g} +- {se:.2g} is within {k:g} standard errors "
+                           f"of {s.lyapunov_threshold:g}")
+            else:
+                why.append(f"D~ - floor = {x:.3g} lies between the order level "
+                           f"{s.distance_ordered_tol:g} and the chaos margin "
+                           f"{s.distance_margin:g}")
+        else:
+            why.append("" if v != "unknown" else w or "D~ or lambda_1 missing or non-finite")
     return out, why
 
 
@@ -198,6 +231,8 @@ def run_claims(epoch, cols, labels, measure, transitions, stretches, minima, glo
     c["distance_refused"] = flat_reason(cols["log_distance"], distance_resolution, "D~", floor)
     c["lyapunov_refused"] = flat_reason(cols["lyapunov_max"],
                                         lyapunov_resolution(cols["lyapunov_stderr"]), "lambda_1")
+    # the combined label's transitions are dated by lambda_1: refused when lambda_1 is flat
+    c["combined_refused"] = c["lyapunov_refused"]
     if c[f"{measure}_refused"]:
         c["transitions_refused"] = (f"the labels of {measure} rest on values that do not vary: "
                                     f"{c[f'{measure}_refused']}")
@@ -226,6 +261,12 @@ def _overtrained_claims(c, epoch, cols, loss, global_min, floor, distance_resolu
             col = cols["log_distance" if m == "distance" else "lyapunov_max"]
             r = correlation(col[after], loss[after], name, r_, x_floor=fl)
             c[f"overtrained_{m}"] = r
+            # both series drift with training time: the honest tests keep that (mdesc.stats)
+            if r["refused"]:
+                c[f"overtrained_series_{m}"] = {"refused": r["refused"]}
+            else:
+                x = np.round(col[after] / r_) * r_   # ties below the resolution, as above
+                c[f"overtrained_series_{m}"] = series_correlation(x, loss[after])
             for k in ("spearman", "spearman_p", "pearson", "pearson_p"):
                 c[f"overtrained_{k}_{m}"] = r[k]
             c[f"overtrained_pairs_{m}"] = r["n"]
@@ -250,47 +291,73 @@ def _stretch_claims(c, stretches) -> None:
 
 # ----------------------------------------------------------------------------- seeds pooled
 
-#: boolean claims compared across seeds: key in claims -> description
+#: boolean claims compared across seeds: key in claims -> description.  Every p-value is the
+#: Holm-adjusted one of the run's family (mdesc.sweep.controls.FAMILY); the phases are the one
+#: combined label's (unless another labelling was asked for).
 POOLED_CLAIMS = {
     "has_order_chaos_transition": "at least one order<->chaos transition",
     "global_min_at_first_order_to_chaos": "global test-loss optimum at the first order->chaos "
                                           "transition (within the window)",
     "minima_at_events_significant": "test-loss minima sit at stability events more often than "
-                                    "random events (permutation p < 0.05)",
+                                    "random events (uniform null, Holm p < 0.05)",
     "drops_at_events_significant": "sharp test-loss drops sit at stability events more often "
-                                   "than random events (permutation p < 0.05)",
+                                   "than random events (uniform null, Holm p < 0.05)",
+    "minima_at_events_beyond_controls": "test-loss minima sit at stability events beyond "
+                                        "parameter change and training-loss spikes (stratified "
+                                        "null and logistic LRT, both Holm p < 0.05)",
+    "drops_at_events_beyond_controls": "sharp test-loss drops sit at stability events beyond "
+                                       "parameter change and training-loss spikes (stratified "
+                                       "null and logistic LRT, both Holm p < 0.05)",
+    "drops_at_spikes_significant": "placebo: sharp test-loss drops sit at training-loss spikes "
+                                   "(uniform null, Holm p < 0.05)",
     "overtrained_loss_rises_with_chaos": "after the global optimum, test loss rises with "
-                                         "lambda_1 (Spearman > 0, p < 0.05)",
+                                         "lambda_1: levels (circular-shift null) and changes "
+                                         "both Spearman > 0 with Holm p < 0.05",
 }
+
+
+def _holm_sig(claims, key, sub) -> bool | None:
+    for row in claims.get("tests") or family(claims):
+        if row["key"] == key and row["test"] == sub:
+            return None if row["p_holm"] is None else bool(row["p_holm"] < 0.05)
+    return None
 
 
 def seed_claims(claims: dict[str, Any]) -> dict[str, bool | None]:
     """The booleans of :data:`POOLED_CLAIMS` for one run (None where refused/undefined)."""
-    def sig(test):
-        if not test or test.get("refused") or test.get("p_value") is None:
-            return None
-        return bool(test["p_value"] < 0.05)
+    def beyond(key):
+        a, b = _holm_sig(claims, key, "stratified"), _holm_sig(claims, key, "logistic")
+        return None if a is None and b is None else bool(a and b)
 
     first = claims.get("first_transition_within_window_of_global_min")
-    corr = claims.get("overtrained_lyapunov") or {}
+    corr = claims.get("overtrained_series_lyapunov") or {}
     rises = None
-    if corr and not corr.get("refused") and np.isfinite(corr.get("spearman", math.nan)):
-        rises = bool(corr["spearman"] > 0 and corr["spearman_p"] < 0.05)
+    if corr and not corr.get("refused") and corr.get("levels") is not None:
+        # a shared drift moves the levels together; only changes that co-vary are evidence
+        sig = _holm_sig(claims, "overtrained_series_lyapunov", "levels_p_shift")
+        sig_d = _holm_sig(claims, "overtrained_series_lyapunov", "differences_p")
+        rises = None if sig is None else bool(
+            corr["levels"] > 0 and sig and (corr.get("differences") or 0) > 0 and sig_d)
     return {
         "has_order_chaos_transition": bool(claims.get("n_transitions", 0) > 0),
         "global_min_at_first_order_to_chaos": first,
-        "minima_at_events_significant": sig(claims.get("minima_at_events")),
-        "drops_at_events_significant": sig(claims.get("drops_at_events")),
+        "minima_at_events_significant": _holm_sig(claims, "minima_at_events", "uniform"),
+        "drops_at_events_significant": _holm_sig(claims, "drops_at_events", "uniform"),
+        "minima_at_events_beyond_controls": beyond("minima_at_events"),
+        "drops_at_events_beyond_controls": beyond("drops_at_events"),
+        "drops_at_spikes_significant": _holm_sig(claims, "drops_at_spikes", None),
         "overtrained_loss_rises_with_chaos": rises,
     }
 
 
 def pool(names: Sequence[str], claims_list: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Per-seed claims and, for each, the fraction of seeds (with a defined answer) holding it."""
+    """Per-seed claims and, for each, the number of seeds (with a defined answer) holding it,
+    with a 95 % Wilson interval on the fraction."""
     per = {n: seed_claims(c) for n, c in zip(names, claims_list)}
     frac = {}
     for key, text in POOLED_CLAIMS.items():
-        vals = [v[key] for v in per.values() if v[key] is not None]
-        frac[key] = {"claim": text, "holds": int(sum(vals)), "defined": len(vals),
-                     "seeds": len(per), "fraction": (sum(vals) / len(vals)) if vals else None}
+        fi = fraction_interval([v[key] for v in per.values()])
+        frac[key] = {"claim": text, "holds": fi["k"], "defined": fi["n"], "seeds": len(per),
+                     "fraction": fi["fraction"] if fi["n"] else None,
+                     "interval": fi["interval"] if fi["n"] else None}
     return {"per_seed": per, "pooled": frac}

@@ -7,6 +7,11 @@ checkpoints are (:class:`Job`), how one is loaded and what to do with one that d
 the loop measures each chunk with :func:`mdesc.sweep.record.measure`, writes each record
 atomically when it is done (a killed sweep loses at most the chunk in progress) and reports
 warnings and skipped checkpoints in one readable line each.
+
+Each record also carries the parameter change against the job's ``previous`` checkpoint (the
+one before it on the analysed training axis, set by :func:`select_jobs`): the engine keeps the
+weights of the checkpoint it loaded last and reads the predecessor itself when it was not that
+one (the first job of a resumed sweep), so every record's change is against its predecessor.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from mdesc.sweep.record import full_record, measure
+from mdesc.sweep.record import full_record, measure, param_change, weights_of
 from mdesc.sweep.settings import SweepSettings
 from mdesc.sweep.table import SweepStore
 
@@ -28,6 +33,7 @@ class Job:
     checkpoint: str | None = None   # the name recorded in the record (default: str(path))
     metrics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)   # more record fields (e.g. "step")
+    previous: "Job | None" = None   # the checkpoint before it on the training axis (select_jobs)
 
 
 @dataclass
@@ -62,9 +68,10 @@ def sweep_jobs(jobs: list[Job], st: SweepStore, settings: SweepSettings, probe: 
                dynamic_ncols=True)
     say = bar.write if progress else notice
     computed, skipped = [], []
+    last: dict[str, Any] = {}       # step and weights of the checkpoint loaded last
     try:
         for lo in range(0, len(jobs), settings.chunk):
-            group, models = [], []
+            group, models, changes = [], [], []
             for job in jobs[lo: lo + settings.chunk]:
                 try:
                     model, metrics = load(job)
@@ -79,6 +86,7 @@ def sweep_jobs(jobs: list[Job], st: SweepStore, settings: SweepSettings, probe: 
                     job.metrics = {**job.metrics, **metrics}
                 group.append(job)
                 models.append(model)
+                changes.append(_change(job, model, last, load, errors))
             if not group:
                 continue
             with warnings.catch_warnings(record=True) as seen:  # shown below, one line each
@@ -87,7 +95,8 @@ def sweep_jobs(jobs: list[Job], st: SweepStore, settings: SweepSettings, probe: 
                                    probe.index, template=template)
             for w in dict.fromkeys(str(w.message).splitlines()[0] for w in seen):
                 say(f"warning (epochs {group[0].step}-{group[-1].step}): {w}")
-            for job, rec in zip(group, measured):
+            for job, rec, change in zip(group, measured, changes):
+                rec.update(change)
                 full = full_record(job.step, job.checkpoint if job.checkpoint is not None
                                    else str(job.path), job.metrics, rec, **job.extra)
                 st.write(job.step, full)
@@ -101,15 +110,36 @@ def sweep_jobs(jobs: list[Job], st: SweepStore, settings: SweepSettings, probe: 
     return computed, skipped
 
 
+def _change(job: Job, model, last: dict[str, Any], load, errors: tuple) -> dict[str, Any]:
+    """The parameter change of ``job`` against its predecessor (empty without one); ``last``
+    keeps the weights of the checkpoint loaded last (updated)."""
+    weights = weights_of(model)
+    prev, out = job.previous, {}
+    if prev is not None:
+        before = last.get("weights") if last.get("step") == prev.step else None
+        if before is None:
+            try:
+                before = weights_of(load(prev)[0])
+            except errors:      # an unreadable predecessor: no change for this record
+                before = None
+        if before is not None:
+            out = {**param_change(before, weights), "previous_epoch": int(prev.step)}
+    last.update(step=job.step, weights=weights)
+    return out
+
+
 def select_jobs(jobs: list[Job], st: SweepStore, sample_index, *, every: int = 1,
                 steps: tuple[int, int] | None = None, limit: int | None = None
                 ) -> tuple[list[Job], list[int]]:
     """The jobs still to do (no valid record; divisible by ``every``; within ``steps`` =
-    (first, last); at most ``limit``) and the steps that already have a record."""
+    (first, last); at most ``limit``) and the steps that already have a record.  Each job's
+    ``previous`` is set to the job before it on that axis (``jobs`` in training order)."""
     todo, existing = [], []
+    previous = None
     for job in jobs:
         if job.step % every or (steps is not None and not steps[0] <= job.step <= steps[1]):
             continue
+        job.previous, previous = previous, job
         if st.has(job.step, sample_index):
             existing.append(job.step)
         else:

@@ -14,17 +14,17 @@ c + 1 (sorted by epoch; the event sits in the *gap* c):
   ``jump`` times its local typical value and the numerical resolution ``resolution``.
 
 *Targets* are what the paper says sits at transitions: the local minima of the test loss
-(checkpoint indices) and its sharp **drops** (gaps where the test loss falls by more than
-``jump`` times its local typical absolute change).  A target sits *at* an event when it is within
+(checkpoint indices) and its sharp **drops** (:func:`mdesc.sweep.controls.jumps`: gaps after the
+initial learning phase where the test loss falls by more than ``jump`` times its local typical
+absolute change and beyond the curve's own noise).  A target sits *at* an event when it is within
 ``tolerance`` checkpoints of it (a minimum at checkpoint m and an event in gap g: |m - (g + 1/2)|
 <= tolerance + 1/2; a drop in gap g: |g - g_event| <= tolerance).
 
 The **permutation test** asks whether targets sit at events more often than if the same number
-of events were placed at random among the usable gaps: the statistic is the number of targets
-at an event; the null draws event gaps uniformly without replacement ``permutations`` times
-(seeded, so the p-value is reproducible); ``p = (1 + #{null >= observed}) / (1 + permutations)``.
-It is refused, with the reason, when there are no events or no targets, or when events fill
-every gap (then every placement is the same).
+of events were placed at random among the usable gaps (:func:`mdesc.stats.event_hits_test`, the
+uniform null; the circular-shift and stratified nulls and the logistic model are in
+:mod:`mdesc.sweep.controls`).  It is refused, with the reason, when there are no events or no
+targets, or when events fill every gap (then every placement is the same).
 """
 from __future__ import annotations
 
@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from mdesc import stats
 
 
 @dataclass
@@ -115,55 +117,18 @@ def attractor_count(reduced_sum_row, tol: float = 1e-3) -> int:
     return int(1 + np.sum(np.diff(r) > tol))
 
 
-def loss_drops(test_loss, jump: float = 5.0, window: int = WINDOW) -> list[int]:
-    """Gaps where the test loss falls by more than ``jump`` x its local typical |change|."""
-    y = np.asarray(test_loss, float)
-    if y.size < 2:
-        return []
-    d = np.diff(y)
-    typical = local_typical(np.abs(d), window)
-    ok = np.isfinite(d) & np.isfinite(typical) & (typical > 0)
-    return [int(g) for g in np.flatnonzero(ok) if d[g] < -jump * typical[g]]
-
-
-def _hits(event_gaps: np.ndarray, target_pos: np.ndarray, reach: float) -> int:
-    """Targets (positions in checkpoint units) within ``reach`` of an event (at gap + 1/2)."""
-    if event_gaps.size == 0 or target_pos.size == 0:
-        return 0
-    e = event_gaps.astype(float) + 0.5
-    return int(np.sum(np.min(np.abs(target_pos[:, None] - e[None, :]), axis=1) <= reach + 1e-9))
-
-
 def permutation_test(n_gaps: int, event_gaps, target_positions, tolerance: int = 1,
                      permutations: int = 10000, seed: int = 0,
                      usable_gaps=None) -> dict[str, Any]:
-    """Do targets sit at events more often than randomly placed events would? (module doc)
-
-    ``target_positions``: checkpoint indices for minima (integers) or gap + 0.5 for drops.
-    Returns ``{"n_events", "n_targets", "observed", "expected", "p_value", "refused"}``;
-    ``refused`` is None or the reason the test cannot be made.
-    """
-    ev = np.unique(np.asarray(event_gaps, dtype=int))
-    tp = np.asarray(target_positions, dtype=float)
-    usable = np.arange(n_gaps) if usable_gaps is None else np.unique(np.asarray(usable_gaps, int))
-    reach = tolerance + 0.5
-    out = {"n_events": int(ev.size), "n_targets": int(tp.size), "n_gaps": int(usable.size),
-           "tolerance": tolerance, "permutations": permutations, "observed": None,
-           "expected": None, "p_value": None, "refused": None}
-    if ev.size == 0:
+    """Do targets sit at events more often than randomly placed events would? The uniform null
+    of :func:`mdesc.stats.event_hits_test` (the one implementation), under this module's names:
+    ``permutations`` draws; ``refused`` names stability events and test-loss targets."""
+    out = stats.event_hits_test(n_gaps, event_gaps, target_positions, tolerance=tolerance,
+                                null="uniform", usable_gaps=usable_gaps, draws=permutations,
+                                seed=seed)
+    out["permutations"] = permutations
+    if out["refused"] == "no events: nothing to test":
         out["refused"] = "no stability events: nothing to test"
-        return out
-    if tp.size == 0:
+    elif out["refused"] == "no targets: nothing to test":
         out["refused"] = "no targets (test-loss minima or drops): nothing to test"
-        return out
-    if ev.size >= usable.size:
-        out["refused"] = "events fill every gap: every placement gives the same count"
-        return out
-    obs = _hits(ev, tp, reach)
-    rng = np.random.default_rng(seed)
-    null = np.empty(permutations, dtype=int)
-    for k in range(permutations):
-        null[k] = _hits(rng.choice(usable, size=ev.size, replace=False), tp, reach)
-    out.update(observed=obs, expected=float(null.mean()),
-               p_value=float((1 + np.sum(null >= obs)) / (1 + permutations)))
     return out

@@ -27,6 +27,13 @@ CHAOS_COLOR = "#fbe0cf"      # background of chaotic stretches
 UNKNOWN_COLOR = "#e6e6e6"
 STRETCH_COLOR = "#7b3294"
 REC_COLOR = "#1a9641"
+#: label value -> (shading colour, label name as in the table, legend text)
+LABEL_COLORS = {0: (ORDER_COLOR, "ordered", "ordered"), 1: (CHAOS_COLOR, "chaotic", "chaotic"),
+                2: ("#f4f0c8", "marginal", "marginal (within the margins)"),
+                3: ("#e2d4ec", "disagree", "λ₁ and D̃ disagree"),
+                -1: (UNKNOWN_COLOR, "unknown", "unknown (non-finite)")}
+LABELLING_WORDS = {"combined": "λ₁ ± 2 s.e. and D̃ together", "distance": "D̃ alone",
+                   "lyapunov": "λ₁ alone"}
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -64,18 +71,16 @@ def _spans(epoch: np.ndarray, label: np.ndarray) -> list[tuple[float, float, int
 
 
 def _shade(ax, epoch, label) -> None:
-    colors = {0: ORDER_COLOR, 1: CHAOS_COLOR, -1: UNKNOWN_COLOR}
     for lo, hi, lab in _spans(epoch, label):
-        ax.axvspan(lo, hi, color=colors[lab], lw=0, zorder=0)
+        ax.axvspan(lo, hi, color=LABEL_COLORS[lab][0], lw=0, zorder=0)
 
 
 def _phase_handles(label=None):
     from matplotlib.patches import Patch
 
-    out = [Patch(color=ORDER_COLOR, label="ordered"), Patch(color=CHAOS_COLOR, label="chaotic")]
-    if label is not None and np.any(label < 0):
-        out.append(Patch(color=UNKNOWN_COLOR, label="unknown (non-finite)"))
-    return out
+    present = set(np.asarray(label).tolist()) if label is not None else {0, 1}
+    return [Patch(color=LABEL_COLORS[v][0], label=LABEL_COLORS[v][2])
+            for v in (0, 1, 2, 3, -1) if v in present or v in (0, 1)]
 
 
 def _xlim(ax, epoch) -> None:
@@ -147,21 +152,37 @@ def _mark_events(ax, analysis, with_labels: bool) -> list:
     return handles
 
 
+def shading_labels(analysis) -> list[str]:
+    """The label each checkpoint is shaded with in every figure: the analysis's one label
+    (``analysis.label``, the table's ``label`` column)."""
+    return [LABEL_COLORS[int(v)][1] for v in analysis.label]
+
+
 def descent_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription | None = None
                    ) -> bytes:
+    """Losses with D~ (top), accuracies (middle), lambda_1 on a symlog axis with its error band
+    (bottom); every panel shaded by the one label; the run named in the title."""
     d = d or RunDescription()
     epoch = t["epoch"]
-    test, train = _col(t, "test_loss"), _col(t, "train_loss")
-    ld, lam, se = _col(t, "log_distance"), _col(t, "lyapunov_max"), _col(t, "lyapunov_stderr")
-    s = analysis.settings
-    fig = _figure(figsize=(11, 7.8))
-    ax1, ax3 = fig.subplots(2, 1, sharex=True,
-                            gridspec_kw={"height_ratios": [3, 2], "hspace": 0.08})
+    fig = _figure(figsize=(11, 10))
+    ax1, ax_acc, ax3 = fig.subplots(3, 1, sharex=True, gridspec_kw={
+        "height_ratios": [3, 1.4, 2], "hspace": 0.08})
     ms = 3 if epoch.size <= 200 else 0
+    _loss_panel(ax1, t, analysis, d, ms)
+    _accuracy_panel(ax_acc, t, analysis)
+    _lyapunov_panel(ax3, t, analysis, d, ms)
+    ax1.set_title(title_of(analysis, d.name), fontsize=10.5, loc="left")
+    _xlim(ax3, epoch)
+    return _png(fig)
 
-    # top: losses (left, drawn on top) and D~ (right twin, drawn below with the shading)
+
+def _loss_panel(ax1, t, analysis, d: RunDescription, ms: int) -> None:
+    """Losses (left, on top) and D~ (right twin): the D~ floor raised off the bottom so it
+    never hides under a training loss near 0."""
+    epoch, s = t["epoch"], analysis.settings
+    test, train, ld = _col(t, "test_loss"), _col(t, "train_loss"), _col(t, "log_distance")
     ax2 = ax1.twinx()
-    _shade(ax2, epoch, analysis.labels[analysis.measure])
+    _shade(ax2, epoch, analysis.label)
     ax1.set_zorder(ax2.get_zorder() + 1)
     ax1.patch.set_visible(False)
     h_test, = ax1.plot(epoch, test, color="black", lw=1.6, marker="o", ms=ms, label="test loss",
@@ -177,30 +198,61 @@ def descent_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription | No
         hs.append(ax1.plot(epoch[g], test[g], "*", color="#d7191c", ms=15, mec="black", mew=0.6,
                            zorder=7, label="global test-loss minimum")[0])
     hs += _mark_events(ax1, analysis, with_labels=True)
+    placebo = [(analysis.claims.get("spike_epochs") or [], "0.3", "training-loss spike (placebo)"),
+               (analysis.claims.get("param_jump_epochs") or [], "#2b8cbe",
+                "parameter jump (placebo)")]
+    for xs, color, name in placebo:
+        for x in xs:
+            h = ax1.axvline(x, ymin=0.07, ymax=0.13, color=color, lw=1.6, zorder=4, label=name)
+        if xs:
+            hs.append(h)
     ax1.set_ylabel(f"loss ({d.loss}, nats)")
-    h_d, = ax2.plot(epoch, ld, color="#c0392b", lw=1.3, marker="s", ms=max(ms - 1, 0),
-                    alpha=0.9, label="D̃ = mean ln Dᵢ (right axis)")
-    hs_extra = []
+    hs.append(ax2.plot(epoch, ld, color="#c0392b", lw=1.3, marker="s", ms=max(ms - 1, 2),
+                       alpha=0.9, label="D̃ = mean ln Dᵢ (right axis)")[0])
     ld0 = _col(t, "log_distance_start")
     if np.any(np.isfinite(ld0)) and not np.allclose(ld0, ld, equal_nan=True):
-        hs_extra.append(ax2.plot(epoch, ld0, color="#e6550d", lw=0.9, ls="--", alpha=0.8,
-                                 label="D̃ of the t = 0 twin (right axis)")[0])
+        hs.append(ax2.plot(epoch, ld0, color="#e6550d", lw=0.9, ls="--", alpha=0.8,
+                           label="D̃ of the t = 0 twin (right axis)")[0])
     ax2.axhline(s["floor"], color="#c0392b", lw=0.8, ls=":", alpha=0.8)
     ax2.axhline(s["floor"] + s["distance_margin"], color="#c0392b", lw=0.8, ls="-.", alpha=0.6)
-    ax2.set_ylabel("D̃ = mean ln Dᵢ   (floor −15 = order)", color="#c0392b")
+    ax2.set_ylabel("D̃ = mean ln Dᵢ   (dotted: floor −15 = order)", color="#c0392b")
     ax2.tick_params(axis="y", colors="#c0392b")
     finite = ld[np.isfinite(ld)]
     top = max(float(finite.max()) if finite.size else s["floor"] + 1, s["floor"] + 2)
-    ax2.set_ylim(s["floor"] - 0.05 * (top - s["floor"]), top + 0.12 * (top - s["floor"]))
-    ax1.legend(handles=hs + [h_d] + hs_extra + _phase_handles(analysis.labels[analysis.measure]),
-               loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8.5, frameon=False,
-               title=f"phases by {'D̃' if analysis.measure == 'distance' else 'λ₁'}",
+    span = top - s["floor"]
+    ax2.set_ylim(s["floor"] - 0.3 * span, top + 0.12 * span)
+    ax1.legend(handles=hs + _phase_handles(analysis.label), loc="upper left",
+               bbox_to_anchor=(1.08, 1.0), fontsize=8.5, frameon=False,
+               title=f"phases: {LABELLING_WORDS.get(analysis.measure, analysis.measure)}",
                title_fontsize=8.5)
-    ax1.set_title(_title(analysis), fontsize=10.5, loc="left")
 
-    # bottom: lambda_1 +- k stderr (left, on top), test loss (right twin, below with shading)
+
+def _accuracy_panel(ax, t, analysis) -> None:
+    """Training and test accuracy beside the losses (or a note that the run has none)."""
+    epoch = t["epoch"]
+    _shade(ax, epoch, analysis.label)
+    tr, te = _col(t, "train_acc"), _col(t, "test_acc")
+    if not (np.any(np.isfinite(tr)) or np.any(np.isfinite(te))):
+        ax.text(0.5, 0.5, "no accuracy recorded", transform=ax.transAxes, ha="center",
+                va="center", color="0.4")
+        ax.set_yticks([])
+        return
+    hs = [ax.plot(epoch, te, color="black", lw=1.4, label="test accuracy")[0],
+          ax.plot(epoch, tr, color="0.55", lw=1.1, label="train accuracy")[0]]
+    _mark_events(ax, analysis, with_labels=False)
+    ax.set_ylabel("accuracy")
+    ax.legend(handles=hs, loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8.5,
+              frameon=False)
+
+
+def _lyapunov_panel(ax3, t, analysis, d: RunDescription, ms: int) -> None:
+    """lambda_1 +- k s.e. on a symlog axis (linear within the typical error of 0, so -0.002
+    is visibly not 0), the test loss on the right twin."""
+    epoch, s = t["epoch"], analysis.settings
+    lam, se = _col(t, "lyapunov_max"), _col(t, "lyapunov_stderr")
+    test = _col(t, "test_loss")
     ax4 = ax3.twinx()
-    _shade(ax4, epoch, analysis.labels["lyapunov"])
+    _shade(ax4, epoch, analysis.label)
     ax3.set_zorder(ax4.get_zorder() + 1)
     ax3.patch.set_visible(False)
     k = s["lyapunov_sigmas"]
@@ -209,23 +261,23 @@ def descent_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription | No
     h_l, = ax3.plot(epoch, lam, color="#8e44ad", lw=1.3, marker="o", ms=max(ms - 1, 0),
                     label=f"λ₁ (mean over {d.probe})")
     ax3.axhline(s["lyapunov_threshold"], color="#8e44ad", ls=":", lw=0.9)
+    fin = se[np.isfinite(se) & (se > 0)]
+    lin = float(k * np.median(fin)) if fin.size else 1e-3
+    ax3.set_yscale("symlog", linthresh=max(lin, 1e-6))
     lam_d = _col(t, "lyapunov_max_driven")
     h_ld = []
     if np.any(np.isfinite(lam_d)):
         h_ld = [ax3.plot(epoch, lam_d, color="#8e44ad", lw=0.9, ls="--", alpha=0.6,
                          label="λ₁ of the drive (beside)")[0]]
     _mark_events(ax3, analysis, with_labels=False)
-    ax3.set_ylabel("λ₁  (natural log per step)", color="#8e44ad")
+    ax3.set_ylabel(f"λ₁ per step (symlog; linear within ±{lin:.2g})", color="#8e44ad")
     ax3.tick_params(axis="y", colors="#8e44ad")
     ax3.set_xlabel("epoch")
     h_t2, = ax4.plot(epoch, test, color="black", lw=1.0, alpha=0.45,
                      label="test loss (right axis)")
     ax4.set_ylabel("test loss (nats)", color="0.35")
-    ax3.legend(handles=[h_l] + h_ld + [_band_handle(k), h_t2] + _phase_handles(analysis.labels["lyapunov"]),
-               loc="upper left", bbox_to_anchor=(1.08, 1.0), fontsize=8.5, frameon=False,
-               title="phases by sign of λ₁", title_fontsize=8.5)
-    _xlim(ax3, epoch)
-    return _png(fig)
+    ax3.legend(handles=[h_l] + h_ld + [_band_handle(k), h_t2], loc="upper left",
+               bbox_to_anchor=(1.08, 1.0), fontsize=8.5, frameon=False)
 
 
 def _band_handle(k):
@@ -234,7 +286,9 @@ def _band_handle(k):
     return Patch(color="#8e44ad", alpha=0.25, label=f"λ₁ ± {k:g} standard errors")
 
 
-def _title(analysis) -> str:
+def title_of(analysis, name: str = "") -> str:
+    """The figure title: the run's name, then the optimum, the first order->chaos transition
+    of the one label and the recommendation."""
     c = analysis.claims
     parts = []
     if analysis.global_minimum is not None:
@@ -245,7 +299,8 @@ def _title(analysis) -> str:
         parts.append("no order→chaos transition")
     if analysis.recommended_epoch is not None:
         parts.append(f"recommended epoch {_fmt(analysis.recommended_epoch)}")
-    return ";  ".join(parts) or "no transitions, no test-loss minimum"
+    text = ";  ".join(parts) or "no transitions, no test-loss minimum"
+    return f"{name}: {text}" if name else text
 
 
 def bifurcation_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription | None = None
@@ -254,7 +309,7 @@ def bifurcation_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription 
     if "reduced_sum" not in t or t["reduced_sum"].ndim != 2:
         return None
     epoch, rs = t["epoch"], t["reduced_sum"]
-    lab = analysis.labels[analysis.measure]
+    lab = analysis.label
     fig = _figure(figsize=(11, 4.6))
     ax = fig.subplots()
     _shade(ax, epoch, lab)
@@ -265,6 +320,8 @@ def bifurcation_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription 
     size = float(np.clip(30000.0 / max(rs.size, 1), 1.5, 10.0))   # points^2
     for value, color, name in ((0, "#2166ac", "ordered checkpoint"),
                                (1, "#b2182b", "chaotic checkpoint"),
+                               (2, "#8c6d00", "marginal checkpoint"),
+                               (3, "#6a3d9a", "checkpoint where λ₁ and D̃ disagree"),
                                (-1, "0.5", "unknown")):
         m = ok & (c == value)
         if m.any():
@@ -275,7 +332,8 @@ def bifurcation_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription 
     _xlim(ax, epoch)
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"reduced sum  Σⱼ h_T,j  (per {d.sample})")
-    ax.set_title(f"Bifurcation diagram: {rs.shape[1]} {d.probe} per checkpoint, "
+    ax.set_title(f"{d.name + ': ' if d.name else ''}bifurcation diagram: {rs.shape[1]} "
+                 f"{d.probe} per checkpoint, "
                  f"{epoch.size} checkpoints", fontsize=10.5, loc="left")
     leg = ax.legend(handles=handles + _phase_handles(lab), loc="upper left",
                     bbox_to_anchor=(1.01, 1.0), fontsize=8.5, frameon=False, markerscale=2)
@@ -314,5 +372,6 @@ def pooled_figure(names, tables, analyses) -> bytes:
     ax2.set_xlabel("epoch (ticks at the bottom: stability events; ★ global optimum)")
     ax1.legend(fontsize=8.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax2.legend(fontsize=8.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax1.set_title(f"{len(names)} seeds side by side", fontsize=10.5, loc="left")
+    ax1.set_title(f"{len(names)} runs side by side: {', '.join(names)}", fontsize=10.5,
+                  loc="left")
     return _png(fig)

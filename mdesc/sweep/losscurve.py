@@ -79,8 +79,10 @@ def local_minima(epoch: np.ndarray, loss: np.ndarray, s: PhaseSettings
 
 
 def cycles(epoch: np.ndarray, loss: np.ndarray, minima: list[LocalMinimum],
-            label: np.ndarray, transitions: list[Transition], global_epoch: float | None
-            ) -> list[DescentCycle]:
+            label: np.ndarray, transitions: list, global_epoch: float | None,
+            min_change: float = 0.0) -> list[DescentCycle]:
+    """Descent cycles between consecutive local minima whose rise and drop both exceed
+    ``min_change`` (the loss curve's noise: :mod:`mdesc.sweep.controls`)."""
     out = []
     for m0, m1 in zip(minima[:-1], minima[1:]):
         i0, i1 = m0.index, m1.index
@@ -89,6 +91,8 @@ def cycles(epoch: np.ndarray, loss: np.ndarray, minima: list[LocalMinimum],
             continue
         p = i0 + 1 + int(np.nanargmax(seg))
         rise_e, drop_e = float(epoch[p] - epoch[i0]), float(epoch[i1] - epoch[p])
+        if not (loss[p] - loss[i0] > min_change and loss[p] - loss[i1] > min_change):
+            continue
         lab = label[i0 + 1:p + 1]
         lab = lab[lab >= 0]
         out.append(DescentCycle(

@@ -14,18 +14,23 @@ import numpy as np
 
 from mdesc.options import option
 
-#: integer label -> name, as used in ``PhaseAnalysis.labels`` arrays
-LABEL_NAMES = {-1: "unknown", 0: "ordered", 1: "chaotic"}
+#: integer label -> name, as used in ``PhaseAnalysis.labels`` arrays ("marginal" and
+#: "disagree" occur only in the combined label: see :func:`combined_label`)
+LABEL_NAMES = {-1: "unknown", 0: "ordered", 1: "chaotic", 2: "marginal", 3: "disagree"}
+MARGINAL_LABEL, DISAGREE_LABEL = 2, 3
 #: integer regime -> name (regime: -1 clearly ordered, 0 critical, 1 clearly chaotic, 2 unknown)
 REGIME_NAMES = {-1: "ordered", 0: "critical", 1: "chaotic", 2: "unknown"}
 UNKNOWN_REGIME = 2
 
-MEASURES = ("distance", "lyapunov")
+MEASURES = ("distance", "lyapunov")        # the single measures
+#: every labelling: the combined one (both measures with their margins) and each single measure
+LABELLINGS = ("combined",) + MEASURES
 MEASURE_COLUMN = {"distance": "log_distance", "lyapunov": "lyapunov_max"}
 _SCALAR_COLUMNS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc",
                    "log_distance", "lyapunov_max", "lyapunov_stderr", "nonfinite_fraction")
 _EXTRA_COLUMNS = ("log_distance_drive_end", "log_distance_start", "n_collapsed_start",
-                  "lyapunov_max_driven", "lyapunov_stderr_driven")
+                  "lyapunov_max_driven", "lyapunov_stderr_driven", "param_change",
+                  "param_change_relative")
 
 
 
@@ -42,8 +47,13 @@ class PhaseSettings:
         lyapunov_threshold: lambda_1 above which a checkpoint is labelled chaotic (per step).
         lyapunov_sigmas: k; clearly chaotic if lambda_1 - k*stderr > threshold, clearly ordered
             if lambda_1 + k*stderr < threshold.
-        measure: which measure defines transitions, stretches and the recommendation:
-            "distance", "lyapunov", or "auto" (distance if any D~ is finite, else lyapunov).
+        measure: which label defines transitions, stretches, the recommendation, the pooled
+            claims, the shading and the titles: "combined" (:func:`combined_label`: chaos needs
+            lambda_1 - k s.e. > threshold AND D~ above its floor by more than distance_margin;
+            order needs lambda_1 + k s.e. < threshold AND D~ within distance_ordered_tol of its
+            floor; anything else is marginal or disagree), or a single measure ("distance",
+            "lyapunov"), or "auto" (combined when both measures have data, else the one that
+            has).
         minima_prominence: minimum prominence of a test-loss local minimum, as a fraction of the
             range (max - min) of the test loss.
         smooth: width in checkpoints of the centred moving average applied before looking for
@@ -58,7 +68,12 @@ class PhaseSettings:
             10 gaps on either side; mdesc.sweep.events).
         event_tolerance: a test-loss minimum or drop sits at an event within this many
             checkpoints.
-        permutations, permutation_seed: the permutation test's draws and seed.
+        noise_sigmas: k; drops, training-loss spikes and descent cycles must exceed k robust
+            noise scales of their curve (mdesc.sweep.controls), drops only after the initial
+            learning phase.
+        control_window: a placebo event (training-loss spike, parameter jump) controls the gaps
+            within ``event_tolerance + control_window`` of it in the conditional tests.
+        permutations, permutation_seed: the permutation tests' draws and seed.
     """
 
     floor: float = option(-15.0, "the order floor of D~", cli=False)
@@ -73,8 +88,10 @@ class PhaseSettings:
                                        "log per step)", metavar="X")
     lyapunov_sigmas: float = option(2.0, "clearly chaotic/ordered when lambda_1 -/+ this many "
                                     "standard errors is beyond the threshold", metavar="X")
-    measure: str = option("auto", "chaos measure that defines transitions: distance (D~), "
-                          "lyapunov, or auto", choices=("auto",) + MEASURES)
+    measure: str = option("auto", "the label that defines transitions and every derived "
+                          "quantity: combined (lambda_1 and D~ with their margins), distance "
+                          "(D~ alone), lyapunov (lambda_1 alone), or auto (combined when both "
+                          "are measured)", choices=("auto",) + LABELLINGS)
     minima_prominence: float = option(0.05, "minimum prominence of a test-loss local minimum, "
                                       "as a fraction of the test-loss range", metavar="X")
     smooth: int = option(1, "moving-average width (checkpoints) before looking for test-loss "
@@ -93,12 +110,19 @@ class PhaseSettings:
                                "(median over 10 gaps either side)", metavar="X")
     event_tolerance: int = option(0, "a test-loss minimum or drop sits at an event within this "
                                   "many checkpoints", metavar="N")
+    noise_sigmas: float = option(3.0, "a test-loss drop, a training-loss spike and each half "
+                                 "of a descent cycle must exceed this many robust noise scales "
+                                 "(1.4826 MAD of the curve's differences)", metavar="X")
+    control_window: int = option(1, "a training-loss spike or parameter jump controls the gaps "
+                                 "within event_tolerance + this many checkpoints of it "
+                                 "(conditional tests)", metavar="N")
     permutations: int = option(10000, "draws of the permutation test", metavar="N")
     permutation_seed: int = option(0, "seed of the permutation test", cli=False)
 
     def validate(self) -> None:
-        if self.measure not in ("auto",) + MEASURES:
-            raise ValueError(f"measure={self.measure!r}: use 'auto', 'distance' or 'lyapunov'")
+        if self.measure not in ("auto",) + LABELLINGS:
+            raise ValueError(f"measure={self.measure!r}: use 'auto', 'combined', 'distance' or "
+                             "'lyapunov'")
         if self.recommend not in ("first_transition", "widest_stretch"):
             raise ValueError(f"recommend={self.recommend!r}: use 'first_transition' or "
                              "'widest_stretch'")
@@ -121,8 +145,10 @@ class PhaseSettings:
             raise ValueError(f"window must be >= 0 epochs or None, got {self.window}")
         if not self.distance_resolution > 0:
             raise ValueError(f"distance_resolution must be > 0, got {self.distance_resolution}")
-        if self.event_sigmas < 0 or self.event_jump < 0 or self.event_tolerance < 0:
-            raise ValueError("event_sigmas, event_jump and event_tolerance must be >= 0")
+        if (self.event_sigmas < 0 or self.event_jump < 0 or self.event_tolerance < 0
+                or self.noise_sigmas < 0 or self.control_window < 0):
+            raise ValueError("event_sigmas, event_jump, event_tolerance, noise_sigmas and "
+                             "control_window must be >= 0")
         if int(self.permutations) != self.permutations or self.permutations < 1:
             raise ValueError(f"permutations must be a positive integer, got {self.permutations}")
 
@@ -262,17 +288,48 @@ def labels_and_regimes(cols: dict[str, np.ndarray], s: PhaseSettings, chaotic_le
     return labels, regimes
 
 
+def combined_label(cols: dict[str, np.ndarray], s: PhaseSettings, distance_unknown: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The one label per checkpoint, from both measures with their error margins.
+
+    ``chaotic`` (1): lambda_1 - k s.e. > threshold AND D~ - floor > ``distance_margin`` (above
+    its floor beyond the float32 resolution); ``ordered`` (0): lambda_1 + k s.e. < threshold AND
+    D~ - floor <= ``distance_ordered_tol`` (on the floor); ``disagree`` (3): one measure clearly
+    chaotic, the other clearly ordered; ``marginal`` (2): anything else (lambda_1 within k s.e.
+    of the threshold, or D~ between its two levels); ``unknown`` (-1): a measure is missing
+    (``distance_unknown`` marks D~ that says nothing, e.g. collapsed t = 0 twins).  Returns
+    ``(label, regime)``; the regime is -1/1 for ordered/chaotic, 0 (critical) for marginal and
+    disagree, 2 for unknown."""
+    x = cols["log_distance"] - s.floor
+    lam = cols["lyapunov_max"]
+    se = np.nan_to_num(cols["lyapunov_stderr"], nan=0.0)
+    k, thr = s.lyapunov_sigmas, s.lyapunov_threshold
+    lam_chaos, lam_order = lam - k * se > thr, lam + k * se < thr
+    d_chaos, d_order = x > s.distance_margin, x <= s.distance_ordered_tol
+    lab = np.full(x.size, MARGINAL_LABEL, dtype=np.int8)
+    lab[lam_chaos & d_chaos] = 1
+    lab[lam_order & d_order] = 0
+    lab[(lam_chaos & d_order) | (lam_order & d_chaos)] = DISAGREE_LABEL
+    lab[np.isnan(x) | np.isnan(lam) | np.asarray(distance_unknown, bool)] = -1
+    reg = np.select([lab == 0, lab == 1, lab == -1], [-1, 1, UNKNOWN_REGIME], 0).astype(np.int8)
+    return lab, reg
+
+
 def measure_value(cols: dict[str, np.ndarray], measure: str, s: PhaseSettings
                    ) -> tuple[np.ndarray, float]:
-    """The measure and the value at which its label flips."""
-    if measure == "distance":
+    """The measure and the value at which its label flips (a transition of the combined label,
+    where both measures flip between its two checkpoints, is dated where D~ crosses its
+    margin, as for the distance label)."""
+    if measure in ("distance", "combined"):
         return cols["log_distance"], s.floor + s.distance_margin
     return cols["lyapunov_max"], s.lyapunov_threshold
 
 
 def transitions_of(epoch: np.ndarray, label: np.ndarray, value: np.ndarray, threshold: float,
                  measure: str) -> list[Transition]:
-    idx = np.flatnonzero(label >= 0)
+    """Changes between an ordered and a chaotic checkpoint, with only unknown, marginal or
+    disagreeing checkpoints between them."""
+    idx = np.flatnonzero((label == 0) | (label == 1))
     out = []
     for a, b in zip(idx[:-1], idx[1:]):
         if label[a] == label[b]:
@@ -284,6 +341,22 @@ def transitions_of(epoch: np.ndarray, label: np.ndarray, value: np.ndarray, thre
             index_before=int(a), index_after=int(b), epoch_before=float(epoch[a]),
             epoch_after=float(epoch[b]), epoch=float(epoch[a] + frac * (epoch[b] - epoch[a]))))
     return out
+
+
+def date_entries(transitions: list[Transition], epoch: np.ndarray, lam: np.ndarray,
+                 threshold: float) -> None:
+    """Re-date the combined label's transitions that pass marginal/disagreeing checkpoints: the
+    run enters the new phase in the last gap, between ``index_after - 1`` and ``index_after``
+    (where lambda_1 crosses its threshold, interpolated; the middle of the gap when it does
+    not), not somewhere across the checkpoints that were neither.  In place."""
+    for t in transitions:
+        a, b = t.index_after - 1, t.index_after
+        if a == t.index_before:
+            continue
+        va, vb = lam[a], lam[b]
+        frac = (float(np.clip((threshold - va) / (vb - va), 0.0, 1.0))
+                if np.isfinite(va) and np.isfinite(vb) and vb != va else 0.5)
+        t.epoch = float(epoch[a] + frac * (epoch[b] - epoch[a]))
 
 
 def stretches_of(epoch: np.ndarray, regime: np.ndarray, transitions: list[Transition]
@@ -326,8 +399,14 @@ def record_label(record: Mapping[str, Any], measure: str = "lyapunov",
                  phase: PhaseSettings | None = None) -> str:
     """"ordered", "chaotic" or "unknown" for one record by the analysis's rule and thresholds
     (:class:`PhaseSettings`, defaults unless ``phase`` is given): chaotic when lambda_1 >
-    ``lyapunov_threshold``, or D~ - floor > ``distance_margin``."""
+    ``lyapunov_threshold``, or D~ - floor > ``distance_margin``; ``measure="combined"``: the
+    analysis's one label (:func:`combined_label`, also "marginal" or "disagree")."""
     phase = phase or PhaseSettings()
+    if measure == "combined":
+        cols = {k: np.array([np.nan if record.get(k) is None else float(record[k])])
+                for k in ("log_distance", "lyapunov_max", "lyapunov_stderr")}
+        lab, _ = combined_label(cols, phase, np.zeros(1, bool))
+        return LABEL_NAMES[int(lab[0])]
     if measure == "lyapunov":
         v = record.get("lyapunov_max")
         return "unknown" if v is None else ("chaotic" if v > phase.lyapunov_threshold else "ordered")
@@ -335,4 +414,4 @@ def record_label(record: Mapping[str, Any], measure: str = "lyapunov",
         v = record.get("log_distance")
         return "unknown" if v is None else (
             "chaotic" if v - phase.floor > phase.distance_margin else "ordered")
-    raise ValueError(f"measure must be 'lyapunov' or 'distance', got {measure!r}")
+    raise ValueError(f"measure must be 'combined', 'lyapunov' or 'distance', got {measure!r}")

@@ -12,7 +12,11 @@ template) and fixed probe inputs, each probe sequence drives the model, then zer
   D~ = mean_i ln D_i; the t = 0 twin adds ``collapsed_start`` / ``n_collapsed_start``;
   ``log_distance`` / ``distance`` repeat the primary (first) twin's;
 - ``reduced_sum``: sum_j h_T,j of the unperturbed run (the bifurcation diagram);
-- ``nonfinite_fraction``, ``window``, ``sample_index``, ``seconds``.
+- ``nonfinite_fraction``, ``window``, ``sample_index``, ``seconds``;
+- from the engine, against the checkpoint before it on the training axis
+  (:func:`param_change`): ``param_change`` (L2 norm of the change of every floating tensor),
+  ``param_change_relative`` (divided by the L2 norm of the previous weights),
+  ``param_change_tensors`` (tensor -> [|dW|, |dW| / |W_prev|]) and ``previous_epoch``.
 
 The caller adds the training-axis fields (``epoch``, the checkpoint, the metrics) with
 :func:`full_record`.  Everything runs batched over models and sequences in the core's fused
@@ -142,6 +146,32 @@ def measure(models: Sequence[Any], x: torch.Tensor, lengths: torch.Tensor | None
         rec["distance"] = rec[f"distance_{primary}"]
         out.append(rec)
     return out
+
+
+def weights_of(model: Any) -> dict[str, torch.Tensor]:
+    """The floating tensors of a module or a state dict, detached on the CPU (float64)."""
+    sd = model.state_dict() if isinstance(model, nn.Module) else model
+    return {k: v.detach().to("cpu", torch.float64).clone() for k, v in sd.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point()}
+
+
+def param_change(previous: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor]
+                 ) -> dict[str, Any]:
+    """The change of the weights from ``previous`` to ``current`` (tensors present in both with
+    the same shape): total and per-tensor L2 norms, absolute and relative to |W_prev|."""
+    per, sq_d, sq_w = {}, 0.0, 0.0
+    for name, w in current.items():
+        p = previous.get(name)
+        if p is None or p.shape != w.shape:
+            continue
+        d, n = float(torch.linalg.vector_norm(w - p)), float(torch.linalg.vector_norm(p))
+        per[name] = [finite_or_none(d), finite_or_none(d / n) if n > 0 else None]
+        sq_d, sq_w = sq_d + d * d, sq_w + n * n
+    total = math.sqrt(sq_d) if per else math.nan
+    return {"param_change": finite_or_none(total),
+            "param_change_relative": (finite_or_none(total / math.sqrt(sq_w))
+                                      if sq_w > 0 else None),
+            "param_change_tensors": per}
 
 
 def metrics_of(values: Mapping[str, Any] | None) -> dict:

@@ -34,6 +34,7 @@ import numpy as np
 
 from mdesc.store import atomic_write_bytes, to_json
 from mdesc.sweep import claims as _cl
+from mdesc.sweep.controls import describe, family_rows, holm_of
 from mdesc.sweep import figures
 from mdesc.sweep.analysis import analyse, phase_table
 from mdesc.sweep.figures import _fmt
@@ -76,19 +77,7 @@ def claims_rows(analysis, description: RunDescription | None = None) -> list[tup
          f"(fraction {_fmt(c['minima_near_transition_fraction'], 3)}; by chance "
          f"{_fmt(c['minima_near_transition_chance'], 3)})"),
     ]
-    n_after = c.get("overtrained_n", 0)
-    for m, name in (("distance", "D̃"), ("lyapunov", "λ₁")):
-        refused = (c.get(f"overtrained_{m}") or {}).get("refused")
-        if refused:
-            rows.append((f"overtrained phase (after the global minimum, n = {n_after}): "
-                         f"test loss vs {name}", f"refused: {refused}"))
-        elif f"overtrained_spearman_{m}" in c:
-            rows.append((f"overtrained phase (after the global minimum, n = {n_after}): "
-                         f"test loss vs {name}",
-                         f"Spearman {_fmt(c[f'overtrained_spearman_{m}'], 3)} "
-                         f"(p = {_fmt(c[f'overtrained_spearman_p_{m}'], 2)}); Pearson "
-                         f"{_fmt(c[f'overtrained_pearson_{m}'], 3)} "
-                         f"(p = {_fmt(c[f'overtrained_pearson_p_{m}'], 2)})"))
+    rows += _overtrained_rows(c)
     for key, what in (("distance_refused", "D̃"), ("lyapunov_refused", "λ₁")):
         if c.get(key):
             rows.append((f"claims on {what}", f"refused: {c[key]}"))
@@ -113,10 +102,20 @@ def claims_rows(analysis, description: RunDescription | None = None) -> list[tup
          f"{c.get('n_events', 0)} gaps ({c.get('n_lyapunov_events', 0)} λ₁, "
          f"{c.get('n_structure_events', 0)} structure); sharp test-loss drops: "
          f"{len(c.get('drop_epochs', []))}"),
+        ("placebo events (training-loss spikes / parameter jumps)",
+         f"{len(c.get('spike_epochs', []))} / {len(c.get('param_jump_epochs', []))}"
+         + (f" ({c['controls_note']})" if c.get("controls_note") else "")),
+        ("initial learning phase ends (epoch); test-loss noise (robust, per checkpoint)",
+         f"{_fmt(c.get('learning_phase_end_epoch'))}; {_fmt(c.get('test_loss_noise'), 3)}"),
         ("test-loss minima at events vs random events (permutation test)",
          _perm(c.get("minima_at_events"))),
         ("sharp test-loss drops at events vs random events (permutation test)",
          _perm(c.get("drops_at_events"))),
+        ("sharp test-loss drops at events beyond parameter change and spikes",
+         _perm((c.get("drops_at_events") or {}).get("stratified")) + "; "
+         + _perm((c.get("drops_at_events") or {}).get("logistic"))),
+        ("placebo: sharp test-loss drops at training-loss spikes",
+         _perm(c.get("drops_at_spikes"))),
         ("twins: drive-end vs t = 0 perturbation", _twins_row(c.get("twins") or {}, d)),
         (f"recommended checkpoint (rule: {analysis.recommendation_rule})",
          (f"epoch {_fmt(analysis.recommended_epoch)}: " if analysis.recommended_epoch is not None
@@ -127,14 +126,31 @@ def claims_rows(analysis, description: RunDescription | None = None) -> list[tup
     return rows
 
 
+def _overtrained_rows(c: dict[str, Any]) -> list[tuple[str, str]]:
+    """Test loss against each chaos measure after the global minimum: levels (circular-shift
+    null) and changes, the naive p beside."""
+    rows = []
+    n_after = c.get("overtrained_n", 0)
+    for m, name in (("distance", "D̃"), ("lyapunov", "λ₁")):
+        refused = (c.get(f"overtrained_{m}") or {}).get("refused")
+        if refused:
+            rows.append((f"overtrained phase (after the global minimum, n = {n_after}): "
+                         f"test loss vs {name}", f"refused: {refused}"))
+        elif f"overtrained_spearman_{m}" in c:
+            sc = c.get(f"overtrained_series_{m}") or {}
+            rows.append((f"overtrained phase (after the global minimum, n = {n_after}): "
+                         f"test loss vs {name} (both drift with training time)",
+                         f"levels: Spearman {_fmt(c[f'overtrained_spearman_{m}'], 3)} "
+                         f"(circular-shift p = {_fmt(sc.get('levels_p_shift'), 2)}; the naive "
+                         f"p = {_fmt(c[f'overtrained_spearman_p_{m}'], 2)} treats the "
+                         f"checkpoints as independent); changes: Spearman "
+                         f"{_fmt(sc.get('differences'), 3)} "
+                         f"(p = {_fmt(sc.get('differences_p'), 2)})"))
+    return rows
+
+
 def _perm(test) -> str:
-    if not test:
-        return "—"
-    if test.get("refused"):
-        return f"refused: {test['refused']}"
-    return (f"{test['observed']} of {test['n_targets']} within ±{test['tolerance']} checkpoint(s) "
-            f"of one of {test['n_events']} events (random events: {test['expected']:.2f} on "
-            f"average); p = {test['p_value']:.3g} ({test['permutations']} permutations)")
+    return describe(test)
 
 
 def _twins_row(tw, d: RunDescription) -> str:
@@ -212,11 +228,22 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
         "(mirrored for chaos→order); open ends are lower bounds. The chance rate is the fraction "
         "of interior checkpoints within the same window of a transition. The recommendation uses "
         "stability only; its test loss is shown for evaluation.</p>")
+    parts.append("<h2>Every test of this report, raw and Holm-adjusted</h2>")
+    parts.append(_html_table(["test", "effect (95 % interval)", "p", "p (Holm)"],
+                             family_rows(analysis.claims), "claims"))
+    parts.append(
+        "<p class='note'>Holm's step-down adjustment over the family of tests printed here "
+        "(refused tests are not in the family). Stratified: events re-drawn within strata of "
+        "parameter-change size and placebo events; logistic: a likelihood-ratio test of the "
+        "event beyond log parameter change and training-loss spikes. Placebo rows test the "
+        "training-loss spikes and parameter jumps as if they were the events.</p>")
     captions = {
         "descent": "Top: test and train loss with D̃ (right axis; dotted: floor −15, dash-dot: "
-                   "chaos threshold); background: ordered (blue) / chaotic (orange) by the "
-                   "primary measure; purple bars: critical stretches. Bottom: λ₁ ± k standard "
-                   "errors with the test loss, background by the sign of λ₁.",
+                   "chaos threshold); ticks: stability events (bottom), placebo events, sharp "
+                   "drops (top); purple bars: critical stretches. Middle: accuracies. Bottom: "
+                   "λ₁ ± k standard errors (symlog: linear near 0) with the test loss. Every "
+                   "panel is shaded by the one label of the table (ordered, chaotic, marginal, "
+                   "disagree).",
         "bifurcation": "Reduced sums Σⱼ h_T,j at the end of the zero-input run, for every "
                        f"analysed {d.sample} at every checkpoint (colour: the checkpoint's "
                        "label). Ordered dynamics settle on one or a few fixed points (a few thin "
@@ -444,6 +471,11 @@ def seed_row(name: str, analysis, table, grid=None,
         "drop_epochs": c.get("drop_epochs", []),
         "minima_at_events": _perm(m_ev), "minima_at_events_p": m_ev.get("p_value"),
         "drops_at_events": _perm(d_ev), "drops_at_events_p": d_ev.get("p_value"),
+        **{f"{k}_{t}_holm": holm_of(c, k, t) for k in ("minima_at_events", "drops_at_events")
+           for t in ("uniform", "stratified", "logistic")},
+        "drops_at_spikes_p": (c.get("drops_at_spikes") or {}).get("p_value"),
+        "drops_at_spikes_holm": holm_of(c, "drops_at_spikes", None),
+        "param_change_available": not c.get("controls_note"),
         "twins": _twins_row(c.get("twins") or {}, description or RunDescription()),
         **_grid_cells(grid),
     }
@@ -467,7 +499,9 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     head = ["run", "checkpoints", "best epoch (test loss; acc)", "max test acc",
             "order↔chaos transitions", "critical stretch widths", "verdicts",
             "test-loss minima (near a transition)", "optimum at 1st order→chaos",
-            "events", "minima at events: p", "drops at events: p",
+            "events", "minima at events: p (Holm); beyond controls: Holm p strat./logit",
+            "drops at events: p (Holm); beyond controls: Holm p strat./logit",
+            "placebo: drops at train-loss spikes: p (Holm)",
             "uniform grid: every k (checkpoints); minima p; drops p"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -480,12 +514,18 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                  ", ".join(f"{k} {n}" for k, n in v.items() if n) or "—",
                  f"{len(r['minima'])} ({r['minima_near_transition']})",
                  _fmt(r["optimum_at_first_order_to_chaos"]), str(r["n_events"]),
-                 _fmt(r["minima_at_events_p"], 3), _fmt(r["drops_at_events_p"], 3),
+                 _tests_cell(r, "minima_at_events"), _tests_cell(r, "drops_at_events"),
+                 f"{_fmt(r.get('drops_at_spikes_p'), 3)} ({_fmt(r.get('drops_at_spikes_holm'), 3)})",
                  (f"{r['grid_every']} ({r['grid_checkpoints']}); "
                   f"{_fmt(r['grid_minima_at_events_p'], 3)}; {_fmt(r['grid_drops_at_events_p'], 3)}"
                   if r.get("grid_every") else "—")]
         out.append("| " + " | ".join(str(x) for x in cells) + " |")
     return "\n".join(out) + "\n"
+
+
+def _tests_cell(r: dict[str, Any], key: str) -> str:
+    return (f"{_fmt(r[f'{key}_p'], 3)} ({_fmt(r.get(f'{key}_uniform_holm'), 3)}); "
+            f"{_fmt(r.get(f'{key}_stratified_holm'), 3)} / {_fmt(r.get(f'{key}_logistic_holm'), 3)}")
 
 
 def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
@@ -515,9 +555,11 @@ def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
     atomic_write_bytes(out / "pooled.png", png)
     md = markdown_table(rows)
     frac_rows = [[v["claim"], f"{v['holds']} of {v['defined']} seeds with a defined answer "
-                  f"({v['seeds']} seeds)", _fmt(v["fraction"], 3)]
+                  f"({v['seeds']} seeds)", _fmt(v["fraction"], 3) + (
+                      f" [{_fmt(v['interval'][0], 2)}, {_fmt(v['interval'][1], 2)}]"
+                      if v.get("interval") else "")]
                  for v in pooled["pooled"].values()]
-    md += "\n| claim | holds in | fraction |\n|---|---|---|\n" + "".join(
+    md += "\n| claim | holds in | fraction [95 % Wilson] |\n|---|---|---|\n" + "".join(
         f"| {a} | {b} | {c} |\n" for a, b, c in frac_rows)
     atomic_write_bytes(out / "pooled.md", md.encode("utf-8"))
     summary = {"runs": [str(r) for r in run_dirs], "names": names, "per_seed": rows,
@@ -536,7 +578,10 @@ def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
                                                         else _short(r[k], 12) for k in keys]
                                                        for r in rows])
             + "<p class='note'>A claim's fraction counts the seeds where it could be tested "
-              "(refused tests, e.g. no events, are left out and counted apart).</p>"
+              "(refused tests, e.g. no events, are left out and counted apart), with a 95 % "
+              "Wilson interval; each seed's p-values are Holm-adjusted over its own report's "
+              "family. Sweeps of the same checkpoints with different probes (e.g. 100 and 500 "
+              "reviews) are one seed measured twice, not independent evidence.</p>"
             + "</body></html>")
     path = out / "pooled.html"
     atomic_write_bytes(path, page.encode("utf-8"))

@@ -37,7 +37,8 @@ RECORD_RE = re.compile(r"^epoch_(\d{4,})\.json$")
 SCALAR_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc", "log_distance",
                "lyapunov_max", "lyapunov_stderr", "nonfinite_fraction")
 EXTRA_SCALAR_KEYS = ("log_distance_drive_end", "log_distance_start", "n_collapsed_start",
-                     "lyapunov_max_driven", "lyapunov_stderr_driven", "seconds")
+                     "lyapunov_max_driven", "lyapunov_stderr_driven", "seconds",
+                     "param_change", "param_change_relative", "previous_epoch")
 # Per-sequence columns (C, S) of the run table.
 SAMPLE_KEYS = ("reduced_sum", "distance", "lyapunov")
 EXTRA_SAMPLE_KEYS = ("distance_drive_end", "distance_start", "collapsed_start",
