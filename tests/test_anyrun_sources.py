@@ -172,7 +172,7 @@ def test_probe_formats_lengths_and_layout(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object))
     with pytest.raises(SourceError, match="does not unpickle"):
         sources.load_probe(tmp_path / "obj.npy")
-    with pytest.raises(SourceError, match=r"lengths must lie in \[1, T=7\]"):
+    with pytest.raises(SourceError, match=r"probe lengths must be in \[1, T=7\]"):
         sources.load_probe(tmp_path / "p.npy", lengths=torch.tensor([8, 1, 1, 1]))
     with pytest.raises(SourceError, match="ambiguous"):
         np.save(tmp_path / "f2.npy", np.zeros((3, 4), np.float32))

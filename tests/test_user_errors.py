@@ -114,7 +114,7 @@ CLI_CASES = [
     ("token ids past the vocabulary", "good", "probe_big_ids.pt", [], "vocabulary has 7"),
     ("2-D float probe", "good", "probe_2d_float.npy", [], "ambiguous"),
     ("probe file missing", "good", "nothing.pt", [], "probe file"),
-    ("lengths past the probe", "good", "probe_long_lengths.pt", [], "lengths must lie in [1, T=6]"),
+    ("lengths past the probe", "good", "probe_long_lengths.pt", [], "probe lengths must be in [1, T=6]"),
     ("--device gpu", "good", "probe.pt", ["--device", "gpu"], "is not a device name"),
     ("--threads 0", "good", "probe.pt", ["--threads", "0"], "--threads must be a positive"),
     ("--out a file", "good", "probe.pt", ["--out", "{root}/probe.pt"], "probe.pt is a file"),

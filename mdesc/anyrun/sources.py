@@ -34,6 +34,7 @@ from torch import nn
 
 from mdesc import store
 from mdesc.core.cells import CELLS
+from mdesc.core.engine import check_lengths
 from mdesc.errors import UserError
 from mdesc.sweep.settings import select_samples
 
@@ -478,14 +479,10 @@ def load_probe(path: str | os.PathLike, key: str | None = None, *, lengths=None,
     elif isinstance(lengths, (str, os.PathLike)):
         lengths = _read_tensor_file(Path(lengths), lengths_key, "lengths", ("lengths",))[0]
     if lengths is not None:
-        lengths = torch.as_tensor(lengths)
-        if lengths.is_floating_point() or lengths.shape != (B,):
-            raise SourceError(f"lengths must be {B} integers (one per probe sequence), got "
-                              f"{lengths.dtype} of shape {tuple(lengths.shape)}")
-        lengths = lengths.to(torch.int64)
-        if int(lengths.min()) < 1 or int(lengths.max()) > T:
-            raise SourceError(f"lengths must lie in [1, T={T}], got [{int(lengths.min())}, "
-                              f"{int(lengths.max())}]")
+        try:
+            lengths = check_lengths(lengths, T, B)
+        except ValueError as e:
+            raise SourceError(f"probe {e}") from None
     index = list(range(B))
     if samples is not None:
         if samples < 1:

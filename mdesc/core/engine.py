@@ -176,7 +176,9 @@ def _inputs(embeddings: Sequence[nn.Embedding | None], seq, dtype: torch.dtype, 
     return x.contiguous()
 
 
-def _lengths(lengths, T: int, B: int, device: torch.device) -> torch.Tensor:
+def check_lengths(lengths, T: int, B: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """int64 [B]: each sequence's own length in [1, T] (None: all T); a ValueError that says
+    what is wrong otherwise.  The one check of lengths (the engine's and anyrun's probes)."""
     if lengths is None:
         return torch.full((B,), T, dtype=torch.int64, device=device)
     lengths = torch.as_tensor(lengths).to(device=device)
@@ -321,7 +323,7 @@ def prepare(models, seq, *, k: int | None, lengths=None, zero_input_steps: int =
              else _frame(q0, n, k, B, C, seed, dtype, device))
     kk = frame.shape[-1]
     qr_every = nonneg_int(default_qr_every(kk) if qr_every is None else qr_every, "qr_every", minimum=1)
-    lengths_given, lengths = lengths is not None, _lengths(lengths, T, B, device)
+    lengths_given, lengths = lengths is not None, check_lengths(lengths, T, B, device)
     settings = dict(
         k=kk, steps=T + zero_input_steps, driven_steps=T, zero_input_steps=zero_input_steps,
         warmup=warmup, counted_steps=_counted_steps(window, T, zero_input_steps, warmup, lengths),
