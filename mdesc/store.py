@@ -159,7 +159,8 @@ def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any],
     atomic_write_bytes(path, save(out, metadata=header))
 
 
-def load_tensors(path: str | os.PathLike, device: str = "cpu") -> tuple[dict, dict]:
+def load_tensors(path: str | os.PathLike, device: str = "cpu",
+                 metadata_only: bool = False) -> tuple[dict, dict]:
     """``(tensors, meta)`` from a file written by :func:`save_tensors` (torch tensors).
 
     Only the safetensors format is read (no pickle); a damaged file is a :class:`StoreError`.
@@ -170,7 +171,7 @@ def load_tensors(path: str | os.PathLike, device: str = "cpu") -> tuple[dict, di
     try:
         with safe_open(str(path), framework="pt", device=device) as f:
             header = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {} if metadata_only else {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise StoreError(f"{path} is not a readable safetensors file ({e})") from e
     meta = json.loads(header["mdesc"]) if "mdesc" in header else dict(header)
@@ -271,7 +272,8 @@ def _scalar_meta(obj: Any, used: str | None) -> dict[str, Any]:
 
 
 def read_checkpoint(path: str | os.PathLike, *, state_key: str | None = None,
-                    strip_prefix: str | None = None, device: str = "cpu") -> tuple[dict, dict]:
+                    strip_prefix: str | None = None, device: str = "cpu",
+                    metadata_only: bool = False) -> tuple[dict, dict]:
     """The one checkpoint reader: ``(state_dict, metadata)`` of a weights file, nothing unpickled.
 
     - ``.safetensors``: the tensors, and the header's metadata (the ``"mdesc"`` entry of files
@@ -284,7 +286,8 @@ def read_checkpoint(path: str | os.PathLike, *, state_key: str | None = None,
       metadata then holds the file's top-level scalars (``epoch``, ``global_step``, ...) and
       ``"state_key"``, the entry the weights came from (``None``: the file was the state dict).
 
-    ``strip_prefix`` removes a prefix from every key (``"module."`` of DDP).  Every failure is a
+    ``strip_prefix`` removes a prefix from every key (``"module."`` of DDP).  ``metadata_only``:
+    ``({}, metadata)``, reading only a safetensors file's header.  Every failure is a
     :class:`CheckpointError` that names the file and what to do.
     """
     path = Path(path)
@@ -293,17 +296,18 @@ def read_checkpoint(path: str | os.PathLike, *, state_key: str | None = None,
                               else f"checkpoint {path} is not a file")
     if path.suffix == ".safetensors":
         try:
-            state, meta = load_tensors(path, device)
+            state, meta = load_tensors(path, device, metadata_only=metadata_only)
         except StoreError as e:
             raise CheckpointError(str(e)) from e
         if "mdesc" not in meta:
             meta = {k: _json_or_text(v) for k, v in meta.items()}
-        if not state:
+        if not state and not metadata_only:
             raise CheckpointError(f"{path} holds no tensors")
     else:
         obj = load_torch_file(path, device)
         state, used = _find_state(obj, path, state_key)
         meta = dict(_scalar_meta(obj, used), state_key=used)
+        state = {} if metadata_only else state
     if strip_prefix:
         state = {k[len(strip_prefix):] if k.startswith(strip_prefix) else k: v
                  for k, v in state.items()}

@@ -90,3 +90,11 @@ def test_missing_and_damaged_safetensors(tmp_path, lstm):
     with pytest.raises(store.CheckpointError, match="t.safetensors"):
         store.read_checkpoint(tmp_path / "t.safetensors")
     assert issubclass(store.CheckpointError, store.StoreError)
+
+
+def test_metadata_only_reads_the_header(tmp_path, lstm):
+    store.save_tensors(tmp_path / "s.safetensors", lstm.state_dict(), {"epoch": 4})
+    assert store.read_checkpoint(tmp_path / "s.safetensors", metadata_only=True) == ({}, {"epoch": 4})
+    torch.save({"model": lstm.state_dict(), "epoch": 2}, tmp_path / "m.pt")
+    assert store.read_checkpoint(tmp_path / "m.pt", metadata_only=True) == (
+        {}, {"epoch": 2, "state_key": "model"})

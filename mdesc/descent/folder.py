@@ -23,7 +23,6 @@ import os
 import re
 from pathlib import Path
 
-from safetensors import safe_open
 from safetensors.numpy import load_file, save
 from safetensors.torch import save as save_torch
 
@@ -149,19 +148,6 @@ def save_safetensors(path: Path, tensors: dict, metadata: dict[str, str] | None 
     """Raw safetensors file (metadata as given: str -> str), written atomically."""
     data = save_torch({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata=metadata)
     store.atomic_write_bytes(path, data)
-
-
-def read_safetensors(path: str | os.PathLike, metadata_only: bool = False
-                     ) -> tuple[dict, dict[str, str]]:
-    """``(tensors, raw metadata)`` of a safetensors file (the optimizer states, whose metadata
-    is read as written); raises :class:`CheckpointError` naming the file."""
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {} if metadata_only else {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises several types for damaged files
-        raise CheckpointError(f"cannot read {path}: {str(e).splitlines()[0][:160]}") from e
-    return tensors, meta
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[dict, dict]:

@@ -23,7 +23,7 @@ from mdesc import store
 from mdesc.data.pang_lee import find_corpus
 from mdesc.data.sentiment import EncodedSplit, TextSettings, load_sentiment
 from mdesc.descent.folder import (CHECKPOINT_DIR, KEEP_OPTIMIZER_STATES, CheckpointError,
-                                  DescentRun, load_checkpoint, read_safetensors,
+                                  DescentRun, load_checkpoint,
                                   save_safetensors)
 from mdesc.descent.model import (ModelSettings, RunError, SentimentLSTM, TrainSettings, _batch,
                                  build_model, evaluate, make_optimizer, resolve_device)
@@ -82,15 +82,15 @@ def save_optimizer(path: Path, opt: torch.optim.Optimizer, epoch: int) -> None:
 
 def load_optimizer(path: Path, opt: torch.optim.Optimizer) -> None:
     """Restore an optimizer state written by :func:`save_optimizer` (CheckpointError if not)."""
-    tensors, meta = read_safetensors(path)
+    tensors, meta = store.read_checkpoint(path)
     try:
         state: dict[int, dict] = {}
         for key, value in tensors.items():
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value
-        for idx, st in json.loads(meta["extra_state"]).items():
+        for idx, st in meta["extra_state"].items():
             state.setdefault(int(idx), {}).update(st)
-        opt.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"cannot restore the optimizer state in {path}: {e}") from e
 
@@ -282,11 +282,11 @@ def read_history(run_dir: str | os.PathLike) -> dict[str, list]:
             + PARAM_CHANGE}
     for epoch, path in DescentRun(run_dir).checkpoints():
         try:
-            _, meta = read_safetensors(path, metadata_only=True)
+            _, meta = store.read_checkpoint(path, metadata_only=True)
         except CheckpointError:
             continue
         for k in cols:
-            cols[k].append(json.loads(meta[k]) if k in meta else
+            cols[k].append(meta[k] if k in meta else
                            (epoch if k == "epoch" else float("nan")))
     return cols
 

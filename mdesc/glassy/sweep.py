@@ -281,7 +281,7 @@ def group_walls(root) -> dict[str, dict[str, Any]]:
             out[name] = {"wall_s": rec["info"].get("wall_s"), "step": rec["step"],
                          "finished": True}
         elif folder.path(STATE_FILE).exists():
-            meta = store.read_checkpoint(folder.path(STATE_FILE))[1]
+            meta = store.read_checkpoint(folder.path(STATE_FILE), metadata_only=True)[1]
             out[name] = {"wall_s": meta["wall_s"], "step": meta["step"], "finished": False}
     return out
 
