@@ -41,7 +41,6 @@ from mdesc.sweep import (Job, Probe, RunDescription, SweepSettings, SweepStore, 
                          recorded_settings, select_jobs, sweep_jobs, write_report)
 from mdesc.sweep.record import METRICS
 from mdesc.sweep.settings import MUTABLE
-from mdesc.sweep.table import SKIPPED
 
 METRICS_FILE = "metrics.json"  # the metrics overlay last given, {step: {"test_loss": ...}}
 CONFIG_FILE = "config.json"    # where the checkpoints, model and probe came from
@@ -110,15 +109,8 @@ def store_settings(settings: SweepSettings, template: nn.Module, pr: sources.Pro
 
 def open_store(st: SweepStore, settings: SweepSettings, template: nn.Module, pr: sources.Probe,
                description: RunDescription | Mapping | None, config: Mapping | None) -> dict:
-    """Record (or check) the settings, the run's description and ``config.json``.
-
-    A store that holds settings but no record yet (an earlier attempt that stopped before
-    measuring anything) is started afresh with the settings asked for: only records are worth
-    protecting."""
-    if st.exists() and not st.steps():
-        st.settings_path.unlink()
-        for stale in (st.root / SKIPPED).glob("*.json"):  # that attempt's skipped files
-            stale.unlink()
+    """Record (or check) the settings, the run's description and ``config.json`` (a store
+    with settings but no record yet is started afresh: :meth:`SweepStore.open`)."""
     wanted = store_settings(settings, template, pr)
     _check_architecture(st, wanted)
     stored = st.open(wanted)
@@ -144,7 +136,7 @@ def check_out_dir(out_dir) -> None:
 def _check_architecture(st: SweepStore, wanted: Mapping[str, Any]) -> None:
     """A store of another model: said as such (the shapes side by side), with any other
     differing setting, rather than as a list of differing shape entries."""
-    have = st.settings() if st.exists() else {}
+    have = st.settings() if st.exists() and st.steps() else {}  # no record: started afresh
     want = store.to_json(wanted)
     if have.get("parameter_shapes") in (None, want["parameter_shapes"]):
         return
