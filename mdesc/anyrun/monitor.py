@@ -34,10 +34,10 @@ import torch.distributed as dist
 from mdesc.anyrun import sources
 from mdesc.anyrun.distributed import check_device
 from mdesc.anyrun.sweep import check_out_dir, core_probe, make_probe, open_store
-from mdesc.sweep import (SAMPLE_KEYS, PhaseSettings, RunDescription, SweepSettings, SweepStore,
+from mdesc.sweep import (PhaseSettings, RunDescription, SweepSettings, SweepStore,
                          full_record, load_table, measure, write_report)
 from mdesc.sweep.phases import record_label
-from mdesc.sweep.record import param_change, weights_of
+from mdesc.sweep.record import finite_weights, nonfinite_record, param_change, weights_of
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -50,23 +50,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
-
-
-def nonfinite_record(index, settings: SweepSettings) -> dict:
-    """The record of a model whose weights hold NaN or inf: nothing measurable, everything
-    non-finite (the report and the labels treat it as unknown)."""
-    nothing = [None] * len(index)
-    rec = {"lyapunov_max": None, "lyapunov_stderr": None, "nonfinite_fraction": 1.0,
-           "lyapunov_spectrum": [None] * settings.k, "sample_index": [int(i) for i in index],
-           **{k: list(nothing) for k in SAMPLE_KEYS}, "log_distance": None,
-           "window": settings.window, "seconds": 0.0, "nonfinite_weights": True}
-    for twin in settings.twins:
-        rec.update({f"log_distance_{twin}": None, f"distance_{twin}": list(nothing)})
-    return rec
 
 
 class StabilityMonitor:
@@ -184,7 +167,7 @@ class StabilityMonitor:
         pr = self._inputs(model, device)  # checks the probe against the model before any write
         if not self._opened:
             self._open(model)
-        if _finite(model):
+        if finite_weights(model):
             with torch.no_grad():
                 rec = measure([model], pr.x, pr.lengths, self.settings, pr.zero_steps,
                               pr.index)[0]

@@ -14,7 +14,9 @@ and writes the engine's phase analysis and report, in the words the run's
 - **No pickle**: safetensors, or PyTorch files with ``torch.load(weights_only=True)``.
 - **Bad checkpoints**: one whose keys or shapes do not fit the model (or that does not read) is
   named in a :class:`~mdesc.anyrun.sources.SourceError`; with ``skip_bad=True`` it is left out
-  with a warning, listed in ``result.skipped`` and ``OUT/report/skipped.json``.
+  with a warning, listed in ``result.skipped`` and ``OUT/report/skipped.json``.  One whose
+  weights hold NaN or inf (a diverged run) is no bad file: the engine records it as non-finite
+  (label "unknown") and carries on.
 - **Sharded** under ``torchrun`` (:mod:`mdesc.anyrun.distributed`): checkpoints are split over
   the ranks, each record is written once, rank 0 writes the report.
 """
@@ -206,14 +208,12 @@ def make_probe(probe, lengths, probe_key, time_major, samples, seed) -> sources.
 
 def load_module(template: nn.Module, ck: sources.Checkpoint, device: torch.device,
                 state_key: str | None = None, strip_prefix: str | None = None) -> nn.Module:
-    """A copy of ``template`` holding the weights of ``ck`` (raises SourceError / StoreError)."""
+    """A copy of ``template`` holding the weights of ``ck`` (raises SourceError / StoreError;
+    weights that hold NaN or inf load: the engine records them as non-finite)."""
     state = sources.read_state_dict(ck.path, state_key, strip_prefix)
     state = sources.fit_state_dict(state, template, where=str(ck.path))
     m = copy.deepcopy(template)
     m.load_state_dict(state, strict=True)
-    for name, t in state.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise sources.SourceError(f"{ck.path}: {name} holds NaN or inf")
     return m.to(device).eval()
 
 

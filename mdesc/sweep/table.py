@@ -38,7 +38,8 @@ SCALAR_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc", "log_distance
                "lyapunov_max", "lyapunov_stderr", "nonfinite_fraction")
 EXTRA_SCALAR_KEYS = ("log_distance_drive_end", "log_distance_start", "n_collapsed_start",
                      "lyapunov_max_driven", "lyapunov_stderr_driven", "seconds",
-                     "param_change", "param_change_relative", "previous_epoch")
+                     "param_change", "param_change_relative", "previous_epoch",
+                     "nonfinite_weights")
 # Per-sequence columns (C, S) of the run table.
 SAMPLE_KEYS = ("reduced_sum", "distance", "lyapunov")
 EXTRA_SAMPLE_KEYS = ("distance_drive_end", "distance_start", "collapsed_start",
@@ -214,7 +215,9 @@ def load_table(root: str | os.PathLike, say: Callable[[str], None] | None = None
     ``n_collapsed_start`` (C,); ``lyapunov_max``, ``lyapunov_stderr`` (C,) mean lambda_1 over
     sequences over the settings' ``window`` and its standard error; ``lyapunov_max_driven``,
     ``lyapunov_stderr_driven`` (C,) the drive's exponent (NaN for window "all");
-    ``nonfinite_fraction``, ``seconds`` (C,); ``reduced_sum``, ``distance``,
+    ``nonfinite_fraction``, ``seconds`` (C,); ``nonfinite_weights`` (C,) 1 where the
+    checkpoint's weights hold NaN or inf (not measured, labelled unknown), else NaN;
+    ``reduced_sum``, ``distance``,
     ``distance_drive_end``, ``distance_start``, ``collapsed_start`` (0/1), ``lyapunov``,
     ``lyapunov_driven`` (C, S); ``lyapunov_spectrum`` (C, k); ``sample_index`` (S,).
     ``table["settings"]`` is the recorded settings (a dict, with the run's description under
