@@ -38,7 +38,7 @@ from mdesc import store
 from mdesc.anyrun import sources
 from mdesc.anyrun.distributed import check_device, shard
 from mdesc.anyrun import infer
-from mdesc.anyrun.metrics import load_metrics
+from mdesc.anyrun.metrics import load_metrics, metric_name
 from mdesc.sweep import (Job, Probe, RunDescription, SweepSettings, SweepStore, load_table,
                          recorded_settings, select_jobs, sweep_jobs, write_report)
 from mdesc.sweep.record import METRICS
@@ -123,6 +123,30 @@ def open_store(st: SweepStore, settings: SweepSettings, template: nn.Module, pr:
     if config is not None:
         st.folder.write_json(CONFIG_FILE, config)
     return stored
+
+
+def _read_metrics(metrics, cks, description, out_dir):
+    """A metrics file read (``(metrics, description)``: its loss column names the held-out
+    loss in the description); metrics given otherwise, and the description, as they are."""
+    if not isinstance(metrics, (str, os.PathLike)):
+        return metrics, description
+    description = _metric_named(description, metric_name(metrics), SweepStore(out_dir))
+    return load_metrics(metrics, cks), description
+
+
+def _metric_named(description, said: str | None, st: SweepStore):
+    """The description with the held-out loss named as the metrics file names it (a
+    ``val_loss`` column: "validation loss"), unless the caller named it (a RunDescription, or
+    ``metric`` given) or the stored description names it otherwise than the default."""
+    if said is None or isinstance(description, RunDescription) or \
+            (isinstance(description, Mapping) and "metric" in description):
+        return description
+    if description is None:
+        have = st.description() if st.sweep_dir.is_dir() else None
+        if have is not None and have.metric != RunDescription().metric:
+            return None
+        return {**(have.to_dict() if have is not None else {}), "metric": said}
+    return {**description, "metric": said}
 
 
 def check_out_dir(out_dir) -> None:
@@ -280,8 +304,7 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
     check_device(device)
     check_out_dir(out_dir)
     cks = _checkpoints(checkpoints, order_file, step_pattern)
-    if isinstance(metrics, (str, os.PathLike)):
-        metrics = load_metrics(metrics, cks)
+    metrics, description = _read_metrics(metrics, cks, description, out_dir)
     pr = make_probe(probe, lengths, probe_key, time_major, settings.n_samples, settings.seed)
     # everything is checked before the store is touched: a run that stops here leaves nothing
     rank0 = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 says what it read
