@@ -223,6 +223,10 @@ def test_monitor_flags_order_chaos_crossings(tmp_path):
         labels.append((rec["label"], rec["transition"]))
     assert labels == [("ordered", None), ("ordered", None), ("chaotic", "order_to_chaos"),
                       ("chaotic", None), ("ordered", "chaos_to_order")]
+    # the live labels are the report's one label (combined), checkpoint by checkpoint
+    table = mon.table()
+    shown = mdesc.sweep.phase_table(table, mdesc.sweep.analyse(table))["label"].tolist()
+    assert shown == [lab for lab, _ in labels]
     assert [e["epoch"] for e in events] == [2, 4] and mon.first_order_to_chaos == 2
     # a new monitor on the same store (a resumed training run) knows the crossings so far
     again = StabilityMonitor(tmp_path / "m", probe, zero_input_steps=300, measure="lyapunov")

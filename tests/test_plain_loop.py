@@ -73,6 +73,7 @@ def test_three_layouts_analysed_without_architecture_flags(tmp_path, capsys, cel
         assert main(["analyse-run", str(tmp_path / layout), "--out", str(out), "--probe",
                      str(tmp_path / "probe.pt"), "--zero-input-steps", str(Z), "--no-progress",
                      "--loss-name", "cross-entropy", "--probe-name", "validation passages",
+                     "--task", "next-character prediction",
                      "--metrics", str(tmp_path / "metrics.csv"), *extra]) == 0
         said = capsys.readouterr().out
         assert (f"cell={cell}, vocab_size={vocab}, embed_dim=6, hidden_size=10, num_layers=1, "
@@ -85,8 +86,15 @@ def test_three_layouts_analysed_without_architecture_flags(tmp_path, capsys, cel
         report = (out / "report" / "report.html").read_text(encoding="utf-8")
         assert "validation passages" in report
         assert "review" not in report.lower() and "binary cross-entropy" not in report
+        # its header says the task and the losses; its loss is the metrics' validation loss
+        assert ("<p class='sub'>next-character prediction · loss: <b>cross-entropy</b> · "
+                "held-out loss: <b>validation loss</b> · probe: validation passages</p>") in report
+        assert "test loss" not in report.lower() and "test-loss" not in report.lower()
+        assert "global validation-loss minimum" in report and "Validation-loss minima" in report
         summary = json.loads((out / "report" / "summary.json").read_text(encoding="utf-8"))
         assert summary["description"]["loss"] == "cross-entropy"
+        assert summary["description"]["metric"] == "validation loss"
+        assert summary["description"]["task"] == "next-character prediction"
         config = json.loads((out / "config.json").read_text())
         assert config["model"]["spec"]["cell"] == cell
     for layout in ("dict", "lightning"):  # the same weights, whatever the layout

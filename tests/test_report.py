@@ -111,3 +111,28 @@ def test_report_reads_the_run_table_from_the_run_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="sweep"):
         write_report(tmp_path / "empty")
     assert hasattr(sweep, "load_table")
+
+
+def test_the_report_says_the_runs_held_out_loss_and_task(tmp_path):
+    """A run whose metric is a validation loss: the claims, the header, the HTML and every text
+    of the figures say "validation loss", never "test loss"; the header names the task, the
+    loss and the probe."""
+    from mdesc.sweep import RunDescription, figures
+    d = RunDescription(task="next-token prediction", loss="cross-entropy",
+                       metric="validation loss", probe="held-out sentences")
+    table = synthetic_table()
+    rows = claims_rows(analyse(table), d)
+    assert not any("test loss" in x.lower() or "test-loss" in x.lower() for r in rows for x in r)
+    assert any(what.startswith("global validation-loss minimum") for what, _ in rows)
+    page = write_report(tmp_path, table=table, description=d).read_text(encoding="utf-8")
+    assert "next-token prediction · loss: <b>cross-entropy</b> · held-out loss: <b>validation " \
+        "loss</b> · probe: held-out sentences" in page
+    assert "test loss" not in page.lower() and "test-loss" not in page.lower()
+    fig = figures._figure()
+    ax = fig.subplots()
+    ax.plot([0, 1], [1, 0], label="global test-loss minimum")
+    ax.set_ylabel("test loss (nats)")
+    ax.legend()
+    figures._png(fig, d)
+    assert ax.get_ylabel() == "validation loss (nats)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["global validation-loss minimum"]

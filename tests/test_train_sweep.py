@@ -318,6 +318,32 @@ def test_sweep_refuses_other_settings_and_bad_lengths(trained, tmp_path):
         SW.load_table(tmp_path)
 
 
+def test_a_sweep_without_records_locks_nothing(trained, tmp_path):
+    """Settings but no record (a first sweep that stopped before measuring): the store itself
+    takes the new settings and drops that attempt's skipped files; records stay protected.
+    Reading it before is one UserError naming the folder and the command."""
+    from mdesc.errors import UserError
+    from mdesc.sweep import SweepStore
+    from mdesc.sweep.table import NoRecordsError
+    _, full = trained
+    run = _copy(full, tmp_path)
+    _, test = SW.load_run_data(run)
+    SW._open(SW.DescentRun(run), SW.SweepSettings(n_samples=4, total_steps=30), len(test), 10)
+    st = SweepStore(run)
+    assert st.exists() and not st.steps() and st.settings()["total_steps"] == 30
+    st.skip(2, "old.safetensors", "unreadable")
+    with pytest.raises(UserError, match=rf"{run.name} has no sweep records yet.*"
+                       r"`mdesc descent sweep --run-dir .*` first") as err:
+        SW.load_table(run)
+    assert isinstance(err.value, NoRecordsError) and isinstance(err.value, FileNotFoundError)
+    out = SW.sweep_run(run, SW.SweepSettings(n_samples=4, total_steps=40, chunk=5), limit=1,
+                       progress=False)
+    assert out["computed"] == [0] and st.settings()["total_steps"] == 40
+    assert st.skipped() == [] and list((run / "skipped").glob("*.json")) == []
+    with pytest.raises(SW.SweepSettingsError, match="total_steps: on disk 40, asked for 30"):
+        SW.sweep_run(run, SW.SweepSettings(n_samples=4, total_steps=30), progress=False)
+
+
 def test_coarse_sweep_is_filled_in_later(trained, tmp_path):
     _, full = trained
     run = _copy(full, tmp_path)

@@ -94,7 +94,6 @@ CLI_CASES = [
      "with the architecture read off it (cell=gru, vocab_size=7, embed_dim=3, hidden_size=5, "
      "num_layers=1, output_size=7): a model that is not a plain Embedding -> recurrent -> "
      "Linear stack needs --factory"),
-    ("NaN weights", "nan", "probe.pt", [], "holds NaN or inf"),
     ("empty folder", "empty", "probe.pt", [], "holds no checkpoint files"),
     ("glob matching nothing", "{root}/good/*.safetensors", "probe.pt", [], "matches no files"),
     ("missing path", "{root}/nowhere", "probe.pt", [], "is neither a checkpoint file"),
@@ -210,6 +209,53 @@ def test_api_reads_the_architecture_and_refuses_a_float_probe(files, tmp_path, c
         capsys.readouterr().out
     config = json.loads((tmp_path / "o" / "config.json").read_text())
     assert config["model"]["spec"]["cell"] == "gru" and config["model"]["spec"]["output_size"] == V
+
+
+def test_nan_weights_are_recorded_as_nonfinite_not_refused(files, tmp_path, capsys):
+    """A diverged checkpoint (NaN or inf weights) in a post-hoc sweep is no bad input: the
+    engine records it as the monitor does (nonfinite_fraction 1, nonfinite_weights, label
+    unknown) and carries on; the table, the analysis, the claims and the report's figures
+    take it as unknown and count it nowhere. A run of nothing but such checkpoints reports too."""
+    root, folders, net = files
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.manual_seed(1)
+    for step in (1, 2, 4):
+        torch.save(CharNet().state_dict(), run / f"epoch_{step}.pt")
+    bad = {k: v.clone() for k, v in net.state_dict().items()}
+    bad["rnn.weight_hh_l0"][1, 2] = float("inf")
+    torch.save(bad, run / "epoch_3.pt")
+    (run / "metrics.csv").write_text("epoch,test_loss\n1,2.0\n2,1.5\n3,9.0\n4,1.8\n")
+    out = tmp_path / "out"
+    assert main(["analyse-run", str(run), "--out", str(out), "--probe", str(root / "probe.pt"),
+                 "--metrics", str(run / "metrics.csv"), *FAST[:-1]]) == 0
+    said = capsys.readouterr().out
+    assert "epoch_3.pt: its weights hold NaN or inf; recorded as non-finite" in said
+    rec = json.loads((out / "sweep" / "epoch_0003.json").read_text())
+    assert rec["nonfinite_weights"] is True and rec["nonfinite_fraction"] == 1.0
+    assert rec["lyapunov_max"] is None and rec["log_distance"] is None
+    assert rec["param_change"] is None and rec["previous_epoch"] == 2
+    table = mdesc.anyrun.load_table(out)
+    assert table["epoch"].tolist() == [1, 2, 3, 4]
+    assert table["nonfinite_weights"][2] == 1
+    assert np.isnan(table["nonfinite_weights"][[0, 1, 3]]).all()
+    assert np.isnan(table["lyapunov_max"][2])
+    assert np.isfinite(table["lyapunov_max"][[0, 1, 3]]).all()
+    assert np.isnan(table["param_change"][[0, 2, 3]]).all()  # none against the diverged one
+    a = mdesc.sweep.analyse(table)
+    assert all(a.labels[m][2] == -1 for m in a.labels)
+    assert all(3 not in (t.epoch_before, t.epoch_after) for t in a.transitions)
+    assert any("weights of 1 checkpoints hold NaN or inf (epochs 3)" in w for w in a.warnings)
+    assert not any("tangent runs went non-finite" in w for w in a.warnings)
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["analysis"]["labels"]["combined"][2] == "unknown"
+    assert {"descent.png", "bifurcation.png", "report.html"} <= set(os.listdir(out / "report"))
+    # a run whose only checkpoint diverged: recorded, analysed, reported (every row unknown)
+    only = tmp_path / "only"
+    assert main(["analyse-run", str(folders["nan"]), "--out", str(only), "--probe",
+                 str(root / "probe.pt"), *FAST[:-1]]) == 0
+    assert mdesc.anyrun.load_table(only)["nonfinite_weights"].tolist() == [1.0]
+    assert (only / "report" / "report.html").is_file()
 
 
 def test_monitor_on_a_device_through_nan_weights(files, tmp_path):

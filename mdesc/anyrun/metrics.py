@@ -57,6 +57,34 @@ def _rows_from_json(obj, path: Path) -> list[dict]:
     raise SourceError(f"{path}: metrics JSON must be a list of objects or an object")
 
 
+def _read_rows(path: Path) -> list[dict]:
+    """The rows of a CSV/TSV/JSON metrics file (SourceError if it is missing or of no such kind)."""
+    if not path.is_file():
+        raise SourceError(f"metrics file {path} does not exist")
+    if path.suffix.lower() == ".json":
+        return _rows_from_json(store.read_json(path), path)
+    if path.suffix.lower() in (".csv", ".tsv"):
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
+    raise SourceError(f"metrics file {path}: use .csv, .tsv or .json")
+
+
+# what the held-out loss is called, by the column it was read from (the report says it)
+METRIC_NAMES = {"val_loss": "validation loss", "valid_loss": "validation loss",
+                "validation_loss": "validation loss", "eval_loss": "evaluation loss"}
+
+
+def metric_name(path: str | os.PathLike) -> str | None:
+    """What a metrics file's held-out loss is ("validation loss" for a ``val_loss`` column,
+    "test loss" for ``test_loss``), or None when it has none."""
+    for row in _read_rows(Path(path)):
+        lower = {str(k).strip().lower() for k in row if k is not None}
+        for alias in METRIC_ALIASES["test_loss"]:
+            if alias in lower:
+                return METRIC_NAMES.get(alias, "test loss")
+    return None
+
+
 def load_metrics(path: str | os.PathLike, checkpoints: Iterable[Checkpoint] = ()) -> dict[int, dict]:
     """``{step: {"test_loss": .., ...}}`` from a CSV or JSON metrics file.
 
@@ -66,15 +94,7 @@ def load_metrics(path: str | os.PathLike, checkpoints: Iterable[Checkpoint] = ()
     ``train_loss`` (also ``loss``), ``test_acc``, ``train_acc``; others are ignored.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SourceError(f"metrics file {path} does not exist")
-    if path.suffix.lower() == ".json":
-        rows = _rows_from_json(store.read_json(path), path)
-    elif path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
-    else:
-        raise SourceError(f"metrics file {path}: use .csv, .tsv or .json")
+    rows = _read_rows(path)
     by_name = {}
     for c in checkpoints:
         by_name[c.path.name] = c.step

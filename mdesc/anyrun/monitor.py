@@ -13,8 +13,10 @@ sums of the fixed probe inputs) and stores one record in the engine's store, so 
 equal those of a post-hoc sweep of the same weights, and ``monitor.report()`` (or ``mdesc
 descent report --run-dir``) writes the engine's phase analysis and report.
 
-Order <-> chaos crossings between consecutive monitored epochs (by the analysis's labelling rule,
-:func:`mdesc.sweep.phases.record_label`) are flagged in the returned record, kept in
+Each record is labelled live with the report's one label (:func:`mdesc.sweep.phases.record_label`
+with ``"combined"``: ordered, chaotic, marginal, disagree or unknown).  Order <-> chaos crossings
+between consecutive monitored epochs (by the analysis's rule, the one label unless ``measure``
+names a single measure; marginal, disagreeing and unknown epochs are passed over) are flagged in the returned record, kept in
 ``monitor.transitions`` and passed to ``on_transition(event, model)``; the paper's finding is
 that the best epoch sits at the first order -> chaos transition, so
 ``monitor.first_order_to_chaos`` is a model-selection signal that needs no test data.
@@ -34,10 +36,10 @@ import torch.distributed as dist
 from mdesc.anyrun import sources
 from mdesc.anyrun.distributed import check_device
 from mdesc.anyrun.sweep import check_out_dir, core_probe, make_probe, open_store
-from mdesc.sweep import (SAMPLE_KEYS, PhaseSettings, RunDescription, SweepSettings, SweepStore,
+from mdesc.sweep import (PhaseSettings, RunDescription, SweepSettings, SweepStore,
                          full_record, load_table, measure, write_report)
 from mdesc.sweep.phases import record_label
-from mdesc.sweep.record import param_change, weights_of
+from mdesc.sweep.record import finite_weights, nonfinite_record, param_change, weights_of
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -50,23 +52,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def _rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _finite(model: nn.Module) -> bool:
-    return all(bool(torch.isfinite(p).all()) for p in model.parameters() if p.is_floating_point())
-
-
-def nonfinite_record(index, settings: SweepSettings) -> dict:
-    """The record of a model whose weights hold NaN or inf: nothing measurable, everything
-    non-finite (the report and the labels treat it as unknown)."""
-    nothing = [None] * len(index)
-    rec = {"lyapunov_max": None, "lyapunov_stderr": None, "nonfinite_fraction": 1.0,
-           "lyapunov_spectrum": [None] * settings.k, "sample_index": [int(i) for i in index],
-           **{k: list(nothing) for k in SAMPLE_KEYS}, "log_distance": None,
-           "window": settings.window, "seconds": 0.0, "nonfinite_weights": True}
-    for twin in settings.twins:
-        rec.update({f"log_distance_{twin}": None, f"distance_{twin}": list(nothing)})
-    return rec
 
 
 class StabilityMonitor:
@@ -82,8 +67,8 @@ class StabilityMonitor:
             keywords (``zero_input_steps=1100, twins=("drive_end",)``).  The monitor defaults
             to the drive-end twin only (half the cost); add ``"start"`` for the t = 0 twin.
         every: measure epochs divisible by this only.
-        measure: which measure flags crossings: "distance" (D~, the report's primary) or
-            "lyapunov" (lambda_1).
+        measure: which label flags crossings: "combined" (the report's one label: lambda_1
+            and D~ with their margins), or "distance" (D~) or "lyapunov" (lambda_1) alone.
         on_transition: called as ``on_transition(event, model)`` at each crossing, with
             ``event = {"epoch", "kind", "previous_epoch", "measure"}``.
         phase_settings: overrides of :class:`mdesc.sweep.PhaseSettings` (thresholds).
@@ -100,7 +85,7 @@ class StabilityMonitor:
     def __init__(self, out_dir: str | os.PathLike, probe: Any, *, lengths=None,
                  time_major: bool = False, probe_key: str | None = None,
                  settings: SweepSettings | None = None, every: int = 1,
-                 measure: str = "distance",
+                 measure: str = "combined",
                  on_transition: Callable[[dict, nn.Module], None] | None = None,
                  phase_settings: Mapping[str, Any] | None = None, rank_zero_only: bool = True,
                  description: RunDescription | Mapping | None = None,
@@ -114,8 +99,9 @@ class StabilityMonitor:
         self.settings = settings.check()
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
-        if measure not in ("distance", "lyapunov"):
-            raise ValueError(f"measure must be 'distance' or 'lyapunov', got {measure!r}")
+        if measure not in ("combined", "distance", "lyapunov"):
+            raise ValueError(f"measure must be 'combined', 'distance' or 'lyapunov', got "
+                             f"{measure!r}")
         self.phase = PhaseSettings(**dict(phase_settings or {}))
         self.description = description
         self.every, self.measure_name, self.on_transition = every, measure, on_transition
@@ -145,12 +131,19 @@ class StabilityMonitor:
         # resume: the crossings already on record
         prev = None
         for epoch, rec in self.store.records().items():
-            lab = record_label(rec, self.measure_name, self.phase)
-            if prev is not None and lab != "unknown" and prev[1] != "unknown" and lab != prev[1]:
+            lab = self._crossing_label(rec)
+            if lab is None:
+                continue
+            if prev is not None and lab != prev[1]:
                 self.transitions.append(self._event(prev[0], epoch, lab))
-            if lab != "unknown":
-                prev = (epoch, lab)
+            prev = (epoch, lab)
         self._last = prev
+
+    def _crossing_label(self, rec: Mapping[str, Any]) -> str | None:
+        """"ordered" or "chaotic" by the label that flags crossings; None when it is neither
+        (unknown, marginal, disagree: passed over, as the analysis's transitions do)."""
+        lab = record_label(rec, self.measure_name, self.phase)
+        return lab if lab in ("ordered", "chaotic") else None
 
     def _event(self, before: int, epoch: int, lab: str) -> dict:
         kind = "order_to_chaos" if lab == "chaotic" else "chaos_to_order"
@@ -167,8 +160,9 @@ class StabilityMonitor:
 
         ``metrics`` (optional): ``{"test_loss": ..., "train_loss": ..., "test_acc": ...,
         "train_acc": ...}`` overlaid in the report (never used to flag anything).  Returns the
-        stored record plus ``label`` ("ordered"/"chaotic"/"unknown") and ``transition`` (the
-        crossing's kind since the previous monitored epoch, or None); None when this epoch is
+        stored record plus ``label`` (the report's one label: "ordered", "chaotic", "marginal",
+        "disagree" or "unknown") and ``transition`` (the crossing's kind since the previous
+        ordered or chaotic monitored epoch, by ``measure``, or None); None when this epoch is
         not measured (``every``) or on ranks other than 0.  Measuring an epoch again replaces
         its record (a resumed training run re-measures the epochs it repeats).
         """
@@ -184,7 +178,7 @@ class StabilityMonitor:
         pr = self._inputs(model, device)  # checks the probe against the model before any write
         if not self._opened:
             self._open(model)
-        if _finite(model):
+        if finite_weights(model):
             with torch.no_grad():
                 rec = measure([model], pr.x, pr.lengths, self.settings, pr.zero_steps,
                               pr.index)[0]
@@ -196,16 +190,16 @@ class StabilityMonitor:
         self._weights = (epoch, weights)
         full = full_record(epoch, None, metrics, rec, step=epoch)
         self.store.write(epoch, full)
-        lab = record_label(full, self.measure_name, self.phase)
+        lab, cross = record_label(full, "combined", self.phase), self._crossing_label(full)
         transition = None
-        if lab != "unknown":
-            if self._last is not None and self._last[0] < epoch and self._last[1] != lab:
-                event = self._event(self._last[0], epoch, lab)
+        if cross is not None:
+            if self._last is not None and self._last[0] < epoch and self._last[1] != cross:
+                event = self._event(self._last[0], epoch, cross)
                 self.transitions.append(event)
                 transition = event["kind"]
                 if self.on_transition is not None:
                     self.on_transition(event, user)
-            self._last = (epoch, lab)
+            self._last = (epoch, cross)
         dt = time.perf_counter() - t0
         self.seconds += dt
         self.steps += 1

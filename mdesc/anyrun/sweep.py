@@ -14,7 +14,9 @@ and writes the engine's phase analysis and report, in the words the run's
 - **No pickle**: safetensors, or PyTorch files with ``torch.load(weights_only=True)``.
 - **Bad checkpoints**: one whose keys or shapes do not fit the model (or that does not read) is
   named in a :class:`~mdesc.anyrun.sources.SourceError`; with ``skip_bad=True`` it is left out
-  with a warning, listed in ``result.skipped`` and ``OUT/report/skipped.json``.
+  with a warning, listed in ``result.skipped`` and ``OUT/report/skipped.json``.  One whose
+  weights hold NaN or inf (a diverged run) is no bad file: the engine records it as non-finite
+  (label "unknown") and carries on.
 - **Sharded** under ``torchrun`` (:mod:`mdesc.anyrun.distributed`): checkpoints are split over
   the ranks, each record is written once, rank 0 writes the report.
 """
@@ -36,12 +38,11 @@ from mdesc import store
 from mdesc.anyrun import sources
 from mdesc.anyrun.distributed import check_device, shard
 from mdesc.anyrun import infer
-from mdesc.anyrun.metrics import load_metrics
+from mdesc.anyrun.metrics import load_metrics, metric_name
 from mdesc.sweep import (Job, Probe, RunDescription, SweepSettings, SweepStore, load_table,
                          recorded_settings, select_jobs, sweep_jobs, write_report)
 from mdesc.sweep.record import METRICS
 from mdesc.sweep.settings import MUTABLE
-from mdesc.sweep.table import SKIPPED
 
 METRICS_FILE = "metrics.json"  # the metrics overlay last given, {step: {"test_loss": ...}}
 CONFIG_FILE = "config.json"    # where the checkpoints, model and probe came from
@@ -110,15 +111,8 @@ def store_settings(settings: SweepSettings, template: nn.Module, pr: sources.Pro
 
 def open_store(st: SweepStore, settings: SweepSettings, template: nn.Module, pr: sources.Probe,
                description: RunDescription | Mapping | None, config: Mapping | None) -> dict:
-    """Record (or check) the settings, the run's description and ``config.json``.
-
-    A store that holds settings but no record yet (an earlier attempt that stopped before
-    measuring anything) is started afresh with the settings asked for: only records are worth
-    protecting."""
-    if st.exists() and not st.steps():
-        st.settings_path.unlink()
-        for stale in (st.root / SKIPPED).glob("*.json"):  # that attempt's skipped files
-            stale.unlink()
+    """Record (or check) the settings, the run's description and ``config.json`` (a store
+    with settings but no record yet is started afresh: :meth:`SweepStore.open`)."""
     wanted = store_settings(settings, template, pr)
     _check_architecture(st, wanted)
     stored = st.open(wanted)
@@ -129,6 +123,30 @@ def open_store(st: SweepStore, settings: SweepSettings, template: nn.Module, pr:
     if config is not None:
         st.folder.write_json(CONFIG_FILE, config)
     return stored
+
+
+def _read_metrics(metrics, cks, description, out_dir):
+    """A metrics file read (``(metrics, description)``: its loss column names the held-out
+    loss in the description); metrics given otherwise, and the description, as they are."""
+    if not isinstance(metrics, (str, os.PathLike)):
+        return metrics, description
+    description = _metric_named(description, metric_name(metrics), SweepStore(out_dir))
+    return load_metrics(metrics, cks), description
+
+
+def _metric_named(description, said: str | None, st: SweepStore):
+    """The description with the held-out loss named as the metrics file names it (a
+    ``val_loss`` column: "validation loss"), unless the caller named it (a RunDescription, or
+    ``metric`` given) or the stored description names it otherwise than the default."""
+    if said is None or isinstance(description, RunDescription) or \
+            (isinstance(description, Mapping) and "metric" in description):
+        return description
+    if description is None:
+        have = st.description() if st.sweep_dir.is_dir() else None
+        if have is not None and have.metric != RunDescription().metric:
+            return None
+        return {**(have.to_dict() if have is not None else {}), "metric": said}
+    return {**description, "metric": said}
 
 
 def check_out_dir(out_dir) -> None:
@@ -144,7 +162,7 @@ def check_out_dir(out_dir) -> None:
 def _check_architecture(st: SweepStore, wanted: Mapping[str, Any]) -> None:
     """A store of another model: said as such (the shapes side by side), with any other
     differing setting, rather than as a list of differing shape entries."""
-    have = st.settings() if st.exists() else {}
+    have = st.settings() if st.exists() and st.steps() else {}  # no record: started afresh
     want = store.to_json(wanted)
     if have.get("parameter_shapes") in (None, want["parameter_shapes"]):
         return
@@ -214,14 +232,12 @@ def make_probe(probe, lengths, probe_key, time_major, samples, seed) -> sources.
 
 def load_module(template: nn.Module, ck: sources.Checkpoint, device: torch.device,
                 state_key: str | None = None, strip_prefix: str | None = None) -> nn.Module:
-    """A copy of ``template`` holding the weights of ``ck`` (raises SourceError / StoreError)."""
+    """A copy of ``template`` holding the weights of ``ck`` (raises SourceError / StoreError;
+    weights that hold NaN or inf load: the engine records them as non-finite)."""
     state = sources.read_state_dict(ck.path, state_key, strip_prefix)
     state = sources.fit_state_dict(state, template, where=str(ck.path))
     m = copy.deepcopy(template)
     m.load_state_dict(state, strict=True)
-    for name, t in state.items():
-        if t.is_floating_point() and not torch.isfinite(t).all():
-            raise sources.SourceError(f"{ck.path}: {name} holds NaN or inf")
     return m.to(device).eval()
 
 
@@ -288,8 +304,7 @@ def sweep_checkpoints(checkpoints, out_dir: str | os.PathLike, model: Any, probe
     check_device(device)
     check_out_dir(out_dir)
     cks = _checkpoints(checkpoints, order_file, step_pattern)
-    if isinstance(metrics, (str, os.PathLike)):
-        metrics = load_metrics(metrics, cks)
+    metrics, description = _read_metrics(metrics, cks, description, out_dir)
     pr = make_probe(probe, lengths, probe_key, time_major, settings.n_samples, settings.seed)
     # everything is checked before the store is touched: a run that stops here leaves nothing
     rank0 = int(os.environ.get("RANK", "0")) == 0  # torchrun: rank 0 says what it read

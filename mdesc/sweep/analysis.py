@@ -257,7 +257,12 @@ def _table_notes(table: Mapping[str, Any], cols: dict[str, np.ndarray]) -> list[
     for k, eps in _nonfinite(table, cols).items():
         notes.append(f"{k} is missing or non-finite at {len(eps)} of {n} checkpoints "
                      f"(epochs {_short(eps)}); they are labelled unknown / skipped")
-    bad_runs = cols["nonfinite_fraction"]
+    diverged = cols["nonfinite_weights"] > 0
+    if np.any(diverged):
+        notes.append(f"the weights of {int(diverged.sum())} checkpoints hold NaN or inf (epochs "
+                     f"{_short(epoch[diverged].tolist())}): not measured, labelled unknown and "
+                     "counted in no claim")
+    bad_runs = np.where(diverged, 0.0, cols["nonfinite_fraction"])
     if np.any(bad_runs > 0):
         hit = epoch[bad_runs > 0].tolist()
         notes.append(f"some tangent runs went non-finite at {len(hit)} checkpoints (epochs "

@@ -6,7 +6,10 @@ model at a time, the :class:`mdesc.anyrun.StabilityMonitor`.  The caller says wh
 checkpoints are (:class:`Job`), how one is loaded and what to do with one that does not load;
 the loop measures each chunk with :func:`mdesc.sweep.record.measure`, writes each record
 atomically when it is done (a killed sweep loses at most the chunk in progress) and reports
-warnings and skipped checkpoints in one readable line each.
+warnings and skipped checkpoints in one readable line each.  A checkpoint whose weights hold
+NaN or inf (a diverged run) is not measured but recorded as non-finite
+(:func:`mdesc.sweep.record.nonfinite_record`: label "unknown" in the analysis), as the monitor
+records such a model, and the sweep carries on.
 
 Each record also carries the parameter change against the job's ``previous`` checkpoint (the
 one before it on the analysed training axis, set by :func:`select_jobs`): the engine keeps the
@@ -19,7 +22,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from mdesc.sweep.record import full_record, measure, param_change, weights_of
+from mdesc.sweep.record import (finite_weights, full_record, measure, nonfinite_record,
+                                 param_change, weights_of)
 from mdesc.sweep.settings import SweepSettings
 from mdesc.sweep.table import SweepStore
 
@@ -89,12 +93,7 @@ def sweep_jobs(jobs: list[Job], st: SweepStore, settings: SweepSettings, probe: 
                 changes.append(_change(job, model, last, load, errors))
             if not group:
                 continue
-            with warnings.catch_warnings(record=True) as seen:  # shown below, one line each
-                warnings.simplefilter("always")
-                measured = measure(models, probe.x, probe.lengths, settings, probe.zero_steps,
-                                   probe.index, template=template)
-            for w in dict.fromkeys(str(w.message).splitlines()[0] for w in seen):
-                say(f"warning (epochs {group[0].step}-{group[-1].step}): {w}")
+            measured = _measure_chunk(group, models, settings, probe, template, say)
             for job, rec, change in zip(group, measured, changes):
                 rec.update(change)
                 full = full_record(job.step, job.checkpoint if job.checkpoint is not None
@@ -108,6 +107,29 @@ def sweep_jobs(jobs: list[Job], st: SweepStore, settings: SweepSettings, probe: 
     finally:
         bar.close()
     return computed, skipped
+
+
+def _measure_chunk(group: list[Job], models: list, settings: SweepSettings, probe: Probe,
+                   template, say: Callable[[str], None]) -> list[dict]:
+    """One record per model: the core's measurement in one call, or, for a model whose weights
+    hold NaN or inf (a diverged checkpoint: nothing to measure), the non-finite record
+    (:func:`~mdesc.sweep.record.nonfinite_record`, label "unknown"); the sweep carries on."""
+    finite = [finite_weights(m) for m in models]
+    out = [None if ok else nonfinite_record(probe.index, settings) for ok in finite]
+    for job, ok in zip(group, finite):
+        if not ok:
+            say(f"checkpoint {job.path}: its weights hold NaN or inf; recorded as non-finite "
+                "(label unknown)")
+    if any(finite):
+        with warnings.catch_warnings(record=True) as seen:  # shown below, one line each
+            warnings.simplefilter("always")
+            measured = iter(measure([m for m, ok in zip(models, finite) if ok], probe.x,
+                                    probe.lengths, settings, probe.zero_steps, probe.index,
+                                    template=template))
+        for w in dict.fromkeys(str(w.message).splitlines()[0] for w in seen):
+            say(f"warning (epochs {group[0].step}-{group[-1].step}): {w}")
+        out = [rec if rec is not None else next(measured) for rec in out]
+    return out
 
 
 def _change(job: Job, model, last: dict[str, Any], load, errors: tuple) -> dict[str, Any]:

@@ -99,7 +99,14 @@ def _figure(**kw):
     return fig
 
 
-def _png(fig) -> bytes:
+def _png(fig, d: RunDescription | None = None) -> bytes:
+    """The figure as PNG bytes; with ``d``, every text in it (labels, legends, titles) in the
+    run's words first (its held-out loss: :meth:`RunDescription.words`)."""
+    if d is not None:
+        from matplotlib.text import Text
+
+        for text in fig.findobj(Text):
+            text.set_text(d.words(text.get_text()))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     return buf.getvalue()
@@ -173,7 +180,7 @@ def descent_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription | No
     _lyapunov_panel(ax3, t, analysis, d, ms)
     ax1.set_title(title_of(analysis, d.name), fontsize=10.5, loc="left")
     _xlim(ax3, epoch)
-    return _png(fig)
+    return _png(fig, d)
 
 
 def _loss_panel(ax1, t, analysis, d: RunDescription, ms: int) -> None:
@@ -344,12 +351,12 @@ def bifurcation_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription 
     if nbad:
         ax.text(0.99, 0.01, f"{nbad} non-finite values not shown", transform=ax.transAxes,
                 ha="right", va="bottom", fontsize=8, color="0.3")
-    return _png(fig)
+    return _png(fig, d)
 
 
 
 
-def pooled_figure(names, tables, analyses) -> bytes:
+def pooled_figure(names, tables, analyses, d: RunDescription | None = None) -> bytes:
     """Test loss (top) and zero-input lambda_1 (bottom) of several seeds, events marked."""
     fig = _figure(figsize=(11, 6.5))
     ax1, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"hspace": 0.08})
@@ -374,4 +381,4 @@ def pooled_figure(names, tables, analyses) -> bytes:
     ax2.legend(fontsize=8.5, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax1.set_title(f"{len(names)} runs side by side: {', '.join(names)}", fontsize=10.5,
                   loc="left")
-    return _png(fig)
+    return _png(fig, d)

@@ -30,7 +30,7 @@ _SCALAR_COLUMNS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc",
                    "log_distance", "lyapunov_max", "lyapunov_stderr", "nonfinite_fraction")
 _EXTRA_COLUMNS = ("log_distance_drive_end", "log_distance_start", "n_collapsed_start",
                   "lyapunov_max_driven", "lyapunov_stderr_driven", "param_change",
-                  "param_change_relative")
+                  "param_change_relative", "nonfinite_weights")
 
 
 

@@ -12,7 +12,8 @@ template) and fixed probe inputs, each probe sequence drives the model, then zer
   D~ = mean_i ln D_i; the t = 0 twin adds ``collapsed_start`` / ``n_collapsed_start``;
   ``log_distance`` / ``distance`` repeat the primary (first) twin's;
 - ``reduced_sum``: sum_j h_T,j of the unperturbed run (the bifurcation diagram);
-- ``nonfinite_fraction``, ``window``, ``sample_index``, ``seconds``;
+- ``nonfinite_fraction``, ``window``, ``sample_index``, ``seconds``; a model whose weights
+  hold NaN or inf is not measured: its record is :func:`nonfinite_record`;
 - from the engine, against the checkpoint before it on the training axis
   (:func:`param_change`): ``param_change`` (L2 norm of the change of every floating tensor),
   ``param_change_relative`` (divided by the L2 norm of the previous weights),
@@ -146,6 +147,33 @@ def measure(models: Sequence[Any], x: torch.Tensor, lengths: torch.Tensor | None
         rec["distance"] = rec[f"distance_{primary}"]
         out.append(rec)
     return out
+
+
+def finite_weights(model: Any) -> bool:
+    """Whether every floating tensor of a module or a state dict is finite (no NaN or inf)."""
+    sd = model.state_dict() if isinstance(model, nn.Module) else model
+    return all(bool(torch.isfinite(v).all()) for v in sd.values()
+               if isinstance(v, torch.Tensor) and v.is_floating_point())
+
+
+def nonfinite_record(index: Sequence[int], settings: SweepSettings) -> dict:
+    """The record of a model whose weights hold NaN or inf (a diverged checkpoint): nothing is
+    measurable, so no exponent, distance or reduced sum, ``nonfinite_fraction`` 1 and
+    ``nonfinite_weights`` true; the analysis labels it "unknown" and counts it nowhere.  The
+    engine records such a checkpoint with it and carries on, as the monitor does."""
+    nothing = [None] * len(index)
+    rec = {"lyapunov_max": None, "lyapunov_stderr": None, "nonfinite_fraction": 1.0,
+           "lyapunov_spectrum": [None] * settings.k, "sample_index": [int(i) for i in index],
+           "reduced_sum": list(nothing), "lyapunov": list(nothing),
+           "window": settings.window, "seconds": 0.0, "nonfinite_weights": True}
+    if settings.window == "zero_input":
+        rec.update(lyapunov_max_driven=None, lyapunov_stderr_driven=None,
+                   lyapunov_driven=list(nothing))
+    for twin in settings.twins:
+        rec.update({f"log_distance_{twin}": None, f"distance_{twin}": list(nothing)})
+    primary = settings.twins[0]
+    rec.update(log_distance=None, distance=list(rec[f"distance_{primary}"]))
+    return rec
 
 
 def weights_of(model: Any) -> dict[str, torch.Tensor]:

@@ -34,13 +34,14 @@ import numpy as np
 
 from mdesc.store import atomic_write_bytes, to_json
 from mdesc.sweep import claims as _cl
-from mdesc.sweep.controls import describe, family_rows, holm_of
+from mdesc.sweep.controls import family_rows, holm_of
 from mdesc.sweep import figures
 from mdesc.sweep.analysis import analyse, phase_table
 from mdesc.sweep.figures import _fmt
 from mdesc.sweep.phases import sorted_table, uniform_grid
 from mdesc.sweep.settings import RunDescription
 from mdesc.sweep.table import load_table, table_description
+from mdesc.sweep.wording import _perm, _short, _twins_row, claims_rows, header
 
 __all__ = ["write_report", "claims_rows"]
 
@@ -55,122 +56,6 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 _PER_CHECKPOINT = ("epoch", "train_loss", "test_loss", "log_distance", "lyapunov_max",
                    "lyapunov_stderr", "reduced_sum")
-
-
-def claims_rows(analysis, description: RunDescription | None = None) -> list[tuple[str, str]]:
-    """The paper's claims as (what, measured value) rows, formatted for people."""
-    d = description or RunDescription()
-    c = analysis.claims
-    w = c["window_epochs"]
-    rows = [
-        ("checkpoints analysed", _fmt(c["n_checkpoints"])),
-        ("chaos measure for transitions", analysis.measure),
-        ("transitions (order→chaos / chaos→order)",
-         f"{c['n_order_to_chaos']} / {c['n_chaos_to_order']}"),
-        ("first order→chaos transition (epoch)", _fmt(c["first_order_to_chaos_epoch"])),
-        ("global test-loss minimum (epoch; loss)",
-         f"{_fmt(c['global_min_epoch'])}; {_fmt(c['global_min_test_loss'])}"),
-        ("first transition − global minimum (epochs)",
-         _fmt(c["first_transition_minus_global_min"])),
-        (f"test-loss local minima within ±{_fmt(w)} epochs of a transition",
-         f"{c['n_minima_near_transition']} of {c['n_local_minima']} "
-         f"(fraction {_fmt(c['minima_near_transition_fraction'], 3)}; by chance "
-         f"{_fmt(c['minima_near_transition_chance'], 3)})"),
-    ]
-    rows += _overtrained_rows(c)
-    for key, what in (("distance_refused", "D̃"), ("lyapunov_refused", "λ₁")):
-        if c.get(key):
-            rows.append((f"claims on {what}", f"refused: {c[key]}"))
-    rows += [
-        ("widest critical stretch (width in epochs; centre)",
-         f"{_fmt(c['widest_stretch_width'])}; {_fmt(c['widest_stretch_centre_epoch'])}"),
-        ("first order→chaos stretch width (epochs); is it the widest?",
-         f"{_fmt(c['first_transition_stretch_width'])}; "
-         f"{_fmt(c['first_transition_stretch_is_widest'])}"),
-        ("descent cycles (all / after the global minimum)",
-         f"{c['n_cycles']} / {c['n_overtrained_cycles']}"),
-        ("cycles whose drop is faster than their rise",
-         _of(c["fraction_cycles_sharp_drop"], c["n_cycles"])),
-        ("cycles with a transition during the drop",
-         _of(c["fraction_cycles_transition_in_drop"], c["n_cycles"])),
-        ("mean chaotic fraction of checkpoints during rises",
-         _fmt(c["mean_chaotic_fraction_rise"], 3)),
-        ("agreement of D̃ and λ₁ labels", _fmt(c["label_agreement"], 3)),
-        ("verdicts from λ₁ (zero-input) and D̃ together",
-         ", ".join(f"{k} {v}" for k, v in c.get("verdict_counts", {}).items() if v) or "—"),
-        ("stability events (λ₁ jumps / attractor rearrangements)",
-         f"{c.get('n_events', 0)} gaps ({c.get('n_lyapunov_events', 0)} λ₁, "
-         f"{c.get('n_structure_events', 0)} structure); sharp test-loss drops: "
-         f"{len(c.get('drop_epochs', []))}"),
-        ("placebo events (training-loss spikes / parameter jumps)",
-         f"{len(c.get('spike_epochs', []))} / {len(c.get('param_jump_epochs', []))}"
-         + (f" ({c['controls_note']})" if c.get("controls_note") else "")),
-        ("initial learning phase ends (epoch); test-loss noise (robust, per checkpoint)",
-         f"{_fmt(c.get('learning_phase_end_epoch'))}; {_fmt(c.get('test_loss_noise'), 3)}"),
-        ("test-loss minima at events vs random events (permutation test)",
-         _perm(c.get("minima_at_events"))),
-        ("sharp test-loss drops at events vs random events (permutation test)",
-         _perm(c.get("drops_at_events"))),
-        ("sharp test-loss drops at events beyond parameter change and spikes",
-         _perm((c.get("drops_at_events") or {}).get("stratified")) + "; "
-         + _perm((c.get("drops_at_events") or {}).get("logistic"))),
-        ("placebo: sharp test-loss drops at training-loss spikes",
-         _perm(c.get("drops_at_spikes"))),
-        ("twins: drive-end vs t = 0 perturbation", _twins_row(c.get("twins") or {}, d)),
-        (f"recommended checkpoint (rule: {analysis.recommendation_rule})",
-         (f"epoch {_fmt(analysis.recommended_epoch)}: " if analysis.recommended_epoch is not None
-          else "none: ") + analysis.recommendation_reason),
-        ("recommended checkpoint: test loss; excess over the global minimum",
-         f"{_fmt(c['recommended_test_loss'])}; {_fmt(c['recommended_regret'])}"),
-    ]
-    return rows
-
-
-def _overtrained_rows(c: dict[str, Any]) -> list[tuple[str, str]]:
-    """Test loss against each chaos measure after the global minimum: levels (circular-shift
-    null) and changes, the naive p beside."""
-    rows = []
-    n_after = c.get("overtrained_n", 0)
-    for m, name in (("distance", "D̃"), ("lyapunov", "λ₁")):
-        refused = (c.get(f"overtrained_{m}") or {}).get("refused")
-        if refused:
-            rows.append((f"overtrained phase (after the global minimum, n = {n_after}): "
-                         f"test loss vs {name}", f"refused: {refused}"))
-        elif f"overtrained_spearman_{m}" in c:
-            sc = c.get(f"overtrained_series_{m}") or {}
-            rows.append((f"overtrained phase (after the global minimum, n = {n_after}): "
-                         f"test loss vs {name} (both drift with training time)",
-                         f"levels: Spearman {_fmt(c[f'overtrained_spearman_{m}'], 3)} "
-                         f"(circular-shift p = {_fmt(sc.get('levels_p_shift'), 2)}; the naive "
-                         f"p = {_fmt(c[f'overtrained_spearman_p_{m}'], 2)} treats the "
-                         f"checkpoints as independent); changes: Spearman "
-                         f"{_fmt(sc.get('differences'), 3)} "
-                         f"(p = {_fmt(sc.get('differences_p'), 2)})"))
-    return rows
-
-
-def _perm(test) -> str:
-    return describe(test)
-
-
-def _twins_row(tw, d: RunDescription) -> str:
-    if not tw.get("available"):
-        return tw.get("reason", "—")
-    return (f"labels differ at {tw['n_disagree']} of {tw['n_checkpoints']} checkpoints"
-            + (f" (epochs {_short(tw['disagree_epochs'])})" if tw["n_disagree"] else "")
-            + f"; t = 0 twins collapsed by the drive at {tw['n_any_collapsed']} checkpoints "
-            f"(all {d.probe} at {tw['n_all_collapsed']}; mean fraction "
-            f"{_fmt(tw['mean_collapsed_fraction'], 3)}): collapsed twins are not evidence of order")
-
-
-def _short(values, k: int = 8) -> str:
-    out = ", ".join(_fmt(v) for v in values[:k])
-    return out + (", …" if len(values) > k else "")
-
-
-def _of(fraction: float, n: int) -> str:
-    """'k of n' for a fraction of n items (an em dash when n == 0)."""
-    return f"{round(fraction * n)} of {n}" if n else "—"
 
 
 def _html_table(header: list[str], rows: list[list[Any]], cls: str = "") -> str:
@@ -215,10 +100,11 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
              f"</head><body>",
              f"<h1>{e(d.title)}</h1>",
              f"<p class='sub'>run <code>{e(str(run_dir))}</code> · {analysis.claims['n_checkpoints']}"
-             f" checkpoints · phases from <b>{e(analysis.measure)}</b></p>"]
+             f" checkpoints · phases from <b>{e(analysis.measure)}</b></p>", header(d)]
     if analysis.warnings:
         parts.append("<ul class='warn'>" + "".join(f"<li>{e(w)}</li>" for w in analysis.warnings)
                      + "</ul>")
+    words = d.words
     parts.append("<h2>Claims, measured on this run</h2>")
     parts.append(_html_table(["", "measured"], [list(r) for r in claims_rows(analysis, d)], "claims"))
     parts.append(
@@ -227,10 +113,11 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
         "from the last clearly ordered to the first clearly chaotic checkpoint around a transition "
         "(mirrored for chaos→order); open ends are lower bounds. The chance rate is the fraction "
         "of interior checkpoints within the same window of a transition. The recommendation uses "
-        "stability only; its test loss is shown for evaluation.</p>")
+        + words("stability only; its test loss is shown for evaluation.</p>"))
     parts.append("<h2>Every test of this report, raw and Holm-adjusted</h2>")
     parts.append(_html_table(["test", "effect (95 % interval)", "p", "p (Holm)"],
-                             family_rows(analysis.claims), "claims"))
+                             [[words(r[0]), *r[1:]] for r in family_rows(analysis.claims)],
+                             "claims"))
     parts.append(
         "<p class='note'>Holm's step-down adjustment over the family of tests printed here "
         "(refused tests are not in the family). Stratified: events re-drawn within strata of "
@@ -253,11 +140,11 @@ def _html(run_dir: Path, analysis, images: dict[str, bytes], ptable: dict[str, n
         b64 = base64.b64encode(png).decode("ascii")
         parts.append(f"<h2>{e(name.capitalize())}</h2><figure><img alt='{e(name)}' "
                      f"src='data:image/png;base64,{b64}'><figcaption class='note'>"
-                     f"{e(captions.get(name, ''))}</figcaption></figure>")
+                     f"{e(words(captions.get(name, '')))}</figcaption></figure>")
 
     parts += _transitions_html(analysis)
     parts += _events_html(analysis, run_info, d)
-    parts += _tables_html(analysis, ptable, run_info)
+    parts += _tables_html(analysis, ptable, run_info, d)
     return "".join(parts)
 
 
@@ -295,8 +182,8 @@ def _events_html(analysis, run_info: dict[str, Any], d: RunDescription) -> list[
         "checkpoints beyond the given number of combined standard errors and a multiple of the "
         "run's median change; a structure event is a rearrangement of the zero-input end "
         f"states (mean |Δ reduced sum| over {d.probe} beyond a multiple of its median). The "
-        "permutation test compares how many test-loss minima (or sharp drops) sit at events "
-        "with the same count for events placed at random among the gaps.</p>")
+        + d.words("permutation test compares how many test-loss minima (or sharp drops) sit "
+                  "at events with the same count for events placed at random among the gaps.</p>"))
     skipped = run_info.get("skipped checkpoints") or []
     if skipped:
         parts.append("<h2>Checkpoints skipped as unreadable</h2><ul class='warn'>"
@@ -312,15 +199,16 @@ def _events_html(analysis, run_info: dict[str, Any], d: RunDescription) -> list[
     return parts
 
 
-def _tables_html(analysis, ptable: dict[str, np.ndarray], run_info: dict[str, Any]) -> list[str]:
+def _tables_html(analysis, ptable: dict[str, np.ndarray], run_info: dict[str, Any],
+                 d: RunDescription) -> list[str]:
     e = html.escape
     parts = []
-    parts.append("<h2>Test-loss minima and descent cycles</h2>")
+    parts.append(d.words("<h2>Test-loss minima and descent cycles</h2>"))
     rows = [[m.epoch, m.test_loss, m.prominence, m.nearest_transition_epoch,
              m.distance_to_transition] for m in analysis.minima]
-    parts.append(_html_table(["local minimum (epoch)", "test loss", "prominence",
+    parts.append(_html_table(["local minimum (epoch)", d.metric, "prominence",
                               "nearest transition", "distance (epochs)"], rows)
-                 if rows else "<p>No test-loss local minima.</p>")
+                 if rows else d.words("<p>No test-loss local minima.</p>"))
     rows = [[cy.start_epoch, cy.peak_epoch, cy.end_epoch, cy.rise, cy.drop, cy.rise_epochs,
              cy.drop_epochs, cy.asymmetry, cy.chaotic_fraction_rise, cy.transition_in_drop]
             for cy in analysis.cycles]
@@ -494,15 +382,16 @@ def _grid_cells(grid) -> dict[str, Any]:
             "grid_drops_at_events": _perm(c.get("drops_at_events"))}
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """A README table (one row per seed) of :func:`seed_row` results."""
-    head = ["run", "checkpoints", "best epoch (test loss; acc)", "max test acc",
+def markdown_table(rows: list[dict[str, Any]], d: RunDescription | None = None) -> str:
+    """A README table (one row per seed) of :func:`seed_row` results, in the run's words."""
+    words = (d or RunDescription()).words
+    head = [words(h) for h in ["run", "checkpoints", "best epoch (test loss; acc)", "max test acc",
             "order↔chaos transitions", "critical stretch widths", "verdicts",
             "test-loss minima (near a transition)", "optimum at 1st order→chaos",
             "events", "minima at events: p (Holm); beyond controls: Holm p strat./logit",
             "drops at events: p (Holm); beyond controls: Holm p strat./logit",
             "placebo: drops at train-loss spikes: p (Holm)",
-            "uniform grid: every k (checkpoints); minima p; drops p"]
+            "uniform grid: every k (checkpoints); minima p; drops p"]]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         v = r["verdicts"] or {}
@@ -551,10 +440,10 @@ def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
     pooled = _cl.pool(names, [a.claims for a in analyses])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    png = figures.pooled_figure(names, [sorted_table(t) for t in tables], analyses)
+    png = figures.pooled_figure(names, [sorted_table(t) for t in tables], analyses, d)
     atomic_write_bytes(out / "pooled.png", png)
-    md = markdown_table(rows)
-    frac_rows = [[v["claim"], f"{v['holds']} of {v['defined']} seeds with a defined answer "
+    md = markdown_table(rows, d)
+    frac_rows = [[d.words(v["claim"]), f"{v['holds']} of {v['defined']} seeds with a defined answer "
                   f"({v['seeds']} seeds)", _fmt(v["fraction"], 3) + (
                       f" [{_fmt(v['interval'][0], 2)}, {_fmt(v['interval'][1], 2)}]"
                       if v.get("interval") else "")]
@@ -571,7 +460,7 @@ def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
     keys = list(rows[0]) if rows else []
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>mdesc: "
             f"seeds pooled</title><style>{_CSS}</style></head><body>"
-            f"<h1>{e(d.title)}: seeds side by side</h1>"
+            f"<h1>{e(d.title)}: seeds side by side</h1>{header(d)}"
             + _html_table(["claim", "holds in", "fraction"], frac_rows, "claims")
             + f"<figure><img alt='pooled' src='data:image/png;base64,{b64}'></figure>"
             + "<h2>Per seed</h2>" + _html_table(keys, [[r[k] if not isinstance(r[k], list)
@@ -581,7 +470,7 @@ def write_pooled_report(run_dirs, out_dir: str | os.PathLike, names=None,
               "(refused tests, e.g. no events, are left out and counted apart), with a 95 % "
               "Wilson interval; each seed's p-values are Holm-adjusted over its own report's "
               "family. Sweeps of the same checkpoints with different probes (e.g. 100 and 500 "
-              "reviews) are one seed measured twice, not independent evidence.</p>"
+              f"{d.probe}) are one seed measured twice, not independent evidence.</p>"
             + "</body></html>")
     path = out / "pooled.html"
     atomic_write_bytes(path, page.encode("utf-8"))

@@ -239,6 +239,8 @@ class RunDescription:
     loss:     the loss, e.g. "binary cross-entropy" (shown as "loss (<loss>, nats)").
     probe:    the probe inputs, plural, e.g. "test reviews".
     sample:   one probe input, e.g. "review".
+    metric:   the held-out loss of the metrics (the table's ``test_loss``), e.g. "test loss"
+              or "validation loss"; the report says it wherever it names that loss.
     axis:     the training axis, e.g. "epoch" or "step".
     accuracy: whether the run has accuracies (test_acc) to report.
     title:    the report's heading.
@@ -254,6 +256,9 @@ class RunDescription:
                         flag="--probe-name", metavar="TEXT")
     sample: str = option("sequence", "one probe input, for the report", flag="--sample-name",
                          metavar="TEXT")
+    metric: str = option("test loss", "what the metrics' held-out loss is, for the report "
+                         "(e.g. 'validation loss'; a val_loss column says so itself)",
+                         flag="--metric-name", metavar="TEXT")
     axis: str = option("epoch", "the training axis", cli=False)
     accuracy: bool = option(False, "whether the run has accuracies", cli=False)
     title: str = option("Order–chaos transitions along training", "the report's heading",
@@ -267,3 +272,11 @@ class RunDescription:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def words(self, text: str) -> str:
+        """``text`` with "test loss" (and "test-loss", capitalised or not) said as this run's
+        ``metric``: the report's wording of the held-out loss."""
+        m = self.metric or "test loss"
+        for old, new in (("test loss", m), ("test-loss", m.replace(" ", "-"))):
+            text = text.replace(old, new).replace(old.capitalize(), new[:1].upper() + new[1:])
+        return text

@@ -38,7 +38,8 @@ SCALAR_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc", "log_distance
                "lyapunov_max", "lyapunov_stderr", "nonfinite_fraction")
 EXTRA_SCALAR_KEYS = ("log_distance_drive_end", "log_distance_start", "n_collapsed_start",
                      "lyapunov_max_driven", "lyapunov_stderr_driven", "seconds",
-                     "param_change", "param_change_relative", "previous_epoch")
+                     "param_change", "param_change_relative", "previous_epoch",
+                     "nonfinite_weights")
 # Per-sequence columns (C, S) of the run table.
 SAMPLE_KEYS = ("reduced_sum", "distance", "lyapunov")
 EXTRA_SAMPLE_KEYS = ("distance_drive_end", "distance_start", "collapsed_start",
@@ -47,6 +48,11 @@ EXTRA_SAMPLE_KEYS = ("distance_drive_end", "distance_start", "collapsed_start",
 
 class SweepSettingsMismatch(SweepSettingsError, store.SettingsMismatch):
     """The settings asked for differ from those the store was made with (says which)."""
+
+
+class NoRecordsError(store.StoreError, FileNotFoundError):
+    """A store without a sweep record yet (:func:`load_table`): says the folder and the command
+    that makes records.  Still a FileNotFoundError, as before it was a UserError."""
 
 
 def record_key(step: int) -> str:
@@ -87,8 +93,14 @@ class SweepStore:
 
     def open(self, wanted: Mapping[str, Any]) -> dict:
         """Record ``wanted``, or check it against the settings already recorded (the one
-        settings check: a SweepSettingsError says which fields differ)."""
-        if self.exists():
+        settings check: a SweepSettingsError says which fields differ).
+
+        A store that holds settings but no record yet (an earlier attempt that stopped before
+        measuring anything) is started afresh with ``wanted``: only records are protected, so
+        a failed first run never locks its folder."""
+        if self.exists() and not self.steps():
+            self.forget_skipped()
+        elif self.exists():
             have = self.settings()
             try:
                 store.check_settings(self.sweep_dir, have, wanted, ignore=MUTABLE)
@@ -98,6 +110,12 @@ class SweepStore:
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         store.write_json(self.settings_path, dict(wanted))
         return store.to_json(dict(wanted))
+
+    def forget_skipped(self) -> None:
+        """Drop the skipped-checkpoint files (those of an attempt that recorded nothing)."""
+        for stale in [*(self.root / SKIPPED).glob("*.json"), self.sweep_dir / SKIPPED_FILE]:
+            if stale.is_file():
+                stale.unlink()
 
     # the run's description ------------------------------------------------------------------
     def description(self) -> RunDescription | None:
@@ -180,8 +198,13 @@ def _as_float(v) -> float:
     return float("nan") if v is None else float(v)
 
 
+# the commands that make a store's records (named when a store has none)
+MAKERS = ("`mdesc descent sweep --run-dir RUN` (a study-1 run), `mdesc analyse-run CHECKPOINTS "
+          "--out OUT` (any run's checkpoints) or a StabilityMonitor")
+
+
 def load_table(root: str | os.PathLike, say: Callable[[str], None] | None = None,
-               what: str = "the sweep") -> dict[str, Any]:
+               what: str | None = None) -> dict[str, Any]:
     """Read a store's records as the *run table*: one row per analysed checkpoint.
 
     Rows are the checkpoints with a valid record, sorted by the training axis (``epoch``; a
@@ -192,13 +215,17 @@ def load_table(root: str | os.PathLike, say: Callable[[str], None] | None = None
     ``n_collapsed_start`` (C,); ``lyapunov_max``, ``lyapunov_stderr`` (C,) mean lambda_1 over
     sequences over the settings' ``window`` and its standard error; ``lyapunov_max_driven``,
     ``lyapunov_stderr_driven`` (C,) the drive's exponent (NaN for window "all");
-    ``nonfinite_fraction``, ``seconds`` (C,); ``reduced_sum``, ``distance``,
+    ``nonfinite_fraction``, ``seconds`` (C,); ``nonfinite_weights`` (C,) 1 where the
+    checkpoint's weights hold NaN or inf (not measured, labelled unknown), else NaN;
+    ``reduced_sum``, ``distance``,
     ``distance_drive_end``, ``distance_start``, ``collapsed_start`` (0/1), ``lyapunov``,
     ``lyapunov_driven`` (C, S); ``lyapunov_spectrum`` (C, k); ``sample_index`` (S,).
     ``table["settings"]`` is the recorded settings (a dict, with the run's description under
     ``"description"`` when one was recorded: :func:`table_description`) and
     ``table["skipped"]`` the checkpoints left out as unreadable.  Unreadable or inconsistent records
-    are ignored (named through ``say``) and recomputed by the next sweep.
+    are ignored (named through ``say``) and recomputed by the next sweep.  A store without a
+    valid record is a :class:`NoRecordsError` naming the folder and ``what`` makes records
+    (default: the commands that do).
     """
     st = SweepStore(root)
     settings = st.settings()
@@ -208,14 +235,14 @@ def load_table(root: str | os.PathLike, say: Callable[[str], None] | None = None
         rec = st.read(step)
         if not valid_record(rec, step, sample_index):
             if say is not None:
-                say(f"ignoring unreadable or inconsistent sweep record {path}; {what} "
-                    "recomputes it")
+                say(f"ignoring unreadable or inconsistent sweep record {path}; "
+                    f"{what or 'the next sweep'} recomputes it")
             continue
         records.append(rec)
     if not records:
-        raise FileNotFoundError(
-            f"{st.root} has no sweep records (expected {st.sweep_dir}/epoch_NNNN.json); "
-            f"run {what} first")
+        raise NoRecordsError(
+            f"{st.root} has no sweep records yet (expected {st.sweep_dir}/epoch_NNNN.json); "
+            f"run {what or MAKERS} first to make them")
     return _columns(records, settings, st)
 
 
