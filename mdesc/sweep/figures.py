@@ -279,7 +279,7 @@ def _lyapunov_panel(ax3, t, analysis, d: RunDescription, ms: int) -> None:
     _mark_events(ax3, analysis, with_labels=False)
     ax3.set_ylabel(f"λ₁ per step (symlog; linear within ±{lin:.2g})", color="#8e44ad")
     ax3.tick_params(axis="y", colors="#8e44ad")
-    ax3.set_xlabel("epoch")
+    ax3.set_xlabel(d.axis)
     h_t2, = ax4.plot(epoch, test, color="black", lw=1.0, alpha=0.45,
                      label="test loss (right axis)")
     ax4.set_ylabel("test loss (nats)", color="0.35")
@@ -337,7 +337,7 @@ def bifurcation_figure(t: Mapping[str, np.ndarray], analysis, d: RunDescription 
     handles, _ = ax.get_legend_handles_labels()
     handles += _mark_events(ax, analysis, with_labels=True)
     _xlim(ax, epoch)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel(d.axis)
     ax.set_ylabel(f"reduced sum  Σⱼ h_T,j  (per {d.sample})")
     ax.set_title(f"{d.name + ': ' if d.name else ''}bifurcation diagram: {rs.shape[1]} "
                  f"{d.probe} per checkpoint, "
