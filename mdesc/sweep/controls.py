@@ -84,7 +84,7 @@ def jumps(values, sign: int, jump: float, noise_sigmas: float, start: int = 0) -
     if y.size < 2:
         return []
     d = np.diff(y)
-    typical = local_typical(np.abs(d), )
+    typical = local_typical(np.abs(d))
     noise = noise_scale(y[start:])
     noise = 0.0 if not np.isfinite(noise) else noise
     ok = np.isfinite(d) & np.isfinite(typical) & (typical > 0) & (np.arange(d.size) >= start)
