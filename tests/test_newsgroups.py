@@ -122,7 +122,7 @@ def test_binary_task_is_comp_against_rec_with_float_labels():
     assert data.train.labels.tolist() == [0.0] * 6 + [1.0] * 6       # file order kept
     assert data.test.labels.tolist() == [0.0] * 4 + [1.0] * 4
     assert NG.parse_task(NG.BINARY) == NG.parse_task("20newsgroups:comp.*,rec.*")
-    assert len(NG.parse_task(NG.BINARY).groups[0]) == 5 and len(NG.parse_task(NG.BINARY).groups[1]) == 4
+    assert [len(g) for g in NG.parse_task(NG.BINARY).groups] == [5, 4]
 
 
 def test_custom_classes_in_the_order_given():
@@ -270,3 +270,16 @@ def test_resolve_source_and_data_file(tmp_path):
         resolve_source(str(tmp_path / "nope"))
     assert data_file(TextSettings(source="20newsgroups-binary"), FIXTURE) == str(FIXTURE)
     assert data_file(TextSettings(), FIXTURE) is None
+
+
+@pytest.mark.parametrize("n_test", [1, 7, 10, 13, 30, 99])
+def test_stratified_split_with_many_classes_holds_exactly_n(n_test):
+    from mdesc.data.pang_lee import stratified_split
+
+    labels = np.repeat(np.arange(20), [5 + (c * 7) % 11 for c in range(20)])   # uneven classes
+    train, test = stratified_split(labels, n_test, [3, 1], what="validation")
+    assert len(test) == n_test and len(train) + n_test == len(labels)
+    assert not set(train) & set(test)
+    share = np.bincount(labels[test], minlength=20) / n_test
+    assert np.all(np.abs(share * n_test - np.bincount(labels, minlength=20) * n_test
+                         / len(labels)) <= 1.5)          # each class within ~1 of its quota
