@@ -80,7 +80,7 @@ _BR_RE = re.compile(r"<br\s*/?>", re.IGNORECASE)
 
 @dataclass
 class TextSettings:
-    """How reviews become training data (all recorded in the run's ``config.json``).
+    """How documents become training data (all recorded in the run's ``config.json``).
 
     source:        "rotten_tomatoes", "pang_lee", "20newsgroups", "20newsgroups-binary",
                    "20newsgroups:<A>,<B>" or a path to an ``aclImdb`` folder.
@@ -88,8 +88,9 @@ class TextSettings:
     min_count:     words seen fewer times than this in the training split map to unknown.
     max_len:       reviews are truncated to ``max_len`` tokens (and padded).
     truncate:      which ``max_len`` tokens a longer document keeps: "first" or "last".
-    test_fraction: share of the reviews held out for testing (Rotten Tomatoes only; an
-                   ``aclImdb`` folder keeps its own split).
+    test_fraction: share of the reviews held out for testing (Rotten Tomatoes, and
+                   ``pang_lee`` without ``test_count``; ``aclImdb`` and 20 Newsgroups keep
+                   their own split).
     max_train / max_test: keep at most this many reviews of each split (a seeded random
                    subset, ``None`` = all), for quick runs.
     seed:          seeds the train/test split and the subsets.
