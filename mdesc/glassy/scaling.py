@@ -33,7 +33,6 @@ from scipy.optimize import OptimizeWarning, brentq, curve_fit, minimize_scalar
 from scipy.stats import chi2 as chi2_dist
 from scipy.stats import f as f_dist
 
-from mdesc.glassy.analysis import fit_power_law
 from mdesc.store import to_json as _jsonable
 
 __all__ = ["DivergenceFit", "fit_divergence", "deviance_threshold", "profile_interval",
@@ -284,37 +283,67 @@ class DecayComparison:
         return _jsonable(dataclasses.asdict(self))
 
 
-def _stretched_log(t, l_inf, log_a, log_tau, beta):
-    return np.log(l_inf + np.exp(log_a) * np.exp(-(t / np.exp(log_tau)) ** beta))
+def _stretched_log(t, sqrt_l_inf, log_a, log_tau, log_beta):
+    """ln of ``L_inf + A exp(-(t/tau)^beta)`` in unconstrained parameters (``L_inf`` as a
+    square, ``A``, ``tau``, ``beta`` as logs), so the fast unbounded Levenberg-Marquardt fits."""
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        x = sqrt_l_inf ** 2 + np.exp(log_a - (t / np.exp(log_tau)) ** np.exp(log_beta))
+        return np.log(np.clip(x, 1e-300, None))
+
+
+def _lm(f, t, y, p0, maxfev: int = 3000):
+    """Levenberg-Marquardt least squares of ``f(t, *p)`` to ``y``: (params, SSE) or None."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (OptimizeWarning, RuntimeWarning))
+            popt, _ = curve_fit(f, t, y, p0=p0, method="lm", maxfev=maxfev)
+    except (RuntimeError, ValueError, OverflowError):
+        return None
+    sse = float(np.sum((y - f(t, *popt)) ** 2))
+    return (popt, sse) if math.isfinite(sse) else None
+
+
+def _offset_log(t, sqrt_l_inf, log_a, alpha):
+    with np.errstate(over="ignore", under="ignore"):
+        return np.log(np.clip(sqrt_l_inf ** 2 + np.exp(log_a - alpha * np.log(t)), 1e-300, None))
+
+
+def _fit_offset(t: np.ndarray, loss: np.ndarray) -> tuple[dict[str, float], float]:
+    """``L_inf + A t^-alpha`` (L_inf >= 0) by Levenberg-Marquardt from several starts (the
+    starts of :func:`~mdesc.glassy.analysis.fit_power_law`)."""
+    y, lt = np.log(loss), np.log(t)
+    best = None
+    for frac in (0.0, 0.5, 0.9, 0.99):
+        l0 = frac * float(loss.min())
+        slope, intercept = np.polyfit(lt, np.log(np.clip(loss - l0, 1e-300, None)), 1)
+        fit = _lm(_offset_log, t, y, (math.sqrt(l0), intercept, -slope))
+        if fit is not None and (best is None or fit[1] < best[1]):
+            best = fit
+    if best is None:
+        raise RuntimeError("power-law fit did not converge from any start")
+    p = best[0]
+    return {"l_inf": float(p[0] ** 2), "amplitude": float(math.exp(p[1])),
+            "alpha": float(p[2])}, best[1]
 
 
 def _fit_stretched(t: np.ndarray, loss: np.ndarray) -> tuple[dict[str, float], float]:
-    """``L_inf + A exp(-(t/tau)^beta)`` (L_inf >= 0, 0 < beta <= 2) from a grid of starts."""
+    """``L_inf + A exp(-(t/tau)^beta)`` (L_inf >= 0, A, tau, beta > 0) from a grid of starts."""
     y = np.log(loss)
     best = None
-    lmin = float(loss.min())
+    lmin, lmax = float(loss.min()), float(loss.max())
     for frac in (0.0, 0.5, 0.9):
-        for log_tau in np.linspace(math.log(t.min()), math.log(t.max()), 4):
-            for beta in (0.2, 0.5, 1.0):
+        for log_tau in np.linspace(math.log(t.min()), math.log(t.max()), 3):
+            for beta in (0.3, 1.0):
                 l0 = frac * lmin
-                a0 = max(float(loss.max()) - l0, 1e-12) * math.exp((t.min() / math.exp(log_tau))
-                                                                   ** beta)
-                p0 = (l0, math.log(min(a0, 1e300)), log_tau, beta)
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore", (OptimizeWarning, RuntimeWarning))
-                        popt, _ = curve_fit(_stretched_log, t, y, p0=p0, max_nfev=4000,
-                                            bounds=([0, -50, -50, 1e-3], [np.inf, 700, 50, 2.0]))
-                except (RuntimeError, ValueError):
-                    continue
-                sse = float(np.sum((y - _stretched_log(t, *popt)) ** 2))
-                if math.isfinite(sse) and (best is None or sse < best[1]):
-                    best = (popt, sse)
+                log_a = math.log(max(lmax - l0, 1e-12)) + (t.min() / math.exp(log_tau)) ** beta
+                fit = _lm(_stretched_log, t, y, (math.sqrt(l0), log_a, log_tau, math.log(beta)))
+                if fit is not None and (best is None or fit[1] < best[1]):
+                    best = fit
     if best is None:
         raise RuntimeError("stretched-exponential fit did not converge from any start")
     p = best[0]
-    return {"l_inf": float(p[0]), "amplitude": float(math.exp(p[1])),
-            "tau": float(math.exp(p[2])), "beta": float(p[3])}, best[1]
+    return {"l_inf": float(p[0] ** 2), "amplitude": float(math.exp(p[1])),
+            "tau": float(math.exp(p[2])), "beta": float(math.exp(p[3]))}, best[1]
 
 
 def _aicc(n: int, sse: float, k: int) -> float:
@@ -340,13 +369,12 @@ def compare_decays(t, loss, t_min: float | None = None,
     y = np.log(loss)
     slope, intercept = np.polyfit(np.log(t), y, 1)
     sse_pow = float(np.sum((y - intercept - slope * np.log(t)) ** 2))
-    off = fit_power_law(t, loss)
+    off, sse_off = _fit_offset(t, loss)
     stretched, sse_str = _fit_stretched(t, loss)
     models = {
         "power": {"amplitude": float(math.exp(intercept)), "alpha": float(-slope),
                   "sse": sse_pow, "k": 3},
-        "power_offset": {"l_inf": off.l_inf, "amplitude": off.amplitude, "alpha": off.alpha,
-                         "sse": off.rms_log_residual ** 2 * n, "k": 4},
+        "power_offset": off | {"sse": sse_off, "k": 4},
         "stretched_exp": stretched | {"sse": sse_str, "k": 5},
     }
     for m in models.values():
@@ -372,16 +400,11 @@ def _sse_at_l_inf(t: np.ndarray, loss: np.ndarray, l_inf: float) -> float:
     slope, intercept = np.polyfit(lt, np.log(excess), 1)
 
     def f(tt, log_a, alpha):
-        return np.log(l_inf + np.exp(log_a) * tt ** (-alpha))
+        with np.errstate(over="ignore", under="ignore"):
+            return np.log(np.clip(l_inf + np.exp(log_a - alpha * np.log(tt)), 1e-300, None))
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", (OptimizeWarning, RuntimeWarning))
-            popt, _ = curve_fit(f, t, y, p0=(intercept, float(np.clip(-slope, 1e-3, 9.0))),
-                                bounds=([-700, 0.0], [700, 10.0]), max_nfev=4000)
-    except (RuntimeError, ValueError):
-        return math.inf
-    return float(np.sum((y - f(t, *popt)) ** 2))
+    fit = _lm(f, t, y, (intercept, -slope))
+    return math.inf if fit is None else fit[1]
 
 
 def l_inf_interval(t, loss, t_min: float | None = None, confidence: float = 0.95,
@@ -395,18 +418,20 @@ def l_inf_interval(t, loss, t_min: float | None = None, confidence: float = 0.95
     if t_min is not None:
         keep &= t >= t_min
     t, loss = t[keep], loss[keep]
-    fit = fit_power_law(t, loss)
+    if t.size < 4:
+        raise ValueError(f"need >= 4 loss records with t >= t_min, got {t.size}")
+    fit, sse = _fit_offset(t, loss)
     n = int(t.size)
-    floor = max(fit.rms_log_residual ** 2 * n, 1e-300)
+    floor = max(sse, 1e-300)
     thr = deviance_threshold(n, 3, confidence, calibration)
     top = float(loss.min()) * (1 - 1e-9)
 
     def dev(l: float) -> float:
         return n * math.log(max(_sse_at_l_inf(t, loss, l), floor) / floor)
 
-    best = min(max(fit.l_inf, 0.0), top * (1 - 1e-6))
+    best = min(max(fit["l_inf"], 0.0), top * (1 - 1e-6))
     lo, hi = profile_interval(dev, best, thr, 0.0, top, 1e-3 * max(top, 1e-12))
     lo = 0.0 if lo is None else lo
-    return {"l_inf": fit.l_inf, "lo": lo, "hi": top if hi is None else hi,
+    return {"l_inf": fit["l_inf"], "lo": lo, "hi": top if hi is None else hi,
             "positive": bool(lo > 0), "n_points": n, "confidence": confidence,
             "calibration": calibration}
