@@ -61,6 +61,13 @@ def test_divergence_is_refused_when_the_grid_cannot_resolve_it():
     bad = scaling.fit_divergence(GRID, t, t_max=1e5)
     assert bad.refused and "never reached" in bad.refused
     assert scaling.fit_divergence(GRID, _t_star(5.5, 1.0, 0.02, 5), t_max=1e5).refused is None
+    # widths >= 10 diverge at 9.5, but width 8 learned too (slowly): w_c rests on that width
+    t = _t_star(9.5, 0.7, 0.03, 6)
+    t[GRID == 8] = 6e4
+    pinned = scaling.fit_divergence(GRID, t)
+    assert pinned.refused and "rests on the narrowest width 8" in pinned.refused
+    assert 7 < pinned.w_c_interval[0] < pinned.w_c_interval[1] < 8  # what the fit alone claims
+    assert scaling.fit_divergence(GRID, t, check_narrowest=False).refused is None
 
 
 TIMES = np.unique(np.geomspace(100, 1e5, 40).astype(np.int64)).astype(float)

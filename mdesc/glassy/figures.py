@@ -121,7 +121,7 @@ def _learning_panel(ax, result, scaling, d, thresholds, color) -> None:
         plotted = True
         lo = np.fmin(np.nanmin(np.where(np.isfinite(per), per, np.inf), axis=0), med)
         hi = np.fmax(np.nanmax(np.where(np.isfinite(per), per, -np.inf), axis=0), med)
-        yerr = np.vstack([med - lo, hi - med])[:, fin]        # >= 0, both ends > 0 on the log axis
+        yerr = np.vstack([med[fin] - lo[fin], hi[fin] - med[fin]])  # >= 0: ends > 0 on log
         div = _divergence(scaling, d, thr)
         label = f"L*={thr:g}"
         if div is not None and not div.get("error") and not div.get("refused"):

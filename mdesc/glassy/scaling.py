@@ -5,8 +5,9 @@
   ``nu = 1`` (the paper's exponent). It *refuses* (``refused`` names why) when the width grid
   does not resolve ``w_c``: fewer than 4 widths with a learning time (3 parameters and one
   degree of freedom to test them), a profile interval that runs off the grid (below its
-  narrowest width or to the search bound), or a width the fit says should have learned within
-  the run that never did.
+  narrowest width or to the search bound), a ``w_c`` that rests on the narrowest fitted width
+  alone (refitting without it is refused, or moves ``w_c`` by more than twice the intervals'
+  half-widths: fewer than 2 widths resolve the divergence), or a width the fit says should have learned within the run that never did.
 * :func:`compare_decays` -- the training-loss decay over a fitted span: a pure power law
   ``A t^-alpha``, a power law with offset ``L_inf + A t^-alpha`` and a stretched exponential
   ``L_inf + A exp(-(t/tau)^beta)``, ranked by AICc, with the span in decades.
@@ -180,7 +181,8 @@ class _Divergence:
 
 
 def fit_divergence(widths, t_star, grid=None, t_max: float | None = None,
-                   confidence: float = 0.95, calibration: str = "chi2") -> DivergenceFit:
+                   confidence: float = 0.95, calibration: str = "chi2",
+                   check_narrowest: bool = True) -> DivergenceFit:
     """Fit ``t*(w) = C / (w - w_c)^nu`` (``nu`` free) and test whether the grid resolves it.
 
     widths, t_star: (W,) learning times (e.g. the median over seeds at each width); ``inf``:
@@ -188,7 +190,8 @@ def fit_divergence(widths, t_star, grid=None, t_max: float | None = None,
     grid: every width of the sweep (default: ``widths``); ``w_c``'s interval must lie inside
     it. t_max: the run length; an unreached width where the fit predicts ``t* < t_max`` is a
     contradiction and refuses the fit. confidence, calibration: of the profile intervals (see
-    :func:`deviance_threshold`). Needs >= 3 finite points to fit at all (ValueError below).
+    :func:`deviance_threshold`). check_narrowest: refuse when ``w_c`` rests on the narrowest
+    fitted width alone (see :func:`_rests_on_narrowest`; this needs >= 5 widths). Needs >= 3 finite points to fit at all (ValueError below).
     """
     widths = np.asarray(widths, dtype=np.float64).ravel()
     t_star = np.asarray(t_star, dtype=np.float64).ravel()
@@ -234,7 +237,33 @@ def fit_divergence(widths, t_star, grid=None, t_max: float | None = None,
         n_points=n, widths=w, t_star=ts, unreached_widths=unreached, grid=np.sort(grid),
         confidence=confidence, calibration=calibration, refused=None)
     fit.refused = _refusal(fit, t_max)
+    if fit.refused is None and check_narrowest:
+        fit.refused = _rests_on_narrowest(fit, t_max)
     return fit
+
+
+def _rests_on_narrowest(fit: DivergenceFit, t_max: float | None) -> str | None:
+    """Refit without the narrowest fitted width: when that fit is refused, or its w_c differs
+    from the full fit's by more than twice the two intervals' half-widths together, w_c rests
+    on that one width (fewer than 2 widths resolve the divergence)."""
+    w0 = float(fit.widths.min())
+    if np.unique(fit.widths).size < 5:
+        return (f"only {np.unique(fit.widths).size} widths reached the loss: 4 to fit and test "
+                "C/(w - w_c)^nu and one more to check that w_c does not rest on the narrowest "
+                "width are needed")
+    keep = fit.widths > w0
+    loo = fit_divergence(fit.widths[keep], fit.t_star[keep], grid=fit.grid, t_max=t_max,
+                         confidence=fit.confidence, calibration=fit.calibration,
+                         check_narrowest=False)
+    lo, hi = fit.w_c_interval
+    if loo.refused is not None:
+        return f"w_c rests on the narrowest width {w0:g}: without it, {loo.refused}"
+    half = (hi - lo) / 2 + (loo.w_c_interval[1] - loo.w_c_interval[0]) / 2
+    if abs(loo.w_c - fit.w_c) > 2 * half:
+        return (f"w_c rests on the narrowest width {w0:g}: without it w_c = {loo.w_c:.3g} "
+                f"[{loo.w_c_interval[0]:.3g}, {loo.w_c_interval[1]:.3g}], against "
+                f"{fit.w_c:.3g} [{lo:.3g}, {hi:.3g}] with it")
+    return None
 
 
 def _refusal(fit: DivergenceFit, t_max: float | None) -> str | None:
