@@ -106,7 +106,7 @@ def _learning_panel(ax, result, scaling, d, thresholds, color) -> None:
     (dashed)."""
     rows = [r for r in result["nets"] if r["depth"] == d]
     seeds = sorted({r["seed"] for r in rows})
-    plotted = False
+    plotted, ys = False, []
     for thr in thresholds:
         c = next(c for c in result["critical_width"] if c["depth"] == d and c["threshold"] == thr)
         ws = np.asarray(c["widths"], dtype=float)
@@ -122,20 +122,20 @@ def _learning_panel(ax, result, scaling, d, thresholds, color) -> None:
         lo = np.fmin(np.nanmin(np.where(np.isfinite(per), per, np.inf), axis=0), med)
         hi = np.fmax(np.nanmax(np.where(np.isfinite(per), per, -np.inf), axis=0), med)
         yerr = np.vstack([med[fin] - lo[fin], hi[fin] - med[fin]])  # >= 0: ends > 0 on log
+        ys += [lo[fin].min(), hi[fin].max()]
         div = _divergence(scaling, d, thr)
         label = f"L*={thr:g}"
         if div is not None and not div.get("error") and not div.get("refused"):
             label += (f": w_c={div['w_c']:.3g} {_iv(div['w_c_interval'])}, "
                       f"ν={div['nu']:.2g} {_iv(div['nu_interval'])}")
-            wg = np.linspace(div["w_c"] + 0.02 * (ws.max() - div["w_c"]), ws.max() * 1.05, 200)
+            wg = div["w_c"] + np.geomspace(1e-3, 1.0, 200) * (ws.max() * 1.05 - div["w_c"])
             ax.plot(wg, div["amplitude"] * (wg - div["w_c"]) ** -div["nu"], "-",
                     color=color[thr], lw=1.0)
         elif div is not None:
             label += ": free-ν fit refused"
         pooled = c["pooled"]
         if pooled.get("w_c") is not None and not pooled["at_bound"]:
-            wg = np.linspace(pooled["w_c"] + 0.02 * (ws.max() - pooled["w_c"]), ws.max() * 1.05,
-                             200)
+            wg = pooled["w_c"] + np.geomspace(1e-3, 1.0, 200) * (ws.max() * 1.05 - pooled["w_c"])
             ax.plot(wg, pooled["C"] / (wg - pooled["w_c"]), "--", color=color[thr], lw=0.7)
         for row in per:
             ax.plot(ws, row, ".", color=color[thr], ms=2.5, alpha=0.5)
@@ -143,6 +143,7 @@ def _learning_panel(ax, result, scaling, d, thresholds, color) -> None:
                     label=label)
     if plotted:
         ax.set_yscale("log")
+        ax.set_ylim(min(ys) / 2, max(ys) * 4)   # the fitted curves run off towards w_c
         ax.legend(fontsize=6)
     ax.set_xlabel("width w")
     ax.set_title(f"depth {d}, widths {c['widths'][0]:g}–{c['widths'][-1]:g}, "
@@ -236,7 +237,7 @@ def plot_aging(path, nets, result, scaling=None) -> None:
                                         for d, v in scaling["phase_w_c"].items()}
     shown = _pick_nets(nets, result, w_c)
     min_tw = result.get("aging_min_tw")
-    fig, axes = plt.subplots(len(shown), 2, figsize=(10, 2.8 * len(shown)), squeeze=False)
+    fig, axes = plt.subplots(len(shown), 2, figsize=(10.5, 2.9 * len(shown)), squeeze=False)
     for row, (net, phase, wc) in enumerate(shown):
         cur = net.aging
         cols = _colors(len(cur.lags))
@@ -253,9 +254,9 @@ def plot_aging(path, nets, result, scaling=None) -> None:
                                "Δ vs τ", fontsize=8.5)
         used = "all τ_w" if min_tw is None else f"τ_w ≥ {min_tw:g} (solid)"
         if fit is not None and fit.get("mu") is not None:
-            text = (f"vs τ/τ_w^μ, μ = {mu:.2f} fitted over {used}: residual fraction "
-                    f"{fit['residual_fraction']:.2g}, cost / cost(τ) {fit['ratio_mu']:.2g} "
-                    f"(μ = 1: {fit['ratio_1']:.2g})")
+            text = (f"vs τ/τ_w^μ, μ = {mu:.2f} fitted ({used}): residual fraction "
+                    f"{fit['residual_fraction']:.2g},\ncollapse cost / cost against τ: "
+                    f"{fit['ratio_mu']:.2g} at μ, {fit['ratio_1']:.2g} at μ = 1")
         else:
             late = late_waiting_times(cur, min_tw)
             col = aging_collapse(late) if len(late.lags) >= 2 else None

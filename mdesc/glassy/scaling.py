@@ -355,24 +355,43 @@ def _fit_offset(t: np.ndarray, loss: np.ndarray) -> tuple[dict[str, float], floa
             "alpha": float(p[2])}, best[1]
 
 
-def _fit_stretched(t: np.ndarray, loss: np.ndarray) -> tuple[dict[str, float], float]:
-    """``L_inf + A exp(-(t/tau)^beta)`` (L_inf >= 0, A, tau, beta > 0) from a grid of starts."""
-    y = np.log(loss)
+def _stretched_grid(t: np.ndarray, loss: np.ndarray):
+    """The best (L_inf, A, tau, beta) on a grid of (tau, beta), with (L_inf >= 0, A > 0) solved
+    by least squares weighted by 1/L (relative errors, as in ln L) at each grid point."""
+    y, w = np.log(loss), 1.0 / loss
     best = None
-    lmin, lmax = float(loss.min()), float(loss.max())
-    for frac in (0.0, 0.5, 0.9):
-        for log_tau in np.linspace(math.log(t.min()), math.log(t.max()), 3):
-            for beta in (0.3, 1.0):
-                l0 = frac * lmin
-                log_a = math.log(max(lmax - l0, 1e-12)) + (t.min() / math.exp(log_tau)) ** beta
-                fit = _lm(_stretched_log, t, y, (math.sqrt(l0), log_a, log_tau, math.log(beta)))
-                if fit is not None and (best is None or fit[1] < best[1]):
-                    best = fit
-    if best is None:
-        raise RuntimeError("stretched-exponential fit did not converge from any start")
+    for tau in np.geomspace(t.min() / 10, t.max() * 10, 30):
+        for beta in np.geomspace(0.03, 3.0, 24):
+            u = np.exp(-(t / tau) ** beta)
+            coef = np.linalg.lstsq(np.stack([w, w * u], axis=1), w * loss, rcond=None)[0]
+            l_inf, amp = float(coef[0]), float(coef[1])
+            if l_inf < 0:
+                l_inf, amp = 0.0, float((w * w * loss * u).sum() / max((w * w * u * u).sum(),
+                                                                       1e-300))
+            fit = l_inf + amp * u
+            if amp <= 0 or not np.all(fit > 0):
+                continue
+            sse = float(np.sum((y - np.log(fit)) ** 2))
+            if best is None or sse < best[1]:
+                best = ((l_inf, amp, tau, beta), sse)
+    return best
+
+
+def _fit_stretched(t: np.ndarray, loss: np.ndarray) -> tuple[dict[str, float], float]:
+    """``L_inf + A exp(-(t/tau)^beta)`` (L_inf >= 0, A, tau, beta > 0): the best point of a
+    (tau, beta) grid (:func:`_stretched_grid`), polished by Levenberg-Marquardt."""
+    y = np.log(loss)
+    grid = _stretched_grid(t, loss)
+    if grid is None:
+        raise RuntimeError("stretched-exponential fit: no admissible point on the grid")
+    (l_inf, amp, tau, beta), sse = grid
+    best = ((math.sqrt(l_inf), math.log(amp), math.log(tau), math.log(beta)), sse)
+    fit = _lm(_stretched_log, t, y, best[0])
+    if fit is not None and fit[1] < best[1]:
+        best = fit
     p = best[0]
     return {"l_inf": float(p[0] ** 2), "amplitude": float(math.exp(p[1])),
-            "tau": float(math.exp(p[2])), "beta": float(math.exp(p[3]))}, best[1]
+            "tau": float(math.exp(p[2])), "beta": float(math.exp(p[3]))}, float(best[1])
 
 
 def _aicc(n: int, sse: float, k: int) -> float:
