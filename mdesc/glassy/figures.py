@@ -78,9 +78,9 @@ def plot_losses(path, nets, result) -> None:
         for thr in result["thresholds"]:
             ax.axhline(thr, color="0.5", lw=0.6, ls=":")
         seeds = sorted({n.seed for n in nets if n.depth == d})
-        ax.set_title(f"depth {d}, widths {widths[0]}–{widths[-1]}, {_seeds_text(seeds)} (thin); "
+        ax.set_title(f"depth {d}, widths {widths[0]}–{widths[-1]}, {_seeds_text(seeds)} (thin);\n"
                      f"dashed: L_inf + A t^-alpha fit of seed {first_seed}; x: first loss spike",
-                     fontsize=7.5)
+                     fontsize=8)
     _finish_row(fig, axes, "training cross-entropy (nats / voice / step)", path)
 
 
