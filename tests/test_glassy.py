@@ -250,7 +250,7 @@ def test_sweep_command_end_to_end(tmp_path):
     assert fits["settings"]["seeds"] == [0, 1] and fits["settings"]["steps"] == 40
     assert all(r["step"] == 40 for r in fits["nets"])
     for name in ("loss_curves.png", "learning_time.png", "aging.png", "minibatch_loss.png",
-                 "nets.csv", "critical_width.csv", "curves.safetensors"):
+                 "nets.csv", "critical_width.csv", "curves.safetensors", "scaling.json"):
         assert (res / name).stat().st_size > 0
     assert (out / "settings.json").exists() and (out / "runs" / "d1" / "result.json").exists()
     assert main(["glassy", "analyze", str(out), "--results", str(res), "--thresholds",

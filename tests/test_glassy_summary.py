@@ -1,4 +1,5 @@
 """Sweep-level analyses of study 2 on planted answers (deterministic: fixed seeds only)."""
+import json
 import math
 
 import numpy as np
@@ -174,28 +175,17 @@ def test_unknown_learning_times_are_left_out_not_counted_as_unreached():
 
 def test_the_recorded_analysis_reproduces_from_its_recorded_curves(tmp_path):
     """results/glassy: the analysis of the recorded sweep, re-run from curves.safetensors (the
-    run folder is not committed), gives the committed tables byte for byte."""
-    import json
+    run folder is not committed), gives the committed tables byte for byte, and the tests of
+    the curve shapes (scaling.json, results/glassy/reanalyse.py) too."""
     from pathlib import Path
 
     from mdesc import store
+    from mdesc.glassy.claims import scaling_analysis
     from mdesc.glassy.cli import _write_tables
+    from mdesc.glassy.sweep import records_from_results
 
     src = Path(__file__).resolve().parents[1] / "results" / "glassy"
-    fits = json.loads((src / "fits.json").read_text())
-    tensors, meta = store.load_tensors(src / "curves.safetensors")
-    rows = {f"d{r['depth']}_w{r['width']}_s{r['seed']}": r for r in fits["nets"]}
-    nets = []
-    for key in meta["nets"]:
-        r, get = rows[key], (lambda name, key=key: tensors[f"{key}/{name}"].numpy())
-        tws = sorted({int(k.split("/")[2]) for k in tensors if k.startswith(f"{key}/aging/")})
-        aging = glassy.AgingCurves(np.asarray(tws, dtype=np.int64),
-                                   [get(f"aging/{t}/lag") for t in tws],
-                                   [get(f"aging/{t}/delta") for t in tws])
-        nets.append(glassy.NetRecord(r["depth"], r["width"], r["seed"], r["n_parameters"],
-                                     get("times"), get("train_loss"), get("test_loss"),
-                                     get("batch_mean"), get("batch_max"), aging, r["step"],
-                                     r["steps"]))
+    fits, nets = records_from_results(src)
     a = fits["analysis"]
     result = glassy.analyze_sweep(nets, a["thresholds"], a["fit_from"],
                                   aging_min_tw=a["aging_min_tw"], censor_spikes=a["censor_spikes"])
@@ -203,3 +193,26 @@ def test_the_recorded_analysis_reproduces_from_its_recorded_curves(tmp_path):
     _write_tables(tmp_path, result, nets)
     for name in ("fits.json", "nets.csv", "critical_width.csv", "curves.safetensors"):
         assert (tmp_path / name).read_bytes() == (src / name).read_bytes(), name
+    analysed = [summary.censor_at(n, summary.first_spike_time(n)) for n in nets] \
+        if a["censor_spikes"] else nets
+    got = store.to_json(scaling_analysis(analysed, result))
+    want = json.loads((src / "scaling.json").read_text())
+    _same(got, want, "scaling.json")
+
+
+def _same(got, want, where: str) -> None:
+    """Equal JSON trees: strings, booleans, nulls and structure exactly, numbers to 1e-6
+    relative (the fits' last digits follow the CPU's vectorised exp/log)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), where
+        for k in want:
+            _same(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for i, (g, w) in enumerate(zip(got, want)):
+            _same(g, w, f"{where}[{i}]")
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert isinstance(got, (int, float)) and not isinstance(got, bool), where
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-12), where
+    else:
+        assert got == want, where

@@ -74,6 +74,19 @@ class ChoraleSet:
         idx = list(indices)
         return ChoraleSet([self.names[i] for i in idx], [self.grids[i] for i in idx])
 
+    def nested_subset(self, n: int, seed: int = 0) -> "ChoraleSet":
+        """``n`` chorales chosen by a seeded rule: the first ``n`` of the permutation
+        ``numpy.random.default_rng(seed).permutation(len(self))``, kept in their original order.
+
+        For one seed the subsets are nested (the 8 chorales are among the 16, the 16 among the
+        32, ...), so training-set sizes differ only by the chorales added. ``n`` must be in
+        ``[1, len(self)]``.
+        """
+        if not 1 <= n <= len(self):
+            raise ValueError(f"cannot choose {n} of {len(self)} chorales: pass 1 to {len(self)}")
+        perm = np.random.default_rng(seed).permutation(len(self))
+        return self.subset(sorted(perm[:n].tolist()))
+
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple["ChoraleSet", "ChoraleSet"]:
         """Seeded random train/test split (a permutation from ``numpy.random.default_rng(seed)``).
 

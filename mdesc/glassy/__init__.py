@@ -10,6 +10,10 @@ aging of the weight fluctuations. The package is split along mdesc's seams:
   :func:`train_ensemble` (a batched group, resumable); :mod:`.sweep` -- the (depth, width, seed)
   sweep of the command line;
 * :mod:`.analysis` -- fits, learning times, critical widths, aging curves and their collapse;
+  :mod:`.scaling` -- the tests of the curve shapes (``t* ~ C/(w - w_c)^nu`` with profile
+  intervals and the test of ``nu = 1``; power law against stretched exponential by AICc;
+  ``L_inf`` intervals); :mod:`.collapse` -- aging as a collapse with a fitted exponent ``mu``;
+  :mod:`.claims` -- all of them on a sweep; :mod:`.lrcheck` -- the largest stable learning rate;
   :mod:`.summary` -- a whole sweep analysed, with intervals over seeds;
 * :mod:`.figures` -- the plots (the only module importing matplotlib); :mod:`.cli` -- the
   ``mdesc glassy`` command.
@@ -22,16 +26,25 @@ from mdesc.glassy.analysis import (AgingCollapse, AgingCurves, CriticalWidthFit,
                                    aging_collapse, aging_correlation, aging_schedule,
                                    fit_critical_width, fit_power_law, learning_time,
                                    log_spaced_times)
+from mdesc.glassy.claims import ScalingSettings, scaling_analysis
+from mdesc.glassy.collapse import AgingScaling, fit_aging_exponent, scaling_over_seeds
 from mdesc.glassy.ensemble import EnsembleConfig, EnsembleResult, load_ensemble, train_ensemble
 from mdesc.glassy.model import EnsembleRNN, TanhRecurrence, VoiceRNN, voice_offsets
 from mdesc.glassy.run import (RUN_FILE, SNAPSHOT_FILE, STATE_FILE, GlassyConfig, GlassyRun,
                               batch_indices, data_fingerprint, default_waiting_times,
                               load_glassy_run, train_glassy_run)
+from mdesc.glassy.lrcheck import lr_stability, run_lr_check
+from mdesc.glassy.scaling import (DecayComparison, DivergenceFit, compare_decays, fit_divergence,
+                                  l_inf_interval)
 from mdesc.glassy.summary import (analyze_sweep, critical_width_over_seeds, depth_trend,
                                   phase_aging, seed_interval, summarize_net)
-from mdesc.glassy.sweep import NetRecord, SweepSettings, collect, load_data, run_sweep
+from mdesc.glassy.sweep import (NetRecord, SweepSettings, collect, load_data,
+                                records_from_results, run_sweep)
 
 __all__ = [
+    "AgingScaling", "DecayComparison", "DivergenceFit", "ScalingSettings", "compare_decays",
+    "fit_aging_exponent", "fit_divergence", "l_inf_interval", "lr_stability",
+    "records_from_results", "run_lr_check", "scaling_analysis", "scaling_over_seeds",
     "AgingCollapse", "AgingCurves", "CriticalWidthFit", "EnsembleConfig", "EnsembleRNN",
     "EnsembleResult", "GlassyConfig", "GlassyRun", "NetRecord", "PowerLawFit", "RUN_FILE",
     "SNAPSHOT_FILE", "STATE_FILE", "SweepSettings", "TanhRecurrence", "VoiceRNN",

@@ -27,7 +27,9 @@ import torch
 from mdesc import cli as mdesc_cli
 from mdesc import store
 from mdesc.errors import UserError
-from mdesc.glassy.figures import write_figures
+from mdesc.glassy.claims import ScalingSettings, scaling_analysis
+from mdesc.glassy.figures import plot_lr_check, write_figures
+from mdesc.glassy.lrcheck import lr_stability, run_lr_check
 from mdesc.glassy.summary import AnalysisSettings, analyze_sweep, censor_at, first_spike_time
 from mdesc.glassy.sweep import SweepSettings, collect, group_walls, run_sweep
 from mdesc.options import HelpFormatter, add_options, from_args, given_options, option
@@ -52,6 +54,20 @@ class SweepCommand:
     progress: bool = option(True, "progress lines (--no-progress: none)")
 
 
+@dataclass(frozen=True)
+class LrCheckCommand:
+    """The options of ``mdesc glassy lr-check`` besides the grid."""
+
+    out: str = option(help="folder of the check (one sweep folder per rate, lr_check.json, "
+                      "lr_check.png)")
+    lrs: tuple[float, ...] = option((0.05, 0.1, 0.2, 0.5), "learning rates to try")
+    max_ratio: float = option(2.0, "a spike: a minibatch loss above this times its bin's mean")
+    max_rise: float = option(0.1, "a spike: the full training loss rising by more than this "
+                             "fraction between records")
+    t_from: float = option(10.0, "count spikes from this SGD step on (past the first updates)")
+    threads: int = option(1, "torch CPU threads")
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "glassy", help=mdesc_cli.COMMANDS["glassy"][1],
@@ -66,6 +82,7 @@ def register(subparsers) -> None:
     add_options(sw, SweepCommand)
     add_options(sw.add_argument_group("the sweep (recorded in settings.json)"), SweepSettings)
     add_options(sw.add_argument_group("the analysis"), AnalysisSettings, only=_SWEEP_ANALYSIS)
+    add_options(sw.add_argument_group("the tests of the curve shapes"), ScalingSettings)
     sw.set_defaults(func=cmd_sweep)
 
     an = sub.add_parser("analyze", help="fit and plot a sweep folder",
@@ -76,7 +93,15 @@ def register(subparsers) -> None:
              for n, v in ((n, getattr(AnalysisSettings, n)) for n in _SWEEP_ANALYSIS)}
     add_options(an, AnalysisSettings,
                 defaults={n: f"the sweep's (its fits.json), else {v}" for n, v in shown.items()})
+    add_options(an.add_argument_group("the tests of the curve shapes"), ScalingSettings)
     an.set_defaults(func=cmd_analyze)
+
+    lr = sub.add_parser("lr-check", help="train the grid briefly at several learning rates and "
+                        "report the largest stable one", formatter_class=HelpFormatter)
+    add_options(lr, LrCheckCommand)
+    add_options(lr.add_argument_group("the grid of each rate (recorded per rate)"),
+                SweepSettings, exclude=("lr",))
+    lr.set_defaults(func=cmd_lr_check)
 
 
 def _check(settings: SweepSettings) -> None:
@@ -132,7 +157,33 @@ def cmd_sweep(args) -> int:
     print(f"trained: wall times (s) {info['wall_s']}", flush=True)
     if not cmd.analysis:
         return 0
-    return _analyze(Path(cmd.out), Path(cmd.results or cmd.out), from_args(AnalysisSettings, args))
+    return _analyze(Path(cmd.out), Path(cmd.results or cmd.out), from_args(AnalysisSettings, args),
+                    from_args(ScalingSettings, args))
+
+
+def cmd_lr_check(args) -> int:
+    cmd = from_args(LrCheckCommand, args)
+    if not cmd.lrs or min(cmd.lrs) <= 0:
+        raise UserError("--lrs: give one or more learning rates > 0")
+    settings = _settings(args)
+    torch.set_num_threads(max(cmd.threads, 1))
+    try:
+        groups = run_lr_check(cmd.out, settings, cmd.lrs,
+                              log=lambda line: print(line, flush=True))
+    except ImportError as e:
+        raise UserError(f"{e}; or use --data fixture for the chorales shipped with mdesc")
+    except ValueError as e:
+        raise UserError(str(e)) from e
+    check = lr_stability(groups, cmd.max_ratio, cmd.max_rise, cmd.t_from)
+    check["settings"] = settings.to_dict()
+    store.write_json(Path(cmd.out) / "lr_check.json", check)
+    plot_lr_check(Path(cmd.out) / "lr_check.png", groups, check)
+    for e in check["per_lr"]:
+        print(f"lr {e['lr']:g}: {'stable' if e['stable'] else 'UNSTABLE'} "
+              f"({e['n_unstable']} of {len(e['nets'])} nets spiked or diverged)")
+    print(f"largest stable lr: {check['largest_stable_lr']} (per depth "
+          f"{check['largest_stable_lr_by_depth']}); wrote {cmd.out}/lr_check.json, lr_check.png")
+    return 0
 
 
 def cmd_analyze(args) -> int:
@@ -147,10 +198,12 @@ def cmd_analyze(args) -> int:
     # options not given: the sweep's last analysis (fits.json), else the defaults
     inherited = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()
                  if k in _SWEEP_ANALYSIS and v not in (None, [])}
-    return _analyze(out, results, from_args(AnalysisSettings, args, overrides=inherited))
+    return _analyze(out, results, from_args(AnalysisSettings, args, overrides=inherited),
+                    from_args(ScalingSettings, args))
 
 
-def _analyze(out: Path, results: Path, a: AnalysisSettings) -> int:
+def _analyze(out: Path, results: Path, a: AnalysisSettings,
+             s: ScalingSettings = ScalingSettings()) -> int:
     try:
         settings, nets = collect(out, partial=a.partial)
     except FileNotFoundError as e:
@@ -170,10 +223,12 @@ def _analyze(out: Path, results: Path, a: AnalysisSettings) -> int:
     results.mkdir(parents=True, exist_ok=True)
     _write_tables(results, result, nets)
     aging_nets = [censor_at(n, first_spike_time(n)) for n in nets] if a.censor_spikes else nets
-    names = write_figures(results, nets, result, aging_nets=aging_nets)
+    scaling = scaling_analysis(aging_nets, result, s)
+    store.write_json(results / "scaling.json", scaling)
+    names = write_figures(results, nets, result, aging_nets=aging_nets, scaling=scaling)
     _print_summary(result)
-    print(f"wrote {results}/fits.json, curves.safetensors, nets.csv, critical_width.csv, "
-          + ", ".join(names))
+    print(f"wrote {results}/fits.json, scaling.json, curves.safetensors, nets.csv, "
+          "critical_width.csv, " + ", ".join(names))
     return 0
 
 

@@ -20,6 +20,7 @@ import torch
 
 from mdesc import store
 from mdesc.data import chorales as ch
+from mdesc.glassy.analysis import AgingCurves
 from mdesc.glassy.ensemble import EnsembleConfig, load_ensemble, train_ensemble
 from mdesc.glassy.model import EnsembleRNN
 from mdesc.glassy.run import (RESULT_FILE, STATE_FILE, GlassyConfig, load_glassy_run,
@@ -27,7 +28,7 @@ from mdesc.glassy.run import (RESULT_FILE, STATE_FILE, GlassyConfig, load_glassy
 from mdesc.options import option
 
 __all__ = ["SweepSettings", "NetRecord", "load_data", "run_sweep", "collect", "group_dir",
-           "group_walls"]
+           "group_walls", "records_from_results"]
 
 
 def _depth_steps(text: str) -> tuple[int, int]:
@@ -49,7 +50,9 @@ class SweepSettings:
     (windows per update); window: 16th-note steps per training window (``chunk_tokens``);
     n_records, waiting_times, n_lags: the loss and aging schedules; data: "music21" (all
     four-part chorales) or "fixture"; test_fraction, split_seed: the split by chorale;
-    n_train: use only the first n_train training chorales (0 = all); dtype: float32/float64.
+    n_train, subset_seed: train on n_train chorales of the training split chosen by
+    :meth:`~mdesc.data.chorales.ChoraleSet.nested_subset` (0 = all; subset_seed is recorded only
+    when n_train > 0, where it has an effect); dtype: float32/float64.
     """
 
     depths: tuple[int, ...] = option((1, 2), "depths (layers) of the nets")
@@ -76,7 +79,11 @@ class SweepSettings:
     test_fraction: float = option(0.2, "fraction of chorales held out (the split is by "
                                   "chorale)")
     split_seed: int = option(0, "seed of the split by chorale")
-    n_train: int = option(0, "use only the first N training chorales of the split (0: all)")
+    n_train: int = option(0, "train on N chorales of the training split, chosen by the seeded "
+                          "rule of --subset-seed (0: all of them)")
+    subset_seed: int = option(0, "seed of the rule choosing the --n-train chorales: the first N "
+                              "of a seeded permutation of the training split, so smaller sets "
+                              "are nested in larger ones")
     dtype: str = option("float32", "weights dtype", choices=("float32", "float64"))
 
     def steps_for(self, depth: int) -> int:
@@ -85,6 +92,8 @@ class SweepSettings:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["depth_steps"] = {str(k): int(v) for k, v in sorted(self.depth_steps.items())}
+        if not self.n_train:  # no subset: the seed has no effect (and older folders lack it)
+            del d["subset_seed"]
         return d
 
 
@@ -126,10 +135,13 @@ def load_data(settings: SweepSettings, progress: bool = False):
         raise ValueError(f"n_train {settings.n_train}: the training split has {len(train)} "
                          "chorales; pass at most that (0 = all)")
     if settings.n_train:
-        train = train.subset(range(settings.n_train))
+        train = train.nested_subset(settings.n_train, settings.subset_seed)
     tok, lens, src = ch.chunk_tokens(train, vocab, settings.window)
     out = [np.ascontiguousarray(tok.transpose(1, 0, 2)), lens]
     info = {"source": settings.data, "n_chorales": len(allc), "n_train_chorales": len(train),
+            "subset_rule": (f"the first {settings.n_train} of "
+                            f"default_rng({settings.subset_seed}).permutation of the training "
+                            "split" if settings.n_train else "all of the training split"),
             "n_test_chorales": len(test), "n_train_windows": int(len(lens)),
             "n_train_predictions": int((lens - 1).sum()),
             "train_names": train.names, "test_names": test.names,
@@ -288,3 +300,28 @@ def group_walls(root) -> dict[str, dict[str, Any]]:
 
 def settings_vocab(folder: store.RunFolder) -> list[int]:
     return list(folder.read_json("data.json")["vocab_sizes"])
+
+
+def records_from_results(results) -> tuple[dict[str, Any], list[NetRecord]]:
+    """``(fits, nets)`` of an analysed sweep rebuilt from its results folder alone
+    (``fits.json`` and ``curves.safetensors``, as ``mdesc glassy analyze`` writes them), so the
+    analyses can be redone without the run folder. The nets are as recorded (uncensored)."""
+    folder = store.RunFolder(results)
+    fits = folder.read_json("fits.json")
+    tensors, meta = folder.load_tensors("curves.safetensors")
+    rows = {f"d{r['depth']}_w{r['width']}_s{r['seed']}": r for r in fits["nets"]}
+    nets = []
+    for key in meta["nets"]:
+        r = rows[key]
+
+        def get(name, key=key):
+            return tensors[f"{key}/{name}"].numpy()
+
+        tws = sorted({int(k.split("/")[2]) for k in tensors if k.startswith(f"{key}/aging/")})
+        aging = AgingCurves(np.asarray(tws, dtype=np.int64),
+                            [get(f"aging/{t}/lag") for t in tws],
+                            [get(f"aging/{t}/delta") for t in tws])
+        nets.append(NetRecord(r["depth"], r["width"], r["seed"], r["n_parameters"],
+                              get("times"), get("train_loss"), get("test_loss"),
+                              get("batch_mean"), get("batch_max"), aging, r["step"], r["steps"]))
+    return fits, nets
