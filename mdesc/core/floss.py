@@ -368,13 +368,13 @@ class FlossingPenalty:
         exponents = differentiable_exponents(model, seq, self.k, **self.settings)
         value = _reduce(exponents, self.reduce)
         term = self.weight * self.penalty(value, self.target)
-        finite = bool(torch.isfinite(value)) and bool(torch.isfinite(term))
+        finite = bool(torch.isfinite(value.detach())) and bool(torch.isfinite(term.detach()))
         detached = exponents.detach()
         B = detached.shape[0]
         self.history.append(dict(
-            step=int(step), value=float(value), exponents=detached.mean(dim=0).tolist(),
+            step=int(step), value=float(value.detach()), exponents=detached.mean(dim=0).tolist(),
             stderr=(detached.std(dim=0) / math.sqrt(B)).tolist() if B > 1 else [math.nan] * detached.shape[1],
-            penalty=float(term), finite=finite))
+            penalty=float(term.detach()), finite=finite))
         if not finite:
             return torch.zeros((), dtype=dtype, device=device)
         return term.to(dtype)
