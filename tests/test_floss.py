@@ -174,8 +174,9 @@ def test_the_gradient_sees_the_same_frame_every_call():
 
 
 def test_parameters_the_exponent_does_not_depend_on_get_zero_gradient():
-    """The readout, and in the zero-input window of a one-step drive from h0 = 0, nothing else is
-    spared; with lengths, the input weights still matter (through the drive's end state)."""
+    """A readout beside the recurrent module gets no gradient (None), every recurrent tensor does;
+    an input feature the drive never uses leaves its column of W_ih with an exact zero gradient,
+    while the used columns still matter through the state the drive leaves."""
     model = torch.nn.Sequential()
     model.rnn = _trainable("gru", 3, 4, 2)
     model.readout = torch.nn.Linear(4, 2).double()
@@ -183,8 +184,6 @@ def test_parameters_the_exponent_does_not_depend_on_get_zero_gradient():
     lam.backward()
     assert model.readout.weight.grad is None and model.readout.bias.grad is None
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.rnn.parameters())
-    # the exponent of the zero-input phase from the drive's end does not depend on inputs the
-    # drive never saw: a zero input column leaves that column of W_ih without gradient
     rnn = _trainable("lstm", 3, 4, 1)
     seq = _seq(6, 3, 3, 2)
     seq[:, :, 1] = 0.0
