@@ -9,6 +9,9 @@ zero-input phase (40 steps, the first 20 uncounted: ``window="zero_input"``).  B
 lambda_1 is measured by ``mdesc.max_lyapunov`` (the fused kernels) on 64 *held-out* drives, in the
 training window and in the analyses' asymptotic window (1000 zero-input steps, 200 uncounted).
 
+``--probe fresh`` draws 16 new drives every step instead (the probe a training loop would see:
+a new minibatch each step).
+
 Each run is one JSON file under runs/ (written atomically; a killed job resumes where it
 stopped); summary.json / summary.md are re-derived from them every time.
 """
@@ -56,7 +59,7 @@ def measure(rnn, held_out) -> dict:
 
 
 def run_one(args) -> dict:
-    start, seed, target, hidden, iterations, lr, path = args
+    start, seed, target, hidden, iterations, lr, probe_kind, path = args
     torch.set_num_threads(1)
     if Path(path).exists():
         return store.read_json(path)
@@ -66,14 +69,17 @@ def run_one(args) -> dict:
     penalty = mdesc.FlossingPenalty(target=target, weight=1.0, probe=probe, **TRAIN_WINDOW)
     opt = torch.optim.Adam(rnn.parameters(), lr=lr)
     t0 = time.perf_counter()
-    for _ in range(iterations):
+    for i in range(iterations):
         opt.zero_grad()
-        penalty(rnn).backward()
+        # "fresh": new drives every step (as minibatches of data are), so the model cannot fit
+        # the finite-time exponent of one fixed set of drives
+        seq = drives(16, 10_000 * (seed + 1) + i) if probe_kind == "fresh" else None
+        penalty(rnn, seq).backward()
         opt.step()
     seconds = time.perf_counter() - t0
     rnn.requires_grad_(False)
     record = dict(start=start, gain=STARTS[start], seed=seed, target=target, hidden=hidden,
-                  iterations=iterations, lr=lr, before=before, after=measure(rnn, held_out),
+                  iterations=iterations, lr=lr, probe=probe_kind, before=before, after=measure(rnn, held_out),
                   probe_lambda=penalty.values, seconds=seconds)
     store.write_json(path, record)
     return record
@@ -85,20 +91,20 @@ def within(m: dict, target: float) -> bool:
 
 
 def summarise(records: list[dict], out: Path) -> None:
-    rows, lines = [], ["| start | target | seeds | window | lambda_1 before (mean [95% CI] over seeds) | "
+    rows, lines = [], ["| start | target | probe | seeds | window | lambda_1 before (mean [95% CI] over seeds) | "
                        "after | runs within 2 s.e. + 0.01 of target | s per run |",
-                       "|---|---|---|---|---|---|---|---|"]
-    groups = sorted({(r["start"], r["target"]) for r in records})
-    for start, target in groups:
-        rs = [r for r in records if (r["start"], r["target"]) == (start, target)]
+                       "|---|---|---|---|---|---|---|---|---|"]
+    groups = sorted({(r["start"], r["target"], r.get("probe", "fixed")) for r in records})
+    for start, target, probe in groups:
+        rs = [r for r in records if (r["start"], r["target"], r.get("probe", "fixed")) == (start, target, probe)]
         for window in ("train_window", "asymptotic"):
             b = stats.mean_interval([r["before"][window]["lambda"] for r in rs])
             a = stats.mean_interval([r["after"][window]["lambda"] for r in rs])
             hits = sum(within(r["after"][window], target) for r in rs)
             secs = sum(r["seconds"] for r in rs) / len(rs)
-            rows.append(dict(start=start, target=target, window=window, seeds=[r["seed"] for r in rs],
+            rows.append(dict(start=start, target=target, probe=probe, window=window, seeds=[r["seed"] for r in rs],
                              before=b, after=a, within=hits, runs=len(rs), seconds_per_run=secs))
-            lines.append(f"| {start} | {target:+g} | {len(rs)} | {window} | {b['mean']:+.4f} "
+            lines.append(f"| {start} | {target:+g} | {probe} | {len(rs)} | {window} | {b['mean']:+.4f} "
                          f"[{b['lo']:+.4f}, {b['hi']:+.4f}] | {a['mean']:+.4f} [{a['lo']:+.4f}, "
                          f"{a['hi']:+.4f}] | {hits}/{len(rs)} | {secs:.0f} |")
     store.write_json(out / "summary.json", dict(rows=rows, train_window=TRAIN_WINDOW,
@@ -126,14 +132,18 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("--starts", nargs="+", choices=sorted(STARTS), default=sorted(STARTS))
+    p.add_argument("--probe", choices=("fixed", "fresh"), default="fixed",
+                   help="fixed: the same 16 drives every step; fresh: new drives every step")
     p.add_argument("--out", type=Path, default=HERE)
     a = p.parse_args()
     (a.out / "runs").mkdir(parents=True, exist_ok=True)
-    store.write_json(a.out / "command.json", dict(vars(a), out=str(a.out), machine=cpu_name(),
+    suffix = "" if a.probe == "fixed" else f"_{a.probe}"
+    store.write_json(a.out / f"command{suffix}.json", dict(vars(a), out=str(a.out), machine=cpu_name(),
                                                   torch=torch.__version__))
-    jobs = [(start, seed, t, a.hidden, a.iterations, a.lr,
-             str(a.out / "runs" / f"{start}_seed{seed}_target{t:+g}.json"))
-            for t in a.targets for start in STARTS for seed in range(a.seeds)]
+    jobs = [(start, seed, t, a.hidden, a.iterations, a.lr, a.probe,
+             str(a.out / "runs" / f"{start}_seed{seed}_target{t:+g}{suffix}.json"))
+            for t in a.targets for start in a.starts for seed in range(a.seeds)]
     if a.jobs > 1:
         with multiprocessing.get_context("spawn").Pool(a.jobs) as pool:
             records = pool.map(run_one, jobs, chunksize=1)
