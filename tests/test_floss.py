@@ -12,8 +12,11 @@
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -309,7 +312,6 @@ def test_lightning_callback_adds_the_penalty_gradient():
     """With a zero task loss, one Lightning step with the callback equals one plain SGD step on
     the penalty alone."""
     pl = floss.import_lightning()
-    import copy
 
     class Module(pl.LightningModule):
         def __init__(self):
@@ -374,3 +376,17 @@ def test_the_penalty_alone_steers_lambda_1_to_the_target(start, H, gain, seed):
     lam, se = measured()
     assert abs(lam - 0.0) <= 2 * se + 0.01, (start, lam0, lam, se, penalty.values[::10])
     assert len(penalty.history) == 40 and abs(penalty.values[-1]) < abs(penalty.values[0]) / 5
+
+
+def test_the_recorded_steering_table_rederives_from_its_runs(tmp_path):
+    """results/flossing/summary.md is re-derived byte for byte from the committed run records."""
+    folder = Path(__file__).resolve().parents[1] / "results" / "flossing"
+    if not (folder / "runs").is_dir():
+        pytest.skip("results/flossing/runs is not in this checkout")
+    spec = importlib.util.spec_from_file_location("steer", folder / "steer.py")
+    steer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(steer)
+    records = [json.loads(f.read_text()) for f in sorted((folder / "runs").glob("*.json"))]
+    steer.summarise(records, tmp_path)
+    assert (tmp_path / "summary.md").read_text() == (folder / "summary.md").read_text()
+    assert (folder / "summary.md").read_text().strip() in (folder / "README.md").read_text()
