@@ -7,6 +7,7 @@ Front door::
     s = mdesc.lyapunov_spectrum(lstm, seq, k=20)
     c = mdesc.lyapunov_checkpoints([ckpt1, ckpt2, ...], seq, k=1)
     d = mdesc.asymptotic_distance(lstm, seq)
+    lam = mdesc.lyapunov_loss(lstm, seq, zero_input_steps=100)   # differentiable lambda_1
 
 Everything is imported on first use, so ``import mdesc`` (and ``mdesc --help``) stay fast and
 the studies that do not need the compiled extension work without it.  The per-step loops run in
@@ -21,8 +22,9 @@ __version__ = "0.1.0"
 
 # Public core API -> the module that defines it.
 _CORE = {name: "mdesc.core" for name in (
-    "DistanceResult", "LyapunovResult", "Derived", "asymptotic_distance", "lyapunov_checkpoints",
-    "lyapunov_spectrum", "max_lyapunov", "random_frame", "stability_record")}
+    "DistanceResult", "LyapunovResult", "Derived", "FlossingPenalty", "asymptotic_distance",
+    "lyapunov_checkpoints", "lyapunov_loss", "lyapunov_spectrum", "max_lyapunov", "random_frame",
+    "stability_record")}
 _CORE.update(StabilityMonitor="mdesc.anyrun", sweep_checkpoints="mdesc.anyrun")
 # Sub-packages and modules reachable as attributes (mdesc.glassy, mdesc.reference, ...).
 _SUBMODULES = {

@@ -18,6 +18,7 @@ Layers, bottom up (each module imports only the ones below it; docs/architecture
 - :mod:`mdesc.core.twin`       the twin run without cancellation; stability_record
 - :mod:`mdesc.core.stability`  the papers' finite-perturbation asymptotic distance, reduced sums
 - :mod:`mdesc.core.reference`  the fronts on the reference backend (test oracle, benchmark baseline)
+- :mod:`mdesc.core.floss`      differentiable exponents: lyapunov_loss, FlossingPenalty (gradient flossing)
 - :mod:`mdesc.core._ops`, :mod:`mdesc.core._twin_ops`  typed wrappers over ``torch.ops.mdesc.*``
 - :mod:`mdesc.core.cli`        ``mdesc gain-sweep``
 
@@ -27,10 +28,12 @@ from __future__ import annotations
 
 from mdesc.core.derived import Derived
 from mdesc.core.engine import random_frame
+from mdesc.core.floss import FlossingPenalty, lyapunov_loss
 from mdesc.core.lyapunov import lyapunov_checkpoints, lyapunov_spectrum, max_lyapunov
 from mdesc.core.results import DistanceResult, LyapunovResult
 from mdesc.core.stability import asymptotic_distance
 from mdesc.core.twin import stability_record
 
-__all__ = ["Derived", "DistanceResult", "LyapunovResult", "asymptotic_distance", "lyapunov_checkpoints",
-           "lyapunov_spectrum", "max_lyapunov", "random_frame", "stability_record"]
+__all__ = ["Derived", "DistanceResult", "FlossingPenalty", "LyapunovResult", "asymptotic_distance",
+           "lyapunov_checkpoints", "lyapunov_loss", "lyapunov_spectrum", "max_lyapunov", "random_frame",
+           "stability_record"]
