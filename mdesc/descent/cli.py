@@ -241,7 +241,7 @@ def _train_settings(args):
     train = from_args(TrainSettings, args, overrides=overrides(TrainSettings, args),
                       device=args.device)
     data = from_args(TextSettings, args, overrides=overrides(TextSettings, args),
-                     seed=train.seed)
+                     seed=train.split_seed)
     data = dataclasses.replace(data, source=_data_source(data.source))
     model = from_args(ModelSettings, args, overrides=overrides(ModelSettings, args))
     return data, model, train
