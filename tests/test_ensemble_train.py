@@ -326,6 +326,9 @@ def test_single_run_with_dropout_resumes_exactly(corpus, tmp_path):
     np.testing.assert_equal(again, full)
     cfg = json.loads((tmp_path / "full" / "config.json").read_text())
     assert cfg["model"]["dropout"] == 0.3 and "init" not in cfg["model"]  # defaults unrecorded
+    with pytest.raises(TR.store.SettingsMismatch, match="model.dropout: on disk 0.3, asked for 0.0"):
+        TR.train_run(tmp_path / "cut", data, dataclasses.replace(model, dropout=0.0), train,
+                     progress=False)
 
 
 def test_cli_trains_an_ensemble(corpus, tmp_path, capsys):
@@ -340,5 +343,12 @@ def test_cli_trains_an_ensemble(corpus, tmp_path, capsys):
     cfg = json.loads((run / "seed-2" / "config.json").read_text())
     assert cfg["train"]["seed"] == 2 and cfg["train"]["data_seed"] == 7
     assert cfg["data"]["seed"] == 7 and cfg["model"]["cell"] == "gru"
+    # each member is a run folder the study's sweep and report read unchanged
+    member = str(run / "seed-2")
+    assert main(["descent", "sweep", "--run-dir", member, "--samples", "4", "--total-steps",
+                 "30", "--chunk", "3", "--quiet"]) == 0
+    assert main(["descent", "report", "--run-dir", member]) == 0
+    assert (run / "seed-2" / "report" / "report.html").is_file()
+    capsys.readouterr()
     assert main(args + ["--seeds", "3,3"]) == 2
     assert "seeds repeat: 3" in capsys.readouterr().err

@@ -228,12 +228,10 @@ def check_same_settings(config: dict, data: TextSettings, model: ModelSettings,
     defaults = {f"{sec}.{f.name}": f.default for sec, cls in
                 (("data", type(data)), ("model", ModelSettings), ("train", TrainSettings))
                 for f in fields(cls)}
-    for key in set(wanted) - set(stored):
-        if key in defaults:
-            stored[key] = defaults[key]
-    for key in set(stored) - set(wanted):
-        if key in defaults and stored[key] == defaults[key]:
-            wanted[key] = stored[key]
+    for have, other in ((stored, wanted), (wanted, stored)):  # unrecorded = the default
+        for key in set(other) - set(have):
+            if key in defaults:
+                have[key] = defaults[key]
     store.check_settings(run_dir, stored, wanted)
 
 
