@@ -2,6 +2,8 @@
 
     mdesc run                       train + sweep + report with the quick default settings
     mdesc descent train  [options]  train an LSTM sentiment classifier, saving every epoch
+                                    (--seeds 1-10: ten seeds as one ensemble computation,
+                                    RUN_DIR/seed-<S>/ each)
     mdesc descent sweep  [options]  asymptotic stability analysis of every checkpoint
     mdesc descent report [options]  figures and an HTML report from the sweep
     mdesc descent run    [options]  all three in a row
@@ -24,6 +26,7 @@ from mdesc.options import HelpFormatter, add_options, from_args
 from mdesc.data.sentiment import DataError, TextSettings, check_aclimdb
 from mdesc.descent.model import ModelSettings, RunError, TrainSettings
 from mdesc.descent.run import read_config, train_run
+from mdesc.ensemble.train import BACKENDS, member_dir, parse_seeds, train_ensemble
 from mdesc.descent.sweep import (STUDY_SETTINGS, SweepSettings, SweepSettingsError,
                                  check_sweep_settings,
                                  load_table, sweep_run, write_pooled_report, write_report)
@@ -142,6 +145,15 @@ def register(subparsers) -> None:
                        epilog=EPILOG, formatter_class=_Formatter)
     _add_common(p)
     _add_train(p)
+    g = p.add_argument_group("ensemble (mdesc.ensemble.train: many seeds as one computation)")
+    g.add_argument("--seeds", default=None, metavar="LIST",
+                   help="train these seeds together (ranges and lists: 1-10, 1,2,5-8), each "
+                        "member in RUN_DIR/seed-<S>/ exactly as a single --seed run; under "
+                        "torchrun rank r trains seeds[r::world] [default: the single run of "
+                        "--seed]")
+    g.add_argument("--ensemble-backend", choices=BACKENDS, default="auto",
+                   help="the ensemble's recurrence: the extension's op (auto: where it has "
+                        "one) or the torch loop [default: auto]")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sweep", help="stability analysis of every checkpoint (resumable)",
@@ -241,7 +253,7 @@ def _train_settings(args):
     train = from_args(TrainSettings, args, overrides=overrides(TrainSettings, args),
                       device=args.device)
     data = from_args(TextSettings, args, overrides=overrides(TextSettings, args),
-                     seed=train.seed)
+                     seed=train.split_seed)
     data = dataclasses.replace(data, source=_data_source(data.source))
     model = from_args(ModelSettings, args, overrides=overrides(ModelSettings, args))
     return data, model, train
@@ -255,18 +267,26 @@ def _data_source(value: str) -> str:
 
 
 def cmd_train(args) -> int:
+    seeds = getattr(args, "seeds", None)
     try:
         data, model, train = _train_settings(args)
-        hist = train_run(args.run_dir, data, model, train, progress=not args.quiet,
-                         data_path=args.data_path)
+        if seeds is not None:
+            hists = train_ensemble(args.run_dir, parse_seeds(seeds), data, model, train,
+                                   backend=args.ensemble_backend, progress=not args.quiet,
+                                   data_path=args.data_path)
+        else:
+            hists = {None: train_run(args.run_dir, data, model, train, progress=not args.quiet,
+                                     data_path=args.data_path)}
     except (DataError, RunError, store.StoreError) as e:
         raise _user_error(e) from None
-    if hist["epoch"]:
-        best = int(np.nanargmin(hist["test_loss"]))
-        print(f"{args.run_dir}: {hist['epoch'][-1]} epochs trained; lowest test loss "
-              f"{hist['test_loss'][best]:.4f} at epoch {hist['epoch'][best]} "
-              f"(test accuracy {hist['test_acc'][best]:.3f}); last test loss "
-              f"{hist['test_loss'][-1]:.4f}")
+    for seed, hist in hists.items():
+        where = args.run_dir if seed is None else member_dir(args.run_dir, seed)
+        if hist["epoch"]:
+            best = int(np.nanargmin(hist["test_loss"]))
+            print(f"{where}: {hist['epoch'][-1]} epochs trained; lowest test loss "
+                  f"{hist['test_loss'][best]:.4f} at epoch {hist['epoch'][best]} "
+                  f"(test accuracy {hist['test_acc'][best]:.3f}); last test loss "
+                  f"{hist['test_loss'][-1]:.4f}")
     return 0
 
 
