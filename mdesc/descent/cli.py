@@ -23,7 +23,7 @@ import torch
 from mdesc import store
 from mdesc.errors import UserError
 from mdesc.options import HelpFormatter, add_options, from_args
-from mdesc.data.sentiment import DataError, TextSettings, check_aclimdb
+from mdesc.data.sentiment import DataError, TextSettings, resolve_source
 from mdesc.descent.model import ModelSettings, RunError, TrainSettings
 from mdesc.descent.run import read_config, train_run
 from mdesc.ensemble.train import BACKENDS, member_dir, parse_seeds, train_ensemble
@@ -254,16 +254,11 @@ def _train_settings(args):
                       device=args.device)
     data = from_args(TextSettings, args, overrides=overrides(TextSettings, args),
                      seed=train.split_seed)
-    data = dataclasses.replace(data, source=_data_source(data.source))
+    data = dataclasses.replace(data, source=resolve_source(data.source))
     model = from_args(ModelSettings, args, overrides=overrides(ModelSettings, args))
     return data, model, train
 
 
-def _data_source(value: str) -> str:
-    """'rotten_tomatoes' or an absolute aclImdb path (validated now, so errors come early)."""
-    if value in ("rotten_tomatoes", "pang_lee"):
-        return value
-    return str(check_aclimdb(os.path.abspath(os.path.expanduser(value))))
 
 
 def cmd_train(args) -> int:
@@ -271,7 +266,11 @@ def cmd_train(args) -> int:
     try:
         data, model, train = _train_settings(args)
         if seeds is not None:
-            hists = train_ensemble(args.run_dir, parse_seeds(seeds), data, model, train,
+            seeds = parse_seeds(seeds)
+            if train.data_seed is None and seeds:  # members share one split: the first seed's
+                train = dataclasses.replace(train, data_seed=seeds[0])
+                data = dataclasses.replace(data, seed=seeds[0])
+            hists = train_ensemble(args.run_dir, seeds, data, model, train,
                                    backend=args.ensemble_backend, progress=not args.quiet,
                                    data_path=args.data_path)
         else:

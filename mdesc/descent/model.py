@@ -205,7 +205,7 @@ class TrainSettings:
                                      default_help="off")
     data_seed: int | None = option(None, "seeds the train/test split (an ensemble's members "
                                    "then share one split)", metavar="N",
-                                   default_help="--seed")
+                                   default_help="--seed; with --seeds, the first seed")
 
     #: fields added after the first recorded runs (recorded only when not at their default)
     NEW_FIELDS = ("adam_eps", "clip_norm", "data_seed")
@@ -293,14 +293,6 @@ def evaluate(model: SentimentLSTM, split: EncodedSplit, device: torch.device,
         total_loss += head_loss(logits, y, reduction="sum").item()
         correct += head_correct(logits, y).sum().item()
     return total_loss / len(split), correct / len(split)
-
-
-def n_classes(*splits: EncodedSplit) -> int:
-    """2 for 0/1 float labels (the binary head), else the largest class id + 1."""
-    labels = [sp.labels for sp in splits if len(sp)]
-    if not labels or all(np.issubdtype(lab.dtype, np.floating) for lab in labels):
-        return 2
-    return max(2, int(max(int(lab.max()) for lab in labels)) + 1)
 
 
 def _batch(split: EncodedSplit, idx: np.ndarray, device: torch.device):

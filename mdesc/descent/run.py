@@ -18,16 +18,15 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from mdesc import store
-from mdesc.data.pang_lee import find_corpus
-from mdesc.data.sentiment import EncodedSplit, TextSettings, load_sentiment
+from mdesc.data import sentiment
+from mdesc.data.sentiment import EncodedSplit, TextSettings
 from mdesc.descent.folder import (CHECKPOINT_DIR, KEEP_OPTIMIZER_STATES, CheckpointError,
                                   DescentRun, load_checkpoint,
                                   save_safetensors)
 from mdesc.descent.model import (ModelSettings, RunError, SentimentLSTM, TrainSettings, _batch,
-                                 build_model, evaluate, head_loss, make_optimizer, n_classes,
+                                 build_model, evaluate, head_loss, make_optimizer,
                                  recorded, resolve_device)
 from mdesc.sweep.record import param_change, weights_of
 
@@ -84,11 +83,11 @@ class RunData:
 
 
 def load_splits(data: TextSettings, progress: bool = False, data_path=None) -> RunData:
-    """The ONE loader of a new run's data: (train, val, test), vocabulary and class count.
-    (``load_sentiment`` has no validation split: ``val`` is empty.)"""
-    train, test, vocab = load_sentiment(data, progress, data_path)
-    val = _empty_like(train.ids, train.labels)
-    return RunData(train, val, test, vocab, n_classes(train, test))
+    """The ONE loader of a new run's data: (train, val, test), vocabulary and class count
+    (``val`` has no items unless ``data.val_count`` > 0; it is carved from the training
+    documents, never from the test ones: :func:`mdesc.data.sentiment.load_splits`)."""
+    d = sentiment.load_splits(data, progress, data_path)
+    return RunData(d.train, d.val, d.test, d.vocab, len(d.classes))
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -206,7 +205,7 @@ def _start_run(run: DescentRun, data: TextSettings, model: ModelSettings,
                train: TrainSettings, progress: bool, data_path=None) -> dict:
     """Encode the data and write config/vocab/data files of a new run folder."""
     loaded = load_splits(data, progress, data_path)
-    return start_folder(run, data, model, train, loaded, data_file(data, data_path))
+    return start_folder(run, data, model, train, loaded, sentiment.data_file(data, data_path))
 
 
 def _wanted(data: TextSettings, model: ModelSettings, train: TrainSettings) -> dict:
@@ -348,10 +347,6 @@ def _save_epoch(run: DescentRun, net, opt, epoch: int, splits, device,
     return metrics
 
 
-def data_file(data: TextSettings, data_path) -> str | None:
-    if data.source != "pang_lee":
-        return None
-    return str(find_corpus(data_path))
 
 
 class Unreadable(Exception):

@@ -40,11 +40,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from mdesc.data import sentiment
 from mdesc.data.sentiment import EncodedSplit, TextSettings
 from mdesc.descent.folder import DescentRun
 from mdesc.descent.model import (ModelSettings, RunError, TrainSettings, _batch, head_correct,
                                  head_loss, make_optimizer, resolve_device)
-from mdesc.descent.run import (PARAM_CHANGE, Unreadable, check_folder, data_file,
+from mdesc.descent.run import (PARAM_CHANGE, Unreadable, check_folder,
                                epoch_generator, epoch_metrics, load_run_splits, load_splits,
                                read_epoch, read_history, resume_newest, start_folder,
                                write_epoch)
@@ -205,7 +206,7 @@ def _open_members(members, model, progress, data_path) -> None:
     for m in members:
         if m.config is None:
             m.config = start_folder(m.run, m.data, model, m.train, loaded[m.data.seed],
-                                    data_file(m.data, data_path))
+                                    sentiment.data_file(m.data, data_path))
 
 
 def train_ensemble(run_root: str | os.PathLike, seeds: Sequence[int],
