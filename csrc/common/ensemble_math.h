@@ -20,6 +20,7 @@
 // Per unit, with a the cell's inputs gathered from those rows:
 //   forward<M>(xp[G], hp[G], h, c, s[S]):  h, c in: h_{t-1}, c_{t-1} (c: LSTM only, else
 //       ignored); out: h_t, c_t.  s: the saved slots of step t.
+//   kCSlot: the saved slot holding c_t (LSTM 4; -1 without a c state).
 //   backward(s[S], h, h_prev, c_prev, dh, dc, dxp[G], dhp[G], dh_prev):  the vector-Jacobian
 //       product of one step.  h = h_t, h_prev = h_{t-1}, c_prev = c_{t-1} (0 at t = 0);
 //       dh = dL/dh_t in total (dh_all[t] + what flows back from step t + 1); dc in: dL/dc_t from
@@ -48,6 +49,7 @@ struct EnsembleLstm {
   static constexpr int kGates = 4;
   static constexpr int kSaved = 6;
   static constexpr bool kHasC = true;
+  static constexpr int kCSlot = 4;  // saved slot of c_t (the next step's c_prev)
 
   MDESC_HD_POLICY
   template <class M, typename T>
@@ -90,6 +92,7 @@ struct EnsembleGru {
   static constexpr int kGates = 3;
   static constexpr int kSaved = 4;
   static constexpr bool kHasC = false;
+  static constexpr int kCSlot = -1;  // no c state
 
   // r = sig(xp_r + hp_r), z = sig(xp_z + hp_z), n = tanh(xp_n + r hp_n), h' = (1 - z) n + z h
   MDESC_HD_POLICY
@@ -129,6 +132,7 @@ struct EnsembleRnn {
   static constexpr int kGates = 1;
   static constexpr int kSaved = 0;
   static constexpr bool kHasC = false;
+  static constexpr int kCSlot = -1;  // no c state
 
   MDESC_HD_POLICY
   template <class M, typename T>
