@@ -108,7 +108,8 @@ def test_emulated_matches_torch_reference_float32(cell):
 @pytest.mark.parametrize("cell", CELLS)
 def test_emulated_equals_cpu_op(cell):
     """The emulated CUDA op returns what the CPU op returns: the same saved layout (one header
-    defines it) and the same four outputs to rounding, in float64 and float32."""
+    defines it) and the same four outputs to rounding, in float64 and float32 (measured: <= 7e-16
+    and 4e-7 of each output's scale)."""
     for dtype, tol in ((F64, 1e-13), (torch.float32, 1e-5)):
         p = _problem(cell, 3, 7, 2, 6, dtype=dtype, seed=11)
         h_all, saved, dxproj, dhproj = _emulate(p, cell, threads=32)
@@ -117,7 +118,9 @@ def test_emulated_equals_cpu_op(cell):
         for name, got, want in (("h_all", h_all, h_cpu), ("saved", saved, saved_cpu), ("dxproj", dxproj, dx_cpu),
                                 ("dhproj", dhproj, dhp_cpu)):
             assert got.shape == want.shape, f"{cell} {name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-            torch.testing.assert_close(got, want, rtol=tol, atol=tol, msg=lambda m: f"{cell} {dtype} {name}: {m}")
+            scale = max([1.0] + [float(want.abs().max())] * (want.numel() > 0))
+            torch.testing.assert_close(got, want, rtol=tol, atol=tol * scale,
+                                       msg=lambda m: f"{cell} {dtype} {name}: {m}")
 
 
 @emulated
@@ -139,22 +142,32 @@ def test_emulated_nonfinite_stays_in_its_model_and_sequence():
 
 
 @emulated
-def test_emulated_rejects_bad_shapes():
+def test_emulated_rejects_bad_input_like_the_cpu_op():
+    """Each bad argument is refused with the CPU op's message (one check, readable on both devices)."""
     emu = emulator()
     p = _problem("gru", 2, 3, 2, 4)
-    with pytest.raises(RuntimeError, match=r"w_hh must be \(E = 2, G\*H, H\) with G = 4 gates"):
-        emu.emulate_ensemble_forward(p["xproj"], p["w_hh"], p["b_hh"], "lstm", 0, 1)
-    with pytest.raises(RuntimeError, match="unknown cell 'lsmt'"):
-        emu.emulate_ensemble_forward(p["xproj"], p["w_hh"], p["b_hh"], "lsmt", 0, 1)
-    with pytest.raises(RuntimeError, match=r"b_hh must be \(E = 2, G\*H = 12\)"):
-        emu.emulate_ensemble_forward(p["xproj"], p["w_hh"], p["b_hh"][:, :-1], "gru", 0, 1)
-    with pytest.raises(RuntimeError, match="b_hh must have dtype Double"):
-        emu.emulate_ensemble_forward(p["xproj"], p["w_hh"], p["b_hh"].float(), "gru", 0, 1)
     h_all, saved = emu.emulate_ensemble_forward(p["xproj"], p["w_hh"], p["b_hh"], "gru", 0, 1)
-    with pytest.raises(RuntimeError, match="saved must be"):
-        emu.emulate_ensemble_backward(p["dh_all"], h_all, saved[..., 1:], p["w_hh"], "gru", 0, 1)
-    with pytest.raises(RuntimeError, match="dh_all must have h_all's shape"):
-        emu.emulate_ensemble_backward(p["dh_all"][:, 1:], h_all, saved, p["w_hh"], "gru", 0, 1)
+    cases = [
+        (("lstm",), dict(), r"w_hh must be \(E, G\*H, H\) with G the cell's gate blocks, got \[2, 12, 4\]"),
+        (("lsmt",), dict(), "cell must be one of lstm, gru, rnn_tanh, rnn_relu, got 'lsmt'"),
+        (("gru",), dict(b_hh=p["b_hh"][:, :-1]), r"b_hh must be \(E, G\*H\)"),
+        (("gru",), dict(b_hh=p["b_hh"].float()), r"b_hh must have the dtype of the others \(Double\)"),
+        (("gru",), dict(xproj=p["xproj"].int()), "tensors must be float32 or float64"),
+    ]
+    for (cell,), over, msg in cases:
+        q = dict(p, **over)
+        for f in (emu.emulate_ensemble_forward, None):
+            with pytest.raises(RuntimeError, match=msg):
+                if f is None:
+                    torch.ops.mdesc.ensemble_rnn_forward(q["xproj"], q["w_hh"], q["b_hh"], cell)
+                else:
+                    f(q["xproj"], q["w_hh"], q["b_hh"], cell, 0, 1)
+    for args, msg in (((p["dh_all"], h_all, saved[..., 1:]), r"saved must be \(E, T, B, S\*H\)"),
+                      ((p["dh_all"][:, 1:], h_all, saved), "dh_all must be .* the shape of h_all")):
+        with pytest.raises(RuntimeError, match=msg):
+            emu.emulate_ensemble_backward(*args, p["w_hh"], "gru", 0, 1)
+        with pytest.raises(RuntimeError, match=msg):
+            torch.ops.mdesc.ensemble_rnn_backward(*args, p["w_hh"], "gru")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -47,12 +47,11 @@ std::tuple<at::Tensor, at::Tensor> ensemble_rnn_forward_cuda(const at::Tensor& x
   check_on_cuda(op, xproj);
   const c10::cuda::CUDAGuard guard(xproj.device());
   std::tuple<at::Tensor, at::Tensor> out;
-  const bool known = ensemble_draft::dispatch(std::string(cell), [&](auto cell_tag) {
+  dispatch_ensemble_cell(op, std::string(cell), [&](auto cell_tag) {
     using Cell = decltype(cell_tag);
     const EnsembleDims d = check_ensemble_forward<Cell>(op, xproj, w_hh, b_hh);
     out = ensemble_forward<Cell>(d, xproj, w_hh, b_hh, multiprocessors(), /*poison=*/false, EnsembleLaunch{});
   });
-  TORCH_CHECK(known, op, ": cell must be lstm, gru, rnn_tanh or rnn_relu, got '", std::string(cell), "'");
   return out;
 }
 
@@ -63,13 +62,12 @@ std::tuple<at::Tensor, at::Tensor> ensemble_rnn_backward_cuda(const at::Tensor& 
   check_on_cuda(op, h_all);
   const c10::cuda::CUDAGuard guard(h_all.device());
   std::tuple<at::Tensor, at::Tensor> out;
-  const bool known = ensemble_draft::dispatch(std::string(cell), [&](auto cell_tag) {
+  dispatch_ensemble_cell(op, std::string(cell), [&](auto cell_tag) {
     using Cell = decltype(cell_tag);
     const EnsembleDims d = check_ensemble_backward<Cell>(op, dh_all, h_all, saved, w_hh);
     out = ensemble_backward<Cell>(d, dh_all, h_all, saved, w_hh, multiprocessors(), /*poison=*/false,
                                   EnsembleLaunch{});
   });
-  TORCH_CHECK(known, op, ": cell must be lstm, gru, rnn_tanh or rnn_relu, got '", std::string(cell), "'");
   return out;
 }
 

@@ -8,16 +8,23 @@
 // cuBLAS strided-batched) and one pointwise kernel over the (E, B, H) units
 // (ensemble_kernels.cuh):
 //   forward,  t = 0 .. T-1:   hw = h_{t-1} W_hh^T            (E, B, H) x (E, H, GH)
-//                             h_t, c_t, saved_t = cell(xproj_t, hw + b_hh, h_{t-1}, c_{t-1})
+//                             h_t, saved_t = cell(xproj_t, hw + b_hh, h_{t-1}, c_{t-1})
 //   backward, t = T-1 .. 0:   dxproj_t, dhproj_t, dc, direct = cell VJP(dh_all_t + dh_rec, ...)
 //                             dh_rec = direct + dhproj_t W_hh   (E, B, GH) x (E, GH, H)
 // The state starts at zero, so step 0 needs no GEMM.  dW_hh and db_hh are formed from dhproj by
 // the caller (one GEMM over all steps), as on the CPU.
+//
+// Cost per step and model (B sequences, GH = G H): each GEMM 2 B H GH FLOPs (forward one,
+// backward one); the pointwise kernels move ~B (2 GH + (S + 2) H) elements forward and
+// ~B (2 GH + (S + 4) H) backward.  At the paper's shape (E 8, B 32, H 60, LSTM) a step is
+// 8 x 0.92 MFLOP of GEMM: far below what one GPU launch can fill, so on a GPU the step time is
+// launch latency (two launches per step), the price of the batched formulation's simplicity.
 #pragma once
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -27,45 +34,64 @@
 
 namespace mdesc::cuda_impl {
 
-// Sizes of one call: E models, T steps, B sequences, H units, GH = gates * H, S saved per row.
+// Sizes of one call: E models, T steps, B sequences, H units, GH = G*H gate rows, SH = S*H saved.
 struct EnsembleDims {
-  int64_t E, T, B, H, GH, S;
+  int64_t E, T, B, H, GH, SH;
 };
 
-namespace ensemble_detail {
+// The checks of the ops' arguments, with the CPU op's messages (csrc/cpu/ensemble.cpp), so a
+// user sees the same error on either device.
+namespace ensemble_checks {
 
-inline void check_float(const char* op, const char* name, const at::Tensor& t, const at::Tensor& like) {
-  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have dtype ", like.scalar_type(),
-              " like the first argument, got ", t.scalar_type());
-  TORCH_CHECK(t.device() == like.device(), op, ": ", name, " must be on ", like.device(), " like the first argument, got ",
-              t.device());
+// The index of a cell in EnsembleCells (common/ensemble_math.h), or a readable error.
+inline int parse_cell(const char* op, const std::string& name) {
+  const int idx = EnsembleCells::find(name.c_str());
+  if (idx < 0) {
+    std::string names;
+    for (int i = 0; i < EnsembleCells::size; ++i) names += (i == 0 ? "" : ", ") + std::string(EnsembleCells::names[i]);
+    TORCH_CHECK(false, op, ": cell must be one of ", names, ", got '", name, "'");
+  }
+  return idx;
 }
 
+// One tensor's rank, sizes, dtype and device against `like`.
+inline void check_tensor(const char* op, const char* name, const at::Tensor& t, std::initializer_list<int64_t> sizes,
+                         const char* dims, const at::Tensor& like) {
+  bool ok = t.dim() == static_cast<int64_t>(sizes.size());
+  int64_t i = 0;
+  for (int64_t s : sizes) ok = ok && t.size(i++) == s;
+  TORCH_CHECK(ok, op, ": ", name, " must be ", dims, ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have the dtype of the others (",
+              like.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK(t.device() == like.device(), op, ": ", name, " must be on ", like.device(), ", got ", t.device());
+}
+
+// `lead` ((E, T, B, ...): xproj in the forward, h_all in the backward) and w_hh -> the geometry.
 template <class Cell>
-EnsembleDims dims_of(const char* op, const at::Tensor& w_hh, int64_t E, int64_t T, int64_t B) {
-  TORCH_CHECK(w_hh.dim() == 3 && w_hh.size(0) == E && w_hh.size(1) == Cell::kGates * w_hh.size(2), op,
-              ": w_hh must be (E = ", E, ", G*H, H) with G = ", Cell::kGates, " gates, got ", w_hh.sizes());
-  const int64_t H = w_hh.size(2);
-  TORCH_CHECK(E >= 1 && T >= 1 && B >= 1 && H >= 1, op, ": empty ensemble, sequence, batch or layer (E = ", E,
-              ", T = ", T, ", B = ", B, ", H = ", H, ")");
-  return {E, T, B, H, Cell::kGates * H, Cell::kSaved * H};
+EnsembleDims dims(const char* op, const char* lead_name, const at::Tensor& lead, const at::Tensor& w_hh) {
+  TORCH_CHECK(lead.scalar_type() == at::kFloat || lead.scalar_type() == at::kDouble, op,
+              ": tensors must be float32 or float64, got ", lead.scalar_type());
+  TORCH_CHECK(lead.dim() == 4, op, ": ", lead_name, " must have 4 dimensions (E, T, B, ...), got ", lead.sizes());
+  TORCH_CHECK(w_hh.dim() == 3, op, ": w_hh must be (E, G*H, H), got ", w_hh.sizes());
+  EnsembleDims d{lead.size(0), lead.size(1), lead.size(2), w_hh.size(2), 0, 0};
+  d.GH = Cell::kGates * d.H;
+  d.SH = Cell::kSaved * d.H;
+  TORCH_CHECK(d.E >= 1 && d.T >= 1 && d.B >= 1 && d.H >= 1, op, ": empty input: E, T, B and H must be >= 1, got E ",
+              d.E, ", T ", d.T, ", B ", d.B, ", H ", d.H);
+  check_tensor(op, "w_hh", w_hh, {d.E, d.GH, d.H}, "(E, G*H, H) with G the cell's gate blocks", lead);
+  return d;
 }
 
-}  // namespace ensemble_detail
+}  // namespace ensemble_checks
 
-// Checks of ensemble_rnn_forward's arguments (the cell name is checked by the caller's dispatch).
+// Checks of ensemble_rnn_forward's arguments.
 template <class Cell>
 EnsembleDims check_ensemble_forward(const char* op, const at::Tensor& xproj, const at::Tensor& w_hh,
                                     const at::Tensor& b_hh) {
-  TORCH_CHECK(xproj.dim() == 4, op, ": xproj must be (E, T, B, G*H), got ", xproj.sizes());
-  TORCH_CHECK(xproj.scalar_type() == at::kFloat || xproj.scalar_type() == at::kDouble, op,
-              ": tensors must be float32 or float64, got ", xproj.scalar_type());
-  ensemble_detail::check_float(op, "w_hh", w_hh, xproj);
-  ensemble_detail::check_float(op, "b_hh", b_hh, xproj);
-  const EnsembleDims d = ensemble_detail::dims_of<Cell>(op, w_hh, xproj.size(0), xproj.size(1), xproj.size(2));
-  TORCH_CHECK(xproj.size(3) == d.GH, op, ": xproj must be (E, T, B, G*H = ", d.GH, "), got ", xproj.sizes());
-  TORCH_CHECK(b_hh.dim() == 2 && b_hh.size(0) == d.E && b_hh.size(1) == d.GH, op, ": b_hh must be (E = ", d.E,
-              ", G*H = ", d.GH, "), got ", b_hh.sizes());
+  const EnsembleDims d = ensemble_checks::dims<Cell>(op, "xproj", xproj, w_hh);
+  ensemble_checks::check_tensor(op, "xproj", xproj, {d.E, d.T, d.B, d.GH}, "(E, T, B, G*H), G*H the rows of w_hh",
+                                xproj);
+  ensemble_checks::check_tensor(op, "b_hh", b_hh, {d.E, d.GH}, "(E, G*H)", xproj);
   return d;
 }
 
@@ -73,20 +99,19 @@ EnsembleDims check_ensemble_forward(const char* op, const at::Tensor& xproj, con
 template <class Cell>
 EnsembleDims check_ensemble_backward(const char* op, const at::Tensor& dh_all, const at::Tensor& h_all,
                                      const at::Tensor& saved, const at::Tensor& w_hh) {
-  TORCH_CHECK(h_all.dim() == 4, op, ": h_all must be (E, T, B, H), got ", h_all.sizes());
-  TORCH_CHECK(h_all.scalar_type() == at::kFloat || h_all.scalar_type() == at::kDouble, op,
-              ": tensors must be float32 or float64, got ", h_all.scalar_type());
-  for (const auto& [name, t] : {std::pair{"dh_all", &dh_all}, std::pair{"saved", &saved}, std::pair{"w_hh", &w_hh}}) {
-    ensemble_detail::check_float(op, name, *t, h_all);
-  }
-  const EnsembleDims d = ensemble_detail::dims_of<Cell>(op, w_hh, h_all.size(0), h_all.size(1), h_all.size(2));
-  TORCH_CHECK(h_all.size(3) == d.H, op, ": h_all must be (E, T, B, H = ", d.H, "), got ", h_all.sizes());
-  TORCH_CHECK(dh_all.sizes() == h_all.sizes(), op, ": dh_all must have h_all's shape ", h_all.sizes(), ", got ",
-              dh_all.sizes());
-  TORCH_CHECK(saved.dim() == 4 && saved.size(0) == d.E && saved.size(1) == d.T && saved.size(2) == d.B &&
-                  saved.size(3) == d.S,
-              op, ": saved must be (E, T, B, S = ", d.S, ") as ensemble_rnn_forward returned it, got ", saved.sizes());
+  const EnsembleDims d = ensemble_checks::dims<Cell>(op, "h_all", h_all, w_hh);
+  ensemble_checks::check_tensor(op, "h_all", h_all, {d.E, d.T, d.B, d.H}, "(E, T, B, H)", h_all);
+  ensemble_checks::check_tensor(op, "dh_all", dh_all, {d.E, d.T, d.B, d.H}, "(E, T, B, H), the shape of h_all",
+                                h_all);
+  ensemble_checks::check_tensor(op, "saved", saved, {d.E, d.T, d.B, d.SH},
+                                "(E, T, B, S*H) as ensemble_rnn_forward returned it", h_all);
   return d;
+}
+
+// Calls f(Cell{}) for the cell named `name` (an error naming the cells if there is none).
+template <class F>
+void dispatch_ensemble_cell(const char* op, const std::string& name, F&& f) {
+  EnsembleCells::dispatch(ensemble_checks::parse_cell(op, name), static_cast<F&&>(f));
 }
 
 // The pointwise grid: enough blocks for one thread per (model, sequence, unit), at most 32 per
@@ -105,19 +130,17 @@ std::tuple<at::Tensor, at::Tensor> ensemble_forward(const EnsembleDims& d, const
   const at::Tensor xproj = xproj_in.contiguous(), w_hh = w_hh_in.contiguous(), b_hh = b_hh_in.contiguous();
   const auto opts = xproj.options();
   at::Tensor h_all = at::empty({d.E, d.T, d.B, d.H}, opts);
-  at::Tensor saved = at::empty({d.E, d.T, d.B, d.S}, opts);
+  at::Tensor saved = at::empty({d.E, d.T, d.B, d.SH}, opts);
   if (poison) {
     h_all.fill_(std::numeric_limits<double>::quiet_NaN());
     saved.fill_(std::numeric_limits<double>::quiet_NaN());
   }
-  at::Tensor c = Cell::kHasC ? at::zeros({d.E, d.B, d.H}, opts) : at::Tensor();
   at::Tensor hw = at::empty({d.E, d.B, d.GH}, opts);
   const at::Tensor w_t = w_hh.transpose(1, 2);  // (E, H, GH)
   const unsigned blocks = ensemble_blocks(d, sms);
   AT_DISPATCH_FLOATING_TYPES(xproj.scalar_type(), "mdesc_ensemble_forward_cuda", [&] {
     EnsembleForwardArgs<scalar_t> a{xproj.data_ptr<scalar_t>(), nullptr, b_hh.data_ptr<scalar_t>(),
-                                    h_all.data_ptr<scalar_t>(), Cell::kHasC ? c.data_ptr<scalar_t>() : nullptr,
-                                    saved.data_ptr<scalar_t>(), d.E, d.T, d.B, d.H};
+                                    h_all.data_ptr<scalar_t>(), saved.data_ptr<scalar_t>(), d.E, d.T, d.B, d.H};
     for (int64_t t = 0; t < d.T; ++t) {
       if (t > 0) {
         at::bmm_out(hw, h_all.select(1, t - 1), w_t);
@@ -155,12 +178,7 @@ std::tuple<at::Tensor, at::Tensor> ensemble_backward(const EnsembleDims& d, cons
                                            d.E, d.T, d.B, d.H};
     for (int64_t t = d.T - 1; t >= 0; --t) {
       launch(ensemble_backward_kernel<Cell, scalar_t>, blocks, 1u, kPointwiseThreads, size_t(0), a, t);
-      if (t == 0) break;
-      if constexpr (Cell::kDirectDh) {
-        dh_rec.baddbmm_(dhproj.select(1, t), w_hh);  // the kernel left the direct part in dh_rec
-      } else {
-        at::bmm_out(dh_rec, dhproj.select(1, t), w_hh);
-      }
+      if (t > 0) dh_rec.baddbmm_(dhproj.select(1, t), w_hh);  // the kernel left the direct part in dh_rec
     }
   });
   return {dxproj, dhproj};

@@ -145,15 +145,15 @@ std::vector<int64_t> h100_fused_config(int64_t C, int64_t B, int64_t L, int64_t 
 std::vector<at::Tensor> emulate_ensemble_forward(const at::Tensor& xproj, const at::Tensor& w_hh,
                                                  const at::Tensor& b_hh, const std::string& cell, int64_t threads,
                                                  int64_t sms) {
-  TORCH_CHECK(xproj.device().is_cpu(), "emulate_ensemble_forward: CPU tensors only");
+  constexpr const char* op = "emulate_ensemble_forward";
+  TORCH_CHECK(xproj.device().is_cpu(), op, ": CPU tensors only");
   std::tuple<at::Tensor, at::Tensor> out;
-  const bool known = ensemble_draft::dispatch(cell, [&](auto cell_tag) {
+  dispatch_ensemble_cell(op, cell, [&](auto cell_tag) {
     using Cell = decltype(cell_tag);
-    const EnsembleDims d = check_ensemble_forward<Cell>("emulate_ensemble_forward", xproj, w_hh, b_hh);
+    const EnsembleDims d = check_ensemble_forward<Cell>(op, xproj, w_hh, b_hh);
     out = ensemble_forward<Cell>(d, xproj, w_hh, b_hh, static_cast<int>(sms), /*poison=*/true,
                                  EmuLaunch{static_cast<unsigned>(threads)});
   });
-  TORCH_CHECK(known, "emulate_ensemble_forward: unknown cell '", cell, "'");
   return {std::get<0>(out), std::get<1>(out)};
 }
 
@@ -161,15 +161,15 @@ std::vector<at::Tensor> emulate_ensemble_forward(const at::Tensor& xproj, const 
 std::vector<at::Tensor> emulate_ensemble_backward(const at::Tensor& dh_all, const at::Tensor& h_all,
                                                   const at::Tensor& saved, const at::Tensor& w_hh,
                                                   const std::string& cell, int64_t threads, int64_t sms) {
-  TORCH_CHECK(h_all.device().is_cpu(), "emulate_ensemble_backward: CPU tensors only");
+  constexpr const char* op = "emulate_ensemble_backward";
+  TORCH_CHECK(h_all.device().is_cpu(), op, ": CPU tensors only");
   std::tuple<at::Tensor, at::Tensor> out;
-  const bool known = ensemble_draft::dispatch(cell, [&](auto cell_tag) {
+  dispatch_ensemble_cell(op, cell, [&](auto cell_tag) {
     using Cell = decltype(cell_tag);
-    const EnsembleDims d = check_ensemble_backward<Cell>("emulate_ensemble_backward", dh_all, h_all, saved, w_hh);
+    const EnsembleDims d = check_ensemble_backward<Cell>(op, dh_all, h_all, saved, w_hh);
     out = ensemble_backward<Cell>(d, dh_all, h_all, saved, w_hh, static_cast<int>(sms), /*poison=*/true,
                                   EmuLaunch{static_cast<unsigned>(threads)});
   });
-  TORCH_CHECK(known, "emulate_ensemble_backward: unknown cell '", cell, "'");
   return {std::get<0>(out), std::get<1>(out)};
 }
 
