@@ -81,9 +81,10 @@ def _emulate(p, cell, threads=0, sms=1):
 
 
 @emulated
-@settings(max_examples=16, **DETERMINISTIC)
-@given(st.sampled_from(CELLS), st.integers(1, 3), st.integers(1, 5), st.integers(1, 4), st.integers(1, 9),
-       st.sampled_from([0, 32, 64]), st.sampled_from([1, 2]))
+@pytest.mark.parametrize("cell", CELLS)
+@settings(max_examples=10, **DETERMINISTIC)
+@given(st.integers(1, 3), st.integers(1, 5), st.integers(1, 4), st.integers(1, 9), st.sampled_from([0, 32, 64]),
+       st.sampled_from([1, 2]))
 def test_emulated_matches_torch_reference_float64(cell, E, T, B, H, threads, sms):
     """Forward and every gradient equal autograd through the torch loop to rounding; threads and
     sms shrink the grid so the grid-stride loop runs several rounds."""
@@ -118,7 +119,7 @@ def test_emulated_equals_cpu_op(cell):
         for name, got, want in (("h_all", h_all, h_cpu), ("saved", saved, saved_cpu), ("dxproj", dxproj, dx_cpu),
                                 ("dhproj", dhproj, dhp_cpu)):
             assert got.shape == want.shape, f"{cell} {name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-            scale = max([1.0] + [float(want.abs().max())] * (want.numel() > 0))
+            scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0  # rnn: saved is empty
             torch.testing.assert_close(got, want, rtol=tol, atol=tol * scale,
                                        msg=lambda m: f"{cell} {dtype} {name}: {m}")
 
