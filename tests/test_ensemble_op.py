@@ -52,7 +52,7 @@ def _assert_close_scaled(got, want, rel, what):
 
 
 shapes = dict(cell=st.sampled_from(CELLS), E=st.integers(1, 3), T=st.integers(1, 9), B=st.integers(1, 4),
-              I=st.integers(1, 5), H=st.integers(1, 9), seed=st.integers(0, 2 ** 16))
+              I=st.integers(1, 5), H=st.integers(1, 20), seed=st.integers(0, 2 ** 16))
 
 
 @op_devices
@@ -73,6 +73,19 @@ def test_float32_close_to_float64(device, cell, E, T, B, I, H, seed):
     want = _run(args, dy, cell, "torch")
     got = _run([a.float() for a in args], dy.float(), cell, "extension")
     _assert_close_scaled(got, want, 2e-4, f"float32 {cell} E{E} T{T} B{B} I{I} H{H}")
+
+
+@op_devices
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("H", [8, 16, 17, 37, 60])
+def test_whole_vectors_and_tails(device, cell, H):
+    """Hidden sizes around the CPU kernel's vector chunks (16 float32 / 8 float64 units: whole
+    chunks read in place, the rest through padded scratch) in both dtypes."""
+    args, dy = _inputs(cell, 2, 6, 3, 4, H, torch.float64, device, seed=H, scale=2.0)
+    want = _run(args, dy, cell, "torch")
+    _assert_close_scaled(_run(args, dy, cell, "extension"), want, 1e-12, f"float64 {cell} H{H}")
+    got = _run([a.float() for a in args], dy.float(), cell, "extension")
+    _assert_close_scaled(got, want, 2e-4, f"float32 {cell} H{H}")
 
 
 MODULES = {"lstm": lambda I, H: torch.nn.LSTM(I, H), "gru": lambda I, H: torch.nn.GRU(I, H),

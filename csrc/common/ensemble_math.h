@@ -54,10 +54,16 @@ struct EnsembleLstm {
   MDESC_HD_POLICY
   template <class M, typename T>
   static MDESC_HD void forward(const T* xp, const T* hp, T& h, T& c, T* s) {
-    const T i = M::sigmoid(xp[0] + hp[0]);
-    const T f = M::sigmoid(xp[1] + hp[1]);
-    const T g = M::tanh(xp[2] + hp[2]);
-    const T o = M::sigmoid(xp[3] + hp[3]);
+    const T a[4] = {xp[0] + hp[0], xp[1] + hp[1], xp[2] + hp[2], xp[3] + hp[3]};
+    T i, f, g, o;
+    if constexpr (requires { M::lstm_gates(a, i, f, g, o); }) {  // a policy's all-gates-at-once form
+      M::lstm_gates(a, i, f, g, o);
+    } else {
+      i = M::sigmoid(a[0]);
+      f = M::sigmoid(a[1]);
+      g = M::tanh(a[2]);
+      o = M::sigmoid(a[3]);
+    }
     c = f * c + i * g;
     const T tc = M::tanh(c);
     h = o * tc;

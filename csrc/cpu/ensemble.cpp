@@ -13,7 +13,9 @@
 // Bytes per step and model, element size w: forward reads xp (B GH) and W_hh (GH H, cache
 // resident for H = 60: 57.6 KB float32), writes h (B H) and saved (B S H); backward reads
 // dh_all, h, h_{t-1}, saved (B (3 + S) H) and writes dxproj, dhproj (2 B GH).  At the paper's
-// shape (B 32, H 60, LSTM) a step moves ~100 KB against 0.92 MFLOP of GEMM: compute-bound.
+// shape (B 32, H 60, LSTM, float32) a step moves 85 KB forward and 131 KB backward against
+// 0.92 MFLOP per GEMM (three per step with dW_hh): ~13 FLOP per byte, the bytes streaming
+// through L2 -- the GEMMs and the pointwise transcendentals, not memory, set the pace.
 //
 // The recurrent GEMMs use torch's BLAS (csrc/cpu/gemm.h; MKL called from inside the parallel
 // region runs single-threaded); the pointwise loops are compiled for several instruction sets
@@ -35,6 +37,14 @@
 namespace mdesc::cpu {
 namespace {
 
+// The gather/scatter lambdas must melt into the `omp simd` loops like the cell math: a call left
+// in the loop body ("control flow in loop") stops GCC from vectorising it.
+#if defined(__GNUC__)
+#define MDESC_LAMBDA_INLINE __attribute__((always_inline))
+#else
+#define MDESC_LAMBDA_INLINE
+#endif
+
 #if defined(__x86_64__) && defined(__GNUC__)
 #define MDESC_ENSEMBLE_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
@@ -51,7 +61,7 @@ MDESC_HD void unit_forward(int64_t u, int64_t H, const T* __restrict xp, const T
                            T* __restrict h, T* __restrict s) {
   constexpr int G = Cell::kGates, S = Cell::kSaved;
   T a[G], b[G], sv[S > 0 ? S : 1];
-  unrolled<G>([&](int q) {
+  unrolled<G>([&](int q) MDESC_LAMBDA_INLINE {
     a[q] = xp[q * H + u];
     b[q] = hp[q * H + u] + bias[q * H + u];
   });
@@ -59,7 +69,7 @@ MDESC_HD void unit_forward(int64_t u, int64_t H, const T* __restrict xp, const T
   T cu = Cell::kHasC ? cprev[u] : T(0);
   Cell::template forward<CpuMath>(a, b, hu, cu, sv);
   h[u] = hu;
-  unrolled<S>([&](int q) { s[q * H + u] = sv[q]; });
+  unrolled<S>([&](int q) MDESC_LAMBDA_INLINE { s[q * H + u] = sv[q]; });
 }
 
 template <class Cell, typename T>
@@ -68,12 +78,12 @@ MDESC_HD void unit_backward(int64_t u, int64_t H, const T* __restrict s, const T
                             T* __restrict carry, T* __restrict dc, T* __restrict dxp, T* __restrict dhp) {
   constexpr int G = Cell::kGates, S = Cell::kSaved;
   T sv[S > 0 ? S : 1], dx[G], dhv[G];
-  unrolled<S>([&](int q) { sv[q] = s[q * H + u]; });
+  unrolled<S>([&](int q) MDESC_LAMBDA_INLINE { sv[q] = s[q * H + u]; });
   const T dh = dh_all[u] + carry[u];
   T dcu = Cell::kHasC ? dc[u] : T(0);
   T direct;
   Cell::backward(sv, h[u], hprev[u], Cell::kHasC ? cprev[u] : T(0), dh, dcu, dx, dhv, direct);
-  unrolled<G>([&](int q) {
+  unrolled<G>([&](int q) MDESC_LAMBDA_INLINE {
     dxp[q * H + u] = dx[q];
     dhp[q * H + u] = dhv[q];
   });
@@ -81,45 +91,114 @@ MDESC_HD void unit_backward(int64_t u, int64_t H, const T* __restrict s, const T
   if constexpr (Cell::kHasC) dc[u] = dcu;
 }
 
+// A row of H units: the first H - H mod W (W = one 64-byte vector) straight from the tensors,
+// the last H mod W through W-wide scratch, zero-padded (the padding's results are dropped), so
+// no unit runs in a scalar epilogue: with H = 60 and 16 float lanes a plain loop leaves 12 of 60
+// units to scalar code, most of the pass's time.  The unit loops are functions of their own,
+// compiled for several instruction sets (function multi-versioning); GCC 12 vectorises them
+// reliably only so (inlined into a larger caller, or with stack scratch or a constant trip
+// count, it reported "control flow in loop" and left them scalar).
+template <typename T, int W>
+MDESC_HD void pack(T* __restrict dst, const T* __restrict src, int blocks, int64_t gs, int64_t n) {
+  for (int q = 0; q < blocks; ++q)
+    for (int j = 0; j < W; ++j) dst[q * W + j] = j < n ? src[q * gs + j] : T(0);
+}
+
+template <typename T, int W>
+MDESC_HD void unpack(T* __restrict dst, const T* __restrict src, int blocks, int64_t gs, int64_t n) {
+  for (int q = 0; q < blocks; ++q)
+    for (int64_t j = 0; j < n; ++j) dst[q * gs + j] = src[q * W + j];
+}
+
+template <typename T>
+constexpr int kChunk = 64 / static_cast<int>(sizeof(T));
+
+// Scratch elements of the tail of a forward / backward row.
+template <class Cell, typename T>
+constexpr int64_t kForwardScratch = (3 * Cell::kGates + 4 + Cell::kSaved) * kChunk<T>;
+template <class Cell, typename T>
+constexpr int64_t kBackwardScratch = (Cell::kSaved + 7 + 2 * Cell::kGates) * kChunk<T>;
+
+// Units 0..nu-1 of one sequence, gate blocks gs apart.
+template <class Cell, typename T>
+MDESC_ENSEMBLE_MULTIVERSION __attribute__((noinline)) void forward_units(
+    int64_t nu, int64_t gs, const T* xp, const T* hp, const T* bias, const T* hprev, const T* cprev, T* h, T* s) {
+#pragma omp simd
+  for (int64_t u = 0; u < nu; ++u) unit_forward<Cell, T>(u, gs, xp, hp, bias, hprev, cprev, h, s);
+}
+
+template <class Cell, typename T>
+MDESC_ENSEMBLE_MULTIVERSION __attribute__((noinline)) void backward_units(
+    int64_t nu, int64_t gs, const T* s, const T* h, const T* hprev, const T* cprev, const T* dh_all, T* carry,
+    T* dc, T* dxp, T* dhp) {
+#pragma omp simd
+  for (int64_t u = 0; u < nu; ++u) unit_backward<Cell, T>(u, gs, s, h, hprev, cprev, dh_all, carry, dc, dxp, dhp);
+}
+
+// One sequence's forward: xp, hp [GH]; hprev, cprev, h [H]; s [S*H]; scr: kForwardScratch.
+template <class Cell, typename T>
+void forward_row(int64_t H, const T* xp, const T* hp, const T* bias, const T* hprev, const T* cprev, T* h, T* s,
+                 T* scr) {
+  constexpr int W = kChunk<T>, G = Cell::kGates, S = Cell::kSaved;
+  const int64_t u0 = H / W * W, n = H - u0;
+  if (u0 > 0) forward_units<Cell, T>(u0, H, xp, hp, bias, hprev, cprev, h, s);
+  if (n == 0) return;
+  T *x = scr, *p = x + G * W, *bi = p + G * W, *hv = bi + G * W, *cv = hv + W, *ho = cv + W, *so = ho + W;
+  pack<T, W>(x, xp + u0, G, H, n);
+  pack<T, W>(p, hp + u0, G, H, n);
+  pack<T, W>(bi, bias + u0, G, H, n);
+  pack<T, W>(hv, hprev + u0, 1, H, n);
+  pack<T, W>(cv, cprev + u0, 1, H, n);
+  forward_units<Cell, T>(W, W, x, p, bi, hv, cv, ho, so);
+  unpack<T, W>(h + u0, ho, 1, H, n);
+  unpack<T, W>(s + u0, so, S, H, n);
+}
+
+// One sequence's backward: s [S*H]; h, hprev, cprev, dh_all, carry, dc [H]; dxp, dhp [GH];
+// scr: kBackwardScratch.
+template <class Cell, typename T>
+void backward_row(int64_t H, const T* s, const T* h, const T* hprev, const T* cprev, const T* dh_all, T* carry,
+                  T* dc, T* dxp, T* dhp, T* scr) {
+  constexpr int W = kChunk<T>, G = Cell::kGates, S = Cell::kSaved;
+  const int64_t u0 = H / W * W, n = H - u0;
+  if (u0 > 0) backward_units<Cell, T>(u0, H, s, h, hprev, cprev, dh_all, carry, dc, dxp, dhp);
+  if (n == 0) return;
+  T *sv = scr, *hv = sv + S * W, *hpv = hv + W, *cpv = hpv + W, *dv = cpv + W, *cav = dv + W, *dcv = cav + W,
+    *dx = dcv + W, *dhv = dx + G * W;
+  pack<T, W>(sv, s + u0, S, H, n);
+  pack<T, W>(hv, h + u0, 1, H, n);
+  pack<T, W>(hpv, hprev + u0, 1, H, n);
+  pack<T, W>(cpv, cprev + u0, 1, H, n);
+  pack<T, W>(dv, dh_all + u0, 1, H, n);
+  pack<T, W>(cav, carry + u0, 1, H, n);
+  pack<T, W>(dcv, dc + u0, 1, H, n);
+  backward_units<Cell, T>(W, W, sv, hv, hpv, cpv, dv, cav, dcv, dx, dhv);
+  unpack<T, W>(carry + u0, cav, 1, H, n);
+  unpack<T, W>(dc + u0, dcv, 1, H, n);
+  unpack<T, W>(dxp + u0, dx, G, H, n);
+  unpack<T, W>(dhp + u0, dhv, G, H, n);
+}
+
 // One step's forward pointwise pass over B sequences.  xp, hp [B, GH]; h [B, H]; s [B, S*H];
 // hprev / cprev: sequence b's h_{t-1} / c_{t-1} at b * ld (ld 0 with a zero row at t = 0).
 template <class Cell, typename T>
-MDESC_ENSEMBLE_MULTIVERSION void forward_pass(int64_t B, int64_t H, const T* xp, const T* hp, const T* bias,
-                                              const T* hprev, int64_t hprev_ld, const T* cprev, int64_t cprev_ld,
-                                              T* h, T* s) {
+void forward_pass(int64_t B, int64_t H, const T* xp, const T* hp, const T* bias, const T* hprev, int64_t hprev_ld,
+                  const T* cprev, int64_t cprev_ld, T* h, T* s, T* scr) {
   const int64_t GH = Cell::kGates * H, SH = Cell::kSaved * H;
-  for (int64_t b = 0; b < B; ++b) {
-    const T* xb = xp + b * GH;
-    const T* hb = hp + b * GH;
-    const T* hpb = hprev + b * hprev_ld;
-    const T* cpb = cprev + b * cprev_ld;
-    T* ob = h + b * H;
-    T* sb = s + b * SH;
-#pragma omp simd
-    for (int64_t u = 0; u < H; ++u) unit_forward<Cell, T>(u, H, xb, hb, bias, hpb, cpb, ob, sb);
-  }
+  for (int64_t b = 0; b < B; ++b)
+    forward_row<Cell, T>(H, xp + b * GH, hp + b * GH, bias, hprev + b * hprev_ld, cprev + b * cprev_ld, h + b * H,
+                         s + b * SH, scr);
 }
 
 // One step's backward pointwise pass over B sequences; carry [B, H] in: dL/dh_t from step t + 1,
 // out: the direct part of dL/dh_{t-1}; dc [B, H] likewise for c (LSTM).
 template <class Cell, typename T>
-MDESC_ENSEMBLE_MULTIVERSION void backward_pass(int64_t B, int64_t H, const T* s, const T* h, const T* hprev,
-                                               int64_t hprev_ld, const T* cprev, int64_t cprev_ld,
-                                               const T* dh_all, T* carry, T* dc, T* dxp, T* dhp) {
+void backward_pass(int64_t B, int64_t H, const T* s, const T* h, const T* hprev, int64_t hprev_ld, const T* cprev,
+                   int64_t cprev_ld, const T* dh_all, T* carry, T* dc, T* dxp, T* dhp, T* scr) {
   const int64_t GH = Cell::kGates * H, SH = Cell::kSaved * H;
-  for (int64_t b = 0; b < B; ++b) {
-    const T* sb = s + b * SH;
-    const T* hb = h + b * H;
-    const T* hpb = hprev + b * hprev_ld;
-    const T* cpb = cprev + b * cprev_ld;
-    const T* db = dh_all + b * H;
-    T* cb = carry + b * H;
-    T* dcb = dc + b * H;
-    T* dxb = dxp + b * GH;
-    T* dhb = dhp + b * GH;
-#pragma omp simd
-    for (int64_t u = 0; u < H; ++u) unit_backward<Cell, T>(u, H, sb, hb, hpb, cpb, db, cb, dcb, dxb, dhb);
-  }
+  for (int64_t b = 0; b < B; ++b)
+    backward_row<Cell, T>(H, s + b * SH, h + b * H, hprev + b * hprev_ld, cprev + b * cprev_ld, dh_all + b * H,
+                          carry + b * H, dc + b * H, dxp + b * GH, dhp + b * GH, scr);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -131,7 +210,8 @@ struct Dims {
 
 // xp [T, B, GH], w [GH, H], bias [GH] -> h [T, B, H], s [T, B, SH].  hp: B*GH scratch; zeros: H.
 template <class Cell, typename T>
-void forward_model(const Dims& d, const T* xp, const T* w, const T* bias, T* h, T* s, T* hp, const T* zeros) {
+void forward_model(const Dims& d, const T* xp, const T* w, const T* bias, T* h, T* s, T* hp, const T* zeros,
+                   T* scr) {
   const int64_t step_h = d.B * d.H, step_g = d.B * d.GH, step_s = d.B * d.SH;
   for (int64_t t = 0; t < d.T; ++t) {
     const bool first = t == 0;
@@ -147,14 +227,14 @@ void forward_model(const Dims& d, const T* xp, const T* w, const T* bias, T* h, 
       gemm<T>(false, true, d.GH, d.B, d.H, T(1), w, d.H, hprev, d.H, T(0), hp, d.GH);
     }
     forward_pass<Cell, T>(d.B, d.H, xp + t * step_g, hp, bias, hprev, first ? 0 : d.H, cprev, cprev_ld,
-                          h + t * step_h, s + t * step_s);
+                          h + t * step_h, s + t * step_s, scr);
   }
 }
 
 // dh [T, B, H], h [T, B, H], s [T, B, SH], w [GH, H] -> dxp, dhp [T, B, GH].  carry, dc: B*H scratch.
 template <class Cell, typename T>
 void backward_model(const Dims& d, const T* dh, const T* h, const T* s, const T* w, T* dxp, T* dhp, T* carry,
-                    T* dc, const T* zeros) {
+                    T* dc, const T* zeros, T* scr) {
   const int64_t step_h = d.B * d.H, step_g = d.B * d.GH, step_s = d.B * d.SH;
   std::memset(carry, 0, sizeof(T) * step_h);
   std::memset(dc, 0, sizeof(T) * step_h);
@@ -168,7 +248,7 @@ void backward_model(const Dims& d, const T* dh, const T* h, const T* s, const T*
     }
     T* dhp_t = dhp + t * step_g;
     backward_pass<Cell, T>(d.B, d.H, s + t * step_s, h + t * step_h, hprev, first ? 0 : d.H, cprev, cprev_ld,
-                           dh + t * step_h, carry, dc, dxp + t * step_g, dhp_t);
+                           dh + t * step_h, carry, dc, dxp + t * step_g, dhp_t, scr);
     if (!first) {  // carry^T [H x B] += W_hh^T [H x GH] dhproj_t^T [GH x B], column-major
       gemm<T>(false, false, d.H, d.B, d.GH, T(1), w, d.H, dhp_t, d.GH, T(1), carry, d.H);
     }
@@ -241,10 +321,10 @@ std::tuple<at::Tensor, at::Tensor> ensemble_rnn_forward_cpu(const at::Tensor& xp
     EnsembleCells::dispatch(cell, [&](auto c) {
       using Cell = decltype(c);
       for_models(d.E, [&](int64_t e) {
-        std::vector<T> hp(d.B * d.GH), zeros(d.H, T(0));
+        std::vector<T> hp(d.B * d.GH), zeros(d.H, T(0)), scr(kForwardScratch<Cell, T>);
         forward_model<Cell, T>(d, xproj.data_ptr<T>() + e * d.T * d.B * d.GH, w_hh.data_ptr<T>() + e * d.GH * d.H,
                                b_hh.data_ptr<T>() + e * d.GH, h_all.data_ptr<T>() + e * d.T * d.B * d.H,
-                               saved.data_ptr<T>() + e * d.T * d.B * d.SH, hp.data(), zeros.data());
+                               saved.data_ptr<T>() + e * d.T * d.B * d.SH, hp.data(), zeros.data(), scr.data());
       });
     });
   });
@@ -270,12 +350,12 @@ std::tuple<at::Tensor, at::Tensor> ensemble_rnn_backward_cpu(const at::Tensor& d
     EnsembleCells::dispatch(cell, [&](auto c) {
       using Cell = decltype(c);
       for_models(d.E, [&](int64_t e) {
-        std::vector<T> carry(d.B * d.H), dc(d.B * d.H), zeros(d.H, T(0));
+        std::vector<T> carry(d.B * d.H), dc(d.B * d.H), zeros(d.H, T(0)), scr(kBackwardScratch<Cell, T>);
         const int64_t oh = e * d.T * d.B * d.H, og = e * d.T * d.B * d.GH;
         backward_model<Cell, T>(d, dh_all.data_ptr<T>() + oh, h_all.data_ptr<T>() + oh,
                                 saved.data_ptr<T>() + e * d.T * d.B * d.SH, w_hh.data_ptr<T>() + e * d.GH * d.H,
                                 dxproj.data_ptr<T>() + og, dhproj.data_ptr<T>() + og, carry.data(), dc.data(),
-                                zeros.data());
+                                zeros.data(), scr.data());
       });
     });
   });
