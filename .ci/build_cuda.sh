@@ -77,11 +77,12 @@ torch.ops.load_library(so[0])
 info = {}
 exec(open(os.path.join(pkg, "_build_info.py")).read(), info)
 assert info["WITH_CUDA"], "mdesc/_build_info.py says the extension was built without CUDA"
-for op in ("tangent_run", "lstm_twin_run"):
+for op in ("tangent_run", "lstm_twin_run", "ensemble_rnn_forward", "ensemble_rnn_backward"):
     assert hasattr(torch.ops.mdesc, op), f"torch.ops.mdesc.{op} is missing"
     for key in ("CPU", "CUDA"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"mdesc::{op}", key), \
             f"no {key} kernel registered for mdesc::{op}"
 assert torch.ops.mdesc.counted_blocks(1600, 100, 10) == 150
-print(f"build_cuda: OK  {so[0]}  (CPU and CUDA kernels of both runs registered; torch {torch.__version__})")
+print(f"build_cuda: OK  {so[0]}  (CPU and CUDA kernels of both runs and the ensemble op registered; "
+      f"torch {torch.__version__})")
 EOF

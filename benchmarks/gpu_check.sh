@@ -5,10 +5,12 @@
 #
 #   1. builds mdesc in place with its CUDA kernels (FORCE_CUDA=1, arch of GPU 0)
 #   2. runs tests/test_cuda.py and tests/test_cells.py (CUDA == CPU == reference, identities, both
-#      CUDA paths, every cell: LSTM, GRU, tanh and relu RNN)
-#   3. runs benchmarks/bench_lyapunov.py --device cuda
-#   4. copies everything to benchmarks/results/gpu-<GPU name>/ : build log, nvidia-smi, test log,
-#      benchmark log and the benchmark's tables (also left where bench_lyapunov.py writes them)
+#      CUDA paths, every cell: LSTM, GRU, tanh and relu RNN), and the ensemble op's tests
+#      tests/test_ensemble_cuda.py and tests/test_ensemble_op.py (CUDA == CPU op == torch
+#      reference, forward and every gradient, device x dtype)
+#   3. runs benchmarks/bench_lyapunov.py --device cuda and benchmarks/bench_ensemble_cuda.py
+#   4. copies everything to benchmarks/results/gpu-<GPU name>/ : build log, nvidia-smi, test logs,
+#      benchmark logs and the benchmarks' tables (also left where the benchmarks write them)
 #
 # It goes on after a failing step so the results folder always shows what happened, and exits
 # non-zero if any step failed.  Python packages the tests need: pytest, hypothesis (installed
@@ -53,7 +55,15 @@ if ! PYTHONPATH=. "$py" -m pytest tests/test_cuda.py tests/test_cells.py -q -rs 
 fi
 tail -5 "$out/test_cuda.log"
 
-# 3. benchmark
+echo "gpu_check: tests/test_ensemble_cuda.py tests/test_ensemble_op.py"
+if ! PYTHONPATH=. "$py" -m pytest tests/test_ensemble_cuda.py tests/test_ensemble_op.py -q -rs \
+    > "$out/test_ensemble.log" 2>&1; then
+  status=1
+  echo "gpu_check: ENSEMBLE TESTS FAILED" >&2
+fi
+tail -5 "$out/test_ensemble.log"
+
+# 3. benchmarks
 echo "gpu_check: benchmarks/bench_lyapunov.py --device cuda"
 marker=$(mktemp)
 if ! PYTHONPATH=. "$py" benchmarks/bench_lyapunov.py --device cuda > "$out/bench.log" 2>&1; then
@@ -61,6 +71,12 @@ if ! PYTHONPATH=. "$py" benchmarks/bench_lyapunov.py --device cuda > "$out/bench
   echo "gpu_check: BENCHMARK FAILED" >&2
 fi
 tail -30 "$out/bench.log"
+echo "gpu_check: benchmarks/bench_ensemble_cuda.py"
+if ! PYTHONPATH=. "$py" benchmarks/bench_ensemble_cuda.py > "$out/bench_ensemble.log" 2>&1; then
+  status=1
+  echo "gpu_check: ENSEMBLE BENCHMARK FAILED" >&2
+fi
+tail -15 "$out/bench_ensemble.log"
 # 4. the tables the benchmark wrote (newer than the marker), copied beside the logs
 find benchmarks/results -maxdepth 1 -type f -newer "$marker" -exec cp {} "$out/" \;
 rm -f "$marker"

@@ -65,6 +65,18 @@
 //   twin is the full nonlinear dynamics from the perturbed state.  Differences below the dtype's
 //   smallest normal number are flushed to zero.  Tuning knobs: tangent_run's CPU ones.
 //
+// ensemble_rnn_forward(xproj, w_hh, b_hh, cell) -> (h_all, saved)
+// ensemble_rnn_backward(dh_all, h_all, saved, w_hh, cell) -> (dxproj, dhproj)
+//   The recurrent layer of E independent models at once (issue 24; Python:
+//   mdesc/ensemble/recurrent.py and _op.py; per-unit math and the `saved` layout:
+//   common/ensemble_math.h; CPU: csrc/cpu/ensemble.cpp).  State starts at zero.
+//   xproj  [E, T, B, G*H]  W_ih x + b_ih (G gate blocks: lstm 4 i,f,g,o; gru 3 r,z,n; rnn 1)
+//   w_hh   [E, G*H, H], b_hh [E, G*H]   PyTorch's weight_hh / bias_hh, stacked over models
+//   h_all  [E, T, B, H]    the hidden state after every step
+//   saved  [E, T, B, S*H]  what the backward needs (S: lstm 6, gru 4, rnn 0)
+//   dh_all [E, T, B, H]    dL/dh_all;  dxproj = dL/dxproj,  dhproj = dL/d(W_hh h_{t-1} + b_hh)
+//   (equal to dxproj except GRU's n block); the caller forms dW_hh and db_hh from dhproj.
+//
 // cpu_fused_lanes(elem_bytes) -> int: vector lanes of the fused CPU step on this CPU for 4- or
 // 8-byte elements (0: none; layers need H >= lanes).
 //
@@ -108,6 +120,10 @@ TORCH_LIBRARY(mdesc, m) {
       "Tensor h0, Tensor c0, Tensor dh0, Tensor dc0, Tensor q0, int zero_input_steps, int warmup, "
       "int qr_every, *, int cpu_tile_columns=48, bool portable_gemm=False, str cpu_path=\"auto\") "
       "-> (Tensor block_logs, Tensor h_T, Tensor c_T, Tensor dh_T, Tensor dc_T)");
+  m.def("ensemble_rnn_forward(Tensor xproj, Tensor w_hh, Tensor b_hh, str cell) -> (Tensor h_all, Tensor saved)");
+  m.def(
+      "ensemble_rnn_backward(Tensor dh_all, Tensor h_all, Tensor saved, Tensor w_hh, str cell) "
+      "-> (Tensor dxproj, Tensor dhproj)");
   m.def("cpu_fused_lanes(int elem_bytes) -> int", &mdesc::cpu::fused_lanes);
   m.def("counted_blocks(int steps, int warmup, int qr_every) -> int", &mdesc::counted_blocks_op);
   m.def("cells() -> str[]", &mdesc::cells_op);

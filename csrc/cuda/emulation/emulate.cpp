@@ -1,13 +1,15 @@
-// CPU emulation of the CUDA implementation of mdesc::tangent_run and mdesc::lstm_twin_run, for
-// tests on machines without a GPU.  The kernels (fused_kernel.cuh, pointwise.cuh, qr.cuh,
-// gemm.cuh), the cells (common/cell_math.h, common/twin_math.h) and the host orchestration
-// (run_host.h) are compiled unchanged; only the launcher differs: each kernel launch runs through
-// emu_launch (cuda_shim.h), one OS thread per CUDA thread.  Built on demand by tests/emulation.py
+// CPU emulation of the CUDA implementation of mdesc::tangent_run, mdesc::lstm_twin_run and the
+// ensemble recurrence (mdesc::ensemble_rnn_forward / _backward), for tests on machines without a
+// GPU.  The kernels (fused_kernel.cuh, pointwise.cuh, qr.cuh, gemm.cuh, ensemble_kernels.cuh), the
+// cells (common/cell_math.h, common/twin_math.h, the ensemble's per-unit math) and the host
+// orchestration (run_host.h, ensemble_host.h) are compiled unchanged; only the launcher differs:
+// each kernel launch runs through emu_launch (cuda_shim.h), one OS thread per CUDA thread.  Built on demand by tests/emulation.py
 // with torch.utils.cpp_extension.load; not part of the mdesc extension.
 #include <torch/extension.h>
 
 #include "cuda/emulation/cuda_shim.h"
 #include "common/run_checks.h"
+#include "cuda/ensemble_host.h"
 #include "cuda/run_host.h"
 
 #if defined(__x86_64__) || defined(__SSE__)
@@ -137,6 +139,40 @@ std::vector<int64_t> h100_fused_config(int64_t C, int64_t B, int64_t L, int64_t 
   return {cfg.BT, cfg.GC, static_cast<int64_t>(cfg.smem)};
 }
 
+// Same contract as torch.ops.mdesc.ensemble_rnn_forward, on CPU tensors, plus `threads` per
+// block (0: what the host code asks for) and `sms` (bounds the grid; 1 exercises the kernels'
+// grid-stride loop).  Outputs start as NaN, so an element nobody writes shows.
+std::vector<at::Tensor> emulate_ensemble_forward(const at::Tensor& xproj, const at::Tensor& w_hh,
+                                                 const at::Tensor& b_hh, const std::string& cell, int64_t threads,
+                                                 int64_t sms) {
+  constexpr const char* op = "emulate_ensemble_forward";
+  TORCH_CHECK(xproj.device().is_cpu(), op, ": CPU tensors only");
+  std::tuple<at::Tensor, at::Tensor> out;
+  dispatch_ensemble_cell(op, cell, [&](auto cell_tag) {
+    using Cell = decltype(cell_tag);
+    const EnsembleDims d = check_ensemble_forward<Cell>(op, xproj, w_hh, b_hh);
+    out = ensemble_forward<Cell>(d, xproj, w_hh, b_hh, static_cast<int>(sms), /*poison=*/true,
+                                 EmuLaunch{static_cast<unsigned>(threads)});
+  });
+  return {std::get<0>(out), std::get<1>(out)};
+}
+
+// Same contract as torch.ops.mdesc.ensemble_rnn_backward; threads, sms as above.
+std::vector<at::Tensor> emulate_ensemble_backward(const at::Tensor& dh_all, const at::Tensor& h_all,
+                                                  const at::Tensor& saved, const at::Tensor& w_hh,
+                                                  const std::string& cell, int64_t threads, int64_t sms) {
+  constexpr const char* op = "emulate_ensemble_backward";
+  TORCH_CHECK(h_all.device().is_cpu(), op, ": CPU tensors only");
+  std::tuple<at::Tensor, at::Tensor> out;
+  dispatch_ensemble_cell(op, cell, [&](auto cell_tag) {
+    using Cell = decltype(cell_tag);
+    const EnsembleDims d = check_ensemble_backward<Cell>(op, dh_all, h_all, saved, w_hh);
+    out = ensemble_backward<Cell>(d, dh_all, h_all, saved, w_hh, static_cast<int>(sms), /*poison=*/true,
+                                  EmuLaunch{static_cast<unsigned>(threads)});
+  });
+  return {std::get<0>(out), std::get<1>(out)};
+}
+
 }  // namespace
 }  // namespace mdesc::cuda_impl
 
@@ -145,4 +181,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("h100_fused_config", &mdesc::cuda_impl::h100_fused_config,
         "[BT, GC, shared bytes] the fused path would use on an H100 (BT = 0: stepwise path)");
   m.def("emulate_twin", &mdesc::cuda_impl::emulate_twin, "CPU emulation of the CUDA lstm_twin_run (tests only)");
+  m.def("emulate_ensemble_forward", &mdesc::cuda_impl::emulate_ensemble_forward,
+        "CPU emulation of the CUDA ensemble_rnn_forward (tests only)");
+  m.def("emulate_ensemble_backward", &mdesc::cuda_impl::emulate_ensemble_backward,
+        "CPU emulation of the CUDA ensemble_rnn_backward (tests only)");
 }

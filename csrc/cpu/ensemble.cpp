@@ -1,0 +1,371 @@
+// CPU implementation of the ensemble recurrence, mdesc::ensemble_rnn_forward and
+// mdesc::ensemble_rnn_backward (schemas: csrc/mdesc.cpp; the per-unit math and the layouts of
+// h_all, saved, dxproj, dhproj: csrc/common/ensemble_math.h; Python: mdesc/ensemble/_op.py).
+//
+// Models are independent, so the work splits over them: at::parallel_for over E, each thread
+// runs its models' whole sequence with its own scratch (E = 1 runs on one thread).  One step of
+// one model (B sequences, H units, G gate blocks, GH = G*H):
+//   forward   hp = h_{t-1} W_hh^T              GEMM (B x H)(H x GH): 2 B H GH FLOPs
+//             pointwise cell (bias added there) -> h_t, saved_t
+//   backward  pointwise VJP -> dxproj_t, dhproj_t, direct part of dL/dh_{t-1} (and dL/dc_{t-1})
+//             carry += dhproj_t W_hh           GEMM (B x GH)(GH x H): 2 B GH H FLOPs
+// and the caller adds dW_hh = sum_t dhproj_t^T h_{t-1} (2 B GH H per step, batched over t).
+// Bytes per step and model, element size w: forward reads xp (B GH) and W_hh (GH H, cache
+// resident for H = 60: 57.6 KB float32), writes h (B H) and saved (B S H); backward reads
+// dh_all, h, h_{t-1}, saved (B (3 + S) H) and writes dxproj, dhproj (2 B GH).  At the paper's
+// shape (B 32, H 60, LSTM, float32) a step moves 85 KB forward and 131 KB backward against
+// 0.92 MFLOP per GEMM (three per step with dW_hh): ~13 FLOP per byte, the bytes streaming
+// through L2 -- the GEMMs and the pointwise transcendentals, not memory, set the pace.
+//
+// The recurrent GEMMs use torch's BLAS (csrc/cpu/gemm.h; MKL called from inside the parallel
+// region runs single-threaded); the pointwise loops are compiled for several instruction sets
+// (function multi-versioning) with the cell math of ensemble_math.h inlined and vectorised over
+// hidden units, activations from csrc/cpu/pointwise.h's CpuMath.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cstring>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "common/ensemble_math.h"
+#include "cpu/gemm.h"
+#include "cpu/pointwise.h"
+
+namespace mdesc::cpu {
+namespace {
+
+// The gather/scatter lambdas must melt into the `omp simd` loops like the cell math: a call left
+// in the loop body ("control flow in loop") stops GCC from vectorising it.
+#if defined(__GNUC__)
+#define MDESC_LAMBDA_INLINE __attribute__((always_inline))
+#else
+#define MDESC_LAMBDA_INLINE
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MDESC_ENSEMBLE_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MDESC_ENSEMBLE_MULTIVERSION
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// pointwise passes of one step of one model
+
+// Unit u of one sequence: gathers the gate rows, runs Cell::forward, scatters h and the saved slots.
+template <class Cell, typename T>
+MDESC_HD void unit_forward(int64_t u, int64_t H, const T* __restrict xp, const T* __restrict hp,
+                           const T* __restrict bias, const T* __restrict hprev, const T* __restrict cprev,
+                           T* __restrict h, T* __restrict s) {
+  constexpr int G = Cell::kGates, S = Cell::kSaved;
+  T a[G], b[G], sv[S > 0 ? S : 1];
+  unrolled<G>([&](int q) MDESC_LAMBDA_INLINE {
+    a[q] = xp[q * H + u];
+    b[q] = hp[q * H + u] + bias[q * H + u];
+  });
+  T hu = hprev[u];
+  T cu = Cell::kHasC ? cprev[u] : T(0);
+  Cell::template forward<CpuMath>(a, b, hu, cu, sv);
+  h[u] = hu;
+  unrolled<S>([&](int q) MDESC_LAMBDA_INLINE { s[q * H + u] = sv[q]; });
+}
+
+template <class Cell, typename T>
+MDESC_HD void unit_backward(int64_t u, int64_t H, const T* __restrict s, const T* __restrict h,
+                            const T* __restrict hprev, const T* __restrict cprev, const T* __restrict dh_all,
+                            T* __restrict carry, T* __restrict dc, T* __restrict dxp, T* __restrict dhp) {
+  constexpr int G = Cell::kGates, S = Cell::kSaved;
+  T sv[S > 0 ? S : 1], dx[G], dhv[G];
+  unrolled<S>([&](int q) MDESC_LAMBDA_INLINE { sv[q] = s[q * H + u]; });
+  const T dh = dh_all[u] + carry[u];
+  T dcu = Cell::kHasC ? dc[u] : T(0);
+  T direct;
+  Cell::backward(sv, h[u], hprev[u], Cell::kHasC ? cprev[u] : T(0), dh, dcu, dx, dhv, direct);
+  unrolled<G>([&](int q) MDESC_LAMBDA_INLINE {
+    dxp[q * H + u] = dx[q];
+    dhp[q * H + u] = dhv[q];
+  });
+  carry[u] = direct;
+  if constexpr (Cell::kHasC) dc[u] = dcu;
+}
+
+// A row of H units: the first H - H mod W (W = one 64-byte vector) straight from the tensors,
+// the last H mod W through W-wide scratch, zero-padded (the padding's results are dropped), so
+// no unit runs in a scalar epilogue: with H = 60 and 16 float lanes a plain loop leaves 12 of 60
+// units to scalar code, most of the pass's time.  The unit loops are functions of their own,
+// compiled for several instruction sets (function multi-versioning); GCC 12 vectorises them
+// reliably only so (inlined into a larger caller, or with stack scratch or a constant trip
+// count, it reported "control flow in loop" and left them scalar).
+template <typename T, int W>
+MDESC_HD void pack(T* __restrict dst, const T* __restrict src, int blocks, int64_t gs, int64_t n) {
+  for (int q = 0; q < blocks; ++q)
+    for (int j = 0; j < W; ++j) dst[q * W + j] = j < n ? src[q * gs + j] : T(0);
+}
+
+template <typename T, int W>
+MDESC_HD void unpack(T* __restrict dst, const T* __restrict src, int blocks, int64_t gs, int64_t n) {
+  for (int q = 0; q < blocks; ++q)
+    for (int64_t j = 0; j < n; ++j) dst[q * gs + j] = src[q * W + j];
+}
+
+template <typename T>
+constexpr int kChunk = 64 / static_cast<int>(sizeof(T));
+
+// Scratch elements of the tail of a forward / backward row.
+template <class Cell, typename T>
+constexpr int64_t kForwardScratch = (3 * Cell::kGates + 4 + Cell::kSaved) * kChunk<T>;
+template <class Cell, typename T>
+constexpr int64_t kBackwardScratch = (Cell::kSaved + 7 + 2 * Cell::kGates) * kChunk<T>;
+
+// Units 0..nu-1 of one sequence, gate blocks gs apart.
+template <class Cell, typename T>
+MDESC_ENSEMBLE_MULTIVERSION __attribute__((noinline)) void forward_units(
+    int64_t nu, int64_t gs, const T* xp, const T* hp, const T* bias, const T* hprev, const T* cprev, T* h, T* s) {
+#pragma omp simd
+  for (int64_t u = 0; u < nu; ++u) unit_forward<Cell, T>(u, gs, xp, hp, bias, hprev, cprev, h, s);
+}
+
+template <class Cell, typename T>
+MDESC_ENSEMBLE_MULTIVERSION __attribute__((noinline)) void backward_units(
+    int64_t nu, int64_t gs, const T* s, const T* h, const T* hprev, const T* cprev, const T* dh_all, T* carry,
+    T* dc, T* dxp, T* dhp) {
+#pragma omp simd
+  for (int64_t u = 0; u < nu; ++u) unit_backward<Cell, T>(u, gs, s, h, hprev, cprev, dh_all, carry, dc, dxp, dhp);
+}
+
+// One sequence's forward: xp, hp [GH]; hprev, cprev, h [H]; s [S*H]; scr: kForwardScratch.
+template <class Cell, typename T>
+void forward_row(int64_t H, const T* xp, const T* hp, const T* bias, const T* hprev, const T* cprev, T* h, T* s,
+                 T* scr) {
+  constexpr int W = kChunk<T>, G = Cell::kGates, S = Cell::kSaved;
+  const int64_t u0 = H / W * W, n = H - u0;
+  if (u0 > 0) forward_units<Cell, T>(u0, H, xp, hp, bias, hprev, cprev, h, s);
+  if (n == 0) return;
+  T *x = scr, *p = x + G * W, *bi = p + G * W, *hv = bi + G * W, *cv = hv + W, *ho = cv + W, *so = ho + W;
+  pack<T, W>(x, xp + u0, G, H, n);
+  pack<T, W>(p, hp + u0, G, H, n);
+  pack<T, W>(bi, bias + u0, G, H, n);
+  pack<T, W>(hv, hprev + u0, 1, H, n);
+  pack<T, W>(cv, cprev + u0, 1, H, n);
+  forward_units<Cell, T>(W, W, x, p, bi, hv, cv, ho, so);
+  unpack<T, W>(h + u0, ho, 1, H, n);
+  unpack<T, W>(s + u0, so, S, H, n);
+}
+
+// One sequence's backward: s [S*H]; h, hprev, cprev, dh_all, carry, dc [H]; dxp, dhp [GH];
+// scr: kBackwardScratch.
+template <class Cell, typename T>
+void backward_row(int64_t H, const T* s, const T* h, const T* hprev, const T* cprev, const T* dh_all, T* carry,
+                  T* dc, T* dxp, T* dhp, T* scr) {
+  constexpr int W = kChunk<T>, G = Cell::kGates, S = Cell::kSaved;
+  const int64_t u0 = H / W * W, n = H - u0;
+  if (u0 > 0) backward_units<Cell, T>(u0, H, s, h, hprev, cprev, dh_all, carry, dc, dxp, dhp);
+  if (n == 0) return;
+  T *sv = scr, *hv = sv + S * W, *hpv = hv + W, *cpv = hpv + W, *dv = cpv + W, *cav = dv + W, *dcv = cav + W,
+    *dx = dcv + W, *dhv = dx + G * W;
+  pack<T, W>(sv, s + u0, S, H, n);
+  pack<T, W>(hv, h + u0, 1, H, n);
+  pack<T, W>(hpv, hprev + u0, 1, H, n);
+  pack<T, W>(cpv, cprev + u0, 1, H, n);
+  pack<T, W>(dv, dh_all + u0, 1, H, n);
+  pack<T, W>(cav, carry + u0, 1, H, n);
+  pack<T, W>(dcv, dc + u0, 1, H, n);
+  backward_units<Cell, T>(W, W, sv, hv, hpv, cpv, dv, cav, dcv, dx, dhv);
+  unpack<T, W>(carry + u0, cav, 1, H, n);
+  unpack<T, W>(dc + u0, dcv, 1, H, n);
+  unpack<T, W>(dxp + u0, dx, G, H, n);
+  unpack<T, W>(dhp + u0, dhv, G, H, n);
+}
+
+// One step's forward pointwise pass over B sequences.  xp, hp [B, GH]; h [B, H]; s [B, S*H];
+// hprev / cprev: sequence b's h_{t-1} / c_{t-1} at b * ld (ld 0 with a zero row at t = 0).
+template <class Cell, typename T>
+void forward_pass(int64_t B, int64_t H, const T* xp, const T* hp, const T* bias, const T* hprev, int64_t hprev_ld,
+                  const T* cprev, int64_t cprev_ld, T* h, T* s, T* scr) {
+  const int64_t GH = Cell::kGates * H, SH = Cell::kSaved * H;
+  for (int64_t b = 0; b < B; ++b)
+    forward_row<Cell, T>(H, xp + b * GH, hp + b * GH, bias, hprev + b * hprev_ld, cprev + b * cprev_ld, h + b * H,
+                         s + b * SH, scr);
+}
+
+// One step's backward pointwise pass over B sequences; carry [B, H] in: dL/dh_t from step t + 1,
+// out: the direct part of dL/dh_{t-1}; dc [B, H] likewise for c (LSTM).
+template <class Cell, typename T>
+void backward_pass(int64_t B, int64_t H, const T* s, const T* h, const T* hprev, int64_t hprev_ld, const T* cprev,
+                   int64_t cprev_ld, const T* dh_all, T* carry, T* dc, T* dxp, T* dhp, T* scr) {
+  const int64_t GH = Cell::kGates * H, SH = Cell::kSaved * H;
+  for (int64_t b = 0; b < B; ++b)
+    backward_row<Cell, T>(H, s + b * SH, h + b * H, hprev + b * hprev_ld, cprev + b * cprev_ld, dh_all + b * H,
+                          carry + b * H, dc + b * H, dxp + b * GH, dhp + b * GH, scr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// the time loops of one model
+
+struct Dims {
+  int64_t E, T, B, H, GH, SH;
+};
+
+// xp [T, B, GH], w [GH, H], bias [GH] -> h [T, B, H], s [T, B, SH].  hp: B*GH scratch; zeros: H.
+template <class Cell, typename T>
+void forward_model(const Dims& d, const T* xp, const T* w, const T* bias, T* h, T* s, T* hp, const T* zeros,
+                   T* scr) {
+  const int64_t step_h = d.B * d.H, step_g = d.B * d.GH, step_s = d.B * d.SH;
+  for (int64_t t = 0; t < d.T; ++t) {
+    const bool first = t == 0;
+    const T* hprev = first ? zeros : h + (t - 1) * step_h;
+    const T* cprev = zeros;
+    int64_t cprev_ld = 0;
+    if constexpr (Cell::kHasC) {
+      if (!first) cprev = s + (t - 1) * step_s + Cell::kCSlot * d.H, cprev_ld = d.SH;
+    }
+    if (first) {
+      std::memset(hp, 0, sizeof(T) * step_g);
+    } else {  // hp^T [GH x B] = W_hh [GH x H] h_{t-1}^T [H x B], column-major
+      gemm<T>(false, true, d.GH, d.B, d.H, T(1), w, d.H, hprev, d.H, T(0), hp, d.GH);
+    }
+    forward_pass<Cell, T>(d.B, d.H, xp + t * step_g, hp, bias, hprev, first ? 0 : d.H, cprev, cprev_ld,
+                          h + t * step_h, s + t * step_s, scr);
+  }
+}
+
+// dh [T, B, H], h [T, B, H], s [T, B, SH], w [GH, H] -> dxp, dhp [T, B, GH].  carry, dc: B*H scratch.
+template <class Cell, typename T>
+void backward_model(const Dims& d, const T* dh, const T* h, const T* s, const T* w, T* dxp, T* dhp, T* carry,
+                    T* dc, const T* zeros, T* scr) {
+  const int64_t step_h = d.B * d.H, step_g = d.B * d.GH, step_s = d.B * d.SH;
+  std::memset(carry, 0, sizeof(T) * step_h);
+  std::memset(dc, 0, sizeof(T) * step_h);
+  for (int64_t t = d.T - 1; t >= 0; --t) {
+    const bool first = t == 0;
+    const T* hprev = first ? zeros : h + (t - 1) * step_h;
+    const T* cprev = zeros;
+    int64_t cprev_ld = 0;
+    if constexpr (Cell::kHasC) {
+      if (!first) cprev = s + (t - 1) * step_s + Cell::kCSlot * d.H, cprev_ld = d.SH;
+    }
+    T* dhp_t = dhp + t * step_g;
+    backward_pass<Cell, T>(d.B, d.H, s + t * step_s, h + t * step_h, hprev, first ? 0 : d.H, cprev, cprev_ld,
+                           dh + t * step_h, carry, dc, dxp + t * step_g, dhp_t, scr);
+    if (!first) {  // carry^T [H x B] += W_hh^T [H x GH] dhproj_t^T [GH x B], column-major
+      gemm<T>(false, false, d.H, d.B, d.GH, T(1), w, d.H, dhp_t, d.GH, T(1), carry, d.H);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// checks and the ops
+
+int parse_ensemble_cell(const char* op, const std::string& name) {
+  const int idx = EnsembleCells::find(name.c_str());
+  if (idx < 0) {
+    std::string names;
+    for (int i = 0; i < EnsembleCells::size; ++i) names += (i == 0 ? "" : ", ") + std::string(EnsembleCells::names[i]);
+    TORCH_CHECK(false, op, ": cell must be one of ", names, ", got '", name, "'");
+  }
+  return idx;
+}
+
+// Checks one tensor's rank, sizes (-1: any), dtype and device against `like`.
+void check_tensor(const char* op, const char* name, const at::Tensor& t, std::initializer_list<int64_t> sizes,
+                  const char* dims, const at::Tensor& like) {
+  bool ok = t.dim() == static_cast<int64_t>(sizes.size());
+  int64_t i = 0;
+  for (int64_t s : sizes) ok = ok && (s < 0 || t.size(i++) == s);
+  TORCH_CHECK(ok, op, ": ", name, " must be ", dims, ", got ", t.sizes());
+  TORCH_CHECK(t.scalar_type() == like.scalar_type(), op, ": ", name, " must have the dtype of the others (",
+              like.scalar_type(), "), got ", t.scalar_type());
+  TORCH_CHECK(t.device() == like.device(), op, ": ", name, " must be on ", like.device(), ", got ", t.device());
+}
+
+// Validates `lead` ((E, T, B, ...): xproj in the forward, h_all in the backward) and w_hh, and
+// returns the geometry; `lead_name` names the lead tensor in messages.
+Dims ensemble_dims(const char* op, int cell, const char* lead_name, const at::Tensor& lead, const at::Tensor& w_hh) {
+  TORCH_CHECK(lead.scalar_type() == at::kFloat || lead.scalar_type() == at::kDouble, op,
+              ": tensors must be float32 or float64, got ", lead.scalar_type());
+  TORCH_CHECK(lead.device().is_cpu(), op, ": the CPU kernel got tensors on ", lead.device());
+  TORCH_CHECK(lead.dim() == 4, op, ": ", lead_name, " must have 4 dimensions (E, T, B, ...), got ", lead.sizes());
+  TORCH_CHECK(w_hh.dim() == 3, op, ": w_hh must be (E, G*H, H), got ", w_hh.sizes());
+  int gates = 0, saved = 0;
+  EnsembleCells::dispatch(cell, [&](auto c) { gates = decltype(c)::kGates, saved = decltype(c)::kSaved; });
+  Dims d{lead.size(0), lead.size(1), lead.size(2), w_hh.size(2), 0, 0};
+  d.GH = gates * d.H;
+  d.SH = saved * d.H;
+  TORCH_CHECK(d.E >= 1 && d.T >= 1 && d.B >= 1 && d.H >= 1, op, ": empty input: E, T, B and H must be >= 1, got E ",
+              d.E, ", T ", d.T, ", B ", d.B, ", H ", d.H);
+  check_tensor(op, "w_hh", w_hh, {d.E, d.GH, d.H}, "(E, G*H, H) with G the cell's gate blocks", lead);
+  return d;
+}
+
+template <typename F>
+void for_models(int64_t E, const F& f) {
+  at::parallel_for(0, E, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) f(e);
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> ensemble_rnn_forward_cpu(const at::Tensor& xproj_in, const at::Tensor& w_hh_in,
+                                                            const at::Tensor& b_hh_in, c10::string_view cell_name) {
+  const char* op = "ensemble_rnn_forward";
+  const int cell = parse_ensemble_cell(op, std::string(cell_name));
+  const Dims d = ensemble_dims(op, cell, "xproj", xproj_in, w_hh_in);
+  check_tensor(op, "xproj", xproj_in, {d.E, d.T, d.B, d.GH}, "(E, T, B, G*H), G*H the rows of w_hh", xproj_in);
+  check_tensor(op, "b_hh", b_hh_in, {d.E, d.GH}, "(E, G*H)", xproj_in);
+  const at::Tensor xproj = xproj_in.contiguous(), w_hh = w_hh_in.contiguous(), b_hh = b_hh_in.contiguous();
+  at::Tensor h_all = at::empty({d.E, d.T, d.B, d.H}, xproj.options());
+  at::Tensor saved = at::empty({d.E, d.T, d.B, d.SH}, xproj.options());
+  AT_DISPATCH_FLOATING_TYPES(xproj.scalar_type(), "ensemble_rnn_forward", [&] {
+    using T = scalar_t;
+    EnsembleCells::dispatch(cell, [&](auto c) {
+      using Cell = decltype(c);
+      for_models(d.E, [&](int64_t e) {
+        std::vector<T> hp(d.B * d.GH), zeros(d.H, T(0)), scr(kForwardScratch<Cell, T>);
+        forward_model<Cell, T>(d, xproj.data_ptr<T>() + e * d.T * d.B * d.GH, w_hh.data_ptr<T>() + e * d.GH * d.H,
+                               b_hh.data_ptr<T>() + e * d.GH, h_all.data_ptr<T>() + e * d.T * d.B * d.H,
+                               saved.data_ptr<T>() + e * d.T * d.B * d.SH, hp.data(), zeros.data(), scr.data());
+      });
+    });
+  });
+  return {h_all, saved};
+}
+
+std::tuple<at::Tensor, at::Tensor> ensemble_rnn_backward_cpu(const at::Tensor& dh_all_in, const at::Tensor& h_all_in,
+                                                             const at::Tensor& saved_in, const at::Tensor& w_hh_in,
+                                                             c10::string_view cell_name) {
+  const char* op = "ensemble_rnn_backward";
+  const int cell = parse_ensemble_cell(op, std::string(cell_name));
+  const Dims d = ensemble_dims(op, cell, "h_all", h_all_in, w_hh_in);
+  check_tensor(op, "h_all", h_all_in, {d.E, d.T, d.B, d.H}, "(E, T, B, H)", h_all_in);
+  check_tensor(op, "dh_all", dh_all_in, {d.E, d.T, d.B, d.H}, "(E, T, B, H), the shape of h_all", h_all_in);
+  check_tensor(op, "saved", saved_in, {d.E, d.T, d.B, d.SH}, "(E, T, B, S*H) as ensemble_rnn_forward returned it",
+               h_all_in);
+  const at::Tensor dh_all = dh_all_in.contiguous(), h_all = h_all_in.contiguous(), saved = saved_in.contiguous(),
+                   w_hh = w_hh_in.contiguous();
+  at::Tensor dxproj = at::empty({d.E, d.T, d.B, d.GH}, h_all.options());
+  at::Tensor dhproj = at::empty({d.E, d.T, d.B, d.GH}, h_all.options());
+  AT_DISPATCH_FLOATING_TYPES(h_all.scalar_type(), "ensemble_rnn_backward", [&] {
+    using T = scalar_t;
+    EnsembleCells::dispatch(cell, [&](auto c) {
+      using Cell = decltype(c);
+      for_models(d.E, [&](int64_t e) {
+        std::vector<T> carry(d.B * d.H), dc(d.B * d.H), zeros(d.H, T(0)), scr(kBackwardScratch<Cell, T>);
+        const int64_t oh = e * d.T * d.B * d.H, og = e * d.T * d.B * d.GH;
+        backward_model<Cell, T>(d, dh_all.data_ptr<T>() + oh, h_all.data_ptr<T>() + oh,
+                                saved.data_ptr<T>() + e * d.T * d.B * d.SH, w_hh.data_ptr<T>() + e * d.GH * d.H,
+                                dxproj.data_ptr<T>() + og, dhproj.data_ptr<T>() + og, carry.data(), dc.data(),
+                                zeros.data(), scr.data());
+      });
+    });
+  });
+  return {dxproj, dhproj};
+}
+
+}  // namespace
+}  // namespace mdesc::cpu
+
+TORCH_LIBRARY_IMPL(mdesc, CPU, m) {
+  m.impl("ensemble_rnn_forward", &mdesc::cpu::ensemble_rnn_forward_cpu);
+  m.impl("ensemble_rnn_backward", &mdesc::cpu::ensemble_rnn_backward_cpu);
+}
