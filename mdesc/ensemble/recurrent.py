@@ -41,15 +41,16 @@ def input_projection(x: torch.Tensor, w_ih: torch.Tensor, b_ih: torch.Tensor) ->
 def recurrence_torch(xproj: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor,
                      cell: str) -> torch.Tensor:
     """The recurrence given the input projections, as a plain autograd loop (the reference)."""
-    E, T, B, _ = xproj.shape
+    E, _, B, _ = xproj.shape
     H = w_hh.shape[-1]
     h = xproj.new_zeros(E, B, H)
     c = xproj.new_zeros(E, B, H) if cell == "lstm" else None
     w_t = w_hh.transpose(1, 2)
     bias = b_hh.unsqueeze(1)
     out = []
-    for t in range(T):
-        xp = xproj[:, t]
+    # unbind once: indexing xproj[:, t] per step made autograd's backward scatter into a full
+    # (E, T, B, G*H) zero tensor T times (8 s instead of 0.5 s at T = 500)
+    for xp in xproj.unbind(1):
         hp = torch.baddbmm(bias, h, w_t)
         if cell == "lstm":
             i, f, g, o = (xp + hp).chunk(4, -1)
