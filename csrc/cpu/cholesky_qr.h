@@ -37,14 +37,16 @@
 namespace mdesc::cpu {
 
 // The limits of the Cholesky part, per frame dtype.  kappa_max: the largest condition estimate
-// (of the leading, column-normalised block) a column is accepted under (float32: a column then has
-// R_jj / nu_j >= 1e-4, 13x the lost-column threshold; float64: CholeskyQR2 is accurate to ~1e-8
-// in R for kappa 1e6).  one_pass_kappa: below it one pass leaves Q orthonormal to float32 rounding
-// (eps64 * (1e3)^2 * k ~ 1e-8 at k = 120).
+// (of the leading, column-normalised block) a column is accepted under: CholeskyQR2 in float64 is
+// then accurate (eps64 * kappa^2 ~ 1e-4 after the first pass, which the second repairs).
+// one_pass_kappa: below it a float32 frame takes one pass: its R is then accurate to ~eps64 *
+// kappa^2 <= eps32 * kappa (more accurate than float32 Gram-Schmidt's, ~eps32 * kappa) and Q
+// orthonormal to eps64 * kappa^2 <= 1e-6 (the estimate carries a factor up to sqrt(k) ~ 11 over
+// kappa, so typically ~1e-8); float64 frames always take two passes.
 template <typename T>
 struct CholeskyQrLimits {
-  static constexpr double kappa_max = sizeof(T) == 4 ? 1e4 : 1e6;
-  static constexpr double one_pass_kappa = sizeof(T) == 4 ? 1e3 : 0.0;
+  static constexpr double kappa_max = 1e6;
+  static constexpr double one_pass_kappa = sizeof(T) == 4 ? 1e5 : 0.0;
 };
 
 // A column is handed to Gram-Schmidt when its R_jj / nu_j (as CholeskyQR measured it) is below
@@ -77,8 +79,12 @@ struct SmallestSingularValue {
       x[0] = 1.0;
       return delta = gamma;
     }
-    double alpha = 0.0;
-    for (int64_t i = 0; i < j; ++i) alpha += x[i] * v[i];
+    double part[4] = {0.0, 0.0, 0.0, 0.0};  // independent sums: no latency chain
+    int64_t i = 0;
+    for (; i + 4 <= j; i += 4)
+      for (int u = 0; u < 4; ++u) part[u] += x[i + u] * v[i + u];
+    for (; i < j; ++i) part[0] += x[i] * v[i];
+    const double alpha = (part[0] + part[1]) + (part[2] + part[3]);
     const double a = delta * delta + alpha * alpha, b = alpha * gamma, c = gamma * gamma;
     const double half = 0.5 * (a - c), root = std::sqrt(half * half + b * b);
     const double lmax = 0.5 * (a + c) + root;
@@ -114,6 +120,8 @@ inline void gram_upper(bool portable, int64_t n, int64_t m, const double* X, dou
 // 0:j0] is then the Cholesky factor of G[0:j0, 0:j0]; *kappa the largest estimate accepted.
 inline int64_t cholesky_upper(bool portable, int64_t m, double* G, double rho_min, double kappa_max,
                               SmallestSingularValue& ice, double* kappa) {
+  constexpr int64_t nb = kCholeskyBlock;
+  double rt[nb * nb];  // the diagonal block's rows of R, row-major: rt[(p - c0) * nb + (j - c0)] = R[p, j]
   ice.reset(m);
   *kappa = 1.0;
   for (int64_t c0 = 0; c0 < m; c0 += kCholeskyBlock) {
@@ -136,14 +144,19 @@ inline int64_t cholesky_upper(bool portable, int64_t m, double* G, double rho_mi
       }
     }
     if (c1 == m) break;
-    // rows c0..c1 of R right of the block: R[J, l] = R[J, J]^-T G[J, l]
+    // rows c0..c1 of R right of the block: R[J, l] = R[J, J]^-T G[J, l], by forward substitution
+    // whose inner loop runs along a row of R (the row-major copy rt) and the column l: contiguous
+    const int64_t w = c1 - c0;
+    for (int64_t p = 0; p < w; ++p)
+      for (int64_t j = p; j < w; ++j) rt[p * nb + j] = G[(c0 + j) * m + c0 + p];
     for (int64_t l = c1; l < m; ++l) {
-      double* gl = G + l * m;
-      for (int64_t j = c0; j < c1; ++j) {
-        const double* rj = G + j * m;
-        double acc = gl[j];
-        for (int64_t p = c0; p < j; ++p) acc -= rj[p] * gl[p];
-        gl[j] = acc / rj[j];
+      double* gl = G + l * m + c0;
+      for (int64_t p = 0; p < w; ++p) {
+        const double* rp = rt + p * nb;
+        const double x = gl[p] / rp[p];
+        gl[p] = x;
+#pragma omp simd
+        for (int64_t j = p + 1; j < w; ++j) gl[j] -= rp[j] * x;
       }
     }
     // the trailing matrix: G[c1:, c1:] -= R[J, c1:]^T R[J, c1:]
@@ -200,18 +213,23 @@ class CholeskyQR {
     const int64_t n = n_, k = k_;
     const double rho_min = kSafeLostFactor * lost_column_ratio<T>();
     CholeskyQrReport rep;
-    for (int64_t i = 0; i < n * k; ++i) x_[i] = static_cast<double>(q[i]);
-    // pass 1: the column-normalised Gram matrix of the frame
-    gram_upper(portable_, n, k, x_.data(), g_.data());
-    int64_t m = k;
-    for (int64_t j = 0; j < k; ++j) {
-      nu_[j] = std::sqrt(g_[j * k + j]);
+    // Columns lost at an earlier re-orthonormalisation are exact zeros and stay so (the tangent
+    // map is linear): only the columns before them are live, and Gram-Schmidt finds the zeros lost
+    // at no cost.  A frame that loses columns thus pays for its live ones only.
+    int64_t live = k;
+    while (live > 0 && zero_column(q + (live - 1) * n, n)) --live;
+    for (int64_t i = 0; i < n * live; ++i) x_[i] = static_cast<double>(q[i]);
+    // pass 1: the column-normalised Gram matrix of the live columns
+    gram_upper(portable_, n, live, x_.data(), g_.data());
+    int64_t m = live;
+    for (int64_t j = 0; j < live; ++j) {
+      nu_[j] = std::sqrt(g_[j * live + j]);
       if (!(nu_[j] > 0.0)) {  // a zero column: Gram-Schmidt's to decide (it is lost)
         m = j;
         break;
       }
     }
-    if (m < k) compact(k, m);
+    if (m < live) compact(live, m);
     for (int64_t l = 0; l < m; ++l)
       for (int64_t i = 0; i <= l; ++i) g_[l * m + i] /= nu_[i] * nu_[l];
     const int64_t j0 = cholesky_upper(portable_, m, g_.data(), rho_min, CholeskyQrLimits<T>::kappa_max, ice_,
@@ -240,6 +258,12 @@ class CholeskyQR {
   }
 
  private:
+  static bool zero_column(const T* v, int64_t n) {
+    bool zero = true;
+    for (int64_t i = 0; i < n; ++i) zero &= v[i] == T(0);
+    return zero;
+  }
+
   // Keeps the leading [m, m] block of the [k, k] Gram matrix, ld m.
   void compact(int64_t k, int64_t m) {
     for (int64_t l = 0; l < m; ++l)
