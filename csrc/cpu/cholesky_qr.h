@@ -193,6 +193,7 @@ inline void solve_right_upper(bool portable, int64_t n, int64_t j0, const double
 // Which way a frame went (for tests and profiles): how many leading columns the Cholesky part
 // orthonormalised, in how many passes, under which condition estimate.
 struct CholeskyQrReport {
+  int64_t live = 0;  // columns before the trailing exact zeros
   int64_t accepted = 0;
   int passes = 0;
   double kappa = 0.0;
@@ -218,6 +219,7 @@ class CholeskyQR {
     // at no cost.  A frame that loses columns thus pays for its live ones only.
     int64_t live = k;
     while (live > 0 && zero_column(q + (live - 1) * n, n)) --live;
+    rep.live = live;
     for (int64_t i = 0; i < n * live; ++i) x_[i] = static_cast<double>(q[i]);
     // pass 1: the column-normalised Gram matrix of the live columns
     gram_upper(portable_, n, live, x_.data(), g_.data());
@@ -244,7 +246,7 @@ class CholeskyQR {
     solve_right_upper(portable_, n, j0, g_.data(), m, x_.data());
     rep.passes = 1;
     if (rep.kappa > CholeskyQrLimits<T>::one_pass_kappa) {
-      if (!second_pass(j0)) return CholeskyQrReport{0, 0, rep.kappa};  // q untouched: all to Gram-Schmidt
+      if (!second_pass(j0)) return CholeskyQrReport{live, 0, 0, rep.kappa};  // q untouched: all to Gram-Schmidt
       rep.passes = 2;
     }
     for (int64_t j = 0; j < j0; ++j) {

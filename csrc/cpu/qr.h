@@ -99,7 +99,12 @@ void gram_schmidt_blas(int64_t n, int64_t k, T* q, double* out, T* a, bool porta
 // with `portable`) run the scalar loops, larger ones first CholeskyQR (cholesky_qr.h: it takes
 // only columns whose R_jj / nu_j is far above the lost-column threshold, so it never decides a
 // lost column, and CholeskyQR too keeps exact zero rows exact: Q = A R^-1 mixes columns, not
-// rows), then the BLAS products of Gram-Schmidt for the columns it left.
+// rows), then the BLAS products of Gram-Schmidt for the columns it left.  A frame whose Cholesky
+// part stopped short of its live columns (ill-conditioned: exponents far apart, or a column about
+// to be lost) makes the next kGramSchmidtFrames frames of the same sequence (`slot`) skip it:
+// the spread of the exponents persists from block to block, and Gram-Schmidt, which stops at the
+// first lost column, is then the faster (benchmarks/bench_frame_qr.cpp).  Which way a frame goes
+// changes its logs by rounding only, and depends on nothing but the sequence's own frames.
 template <typename T>
 class FrameQR {
  public:
@@ -111,10 +116,16 @@ class FrameQR {
     }
   }
 
+  static constexpr int kGramSchmidtFrames = 8;
+
   // How the last frame went through the Cholesky part (accepted 0 on the scalar path).
   const CholeskyQrReport& last_report() const { return report_; }
 
-  void operator()(T* q, double* out) {
+  // Forgets the sequences' histories; slots 0 .. slots-1 may be passed to operator() after it.
+  void reset(int64_t slots) { skip_.assign(slots, 0); }
+
+  // slot: the sequence q belongs to (-1: none, no history).
+  void operator()(T* q, double* out, int64_t slot = -1) {
     const int64_t n = n_, k = k_;
     bool finite = true;
     for (int64_t r = 0; r < n * k; ++r) finite &= std::isfinite(q[r]);
@@ -124,7 +135,13 @@ class FrameQR {
       return;
     }
     if (use_blas_) {
-      report_ = (*cholesky_)(q, out);
+      if (slot >= 0 && skip_[slot] > 0) {
+        --skip_[slot];
+        report_ = CholeskyQrReport{};
+      } else {
+        report_ = (*cholesky_)(q, out);
+        if (slot >= 0 && report_.accepted < report_.live) skip_[slot] = kGramSchmidtFrames;
+      }
       if (report_.accepted < k) gram_schmidt_blas(n, k, q, out, coef_.data(), portable_, report_.accepted);
     } else {
       gram_schmidt(n, k, q, out);
@@ -137,6 +154,7 @@ class FrameQR {
   std::vector<T> coef_;
   std::unique_ptr<CholeskyQR<T>> cholesky_;
   CholeskyQrReport report_;
+  std::vector<int> skip_;  // per slot: frames left to send to Gram-Schmidt directly
 };
 
 }  // namespace mdesc::cpu
