@@ -3,8 +3,10 @@
 // estimate that hands every column it cannot vouch for to Gram-Schmidt.
 //
 // Why: Gram-Schmidt column after column (qr.h's gram_schmidt_blas) is level-2 work, 2 BLAS calls
-// per column and pass; at k = 120 it ran at a quarter of the core's product rate.  CholeskyQR is
-// level-3 throughout: the Gram matrix G = A^T A, its Cholesky factor G = R^T R, Q = A R^-1.  Its
+// per column and pass; at k = 120 it ran at about a third of the core's float32 product rate.
+// CholeskyQR is level-3 throughout: the Gram matrix G = A^T A, its Cholesky factor G = R^T R,
+// Q = A R^-1 (on the AMD EPYC of benchmarks/results, whose BLAS runs small float64 products at
+// ~45 GFLOP/s, that gained only 1.1-1.25x on full frames: benchmarks/bench_frame_qr.cpp).  Its
 // weakness is the squared condition number: Q's loss of orthogonality after one pass is
 // ~eps64 * kappa(A)^2 and the factorisation breaks down for kappa(A) ~ 1/sqrt(eps64).  Hence
 //   * everything in float64 (a float32 frame's products are exact in float64, so its Gram matrix
@@ -21,7 +23,7 @@
 //     everything after it at once, so a frame losing columns costs little there either);
 //   * float64 frames always take two passes (CholeskyQR2: the second pass on the nearly orthonormal
 //     Q1 repairs its eps64 * kappa^2 loss of orthogonality); float32 frames take one while the
-//     condition estimate keeps eps64 * kappa^2 below float32's own rounding (kOnePassKappa).
+//     condition estimate stays below CholeskyQrLimits::one_pass_kappa.
 // Every step is a BLAS product (gemm.h) or an O(k^2 * block) loop; `portable` runs the products
 // in gemm.h's loops.
 #pragma once
