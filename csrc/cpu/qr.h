@@ -1,29 +1,34 @@
 // Re-orthonormalisation of one sequence's tangent frame on the CPU (CUDA's counterpart:
 // csrc/cuda/qr.cuh), and the lost-column rule of docs/conventions.md §3 ("Singular tangent maps").
 // Frames of up to kMaxGramSchmidt vectors use modified Gram-Schmidt in scalar loops (no call
-// overhead); larger ones classical Gram-Schmidt twice with its products through gemm.h's BLAS.
+// overhead); larger ones CholeskyQR in float64 (csrc/cpu/cholesky_qr.h) for the leading columns it
+// can vouch for, then classical Gram-Schmidt twice with its products through gemm.h's BLAS for
+// the rest (none, for a well-conditioned frame).
 #pragma once
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "common/cell_math.h"  // lost_column_ratio, column_lost
+#include "cpu/cholesky_qr.h"
 #include "cpu/gemm.h"
 
 namespace mdesc::cpu {
 
 constexpr int64_t kMaxGramSchmidt = 8;
 
-// Gram-Schmidt on the contiguous frame q [n, k] (column j at q + j*n), column after column:
-// project(j, v) removes from column v the components along the j finished columns (twice: "twice
-// is enough"), then v is normalised.  Adds log R_jj to out[j] unless out is nullptr.  A lost
-// column (common/cell_math.h::column_lost) and every later one are set to zero and get
-// log R_jj = -inf.  Norms accumulate in float64.  q must be finite.
+// Gram-Schmidt on the contiguous frame q [n, k] (column j at q + j*n), column after column from
+// column `first` on (the earlier ones already orthonormal): project(j, v) removes from column v
+// the components along the j finished columns (twice: "twice is enough"), then v is normalised.
+// Adds log R_jj to out[j] unless out is nullptr.  A lost column (common/cell_math.h::column_lost)
+// and every later one are set to zero and get log R_jj = -inf.  Norms accumulate in float64.  q
+// must be finite.
 template <typename T, class Project>
-void gram_schmidt_columns(int64_t n, int64_t k, T* q, double* out, Project&& project) {
+void gram_schmidt_columns(int64_t n, int64_t k, T* q, double* out, Project&& project, int64_t first = 0) {
   auto norm = [n](const T* v) {
     double acc = 0.0;
 #pragma omp simd reduction(+ : acc)
@@ -32,7 +37,7 @@ void gram_schmidt_columns(int64_t n, int64_t k, T* q, double* out, Project&& pro
   };
   const double ratio = lost_column_ratio<T>();
   bool lost = false;
-  for (int64_t j = 0; j < k; ++j) {
+  for (int64_t j = first; j < k; ++j) {
     T* v = q + j * n;
     if (!lost) {
       const double nu = norm(v);
@@ -71,13 +76,16 @@ void gram_schmidt(int64_t n, int64_t k, T* q, double* out) {
 // (gemm.h): column j's coefficients against the j finished columns, then its update, twice.  Same
 // results as gram_schmidt to rounding, at BLAS speed for large frames.  a: workspace of k elements.
 template <typename T>
-void gram_schmidt_blas(int64_t n, int64_t k, T* q, double* out, T* a, bool portable) {
-  gram_schmidt_columns(n, k, q, out, [n, q, a, portable](int64_t j, T* v) {
-    for (int pass = 0; pass < 2; ++pass) {
-      gemm<T>(portable, true, j, 1, n, T(1), q, n, v, n, T(0), a, j);     // a = Q_<j^T v
-      gemm<T>(portable, false, n, 1, j, T(-1), q, n, a, j, T(1), v, n);   // v -= Q_<j a
-    }
-  });
+void gram_schmidt_blas(int64_t n, int64_t k, T* q, double* out, T* a, bool portable, int64_t first = 0) {
+  gram_schmidt_columns(
+      n, k, q, out,
+      [n, q, a, portable](int64_t j, T* v) {
+        for (int pass = 0; pass < 2; ++pass) {
+          gemm<T>(portable, true, j, 1, n, T(1), q, n, v, n, T(0), a, j);     // a = Q_<j^T v
+          gemm<T>(portable, false, n, 1, j, T(-1), q, n, a, j, T(1), v, n);   // v -= Q_<j a
+        }
+      },
+      first);
 }
 
 // Orthonormalises frames q [n, k] (diag R > 0) and adds log R_jj to out[j] (nullptr: discard):
@@ -88,16 +96,36 @@ void gram_schmidt_blas(int64_t n, int64_t k, T* q, double* out, T* a, bool porta
 // left rounding noise of ~100 eps in the R_jj of an exactly dependent column.)  A lost column and
 // every later one are set to zero and get log R_jj = -inf; a non-finite frame is set to NaN and
 // gets NaN logs, so nothing downstream looks finite.  Frames of up to kMaxGramSchmidt vectors (or
-// with `portable`) run the scalar loops, larger ones the BLAS products.
+// with `portable`) run the scalar loops, larger ones first CholeskyQR (cholesky_qr.h: it takes
+// only columns whose R_jj / nu_j is far above the lost-column threshold, so it never decides a
+// lost column, and CholeskyQR too keeps exact zero rows exact: Q = A R^-1 mixes columns, not
+// rows), then the BLAS products of Gram-Schmidt for the columns it left.  A frame whose Cholesky
+// part stopped short of its live columns (ill-conditioned: exponents far apart, or a column about
+// to be lost) makes the next kGramSchmidtFrames frames of the same sequence (`slot`) skip it:
+// the spread of the exponents persists from block to block, and Gram-Schmidt, which stops at the
+// first lost column, is then the faster (benchmarks/bench_frame_qr.cpp).  Which way a frame goes
+// changes its logs by rounding only, and depends on nothing but the sequence's own frames.
 template <typename T>
 class FrameQR {
  public:
   FrameQR(int64_t n, int64_t k, bool portable) : n_(n), k_(k), portable_(portable) {
     use_blas_ = k > kMaxGramSchmidt && !portable;
-    if (use_blas_) coef_.resize(k);
+    if (use_blas_) {
+      coef_.resize(k);
+      cholesky_ = std::make_unique<CholeskyQR<T>>(n, k, portable);
+    }
   }
 
-  void operator()(T* q, double* out) {
+  static constexpr int kGramSchmidtFrames = 8;
+
+  // How the last frame went through the Cholesky part (accepted 0 on the scalar path).
+  const CholeskyQrReport& last_report() const { return report_; }
+
+  // Forgets the sequences' histories; slots 0 .. slots-1 may be passed to operator() after it.
+  void reset(int64_t slots) { skip_.assign(slots, 0); }
+
+  // slot: the sequence q belongs to (-1: none, no history).
+  void operator()(T* q, double* out, int64_t slot = -1) {
     const int64_t n = n_, k = k_;
     bool finite = true;
     for (int64_t r = 0; r < n * k; ++r) finite &= std::isfinite(q[r]);
@@ -107,7 +135,14 @@ class FrameQR {
       return;
     }
     if (use_blas_) {
-      gram_schmidt_blas(n, k, q, out, coef_.data(), portable_);
+      if (slot >= 0 && skip_[slot] > 0) {
+        --skip_[slot];
+        report_ = CholeskyQrReport{};
+      } else {
+        report_ = (*cholesky_)(q, out);
+        if (slot >= 0 && report_.accepted < report_.live) skip_[slot] = kGramSchmidtFrames;
+      }
+      if (report_.accepted < k) gram_schmidt_blas(n, k, q, out, coef_.data(), portable_, report_.accepted);
     } else {
       gram_schmidt(n, k, q, out);
     }
@@ -117,6 +152,9 @@ class FrameQR {
   int64_t n_, k_;
   bool portable_, use_blas_ = false;
   std::vector<T> coef_;
+  std::unique_ptr<CholeskyQR<T>> cholesky_;
+  CholeskyQrReport report_;
+  std::vector<int> skip_;  // per slot: frames left to send to Gram-Schmidt directly
 };
 
 }  // namespace mdesc::cpu

@@ -154,6 +154,7 @@ class TileRunner {
     nb_ = nb;
     M_ = nb * cols_;
     zc_ = z_.data();
+    qr_.reset(nb);
     load_initial_state(c, b0);
     project_inputs(c, b0);
     if (sh_.lanes > 0) fused_pack_layers<T>(sh_, d_.L, d_.H, c, a_.w_hh, a_.w_ih, wp_hh_.data(), wp_ih_.data());
@@ -262,12 +263,13 @@ class TileRunner {
     select_layer_inputs<T>(nb_, a_.lengths + b0, l == 0, t, xp_.data(), a_.bias[l] + c * G, G, inputs_.data());
   }
 
-  // Orthonormalise each sequence's frame (cpu/qr.h's FrameQR: Gram-Schmidt, diag R > 0, float64
-  // dots; lost columns -inf) and add log R_jj to the block's logs (block -1: discard).
+  // Orthonormalise each sequence's frame (cpu/qr.h's FrameQR: CholeskyQR in float64 and/or
+  // Gram-Schmidt, diag R > 0; lost columns -inf) and add log R_jj to the block's logs (block -1:
+  // discard).  Slot s: the sequence's own history of which way its frames went.
   void orthonormalise(int64_t c, int64_t b0, int64_t block) {
     for (int64_t s = 0; s < nb_; ++s) {
       double* out = block >= 0 ? a_.logs + ((c * d_.B + b0 + s) * d_.nblocks + block) * d_.k : nullptr;
-      qr_(column(s, kFrame), out);
+      qr_(column(s, kFrame), out, s);
     }
   }
 
