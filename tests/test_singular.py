@@ -86,7 +86,7 @@ def _assert_convention(res, n: int, lost: int, what: str):
 @pytest.mark.parametrize("H", [8, 12])
 @pytest.mark.parametrize("qr_every", [1, 3])
 def test_singular_map_gives_the_convention_on_every_cpu_path(cell, dtype, H, qr_every):
-    """k = n: H = 8 and 12 take the Gram-Schmidt frame (k <= 8) and LAPACK's Householder (k > 8)."""
+    """k = n: H = 8 and 12 take the Gram-Schmidt frame (k <= 8) and the float64 CholeskyQR with its Gram-Schmidt fallback (k > 8)."""
     model, lost = singular_model(cell, H, dtype)
     n = (2 if cell == "lstm" else 1) * H
     seq = _zero_drive(dtype)
@@ -144,7 +144,7 @@ def _near_collinear(delta: float, dtype, k: int, H: int = 12):
 @pytest.mark.parametrize("k", [2, 12])
 def test_lost_column_threshold_is_the_documented_one(dtype, k):
     """R_jj / norm just below LOST_COLUMN_EPS * eps is lost, just above it is kept with its exact log,
-    in the reference and on every CPU path (k = 2: Gram-Schmidt, k = 12: LAPACK's Householder)."""
+    in the reference and on every CPU path (k = 2: Gram-Schmidt, k = 12: CholeskyQR with the Gram-Schmidt fallback)."""
     tau = reference_backend.LOST_COLUMN_EPS * torch.finfo(dtype).eps
     for delta, lost in ((0.5 * tau, True), (2.0 * tau, False)):
         m, seq, q0 = _near_collinear(delta, dtype, k)
