@@ -6,6 +6,7 @@ exactly zero input to the LSTM (docs/conventions.md: a run is the drive, then ze
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -207,8 +208,30 @@ class TrainSettings:
                                    "then share one split)", metavar="N",
                                    default_help="--seed; with --seeds, the first seed")
 
+    floss: str | None = option(None, "gradient flossing (mdesc.FlossingPenalty): add "
+                               "WEIGHT * (lambda_1 - TARGET)^2 of the zero-input dynamics, on a "
+                               "fixed probe of training reviews, to every --floss-every-th step's "
+                               "loss", metavar="TARGET,WEIGHT", default_help="off")
+    floss_every: int = option(10, "training steps between flossing terms", metavar="N")
+    floss_probe: int = option(16, "training reviews in the flossing probe (the first N of the "
+                              "training split)", metavar="N")
+
     #: fields added after the first recorded runs (recorded only when not at their default)
-    NEW_FIELDS = ("adam_eps", "clip_norm", "data_seed")
+    NEW_FIELDS = ("adam_eps", "clip_norm", "data_seed", "floss", "floss_every", "floss_probe")
+
+    def floss_target_weight(self) -> tuple[float, float] | None:
+        """``floss`` as (target, weight), None when off; RunError when it does not parse."""
+        if self.floss is None:
+            return None
+        try:
+            target, weight = (float(v) for v in str(self.floss).split(","))
+        except ValueError:
+            raise RunError(f"--floss needs TARGET,WEIGHT (e.g. 0,0.1 holds lambda_1 at 0 with "
+                           f"weight 0.1), got {self.floss!r}") from None
+        if not (math.isfinite(target) and math.isfinite(weight) and weight >= 0):
+            raise RunError(f"--floss needs a finite TARGET and a finite WEIGHT >= 0, "
+                           f"got {self.floss!r}")
+        return target, weight
 
     @property
     def split_seed(self) -> int:
@@ -223,6 +246,10 @@ class TrainSettings:
                            f"got {self.optimizer!r}")
         if not self.lr > 0:
             raise RunError(f"lr must be positive, got {self.lr}")
+        self.floss_target_weight()
+        if self.floss_every < 1 or self.floss_probe < 1:
+            raise RunError(f"--floss-every and --floss-probe must be at least 1, got "
+                           f"{self.floss_every} and {self.floss_probe}")
         if self.batch_size < 1:
             raise RunError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.weight_decay < 0 or self.momentum < 0:

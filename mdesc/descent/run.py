@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from mdesc import store
+from mdesc.core.floss import FlossingPenalty
 from mdesc.data import sentiment
 from mdesc.data.sentiment import EncodedSplit, TextSettings
 from mdesc.descent.folder import (CHECKPOINT_DIR, KEEP_OPTIMIZER_STATES, CheckpointError,
@@ -158,15 +159,20 @@ def clip_gradients(params, clip_norm: float | None) -> None:
 
 
 def _train_epoch(model, opt, split: EncodedSplit, s: TrainSettings, epoch: int,
-                 device: torch.device, progress) -> None:
+                 device: torch.device, progress, floss=None) -> None:
+    """One epoch; ``floss``: the run's FlossingPenalty (None: off), called with the run's global
+    step number so a resumed run floss on the same steps as an uninterrupted one."""
     model.train()
     gen = epoch_generator(s.seed, epoch)
     order = torch.randperm(len(split), generator=gen).numpy()
     model.dropout_generator = gen
-    for lo in range(0, len(split), s.batch_size):
+    n_batches = math.ceil(len(split) / s.batch_size)
+    for b, lo in enumerate(range(0, len(split), s.batch_size)):
         ids, lengths, y = _batch(split, order[lo: lo + s.batch_size], device)
         opt.zero_grad(set_to_none=True)
         loss = head_loss(model(ids, lengths), y)
+        if floss is not None:
+            loss = loss + floss(model, step=(epoch - 1) * n_batches + b).to(loss.dtype)
         loss.backward()
         clip_gradients(model.parameters(), s.clip_norm)
         opt.step()
@@ -275,6 +281,7 @@ def train_run(run_dir: str | os.PathLike, data: TextSettings | None = None,
         _save_epoch(run, net, opt, 0, splits, device)
 
     n_batches = math.ceil(len(splits[0]) / train.batch_size)
+    floss = flossing_penalty(train, splits[0], device)
     todo = max(train.epochs - start, 0)
     if todo:
         from tqdm.auto import tqdm  # optional progress bar, imported only when training
@@ -284,10 +291,13 @@ def train_run(run_dir: str | os.PathLike, data: TextSettings | None = None,
         try:
             for epoch in range(start + 1, train.epochs + 1):
                 before = weights_of(net)
-                _train_epoch(net, opt, splits[0], train, epoch, device, bar)
+                seen = len(floss.history) if floss is not None else 0
+                _train_epoch(net, opt, splits[0], train, epoch, device, bar, floss)
                 change = param_change(before, weights_of(net))
-                metrics = _save_epoch(run, net, opt, epoch, splits, device,
-                                      {k: change[k] for k in PARAM_CHANGE})
+                extra = {k: change[k] for k in PARAM_CHANGE}
+                if floss is not None:
+                    extra.update(floss_metrics(floss.history[seen:]))
+                metrics = _save_epoch(run, net, opt, epoch, splits, device, extra)
                 bar.set_postfix(epoch=epoch, train=f"{metrics['train_loss']:.3g}",
                                 test=f"{metrics['test_loss']:.3g}",
                                 acc=f"{metrics['test_acc']:.3f}")
@@ -335,6 +345,29 @@ def write_epoch(run: DescentRun, epoch: int, state: dict, optimizer_state: dict,
     run.save_checkpoint(epoch, state, metrics)
     run.prune_optimizer_states(epoch)
     _write_history(run)
+
+
+#: the flossing record of an epoch (runs trained with --floss): the mean lambda_1 of the probe
+#: over the epoch's flossing steps, and how many of them were finite
+FLOSS = ("floss_lambda", "floss_terms")
+
+
+def flossing_penalty(s: TrainSettings, split: EncodedSplit, device: torch.device):
+    """The run's :class:`mdesc.FlossingPenalty` (None when ``--floss`` is off): the first
+    ``floss_probe`` training reviews as the probe (their own lengths, then 100 zero-input steps,
+    the zero-input window), the run's seed for the tangent frame."""
+    target_weight = s.floss_target_weight()
+    if target_weight is None:
+        return None
+    ids, lengths, _ = _batch(split, np.arange(min(s.floss_probe, len(split))), device)
+    return FlossingPenalty(target=target_weight[0], weight=target_weight[1], every=s.floss_every,
+                           probe=ids, lengths=lengths, seed=s.seed)
+
+
+def floss_metrics(history: list[dict]) -> dict:
+    finite = [h["value"] for h in history if h["finite"]]
+    return {"floss_lambda": float(np.mean(finite)) if finite else float("nan"),
+            "floss_terms": len(finite)}
 
 
 def _save_epoch(run: DescentRun, net, opt, epoch: int, splits, device,
@@ -422,6 +455,8 @@ def read_history(run_dir: str | os.PathLike) -> dict[str, list]:
             continue
     if any("val_loss" in meta for _, meta in metas):
         cols.update(val_loss=[], val_acc=[])
+    if any("floss_lambda" in meta for _, meta in metas):
+        cols.update({k: [] for k in FLOSS})
     for epoch, meta in metas:
         for k in cols:
             cols[k].append(meta[k] if k in meta else

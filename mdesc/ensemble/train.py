@@ -114,6 +114,9 @@ def _plan(run_root, seeds, data, model, train, lrs) -> list[_Member]:
         problems.append(f"seeds repeat: {', '.join(map(str, dup))} (each member needs its own)")
     if lrs is not None and len(lrs) != len(seeds):
         problems.append(f"{len(lrs)} learning rates for {len(seeds)} seeds (give one per seed)")
+    if train.floss_target_weight() is not None:
+        problems.append("the ensemble trainer does not floss yet: train flossing runs one "
+                        "seed at a time (--seed S, not --seeds)")
     if train.optimizer not in KINDS:
         problems.append(f"the ensemble trains with {', '.join(KINDS)}, not {train.optimizer!r}")
     if problems:
