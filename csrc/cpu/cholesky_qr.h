@@ -94,7 +94,10 @@ struct SmallestSingularValue {
     // eigenvector of lmin: (b, lmin - a) or (lmin - c, b), whichever is longer
     double s = b, t = lmin - a;
     if (std::abs(lmin - c) + std::abs(b) > std::abs(s) + std::abs(t)) s = lmin - c, t = b;
-    const double norm = std::hypot(s, t);
+    // |(s, t)| scaled by its larger entry (not std::hypot: glibc 2.35 versioned it anew, which
+    // would lift the wheel's manylinux tag past 2_34)
+    const double big = std::max(std::abs(s), std::abs(t));
+    const double norm = big > 0 ? big * std::sqrt((s / big) * (s / big) + (t / big) * (t / big)) : 0.0;
     if (norm > 0) {
       s /= norm, t /= norm;
     } else {  // b = 0 and lmin = a = c: either is a minimiser
