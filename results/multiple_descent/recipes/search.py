@@ -115,6 +115,18 @@ def summarise(records: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _update_readme(table: str) -> None:
+    """The README's table between its summary markers, re-derived from the records."""
+    path = HERE / "README.md"
+    if not path.exists():
+        return
+    text = path.read_text()
+    start, end = "<!-- summary: written by search.py -->\n", "\n<!-- /summary -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        path.write_text(head + start + table.strip() + end + rest.split(end, 1)[1])
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", default=None, choices=sorted(RECIPES))
@@ -129,6 +141,7 @@ def main(argv=None) -> int:
             records.setdefault(name, {})["members"] = member_rows(name)
         path.write_text(json.dumps(records, indent=1))
         (HERE / "summary.md").write_text(summarise(records))
+        _update_readme(summarise(records))
     print((HERE / "summary.md").read_text())
     return 0
 
