@@ -51,6 +51,22 @@ namespace mdesc {
 // ------------------------------------------------------------------------------------------
 // cells
 
+// The LSTM's gate activations i, f, g, o = sigmoid, sigmoid, tanh, sigmoid of the pre-activations
+// a[0..3], through the policy's all-gates-at-once form where it has one (shared by the tangent
+// cell below and the ensemble's training cell, common/ensemble_math.h).
+MDESC_HD_POLICY
+template <class M, typename T>
+MDESC_HD void lstm_activations(const T* a, T& i, T& f, T& g, T& o) {
+  if constexpr (requires { M::lstm_gates(a, i, f, g, o); }) {
+    M::lstm_gates(a, i, f, g, o);
+  } else {
+    i = M::sigmoid(a[0]);
+    f = M::sigmoid(a[1]);
+    g = M::tanh(a[2]);
+    o = M::sigmoid(a[3]);
+  }
+}
+
 struct LstmCell {
   static constexpr const char* kName = "lstm";
   static constexpr int kGates = 4;
@@ -63,14 +79,7 @@ struct LstmCell {
   template <class M, typename T>
   static MDESC_HD void state(const T* a, T& h, T& c, T* k) {
     T i, f, g, o;
-    if constexpr (requires { M::lstm_gates(a, i, f, g, o); }) {  // a policy's all-gates-at-once form
-      M::lstm_gates(a, i, f, g, o);
-    } else {
-      i = M::sigmoid(a[0]);
-      f = M::sigmoid(a[1]);
-      g = M::tanh(a[2]);
-      o = M::sigmoid(a[3]);
-    }
+    lstm_activations<M>(a, i, f, g, o);
     const T c_new = f * c + i * g;
     const T tc = M::tanh(c_new);
     k[0] = i * (T(1) - i) * g;      // d c' / d a_i

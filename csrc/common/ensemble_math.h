@@ -56,14 +56,7 @@ struct EnsembleLstm {
   static MDESC_HD void forward(const T* xp, const T* hp, T& h, T& c, T* s) {
     const T a[4] = {xp[0] + hp[0], xp[1] + hp[1], xp[2] + hp[2], xp[3] + hp[3]};
     T i, f, g, o;
-    if constexpr (requires { M::lstm_gates(a, i, f, g, o); }) {  // a policy's all-gates-at-once form
-      M::lstm_gates(a, i, f, g, o);
-    } else {
-      i = M::sigmoid(a[0]);
-      f = M::sigmoid(a[1]);
-      g = M::tanh(a[2]);
-      o = M::sigmoid(a[3]);
-    }
+    lstm_activations<M>(a, i, f, g, o);
     c = f * c + i * g;
     const T tc = M::tanh(c);
     h = o * tc;
