@@ -27,8 +27,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -40,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench_lyapunov import cpu_model  # noqa: E402  (the CPU's name, as every benchmark writes it)
 from mdesc.data.sentiment import EncodedSplit  # noqa: E402
 from mdesc.descent.model import ModelSettings, TrainSettings, make_optimizer  # noqa: E402
 from mdesc.descent.run import _train_epoch  # noqa: E402
@@ -50,17 +49,6 @@ from mdesc.ensemble.model import build_members  # noqa: E402
 VOCAB, T = 10_000, 500
 MODEL = ModelSettings(embed_dim=32, hidden_size=60, num_layers=1)
 TRAIN = TrainSettings(optimizer="adam", lr=5e-4, batch_size=32, epochs=1)
-
-
-def machine_name() -> str:
-    model = platform.processor() or "cpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            m = re.search(r"model name\s*:\s*(.+)", f.read())
-            model = m.group(1).strip() if m else model
-    except OSError:
-        pass
-    return model
 
 
 def matmul_rate(device, size: int = 2048) -> float:
@@ -150,7 +138,7 @@ def main(argv=None) -> int:
     rows = []
     print(f"one at a time: {single:.2f} s per seed-epoch = {1 / single:.3f} seed-epochs/s "
           f"({100 * flops / single / rate:.1f}% of the matmul rate {rate / 1e9:.1f} GFLOP/s)")
-    out = {"machine": machine_name(), "cores": os.cpu_count(), "device": str(device),
+    out = {"machine": cpu_model(), "cores": os.cpu_count(), "device": str(device),
            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "backend": args.backend, "extension_op_used": bool(uses_op),

@@ -207,9 +207,8 @@ def time_baseline(case: Case, models, seq, device, max_steps: int) -> tuple[floa
     return elapsed * case.steps / steps, f"{steps} steps, scaled"
 
 
-def machine_name(device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else platform.processor() (other benchmarks use it)."""
     model = platform.processor() or "cpu"
     try:
         with open("/proc/cpuinfo") as f:
@@ -217,7 +216,13 @@ def machine_name(device) -> str:
             model = m.group(1).strip() if m else model
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return model
+
+
+def machine_name(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
 
 
 def measure(case: Case, device, args, rate1) -> dict:
