@@ -50,3 +50,29 @@ def test_a_pickle_in_place_of_an_optimizer_state_is_refused_unexecuted(trained, 
     said = []
     TR.train_run(run, *tiny_settings(root), progress=False, say=said.append)
     assert "from epoch 3 " in said[-1]
+
+
+def test_a_run_continued_from_its_newest_state_alone_keeps_its_history(trained, tmp_path):  # noqa: F811
+    """campaign.py pack carries only the newest checkpoint, its optimizer state and
+    history.json to another machine: the earlier epochs' rows must survive the next epoch."""
+    import dataclasses
+    import json
+
+    root, full = trained
+    run = _copy(full, tmp_path)
+    before = json.loads((run / "history.json").read_text())
+    for f in (run / "checkpoints").iterdir():
+        if not f.name.endswith("_0004.safetensors"):
+            f.unlink()
+    same = json.dumps(before)  # NaN (epoch 0's parameter change) compares by its text
+    assert json.dumps(TR.read_history(run)) == json.dumps(TR.read_history(full)) == same
+    data, model, train = tiny_settings(root)
+    hist = TR.train_run(run, data, model, dataclasses.replace(train, epochs=5), progress=False,
+                        say=None)
+    assert hist["epoch"] == [0, 1, 2, 3, 4, 5]
+    for k in before:
+        assert json.dumps(hist[k][:5]) == json.dumps(before[k]), k
+    assert json.loads((run / "history.json").read_text())["epoch"] == [0, 1, 2, 3, 4, 5]
+    # a stale row after the newest checkpoint is dropped, not kept beside the retrained epoch
+    (run / "checkpoints" / "epoch_0005.safetensors").unlink()
+    assert TR.read_history(run)["epoch"] == [0, 1, 2, 3, 4]

@@ -453,6 +453,8 @@ def read_history(run_dir: str | os.PathLike) -> dict[str, list]:
             metas.append((epoch, store.read_checkpoint(path, metadata_only=True)[1]))
         except CheckpointError:
             continue
+    metas = _recorded_rows(DescentRun(run_dir), metas) + metas
+    metas.sort(key=lambda em: em[0])
     if any("val_loss" in meta for _, meta in metas):
         cols.update(val_loss=[], val_acc=[])
     if any("floss_lambda" in meta for _, meta in metas):
@@ -462,6 +464,23 @@ def read_history(run_dir: str | os.PathLike) -> dict[str, list]:
             cols[k].append(meta[k] if k in meta else
                            (epoch if k == "epoch" else float("nan")))
     return cols
+
+
+def _recorded_rows(run: DescentRun, metas: list) -> list[tuple[int, dict]]:
+    """Rows of history.json for epochs before the newest checkpoint whose checkpoints are not in
+    the folder (a run continued from its packed newest state on another machine, or checkpoints
+    deleted to save space): the metrics recorded when those epochs were trained.  Rows after the
+    newest checkpoint are stale (that epoch will be trained again) and are dropped."""
+    if not metas or not run.history_path.is_file():
+        return []
+    try:
+        old = store.read_json(run.history_path)
+        rows = [{k: old[k][i] for k in old} for i in range(len(old["epoch"]))]
+    except (store.StoreError, KeyError, IndexError, TypeError):
+        return []  # an unreadable history is rebuilt from the checkpoints alone
+    have, newest = {e for e, _ in metas}, max(e for e, _ in metas)
+    return [(int(r["epoch"]), r) for r in rows
+            if int(r["epoch"]) not in have and int(r["epoch"]) < newest]
 
 
 def _write_history(run: DescentRun) -> None:
