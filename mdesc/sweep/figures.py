@@ -360,7 +360,11 @@ def pooled_figure(names, tables, analyses, d: RunDescription | None = None) -> b
     """Test loss (top) and zero-input lambda_1 (bottom) of several seeds, events marked."""
     fig = _figure(figsize=(11, 6.5))
     ax1, ax2 = fig.subplots(2, 1, sharex=True, gridspec_kw={"hspace": 0.08})
-    colors = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
+    from matplotlib import colormaps
+    # one distinct colour per run up to 20 (Dark2 for a few, then tab10, tab20)
+    cmap = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    colors = (["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
+              if len(names) <= 6 else [cmap(i) for i in range(cmap.N)])
     for k, (name, t, a) in enumerate(zip(names, tables, analyses)):
         col = colors[k % len(colors)]
         ep = t["epoch"]

@@ -26,6 +26,7 @@ Records (commands, wall times, machine) go to campaign/records.json.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -110,7 +111,7 @@ def shown(cmd: list[str]) -> str:
     return " ".join(["mdesc", *cmd[1:]]).replace(str(ROOT) + "/", "")
 
 
-def run_jobs(jobs: list[tuple[str, list[str]]], parallel: int, records: dict, kind: str) -> None:
+def run_jobs(jobs: list[tuple[str, list[str]]], parallel: int, kind: str) -> None:
     """Run ``[(key, cmd)]`` with ``parallel`` at a time; record each finished command."""
     pending, running = list(jobs), {}
     failed = []
@@ -131,10 +132,9 @@ def run_jobs(jobs: list[tuple[str, list[str]]], parallel: int, records: dict, ki
             if proc.returncode != 0:
                 failed.append(key)
                 continue
-            records.setdefault(key, {}).setdefault(kind, []).append(
-                {"command": shown(cmd), "wall_s": wall, "machine": machine(),
-                 "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())})
-            write_records(records)
+            add_record(key, kind, {"command": shown(cmd), "wall_s": wall, "machine": machine(),
+                                   "finished": time.strftime("%Y-%m-%d %H:%M UTC",
+                                                             time.gmtime())})
     if failed:
         raise SystemExit(f"{kind} failed for {', '.join(failed)}: see the messages above")
 
@@ -144,11 +144,21 @@ def read_records() -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def write_records(records: dict) -> None:
+def add_record(key: str, kind: str, entry: dict, replace: bool = False) -> None:
+    """Add one entry to records.json: read, change and write under a lock, so several
+    campaign processes running at once never drop each other's records."""
     HERE.mkdir(parents=True, exist_ok=True)
-    tmp = HERE / "records.json.tmp"
-    tmp.write_text(json.dumps(records, indent=1))
-    os.replace(tmp, HERE / "records.json")
+    RUNS.mkdir(parents=True, exist_ok=True)
+    with open(RUNS / ".records.lock", "w") as lock:  # runs/ is not committed
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        records = read_records()
+        if replace:
+            records.setdefault(key, {})[kind] = entry
+        else:
+            records.setdefault(key, {}).setdefault(kind, []).append(entry)
+        tmp = HERE / f"records.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(records, indent=1))
+        os.replace(tmp, HERE / "records.json")
 
 
 def members(arms: list[str]) -> list[tuple[str, int]]:
@@ -220,7 +230,6 @@ def main(argv=None) -> int:
     if bad:
         p.error(f"unknown arm(s) {', '.join(bad)}; choose from {', '.join(ARMS)}")
     arms = args.arms or list(ARMS)
-    records = read_records()
     if args.step == "status":
         for arm, seed in members(arms):
             d = member_dir(arm, seed)
@@ -228,11 +237,11 @@ def main(argv=None) -> int:
                   f"{swept(d)} swept")
     elif args.step == "train":
         run_jobs([(f"{a}/seed-{s}", train_cmd(a, s)) for a, s in members(arms)
-                  if epochs_done(member_dir(a, s)) < ARMS[a][2]], args.jobs, records, "train")
+                  if epochs_done(member_dir(a, s)) < ARMS[a][2]], args.jobs, "train")
     elif args.step == "sweep":
         extra = args.sweep_args.split()
         run_jobs([(f"{a}/seed-{s}", sweep_cmd(a, s, extra)) for a, s in members(arms)
-                  if epochs_done(member_dir(a, s)) >= 0], args.jobs, records, "sweep")
+                  if epochs_done(member_dir(a, s)) >= 0], args.jobs, "sweep")
     elif args.step == "pool":
         for arm in arms:
             dirs = [str(member_dir(arm, s)) for s in ARMS[arm][1]
@@ -243,10 +252,8 @@ def main(argv=None) -> int:
                    "--names", *[Path(d).name for d in dirs]]
             t0 = time.time()
             subprocess.run(cmd, check=True, cwd=ROOT)
-            records.setdefault(arm, {})["pool"] = {
-                "command": shown(cmd), "wall_s": round(time.time() - t0, 1),
-                "machine": machine()}
-            write_records(records)
+            add_record(arm, "pool", {"command": shown(cmd), "wall_s": round(time.time() - t0, 1),
+                                     "machine": machine()}, replace=True)
     elif args.step == "pack":
         for arm in arms:
             pack(arm)

@@ -51,12 +51,16 @@ def member(history: dict, claims: dict, s: PhaseSettings, n_test: int, base: flo
     spikes = controls.jumps(train, +1, s.event_jump, s.noise_sigmas)
     drops = controls.jumps(test, -1, s.event_jump, s.noise_sigmas, start)
     near = [g for g in drops if any(abs(g - k) <= s.control_window for k in spikes)]
+    # chance: the share of the gaps a drop could sit in (after learning) that are that close
+    gaps = np.arange(start, len(test) - 1)
+    covered = float(np.mean([any(abs(g - k) <= s.control_window for k in spikes)
+                             for g in gaps])) if gaps.size else float("nan")
     verdicts = claims.get("verdict_counts") or {}
     return {"val_epoch": history["epoch"][i], "test_acc": acc, "test_loss": float(test[i]),
             "beats_chance": lo > base,
             "overtrained_cycles": claims.get("n_overtrained_cycles"),
             "spikes": len(spikes), "drops_after_learning": len(drops),
-            "drops_near_spike": len(near),
+            "drops_near_spike": len(near), "spike_coverage": covered,
             "chaotic_checkpoints": int(verdicts.get("chaotic", 0)),
             "checkpoints": claims.get("n_checkpoints")}
 
@@ -88,7 +92,10 @@ def arm_answers(arm: str) -> dict | None:
         "any_spike": fraction_interval([x["spikes"] > 0 for x in r]),
         "drops_near_spike": {"k": sum(x["drops_near_spike"] for x in r), "n": drops,
                              "interval": list(wilson_interval(
-                                 sum(x["drops_near_spike"] for x in r), drops))},
+                                 sum(x["drops_near_spike"] for x in r), drops)),
+                             # expected share if each seed's drops sat at random gaps
+                             "chance": (sum(x["drops_after_learning"] * x["spike_coverage"]
+                                            for x in r) / drops) if drops else None},
         "any_chaos": fraction_interval([x["chaotic_checkpoints"] > 0 for x in r]),
         "pooled": {k: pooled["pooled"]["pooled"].get(k) for k in POOLED_CLAIMS},
     }
@@ -118,8 +125,11 @@ def table(answers: list[dict]) -> str:
         (">= 2 descent cycles after the global optimum (multiple descent)",
          [_frac(a["multiple_descents"]) for a in answers]),
         ("seeds with a training-loss spike", [_frac(a["any_spike"]) for a in answers]),
-        ("test-loss drops within the control window of a spike (all seeds)",
-         [_frac(a["drops_near_spike"]) for a in answers]),
+        ("test-loss drops within the control window (±1 checkpoint) of a training-loss spike, "
+         "all seeds (chance: the share of gaps that close to a spike)",
+         [_frac(a["drops_near_spike"]) + (f" (chance {a['drops_near_spike']['chance']:.2f})"
+                                          if a["drops_near_spike"]["chance"] is not None else "")
+          for a in answers]),
         ("seeds with any chaotic checkpoint", [_frac(a["any_chaos"]) for a in answers]),
     ]
     for key in POOLED_CLAIMS:
@@ -141,8 +151,18 @@ def main() -> int:
     (HERE / "answers.json").write_text(json.dumps(answers, indent=1, default=float))
     text = table(answers)
     (HERE / "answers.md").write_text(text)
+    _update_readme(text)
     print(text)
     return 0
+
+
+def _update_readme(text: str) -> None:
+    """The README's table between its markers, re-derived from the committed files."""
+    path = HERE / "README.md"
+    start, end = "<!-- answers: written by answers.py -->\n", "\n<!-- /answers -->"
+    if path.exists() and start in (old := path.read_text()) and end in old:
+        head, rest = old.split(start, 1)
+        path.write_text(head + start + text.strip() + end + rest.split(end, 1)[1])
 
 
 if __name__ == "__main__":
