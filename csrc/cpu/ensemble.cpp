@@ -2,9 +2,9 @@
 // mdesc::ensemble_rnn_backward (schemas: csrc/mdesc.cpp; the per-unit math and the layouts of
 // h_all, saved, dxproj, dhproj: csrc/common/ensemble_math.h; Python: mdesc/ensemble/_op.py).
 //
-// Models are independent, so the work splits over them: at::parallel_for over E, each thread
-// runs its models' whole sequence with its own scratch (E = 1 runs on one thread).  One step of
-// one model (B sequences, H units, G gate blocks, GH = G*H):
+// Models and sequences are independent, so the work splits over (model, block of sequences) on
+// torch's threads (the fused path) or over models (the BLAS path).  One step of one model
+// (B sequences, H units, G gate blocks, GH = G*H):
 //   forward   hp = h_{t-1} W_hh^T              GEMM (B x H)(H x GH): 2 B H GH FLOPs
 //             pointwise cell (bias added there) -> h_t, saved_t
 //   backward  pointwise VJP -> dxproj_t, dhproj_t, direct part of dL/dh_{t-1} (and dL/dc_{t-1})
@@ -14,23 +14,37 @@
 // resident for H = 60: 57.6 KB float32), writes h (B H) and saved (B S H); backward reads
 // dh_all, h, h_{t-1}, saved (B (3 + S) H) and writes dxproj, dhproj (2 B GH).  At the paper's
 // shape (B 32, H 60, LSTM, float32) a step moves 85 KB forward and 131 KB backward against
-// 0.92 MFLOP per GEMM (three per step with dW_hh): ~13 FLOP per byte, the bytes streaming
-// through L2 -- the GEMMs and the pointwise transcendentals, not memory, set the pace.
+// 0.92 MFLOP per GEMM (three per step with dW_hh): ~13 FLOP per byte, streamed from and to
+// memory (a model's 500 steps are 42 MB forward).  Fresh output memory is part of that cost:
+// see empty_output.
 //
-// The recurrent GEMMs use torch's BLAS (csrc/cpu/gemm.h; MKL called from inside the parallel
-// region runs single-threaded); the pointwise loops are compiled for several instruction sets
-// (function multi-versioning) with the cell math of ensemble_math.h inlined and vectorised over
-// hidden units, activations from csrc/cpu/pointwise.h's CpuMath.
+// Two paths:
+//   fused  (x86-64 with AVX2 / AVX-512 and H >= one vector; csrc/cpu/ensemble_fused.h) the
+//          products by the register-tiled block GEMM of csrc/cpu/fused_step.h with W_hh packed
+//          once per call, the cell math on the product's rows while they are in L1, every
+//          unit vector whole
+//   BLAS   (elsewhere) the recurrent GEMMs by torch's BLAS (csrc/cpu/gemm.h; MKL called from
+//          inside the parallel region runs single-threaded) and the pointwise loops compiled
+//          for several instruction sets (function multi-versioning), the last H mod W units
+//          through zero-padded scratch
+// Both run the cell math of ensemble_math.h with csrc/cpu/pointwise.h's CpuMath.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "common/ensemble_math.h"
+#include "cpu/ensemble_fused.h"
+#include "cpu/fused_step.h"
 #include "cpu/gemm.h"
 #include "cpu/pointwise.h"
 
@@ -256,6 +270,83 @@ void backward_model(const Dims& d, const T* dh, const T* h, const T* s, const T*
 }
 
 // ---------------------------------------------------------------------------------------------
+// the fused path (csrc/cpu/ensemble_fused.h): models x blocks of sequences on torch's threads
+
+// The tiling of a product with `rows` output rows (the forward's G*H gate rows, the backward's H
+// units) over B columns of elem-byte elements; lanes 0: no fused path here (no AVX2 / AVX-512,
+// or H narrower than one vector, which the whole-vector cell updates need).  fused_shape tiles
+// a cell's gate rows; a one-gate cell of `rows` units has exactly these rows.
+FusedShape ensemble_shape(int64_t rows, int64_t H, int64_t B, int64_t elem) {
+  const int64_t lanes = fused_lanes(elem);
+  if (lanes == 0 || H < lanes) return FusedShape{};
+  for (int i = 0; i < Cells::size; ++i) {
+    const auto kind = static_cast<CellKind>(i);
+    if (cell_gates(kind) == 1) return fused_shape(kind, rows, B, elem);
+  }
+  return FusedShape{};
+}
+
+// Runs f(block, e, b0, nb) for every model e and block of sequences (b0, nb <= nr) on torch's
+// threads, so a few models still use every thread; each thread chunk gets its own scratch.
+template <typename T, class F>
+void for_blocks(const Dims& d, const FusedShape& sh, int64_t K, const F& f) {
+  const int64_t nr = sh.nr, blocks = (d.B + nr - 1) / nr;
+  at::parallel_for(0, d.E * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> panel(fused_panel_size(sh, nr, K)), out(nr * sh.Gpad), zeros(d.GH, T(0));
+    std::vector<T> carry(2 * nr * d.H), dc(2 * nr * d.H);
+    EnsembleBlock<T> k{sh, d.T, d.B, d.H, 0, 0, nullptr};
+    k.panel = panel.data(), k.out = out.data(), k.zeros = zeros.data(), k.carry = carry.data(), k.dc = dc.data();
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t e = i / blocks;
+      k.b0 = i % blocks * nr;
+      k.nb = std::min(nr, d.B - k.b0);
+      f(k, e);
+    }
+  });
+}
+
+// The forward of every model through the fused path (sh.lanes > 0); pointers to whole tensors.
+template <typename T>
+void forward_fused(int cell, const Dims& d, const FusedShape& sh, const T* xp, const T* w, const T* bias, T* h,
+                   T* s) {
+  const int64_t packed = fused_packed_size(sh, d.H);
+  std::vector<T> wp(d.E * packed);
+  at::parallel_for(0, d.E, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t e = begin; e < end; ++e) fused_pack_weights<T>(sh, d.H, w + e * d.GH * d.H, wp.data() + e * packed);
+  });
+  for_blocks<T>(d, sh, d.H, [&](EnsembleBlock<T>& k, int64_t e) {
+    k.wp = wp.data() + e * packed;
+    k.xp = xp + e * d.T * d.B * d.GH, k.bias = bias + e * d.GH;
+    k.h = h + e * d.T * d.B * d.H, k.s = s + e * d.T * d.B * d.SH;
+    ensemble_forward_block(cell, k);
+  });
+}
+
+// The backward of every model through the fused path (sh: the tiling of H rows).
+template <typename T>
+void backward_fused(int cell, const Dims& d, const FusedShape& sh, const T* dh, const T* h, const T* s,
+                    const T* w, T* dxp, T* dhp) {
+  const int64_t packed = fused_packed_size(sh, d.GH);
+  std::vector<T> wpt(d.E * packed);
+  at::parallel_for(0, d.E, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> wt(d.H * d.GH);  // W_hh^T [H, GH]
+    for (int64_t e = begin; e < end; ++e) {
+      const T* we = w + e * d.GH * d.H;
+      for (int64_t q = 0; q < d.GH; ++q)
+        for (int64_t u = 0; u < d.H; ++u) wt[u * d.GH + q] = we[q * d.H + u];
+      fused_pack_weights<T>(sh, d.GH, wt.data(), wpt.data() + e * packed);
+    }
+  });
+  for_blocks<T>(d, sh, d.GH, [&](EnsembleBlock<T>& k, int64_t e) {
+    const int64_t oh = e * d.T * d.B * d.H, og = e * d.T * d.B * d.GH;
+    k.wp = wpt.data() + e * packed;
+    k.dh = dh + oh, k.h = const_cast<T*>(h + oh), k.s = const_cast<T*>(s + e * d.T * d.B * d.SH);
+    k.dxp = dxp + og, k.dhp = dhp + og;
+    ensemble_backward_block(cell, k);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
 // checks and the ops
 
 int parse_ensemble_cell(const char* op, const std::string& name) {
@@ -299,6 +390,22 @@ Dims ensemble_dims(const char* op, int cell, const char* lead_name, const at::Te
   return d;
 }
 
+// at::empty for the ops' large outputs, asking Linux to back them with 2 MB pages.  The outputs
+// are fresh memory the kernel must fault in and zero on first touch; with 4 KB pages that took
+// about as long as the recurrence itself (perf on the 2-core AMD EPYC: LSTM forward, E = 8,
+// T = 500, 215 MB of h_all + saved: 167 ms -> 91 ms of CPU time with huge pages).  torch does the
+// same for every allocation under THP_MEM_ALLOC_ENABLE=1; this is the op's own share of it.
+at::Tensor empty_output(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  at::Tensor t = at::empty(sizes, options);
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t kHuge = uintptr_t(2) << 20;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1), last = (begin + t.nbytes()) & ~(kHuge - 1);
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);  // a hint: failure is fine
+#endif
+  return t;
+}
+
 template <typename F>
 void for_models(int64_t E, const F& f) {
   at::parallel_for(0, E, 1, [&](int64_t begin, int64_t end) {
@@ -314,12 +421,17 @@ std::tuple<at::Tensor, at::Tensor> ensemble_rnn_forward_cpu(const at::Tensor& xp
   check_tensor(op, "xproj", xproj_in, {d.E, d.T, d.B, d.GH}, "(E, T, B, G*H), G*H the rows of w_hh", xproj_in);
   check_tensor(op, "b_hh", b_hh_in, {d.E, d.GH}, "(E, G*H)", xproj_in);
   const at::Tensor xproj = xproj_in.contiguous(), w_hh = w_hh_in.contiguous(), b_hh = b_hh_in.contiguous();
-  at::Tensor h_all = at::empty({d.E, d.T, d.B, d.H}, xproj.options());
-  at::Tensor saved = at::empty({d.E, d.T, d.B, d.SH}, xproj.options());
+  at::Tensor h_all = empty_output({d.E, d.T, d.B, d.H}, xproj.options());
+  at::Tensor saved = empty_output({d.E, d.T, d.B, d.SH}, xproj.options());
   AT_DISPATCH_FLOATING_TYPES(xproj.scalar_type(), "ensemble_rnn_forward", [&] {
     using T = scalar_t;
     EnsembleCells::dispatch(cell, [&](auto c) {
       using Cell = decltype(c);
+      const FusedShape sh = ensemble_shape(d.GH, d.H, d.B, sizeof(T));
+      if (sh.lanes > 0) {
+        return forward_fused<T>(cell, d, sh, xproj.data_ptr<T>(), w_hh.data_ptr<T>(), b_hh.data_ptr<T>(),
+                                      h_all.data_ptr<T>(), saved.data_ptr<T>());
+      }
       for_models(d.E, [&](int64_t e) {
         std::vector<T> hp(d.B * d.GH), zeros(d.H, T(0)), scr(kForwardScratch<Cell, T>);
         forward_model<Cell, T>(d, xproj.data_ptr<T>() + e * d.T * d.B * d.GH, w_hh.data_ptr<T>() + e * d.GH * d.H,
@@ -343,12 +455,17 @@ std::tuple<at::Tensor, at::Tensor> ensemble_rnn_backward_cpu(const at::Tensor& d
                h_all_in);
   const at::Tensor dh_all = dh_all_in.contiguous(), h_all = h_all_in.contiguous(), saved = saved_in.contiguous(),
                    w_hh = w_hh_in.contiguous();
-  at::Tensor dxproj = at::empty({d.E, d.T, d.B, d.GH}, h_all.options());
-  at::Tensor dhproj = at::empty({d.E, d.T, d.B, d.GH}, h_all.options());
+  at::Tensor dxproj = empty_output({d.E, d.T, d.B, d.GH}, h_all.options());
+  at::Tensor dhproj = empty_output({d.E, d.T, d.B, d.GH}, h_all.options());
   AT_DISPATCH_FLOATING_TYPES(h_all.scalar_type(), "ensemble_rnn_backward", [&] {
     using T = scalar_t;
     EnsembleCells::dispatch(cell, [&](auto c) {
       using Cell = decltype(c);
+      const FusedShape sh = ensemble_shape(d.H, d.H, d.B, sizeof(T));
+      if (sh.lanes > 0) {
+        return backward_fused<T>(cell, d, sh, dh_all.data_ptr<T>(), h_all.data_ptr<T>(), saved.data_ptr<T>(),
+                                       w_hh.data_ptr<T>(), dxproj.data_ptr<T>(), dhproj.data_ptr<T>());
+      }
       for_models(d.E, [&](int64_t e) {
         std::vector<T> carry(d.B * d.H), dc(d.B * d.H), zeros(d.H, T(0)), scr(kBackwardScratch<Cell, T>);
         const int64_t oh = e * d.T * d.B * d.H, og = e * d.T * d.B * d.GH;
