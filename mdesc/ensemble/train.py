@@ -16,8 +16,9 @@ may differ in learning rate, ``lrs``).  One training step runs every member's ba
 the embedding gather per member, :func:`mdesc.ensemble.recurrent.ensemble_recurrent` per layer
 (``backend``: the extension's op or the torch loop), the readout at each sequence's last real
 token; T of the step is the longest member batch (the zero padding after a sequence's end
-changes nothing that is read).  Every member is evaluated every epoch and its files are written
-atomically (optimizer state first, checkpoint second, as a single run does).
+changes nothing that is read).  With ``--floss`` each member adds its single run's flossing
+term on the same steps (:mod:`mdesc.ensemble.floss`).  Every member is evaluated every epoch and
+its files are written atomically (optimizer state first, checkpoint second, as a single run does).
 
 Resume: the newest epoch complete for ALL members (a killed run resumes to the identical
 history).  Before any work: the seeds (at least one, no duplicates), existing members' settings,
@@ -40,6 +41,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from mdesc.core.floss import ZERO_INPUT_STEPS
 from mdesc.data import sentiment
 from mdesc.data.sentiment import EncodedSplit, TextSettings
 from mdesc.descent.folder import DescentRun
@@ -49,6 +51,7 @@ from mdesc.descent.run import (PARAM_CHANGE, Unreadable, check_folder,
                                epoch_generator, epoch_metrics, load_run_splits, load_splits,
                                read_epoch, read_history, resume_newest, start_folder,
                                write_epoch)
+from mdesc.ensemble.floss import EnsembleFloss, floss_memory
 from mdesc.ensemble.model import EnsembleNet, build_members
 from mdesc.ensemble.optim import KINDS, EnsembleOptimizer, clip_grad_norms
 from mdesc.ensemble.recurrent import CELL_GATES
@@ -114,9 +117,6 @@ def _plan(run_root, seeds, data, model, train, lrs) -> list[_Member]:
         problems.append(f"seeds repeat: {', '.join(map(str, dup))} (each member needs its own)")
     if lrs is not None and len(lrs) != len(seeds):
         problems.append(f"{len(lrs)} learning rates for {len(seeds)} seeds (give one per seed)")
-    if train.floss_target_weight() is not None:
-        problems.append("the ensemble trainer does not floss yet: train flossing runs one "
-                        "seed at a time (--seed S, not --seeds)")
     if train.optimizer not in KINDS:
         problems.append(f"the ensemble trains with {', '.join(KINDS)}, not {train.optimizer!r}")
     if problems:
@@ -142,12 +142,16 @@ def memory_estimate(n_models: int, data: TextSettings, model: ModelSettings,
     recurrence saves for backpropagation through time (per member, step, sequence and layer
     about (3 G + 6) H: pre-activations, gate outputs, states and their products), the embedded
     inputs (twice with dropout), and the weights with their gradient and two optimizer moments.
-    T is the longest review (max_len), B the batch size."""
+    T is the longest review (max_len), B the batch size.  With ``--floss``, plus one member's
+    flossing graph (:func:`mdesc.ensemble.floss.floss_memory`; members are flossed one at a time,
+    before the forward pass, so this over-counts) and the scratch model's weights and gradient."""
     G, H, D, L = CELL_GATES[model.cell], model.hidden_size, model.embed_dim, model.num_layers
     per_step = train.batch_size * (L * (3 * G + 6) * H + 2 * D)
     weights = data.vocab_size * D + sum(G * H * ((D if k == 0 else H) + H + 2)
                                         for k in range(L)) + H + 1
-    return n_models * (data.max_len * per_step + 4 * weights) * itemsize
+    floss = floss_memory(data, model, train, itemsize)
+    scratch = 2 * weights * itemsize if floss else 0
+    return n_models * (data.max_len * per_step + 4 * weights) * itemsize + floss + scratch
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -177,12 +181,16 @@ def _check_resources(n_models, data, model, train, device, backend) -> None:
                            torch.tensor([], dtype=torch.get_default_dtype()).element_size())
     have = available_memory(device)
     if have is not None and need > have:
+        floss = ""
+        if train.floss_target_weight() is not None:
+            floss = (f", plus a flossing graph of {train.floss_probe} probe reviews x "
+                     f"{data.max_len} + {ZERO_INPUT_STEPS} steps")
         raise RunError(
             f"training {n_models} models at once needs about {need / 2**30:.2f} GiB "
             f"(activations saved for backpropagation through {data.max_len} steps x batch "
-            f"{train.batch_size} x {n_models} models) but {device} has {have / 2**30:.2f} GiB "
-            "available; train fewer seeds per process (torchrun shards them), or lower "
-            "--batch-size or --max-len")
+            f"{train.batch_size} x {n_models} models{floss}) but {device} has "
+            f"{have / 2**30:.2f} GiB available; train fewer seeds per process (torchrun shards "
+            "them), or lower --batch-size or --max-len" + (" or --floss-probe" if floss else ""))
 
 
 def _open_members(members, model, progress, data_path) -> None:
@@ -269,7 +277,10 @@ def _run_epochs(group, start: int, epochs: int, progress: bool, on_epoch) -> Non
             group.train_epoch(epoch, bar)
             changes = [param_change(b, weights_of(group.net.member_state(e)))
                        for e, b in enumerate(before)]
-            metrics = group.save(epoch, [{k: c[k] for k in PARAM_CHANGE} for c in changes])
+            extra = [{k: c[k] for k in PARAM_CHANGE} for c in changes]
+            if group.floss is not None:
+                extra = [{**x, **f} for x, f in zip(extra, group.floss.epoch_metrics())]
+            metrics = group.save(epoch, extra)
             best = min(m["test_loss"] for m in metrics.values())
             bar.set_postfix(epoch=epoch, best_test=f"{best:.3g}")
             if on_epoch is not None:
@@ -284,7 +295,12 @@ class _Group:
     def __init__(self, members: list[_Member], device: torch.device, backend: str):
         self.members, self.device, self.size = members, device, len(members)
         config = members[0].config
-        self.net = EnsembleNet(build_members(config, [m.seed for m in members]), device, backend)
+        models = build_members(config, [m.seed for m in members])
+        self.net = EnsembleNet(models, device, backend)
+        self.floss = None  # --floss: each member's single-run penalty (mdesc.ensemble.floss)
+        if members[0].train.floss_target_weight() is not None:
+            self.floss = EnsembleFloss([m.splits[0] for m in members],
+                                       [m.train for m in members], models[0], device)
         template = [torch.nn.Parameter(p[0].detach()) for p in self.net.params]
         groups = [make_optimizer(template, m.train).state_dict()["param_groups"]
                   for m in members]
@@ -307,13 +323,15 @@ class _Group:
         self.net.training = True
         gens = [epoch_generator(m.seed, epoch) for m in self.members]
         orders = [torch.randperm(self.n_train, generator=g).numpy() for g in gens]
-        for lo in range(0, self.n_train, self.batch_size):
+        for step, lo in enumerate(range(0, self.n_train, self.batch_size)):
             batches = [_batch(m.splits[0], order[lo: lo + self.batch_size], self.device)
                        for m, order in zip(self.members, orders)]
             ids, lengths, y = self._stack(batches)
             masks = self.net.draw_dropout(gens, [b[0].shape[0] for b in batches],
                                           ids.shape[2], ids.shape[1])
             self.net.zero_grad()
+            if self.floss is not None:  # the single run's global step numbers
+                self.floss.add_gradients(self.net, (epoch - 1) * self.n_batches + step)
             logits = self.net(ids, lengths, masks)
             loss = head_loss(logits, y, reduction="none").view(self.size, -1).mean(1)
             loss.sum().backward()  # member e's gradient is that of its own mean loss
