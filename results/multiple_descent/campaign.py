@@ -29,7 +29,6 @@ import argparse
 import fcntl
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipes.search import machine  # noqa: E402  (one CPU-name reader for study 1's records)
 HERE = Path(__file__).resolve().parent / "campaign"
 RUNS = ROOT / "runs" / "campaign"
 MDESC = str(ROOT / ".venv" / "bin" / "mdesc")
@@ -80,16 +81,6 @@ ARMS: dict[str, tuple[list[str], list[int], int]] = {
 #: the sweep: 100 probe sequences per checkpoint (500 for the long run), the default steps
 SWEEP = {"ng1k-long": ["--samples", "500"]}
 SWEEP_DEFAULT = ["--samples", "100"]
-
-
-def machine() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        name = next(line.split(":", 1)[1].strip() for line in text.splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        name = platform.processor()
-    return f"{name}, {len(os.sched_getaffinity(0))} cores"
 
 
 def member_dir(arm: str, seed: int) -> Path:
