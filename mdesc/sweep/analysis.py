@@ -384,9 +384,8 @@ def _events(table, cols, s: PhaseSettings, minima, global_min, claims
     if red.ndim == 2 and red.shape[0] == n and red.shape[1] > 0:
         events += _ev.structure_events(epoch, red, s.event_jump, s.distance_resolution)
     events.sort(key=lambda e: (e.gap, e.kind))
-    start = _co.learning_end(cols["test_loss"])
-    drops = _co.jumps(cols["test_loss"], -1, s.event_jump, s.noise_sigmas, start)
-    spikes = _co.jumps(cols["train_loss"], +1, s.event_jump, s.noise_sigmas)
+    start, drops, spikes = _co.loss_jumps(cols["test_loss"], cols["train_loss"], s.event_jump,
+                                          s.noise_sigmas)
     pjumps = _co.param_jumps(cols["param_change"], s.event_jump)
     gaps = sorted({e.gap for e in events})
     ctl = _co.controls_of(max(n - 1, 0), cols["param_change"], spikes, pjumps,

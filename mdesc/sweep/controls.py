@@ -92,6 +92,16 @@ def jumps(values, sign: int, jump: float, noise_sigmas: float, start: int = 0) -
             if sign * d[g] > jump * typical[g] and sign * d[g] > noise_sigmas * noise]
 
 
+def loss_jumps(test_loss, train_loss, jump: float, noise_sigmas: float
+               ) -> tuple[int, list[int], list[int]]:
+    """``(start, drops, spikes)``: the end of the learning phase (:func:`learning_end`), the sharp
+    test-loss drops after it and the training-loss spikes (:func:`jumps`), as the analysis
+    detects them."""
+    start = learning_end(test_loss)
+    return (start, jumps(test_loss, -1, jump, noise_sigmas, start),
+            jumps(train_loss, +1, jump, noise_sigmas))
+
+
 def param_jumps(param_change, jump: float) -> list[int]:
     """Gaps g whose parameter change (into checkpoint g + 1) exceeds ``jump`` x its local
     typical value (module doc)."""

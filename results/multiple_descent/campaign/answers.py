@@ -47,14 +47,15 @@ def member(history: dict, claims: dict, s: PhaseSettings, n_test: int, base: flo
     acc = float(history["test_acc"][i])
     lo, _ = wilson_interval(round(acc * n_test), n_test)
     train, test = history["train_loss"], np.asarray(history["test_loss"], float)
-    start = controls.learning_end(test)
-    spikes = controls.jumps(train, +1, s.event_jump, s.noise_sigmas)
-    drops = controls.jumps(test, -1, s.event_jump, s.noise_sigmas, start)
-    near = [g for g in drops if any(abs(g - k) <= s.control_window for k in spikes)]
+    start, drops, spikes = controls.loss_jumps(test, train, s.event_jump, s.noise_sigmas)
+
+    def near_spike(g: int) -> bool:
+        return any(abs(g - k) <= s.control_window for k in spikes)
+
+    near = [g for g in drops if near_spike(g)]
     # chance: the share of the gaps a drop could sit in (after learning) that are that close
     gaps = np.arange(start, len(test) - 1)
-    covered = float(np.mean([any(abs(g - k) <= s.control_window for k in spikes)
-                             for g in gaps])) if gaps.size else float("nan")
+    covered = float(np.mean([near_spike(g) for g in gaps])) if gaps.size else float("nan")
     verdicts = claims.get("verdict_counts") or {}
     return {"val_epoch": history["epoch"][i], "test_acc": acc, "test_loss": float(test[i]),
             "beats_chance": lo > base,
