@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recipes.search import machine  # noqa: E402  (one CPU-name reader for study 1's records)
+from mdesc.descent.folder import DescentRun  # noqa: E402  (recipes.search put ROOT on the path)
 HERE = Path(__file__).resolve().parent / "campaign"
 RUNS = ROOT / "runs" / "campaign"
 MDESC = str(ROOT / ".venv" / "bin" / "mdesc")
@@ -171,20 +172,18 @@ def pack(arm: str) -> None:
     dest_arm = HERE / "state" / arm
     for _, seed in members([arm]):
         src = member_dir(arm, seed)
-        if not (src / "config.json").exists():
+        run = DescentRun(src)
+        complete = run.complete_epochs() if run.is_run() else []  # checkpoint + optimizer state
+        if not complete:
             continue
-        ckpts = sorted((src / "checkpoints").glob("optimizer_*.safetensors"))
-        if not ckpts:
-            continue
-        epoch = ckpts[-1].name.split("_")[1].split(".")[0]
         tmp = dest_arm / f".seed-{seed}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "checkpoints").mkdir(parents=True)
         for name in ("config.json", "history.json"):
             shutil.copy(src / name, tmp / name)
         if epochs_done(src) < ARMS[arm][2]:  # unfinished: what training continues from
-            for name in (f"epoch_{epoch}.safetensors", f"optimizer_{epoch}.safetensors"):
-                shutil.copy(src / "checkpoints" / name, tmp / "checkpoints" / name)
+            for path in (run.checkpoint_path(complete[-1]), run.optimizer_path(complete[-1])):
+                shutil.copy(path, tmp / "checkpoints" / path.name)
         if (src / "sweep").is_dir():
             shutil.copytree(src / "sweep", tmp / "sweep")
         final = dest_arm / f"seed-{seed}"
